@@ -1,0 +1,83 @@
+"""The ``peerlight`` command line.
+
+Commands are thin: they parse arguments, make a control call, and render the reply. Heavy
+work happens in the daemon. Exit codes: 0 success, 1 error, 2 usage error, 3 no daemon running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from peerlight.node.control.protocol import ControlError
+from peerlight.node.paths import NodePaths
+
+from . import daemon_commands, library_commands
+from .client import ConnectionLost, DaemonNotRunning
+from .errors import EXIT_ERROR, EXIT_NOT_RUNNING, CliError
+from .output import Output
+
+Command = Callable[[argparse.Namespace, NodePaths, Output], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir", metavar="DIR", help="node data directory (default: $PEERLIGHT_HOME or the platform's user data dir)"
+    )
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    parser = argparse.ArgumentParser(prog="peerlight", description="Peerlight: a peer-to-peer media sharing node.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Command, help: str, parent: argparse._SubParsersAction = commands) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, parents=[common], help=help, description=help)
+        sub.set_defaults(run=run)
+        return sub
+
+    init = command("init", daemon_commands.cmd_init, "create a node: data directory, config file and identity key")
+    init.add_argument("--if-missing", action="store_true", help="succeed quietly if a node already exists")
+
+    start = command("start", daemon_commands.cmd_start, "run the daemon (in the foreground unless --detach)")
+    start.add_argument("--detach", action="store_true", help="run in the background with a pid file and log file")
+    start.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override daemon.log_level")
+    start.add_argument("--timeout", type=float, default=60.0, help="with --detach: seconds to wait for ready")
+
+    stop = command("stop", daemon_commands.cmd_stop, "stop the running daemon")
+    stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to exit")
+
+    command("status", daemon_commands.cmd_status, "show whether the daemon runs, its peer ID and catalog state")
+
+    library = commands.add_parser("library", help="manage the folders the node indexes")
+    library_commands_ = library.add_subparsers(dest="library_command", required=True, metavar="ACTION")
+    add = command("add", library_commands.cmd_library_add, "add a folder as a library", library_commands_)
+    add.add_argument("path", help="folder to add")
+    add.add_argument("--name", help="display name (default: the folder's name)")
+    command("list", library_commands.cmd_library_list, "list libraries", library_commands_)
+    remove = command("remove", library_commands.cmd_library_remove, "remove a library (id, path or name)", library_commands_)
+    remove.add_argument("library", help="library id, path or name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Output(as_json=args.json)
+    paths = NodePaths.resolve(args.data_dir)
+    try:
+        return args.run(args, paths, out)
+    except DaemonNotRunning as exc:
+        out.error(str(exc), code="not_running")
+        return EXIT_NOT_RUNNING
+    except ControlError as exc:
+        out.error(exc.message, code=exc.code)
+        return EXIT_ERROR
+    except (CliError, ConnectionLost, TimeoutError, OSError) as exc:
+        out.error(str(exc) or type(exc).__name__)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

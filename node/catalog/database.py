@@ -1,0 +1,152 @@
+"""SQLite from trio: one writer, concurrent readers, no second event loop.
+
+SQLite calls block, so they run in worker threads through ``trio.to_thread``. All writes go
+through a single connection guarded by a capacity limiter of one, so they are serialised
+exactly as SQLite wants them and never fight over the write lock; reads use a small pool of
+read-only connections and run concurrently with the writer thanks to WAL mode.
+
+Writes are not abandoned on cancellation: a write that started always commits or rolls back
+before its caller sees the cancellation, so a shutdown never leaves a write half-done and
+every write a caller was told about is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+from .migrations import LATEST_VERSION, migrate, schema_version
+
+log = logging.getLogger("peerlight.catalog")
+
+T = TypeVar("T")
+
+
+class CatalogError(Exception):
+    """The catalog database cannot be opened or used."""
+
+
+def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    uri = f"{path.absolute().as_uri()}?mode={'ro' if read_only else 'rwc'}"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def open_writer(path: Path) -> sqlite3.Connection:
+    """The writer connection, with WAL mode set and the schema migrated to the latest version."""
+    try:
+        conn = _connect(path, read_only=False)
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise CatalogError(f"{path}: cannot enable WAL mode (got {mode!r})")
+            # NORMAL is durable against process crashes in WAL mode; only power loss can lose
+            # the last transactions, and never corrupts the database.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            applied = migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+    except sqlite3.DatabaseError as exc:
+        raise CatalogError(f"{path}: cannot open the catalog: {exc}") from None
+    for step in applied:
+        log.info("catalog migrated to schema version %d: %s", step.version, step.description)
+    return conn
+
+
+class Catalog:
+    """The node's catalog database, used from trio."""
+
+    def __init__(self, path: Path, writer: sqlite3.Connection, readers: int) -> None:
+        self.path = path
+        self._writer = writer
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(readers)
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._all_readers: list[sqlite3.Connection] = []
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path, *, readers: int = 4) -> "Catalog":
+        writer = await trio.to_thread.run_sync(open_writer, path)
+        return cls(path, writer, readers)
+
+    @property
+    def schema_version(self) -> int:
+        return LATEST_VERSION
+
+    async def write(self, transaction: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``transaction(conn)`` in one write transaction on the writer thread.
+
+        It commits if the function returns and rolls back if it raises; the return value is
+        only seen after the commit, so whoever reports success reports a durable write.
+        """
+        self._check_open()
+        return await trio.to_thread.run_sync(self._run_write, transaction, limiter=self._write_limiter)
+
+    def _run_write(self, transaction: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = transaction(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``query(conn)`` on a read-only connection, concurrently with other reads."""
+        self._check_open()
+        async with self._read_limiter:
+            conn = self._idle_readers.pop() if self._idle_readers else None
+            try:
+                if conn is None:
+                    conn = await trio.to_thread.run_sync(partial(_connect, self.path, read_only=True))
+                    self._all_readers.append(conn)
+                return await trio.to_thread.run_sync(_run_read, conn, query)
+            finally:
+                if conn is not None:
+                    self._idle_readers.append(conn)
+
+    async def aclose(self) -> None:
+        """Close every connection; the writer checkpoints the WAL into the main file."""
+        if self._closed:
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True):
+            async with self._write_limiter:
+                await trio.to_thread.run_sync(self._close_all)
+
+    def _close_all(self) -> None:
+        for conn in self._all_readers:
+            conn.close()
+        try:
+            self._writer.execute("PRAGMA optimize")
+        except sqlite3.Error:
+            log.warning("catalog: PRAGMA optimize failed at close", exc_info=True)
+        self._writer.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CatalogError("the catalog is closed")
+
+
+def _run_read(conn: sqlite3.Connection, query: Callable[[sqlite3.Connection], T]) -> T:
+    # Each read is its own snapshot: a deferred transaction keeps multi-query reads consistent.
+    conn.execute("BEGIN")
+    try:
+        return query(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
+__all__ = ["Catalog", "CatalogError", "open_writer", "schema_version"]

@@ -1,0 +1,199 @@
+"""Versioned schema migrations of the catalog.
+
+The schema version is SQLite's ``PRAGMA user_version``. Each migration moves the schema from
+version N-1 to N inside one transaction together with the version bump, so a crash mid-way
+leaves the previous version intact. Migrations are append-only: once released, a step is
+never edited; changes go into a new step (tests build old versions from these same steps).
+
+Design notes that later features rely on:
+- Items are keyed by **content hash**: a moved or renamed file is the same item and keeps
+  its embeddings and ratings. Where a file lives is a separate ``locations`` row.
+- Ratings and feedback are keyed by content hash too, not by item row, so the user can rate
+  a peer's item they have not fetched, and a rating survives the file leaving the disk.
+- Embeddings carry their model id and dimension; vectors of different model ids are never
+  compared. ``segment`` 0 is the whole item; higher segments are chunks or video moments.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "local catalog: libraries, items, locations, metadata, models, embeddings",
+        """
+        CREATE TABLE libraries (
+            id          INTEGER PRIMARY KEY,
+            path        TEXT NOT NULL UNIQUE,
+            name        TEXT NOT NULL,
+            added_at    REAL NOT NULL,
+            last_scan   REAL
+        );
+        CREATE TABLE items (
+            id            INTEGER PRIMARY KEY,
+            content_hash  TEXT NOT NULL UNIQUE,
+            size          INTEGER NOT NULL,
+            modality      TEXT NOT NULL CHECK (modality IN ('image', 'audio', 'video', 'text', 'other')),
+            mime          TEXT,
+            first_seen    REAL NOT NULL,
+            updated_at    REAL NOT NULL,
+            embedding_state TEXT NOT NULL DEFAULT 'pending'
+                CHECK (embedding_state IN ('pending', 'done', 'failed', 'unsupported'))
+        );
+        CREATE INDEX items_modality ON items (modality);
+        CREATE TABLE locations (
+            id          INTEGER PRIMARY KEY,
+            item_id     INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+            library_id  INTEGER NOT NULL REFERENCES libraries (id) ON DELETE CASCADE,
+            path        TEXT NOT NULL UNIQUE,
+            size        INTEGER NOT NULL,
+            mtime_ns    INTEGER NOT NULL,
+            inode       INTEGER NOT NULL,
+            device      INTEGER NOT NULL,
+            last_seen   REAL NOT NULL
+        );
+        CREATE INDEX locations_item ON locations (item_id);
+        CREATE INDEX locations_library ON locations (library_id);
+        CREATE TABLE item_metadata (
+            item_id  INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+            key      TEXT NOT NULL,
+            value,
+            PRIMARY KEY (item_id, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX item_metadata_key_value ON item_metadata (key, value);
+        CREATE TABLE models (
+            id          TEXT PRIMARY KEY,
+            name        TEXT NOT NULL,
+            space       TEXT NOT NULL,
+            dimension   INTEGER NOT NULL CHECK (dimension > 0),
+            created_at  REAL NOT NULL
+        );
+        CREATE TABLE embeddings (
+            item_id     INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+            model_id    TEXT NOT NULL REFERENCES models (id),
+            segment     INTEGER NOT NULL DEFAULT 0,
+            start       REAL,
+            end         REAL,
+            dimension   INTEGER NOT NULL,
+            vector      BLOB NOT NULL CHECK (length(vector) = 4 * dimension),
+            PRIMARY KEY (item_id, model_id, segment)
+        ) WITHOUT ROWID;
+        CREATE INDEX embeddings_model ON embeddings (model_id);
+        """,
+    ),
+    Migration(
+        2,
+        "preferences and sharing: ratings, feedback, shares, peers, remote items",
+        """
+        CREATE TABLE ratings (
+            content_hash TEXT PRIMARY KEY,
+            rating       REAL NOT NULL CHECK (rating BETWEEN 0 AND 10),
+            updated_at   REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE feedback_events (
+            id            INTEGER PRIMARY KEY,
+            content_hash  TEXT NOT NULL,
+            kind          TEXT NOT NULL,
+            value         REAL,
+            at            REAL NOT NULL
+        );
+        CREATE INDEX feedback_events_hash ON feedback_events (content_hash);
+        CREATE TABLE shares (
+            id          INTEGER PRIMARY KEY,
+            name        TEXT NOT NULL UNIQUE,
+            scope       TEXT NOT NULL CHECK (scope IN ('localhost', 'lan', 'global')),
+            permission  TEXT NOT NULL CHECK (permission IN ('search', 'browse', 'fetch')),
+            created_at  REAL NOT NULL,
+            enabled     INTEGER NOT NULL DEFAULT 1
+        );
+        CREATE TABLE share_libraries (
+            share_id    INTEGER NOT NULL REFERENCES shares (id) ON DELETE CASCADE,
+            library_id  INTEGER NOT NULL REFERENCES libraries (id) ON DELETE CASCADE,
+            PRIMARY KEY (share_id, library_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE peers (
+            peer_id     TEXT PRIMARY KEY,
+            name        TEXT,
+            addresses   TEXT NOT NULL DEFAULT '[]',
+            own_device  INTEGER NOT NULL DEFAULT 0,
+            first_seen  REAL NOT NULL,
+            last_seen   REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE remote_items (
+            peer_id       TEXT NOT NULL REFERENCES peers (peer_id) ON DELETE CASCADE,
+            share_name    TEXT NOT NULL,
+            content_hash  TEXT NOT NULL,
+            name          TEXT NOT NULL,
+            size          INTEGER NOT NULL,
+            modality      TEXT NOT NULL,
+            metadata      BLOB,
+            model_id      TEXT,
+            prefix        BLOB,
+            seen_at       REAL NOT NULL,
+            PRIMARY KEY (peer_id, share_name, content_hash)
+        ) WITHOUT ROWID;
+        CREATE INDEX remote_items_hash ON remote_items (content_hash);
+        """,
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+class SchemaVersionError(Exception):
+    """The database was written by a newer Peerlight than this one."""
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> list[Migration]:
+    """Apply every migration above the database's version up to ``target``; return those applied.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``): each step manages its
+    own transaction so that it commits together with its version bump.
+    """
+    current = schema_version(conn)
+    if current > LATEST_VERSION:
+        raise SchemaVersionError(
+            f"the catalog has schema version {current}, newer than this Peerlight "
+            f"understands ({LATEST_VERSION}); upgrade Peerlight"
+        )
+    applied = []
+    for step in MIGRATIONS:
+        if current < step.version <= target:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(step.sql):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {step.version:d}")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            applied.append(step)
+    return applied
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (``executescript`` would commit on its own)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {pending.strip()[:80]}")
+    return statements

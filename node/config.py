@@ -1,0 +1,233 @@
+"""Node configuration: a typed schema, strict loading, and the documented default file.
+
+The schema below is the single source of truth: loading validates against it, the defaults
+come from it, and ``node.example.toml`` (and the file ``peerlight init`` writes) is rendered
+from it, so the documentation of an option cannot drift from what the node accepts.
+Loading is strict because a daemon that starts half-configured (a typo silently ignored,
+a log path it cannot write) fails later and far from the cause.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used, with the file, the key and the reason."""
+
+    def __init__(self, file: Path | str, key: str | None, reason: str) -> None:
+        self.file = str(file)
+        self.key = key
+        self.reason = reason
+        where = f"{self.file}: {key}" if key else self.file
+        super().__init__(f"{where}: {reason}")
+
+
+def _option(default: Any, doc: str, *, min: float | None = None, max: float | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "min": min, "max": max})
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """Who this node is to the user and, later, to its peers."""
+
+    name: str = _option("", "Human-readable name shown to peers; empty means the host name.")
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    """How the long-lived daemon process behaves."""
+
+    log_level: LogLevel = _option("info", "Least severe level logged: debug, info, warning or error.")
+    log_file: Path = _option(
+        Path("logs/peerlight.log"),
+        "Log file (JSON lines); relative paths are inside the data directory.",
+    )
+    log_max_bytes: int = _option(
+        10 * 1024 * 1024, "Size at which the log file is rotated.", min=4096
+    )
+    log_backups: int = _option(5, "Rotated log files kept.", min=0, max=100)
+    shutdown_grace_seconds: float = _option(
+        10.0,
+        "On SIGINT/SIGTERM, how long running requests may take to finish before they are cancelled.",
+        min=0,
+        max=600,
+    )
+
+
+@dataclass(frozen=True)
+class ControlOptions:
+    """The local control socket the CLI talks to."""
+
+    max_frame_bytes: int = _option(
+        4 * 1024 * 1024,
+        "Largest request accepted on the control socket; larger frames get an error and the connection is closed.",
+        min=1024,
+        max=256 * 1024 * 1024,
+    )
+    frame_timeout_seconds: float = _option(
+        30.0,
+        "A client that starts a frame must finish it within this time, or it is disconnected.",
+        min=0.1,
+        max=3600,
+    )
+
+
+@dataclass(frozen=True)
+class CatalogOptions:
+    """The SQLite catalog of libraries, items and everything learnt about them."""
+
+    readers: int = _option(
+        4, "Read connections used concurrently; writes always go through one writer.", min=1, max=64
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated node configuration. Every section has working defaults."""
+
+    node: NodeOptions = field(default_factory=NodeOptions)
+    daemon: DaemonOptions = field(default_factory=DaemonOptions)
+    control: ControlOptions = field(default_factory=ControlOptions)
+    catalog: CatalogOptions = field(default_factory=CatalogOptions)
+
+    def resolve_path(self, data_dir: Path, path: Path) -> Path:
+        """A configured path, with relative paths taken inside the data directory."""
+        return path if path.is_absolute() else data_dir / path
+
+
+def load_config(file: Path, data_dir: Path | None = None) -> Config:
+    """Read and validate a config file; raise :class:`ConfigError` naming the bad key."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(file, None, "no such file (run `peerlight init` to create one)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(file, None, f"cannot be read: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, None, f"not valid TOML: {exc}") from None
+    config = _build(Config, raw, file, prefix="")
+    _check_paths(config, file, data_dir if data_dir is not None else file.parent)
+    return config
+
+
+def _build(cls: type, raw: Any, file: Path, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(file, prefix or None, f"expected a table, got {_toml_type(raw)}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(file, prefix + key, f"unknown option (known here: {known})")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        key = prefix + name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, file, prefix=key + ".")
+        else:
+            values[name] = _convert(hint, value, fields[name].metadata, file, key)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, meta: Any, file: Path, key: str) -> Any:
+    if get_origin(hint) is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            allowed = ", ".join(repr(c) for c in choices)
+            raise ConfigError(file, key, f"must be one of {allowed}, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(file, key, f"expected true or false, got {_toml_type(value)}")
+        return value
+    if hint is int or hint is float:
+        ok = isinstance(value, int) or (hint is float and isinstance(value, float))
+        if not ok or isinstance(value, bool):
+            raise ConfigError(file, key, f"expected {_type_word(hint)}, got {_toml_type(value)}")
+        if meta.get("min") is not None and value < meta["min"]:
+            raise ConfigError(file, key, f"must be at least {meta['min']}, got {value}")
+        if meta.get("max") is not None and value > meta["max"]:
+            raise ConfigError(file, key, f"must be at most {meta['max']}, got {value}")
+        return hint(value)
+    if hint is str or hint is Path:
+        if not isinstance(value, str):
+            raise ConfigError(file, key, f"expected a string, got {_toml_type(value)}")
+        if hint is Path:
+            if not value.strip() or "\x00" in value:
+                raise ConfigError(file, key, "expected a path, got an empty or invalid string")
+            return Path(value).expanduser()
+        return value
+    raise TypeError(f"unsupported option type {hint!r} for {key}")  # a schema bug, not user error
+
+
+def _check_paths(config: Config, file: Path, data_dir: Path) -> None:
+    """Reject paths the daemon could not use, before it starts doing anything."""
+    log_file = config.resolve_path(data_dir, config.daemon.log_file)
+    if log_file.is_dir():
+        raise ConfigError(file, "daemon.log_file", f"{log_file} is a directory, not a file")
+    existing = log_file.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(file, "daemon.log_file", f"cannot create {log_file}: {existing} is not a writable directory")
+    if log_file.exists() and not os.access(log_file, os.W_OK):
+        raise ConfigError(file, "daemon.log_file", f"{log_file} is not writable")
+
+
+def _type_word(hint: Any) -> str:
+    return {int: "an integer", float: "a number"}[hint]
+
+
+def _toml_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+def render_default_config() -> str:
+    """The documented default configuration, as written to ``node.example.toml`` and by init."""
+    lines = [
+        "# Peerlight node configuration.",
+        "#",
+        "# Every option is listed with its default value; delete any you do not want to pin.",
+        "# Relative paths are taken inside the node's data directory.",
+    ]
+    defaults = Config()
+    for section in dataclasses.fields(Config):
+        options = getattr(defaults, section.name)
+        lines += ["", f"[{section.name}]", f"# {type(options).__doc__}"]
+        for option in dataclasses.fields(options):
+            lines.append(f"# {option.metadata['doc']}")
+            lines.append(f"{option.name} = {_toml_value(getattr(options, option.name))}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    # JSON string escapes are valid TOML basic-string escapes.
+    return json.dumps(str(value))

@@ -1,0 +1,131 @@
+"""The node daemon: one trio nursery hosting the node's services.
+
+Start-up order matters for the user: everything that can fail on bad input (config,
+identity, lock, catalog) is checked before the control socket opens, so a daemon either
+serves completely or exits with a message naming the cause. Shutdown (SIGINT, SIGTERM or
+``peerlight stop``) stops accepting requests, lets running ones finish within
+``daemon.shutdown_grace_seconds``, then closes the catalog, so committed writes stay
+committed; a second signal cancels at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import trio
+
+from .catalog import Catalog
+from .config import Config
+from .control.protocol import PROTOCOL_VERSION
+from .control.server import ControlServer, Handler
+from .identity import NodeIdentity
+from .methods import DaemonMethods, LibraryMethods
+from .paths import NodePaths
+
+log = logging.getLogger("peerlight.daemon")
+
+
+def peerlight_version() -> str:
+    try:
+        return version("peerlight")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Daemon:
+    """A running node. ``run`` returns after a clean shutdown."""
+
+    def __init__(self, paths: NodePaths, config: Config, identity: NodeIdentity) -> None:
+        self.paths = paths
+        self.config = config
+        self.identity = identity
+        self.peer_id = identity.peer_id
+        self.name = config.node.name or socket.gethostname()
+        self._catalog: Catalog | None = None
+        self._stop = trio.Event()
+        self._started_at = time.time()
+        self._started_monotonic = time.monotonic()
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            log.info("shutting down", extra={"reason": reason})
+            self._stop.set()
+
+    async def run(self, on_ready: Callable[[], None] = lambda: None) -> None:
+        self._catalog = await Catalog.open(self.paths.catalog, readers=self.config.catalog.readers)
+        try:
+            async with trio.open_nursery() as daemon_scope:
+                await daemon_scope.start(self._watch_signals, daemon_scope.cancel_scope)
+                await self._serve(on_ready)
+                daemon_scope.cancel_scope.cancel()
+        finally:
+            await self._catalog.aclose()
+            log.info("daemon stopped")
+
+    async def _serve(self, on_ready: Callable[[], None]) -> None:
+        assert self._catalog is not None
+        server = ControlServer(
+            self.paths.control_socket,
+            self._methods(self._catalog),
+            max_frame_bytes=self.config.control.max_frame_bytes,
+            frame_timeout=self.config.control.frame_timeout_seconds,
+        )
+        async with trio.open_nursery() as services:
+            await services.start(server.serve)
+            log.info(
+                "daemon ready",
+                extra={"peer_id": self.peer_id, "data_dir": str(self.paths.root), "pid": os.getpid()},
+            )
+            on_ready()
+            await self._stop.wait()
+            server.close()
+            # Running requests may be committing writes: give them the grace period.
+            services.cancel_scope.deadline = trio.current_time() + self.config.daemon.shutdown_grace_seconds
+
+    def _methods(self, catalog: Catalog) -> dict[str, Handler]:
+        return DaemonMethods(self).methods() | LibraryMethods(catalog, self.paths.root).methods()
+
+    async def _watch_signals(
+        self, everything: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                if self._stop.is_set():
+                    log.warning("second signal: cancelling running requests now")
+                    everything.cancel()
+                    return
+                self.request_stop(signal.Signals(signum).name)
+
+    async def status(self) -> dict[str, Any]:
+        assert self._catalog is not None
+        counts = await self._catalog.read(_catalog_counts)
+        return {
+            "running": True,
+            "version": peerlight_version(),
+            "protocol_version": PROTOCOL_VERSION,
+            "pid": os.getpid(),
+            "name": self.name,
+            "peer_id": self.peer_id,
+            "data_dir": str(self.paths.root),
+            "config_file": str(self.paths.config),
+            "log_file": str(self.config.resolve_path(self.paths.root, self.config.daemon.log_file)),
+            "started_at": self._started_at,
+            "uptime_seconds": round(time.monotonic() - self._started_monotonic, 3),
+            "catalog": {"path": str(self.paths.catalog), "schema_version": self._catalog.schema_version, **counts},
+        }
+
+
+def _catalog_counts(conn) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    libraries, items, pending = conn.execute(
+        """SELECT (SELECT COUNT(*) FROM libraries), (SELECT COUNT(*) FROM items),
+                  (SELECT COUNT(*) FROM items WHERE embedding_state = 'pending')"""
+    ).fetchone()
+    return {"libraries": libraries, "items": items, "embeddings_pending": pending}

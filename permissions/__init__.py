@@ -1,0 +1,1 @@
+"""Who may search, browse or fetch a share: grants and signed capability tokens (Ed25519)."""
