@@ -123,7 +123,7 @@ def load_config(file: Path, data_dir: Path | None = None) -> Config:
 
 def _build(cls: type, raw: Any, file: Path, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(file, prefix or None, f"expected a table, got {_toml_type(raw)}")
+        raise ConfigError(file, prefix.rstrip(".") or None, f"expected a table, got {_toml_type(raw)}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:

@@ -17,6 +17,7 @@ Design notes that later features rely on:
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -158,20 +159,23 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
-def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> list[Migration]:
-    """Apply every migration above the database's version up to ``target``; return those applied.
+def migrate(
+    conn: sqlite3.Connection, target: int = LATEST_VERSION, steps: Sequence[Migration] = MIGRATIONS
+) -> list[Migration]:
+    """Apply every step above the database's version up to ``target``; return those applied.
 
     ``conn`` must be in autocommit mode (``isolation_level=None``): each step manages its
     own transaction so that it commits together with its version bump.
     """
     current = schema_version(conn)
-    if current > LATEST_VERSION:
+    newest = steps[-1].version
+    if current > newest:
         raise SchemaVersionError(
             f"the catalog has schema version {current}, newer than this Peerlight "
-            f"understands ({LATEST_VERSION}); upgrade Peerlight"
+            f"understands ({newest}); upgrade Peerlight"
         )
     applied = []
-    for step in MIGRATIONS:
+    for step in steps:
         if current < step.version <= target:
             conn.execute("BEGIN IMMEDIATE")
             try:

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from peerlight.node.paths import NodePaths
+from peerlight.node.setup import init_node
+
+from .helpers import DaemonProcess
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A not-yet-existing data directory with a short path (Unix socket paths are limited)."""
+    base = Path(tempfile.mkdtemp(prefix="pl-", dir="/tmp"))
+    try:
+        yield base / "node"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def node(data_dir: Path) -> NodePaths:
+    """An initialised node (config and identity), no daemon."""
+    paths = NodePaths(data_dir)
+    init_node(paths)
+    return paths
+
+
+@pytest.fixture
+def daemon(node: NodePaths) -> Iterator[DaemonProcess]:
+    """A real daemon process on ``node``; stopped with SIGTERM afterwards."""
+    process = DaemonProcess(node.root)
+    assert process.wait_ready() == "ready", process.stop() or process.stderr()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -1,0 +1,91 @@
+"""Running the real CLI and the real daemon as subprocesses, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from peerlight.cli.client import call
+
+PEERLIGHT = Path(sys.executable).parent / "peerlight"
+
+
+def cli(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``peerlight`` console script."""
+    return subprocess.run(
+        [str(PEERLIGHT), *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def cli_json(data_dir: Path, *args: str, expect_rc: int = 0) -> Any:
+    proc = cli(data_dir, *args, "--json")
+    assert proc.returncode == expect_rc, (proc.returncode, proc.stdout, proc.stderr)
+    return json.loads(proc.stdout)
+
+
+class DaemonProcess:
+    """``python -m peerlight.node`` as a child process, so its exit code can be checked."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.data_dir = data_dir
+        read_end, write_end = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "peerlight.node", "--data-dir", str(data_dir), "--ready-fd", str(write_end), *extra],
+            pass_fds=(write_end,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(write_end)
+        self._ready_fd = read_end
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir / "control.sock"
+
+    def wait_ready(self, timeout: float = 60) -> str:
+        """The daemon's start-up report: ``ready`` or ``error: …``."""
+        deadline = time.monotonic() + timeout
+        data = b""
+        try:
+            while b"\n" not in data and select.select([self._ready_fd], [], [], max(0, deadline - time.monotonic()))[0]:
+                chunk = os.read(self._ready_fd, 4096)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(self._ready_fd)
+        return data.decode().strip()
+
+    def call(self, method: str, **params: Any) -> Any:
+        return call(self.socket_path, method, timeout=30, **params)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"daemon did not exit within {timeout} s of {signal.Signals(sig).name}")
+
+    def stderr(self) -> str:
+        assert self.proc.poll() is not None, "read stderr only after the daemon exited"
+        return self.proc.stderr.read() if self.proc.stderr else ""
