@@ -37,7 +37,7 @@ prereqs:
 	  { echo "error: Python's venv module is missing (Debian/Ubuntu: apt-get install python3-venv)"; exit 1; }
 
 bench: install
-	@for b in bench/*.py; do $(BIN)/python $$b; done
+	@for b in bench/*.py; do [ -e "$$b" ] || continue; $(BIN)/python $$b; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info
