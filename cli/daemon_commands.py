@@ -165,13 +165,18 @@ def _render_status(console: Console, status: dict[str, Any], started: bool) -> N
     grid.add_column(style="dim")
     grid.add_column()
     catalog = status["catalog"]
+    index = catalog["index"]
+    kinds = ", ".join(f"{n} {m}" for m, n in sorted(index["by_modality"].items())) or "none yet"
+    state = "indexing" if index["busy"] else "idle"
     for label, value in (
         ("name", status["name"]),
         ("peer ID", status["peer_id"]),
         ("data dir", status["data_dir"]),
         ("log file", status["log_file"]),
         ("libraries", str(catalog["libraries"])),
-        ("items", f"{catalog['items']} ({catalog['embeddings_pending']} awaiting embeddings)"),
+        ("items", f"{catalog['items']} ({kinds})"),
+        ("index", f"{state}; {index['embeddings_pending']} awaiting embeddings, "
+                  f"{index['embeddings_failed']} failed, {index['index_failures']} unreadable files"),
     ):
         grid.add_row(label, escape(str(value)))
     console.print(grid)

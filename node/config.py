@@ -91,6 +91,24 @@ class CatalogOptions:
 
 
 @dataclass(frozen=True)
+class IndexOptions:
+    """How libraries are kept in step with the disk."""
+
+    watch: bool = _option(True, "Rescan a library as soon as the filesystem reports a change in it.")
+    rescan_interval_seconds: float = _option(
+        3600.0, "Full rescan period, which also catches changes notifications missed.", min=5, max=7 * 86400
+    )
+    skip_hidden: bool = _option(True, "Skip files and folders whose names start with a dot.")
+    store_gps: bool = _option(False, "Store GPS coordinates from photos' EXIF data.")
+    workers: int = _option(2, "Files inspected (hashed, decoded) in parallel.", min=1, max=64)
+    forget_missing_after_seconds: float = _option(
+        7 * 86400.0,
+        "How long an item whose files all vanished keeps its embeddings and metadata, in case the file comes back.",
+        min=0,
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated node configuration. Every section has working defaults."""
 
@@ -98,6 +116,7 @@ class Config:
     daemon: DaemonOptions = field(default_factory=DaemonOptions)
     control: ControlOptions = field(default_factory=ControlOptions)
     catalog: CatalogOptions = field(default_factory=CatalogOptions)
+    index: IndexOptions = field(default_factory=IndexOptions)
 
     def resolve_path(self, data_dir: Path, path: Path) -> Path:
         """A configured path, with relative paths taken inside the data directory."""

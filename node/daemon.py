@@ -22,11 +22,13 @@ from typing import Any
 import trio
 
 from .catalog import Catalog
+from .catalog.items import item_counts
 from .config import Config
 from .control.protocol import PROTOCOL_VERSION
 from .control.server import ControlServer, Handler
 from .identity import NodeIdentity
-from .methods import DaemonMethods, LibraryMethods
+from .index.indexer import Indexer
+from .methods import DaemonMethods, IndexMethods, LibraryMethods
 from .paths import NodePaths
 
 log = logging.getLogger("peerlight.daemon")
@@ -60,6 +62,7 @@ class Daemon:
 
     async def run(self, on_ready: Callable[[], None] = lambda: None) -> None:
         self._catalog = await Catalog.open(self.paths.catalog, readers=self.config.catalog.readers)
+        self.indexer = Indexer(self._catalog, self.config.index, exclude=(self.paths.root,))
         try:
             async with trio.open_nursery() as daemon_scope:
                 await daemon_scope.start(self._watch_signals, daemon_scope.cancel_scope)
@@ -77,20 +80,29 @@ class Daemon:
             max_frame_bytes=self.config.control.max_frame_bytes,
             frame_timeout=self.config.control.frame_timeout_seconds,
         )
-        async with trio.open_nursery() as services:
-            await services.start(server.serve)
-            log.info(
-                "daemon ready",
-                extra={"peer_id": self.peer_id, "data_dir": str(self.paths.root), "pid": os.getpid()},
-            )
-            on_ready()
-            await self._stop.wait()
-            server.close()
+        async with trio.open_nursery() as control:
+            await control.start(server.serve)
+            async with trio.open_nursery() as services:
+                await services.start(self.indexer.run)
+                log.info(
+                    "daemon ready",
+                    extra={"peer_id": self.peer_id, "data_dir": str(self.paths.root), "pid": os.getpid()},
+                )
+                on_ready()
+                await self._stop.wait()
+                server.close()
+                # Background work stops now; a write it has started still commits.
+                self.indexer.close()
+                services.cancel_scope.cancel()
             # Running requests may be committing writes: give them the grace period.
-            services.cancel_scope.deadline = trio.current_time() + self.config.daemon.shutdown_grace_seconds
+            control.cancel_scope.deadline = trio.current_time() + self.config.daemon.shutdown_grace_seconds
 
     def _methods(self, catalog: Catalog) -> dict[str, Handler]:
-        return DaemonMethods(self).methods() | LibraryMethods(catalog, self.paths.root).methods()
+        return (
+            DaemonMethods(self).methods()
+            | LibraryMethods(catalog, self.paths.root, on_change=self.indexer.libraries_changed).methods()
+            | IndexMethods(catalog, self.indexer).methods()
+        )
 
     async def _watch_signals(
         self, everything: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -107,6 +119,8 @@ class Daemon:
     async def status(self) -> dict[str, Any]:
         assert self._catalog is not None
         counts = await self._catalog.read(_catalog_counts)
+        counts["index"] = await self._catalog.read(item_counts)
+        counts["index"]["busy"] = self.indexer.progress.busy
         return {
             "running": True,
             "version": peerlight_version(),
@@ -124,8 +138,7 @@ class Daemon:
 
 
 def _catalog_counts(conn) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    libraries, items, pending = conn.execute(
-        """SELECT (SELECT COUNT(*) FROM libraries), (SELECT COUNT(*) FROM items),
-                  (SELECT COUNT(*) FROM items WHERE embedding_state = 'pending')"""
+    libraries, items = conn.execute(
+        "SELECT (SELECT COUNT(*) FROM libraries), (SELECT COUNT(*) FROM items WHERE missing_since IS NULL)"
     ).fetchone()
-    return {"libraries": libraries, "items": items, "embeddings_pending": pending}
+    return {"libraries": libraries, "items": items}

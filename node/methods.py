@@ -8,11 +8,13 @@ their params and raise the protocol's typed errors; anything else becomes an int
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .catalog import libraries
+from .catalog.items import item_counts
 from .catalog.database import Catalog
 from .control.params import Params
 from .control.protocol import Conflict, InvalidParams, NotFound
@@ -20,6 +22,7 @@ from .control.server import Handler
 
 if TYPE_CHECKING:
     from .daemon import Daemon
+    from .index.indexer import Indexer
 
 
 class DaemonMethods:
@@ -40,9 +43,10 @@ class DaemonMethods:
 
 
 class LibraryMethods:
-    def __init__(self, catalog: Catalog, data_dir: Path) -> None:
+    def __init__(self, catalog: Catalog, data_dir: Path, on_change: Callable[[], None] = lambda: None) -> None:
         self._catalog = catalog
         self._data_dir = data_dir
+        self._on_change = on_change
 
     def methods(self) -> dict[str, Handler]:
         return {"library.add": self.add, "library.list": self.list, "library.remove": self.remove}
@@ -56,6 +60,7 @@ class LibraryMethods:
             library = await self._catalog.write(partial(libraries.add_library, path=path, name=name))
         except libraries.LibraryError as exc:
             raise Conflict(str(exc)) from None
+        self._on_change()
         return library.to_wire()
 
     async def list(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -70,7 +75,40 @@ class LibraryMethods:
             library = await self._catalog.write(partial(libraries.remove_library, key=key))
         except libraries.LibraryNotFound as exc:
             raise NotFound(str(exc)) from None
+        self._on_change()
         return library.to_wire()
+
+
+class IndexMethods:
+    def __init__(self, catalog: Catalog, indexer: "Indexer") -> None:
+        self._catalog = catalog
+        self._indexer = indexer
+
+    def methods(self) -> dict[str, Handler]:
+        return {"index.run": self.run, "index.status": self.status}
+
+    async def run(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Ask for a rescan of one library (id, path or name) or all; returns at once."""
+        params = Params(raw)
+        key = params.text("library", None)
+        params.done()
+        library_id = None
+        if key is not None:
+            try:
+                library_id = (await self._catalog.read(partial(libraries.find_library, key=key))).id
+            except libraries.LibraryNotFound as exc:
+                raise NotFound(str(exc)) from None
+        self._indexer.request_scan(library_id)
+        return {"requested": True, "library_id": library_id}
+
+    async def status(self, raw: dict[str, Any]) -> dict[str, Any]:
+        Params(raw).done()
+        counts = await self._catalog.read(item_counts)
+        return {
+            "busy": self._indexer.progress.busy or self._indexer.scan_requested,
+            "libraries": self._indexer.progress.to_wire(),
+            **counts,
+        }
 
 
 def _library_path(text: str, data_dir: Path) -> Path:

@@ -12,6 +12,12 @@ Design notes that later features rely on:
   a peer's item they have not fetched, and a rating survives the file leaving the disk.
 - Embeddings carry their model id and dimension; vectors of different model ids are never
   compared. ``segment`` 0 is the whole item; higher segments are chunks or video moments.
+  ``source`` says whether the media itself or only its metadata text was embedded.
+- An item whose last file disappeared gets ``missing_since`` instead of being deleted, so a
+  file moved in two steps (delete, then create) keeps its embeddings and ratings.
+- ``items_fts`` (rowid = item id) holds the searchable text: file name, path, metadata.
+- ``documents`` keeps the extracted text of text documents (zlib), from which chunks are
+  embedded and the passage matching a query is highlighted without re-parsing the file.
 """
 
 from __future__ import annotations
@@ -144,6 +150,37 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (peer_id, share_name, content_hash)
         ) WITHOUT ROWID;
         CREATE INDEX remote_items_hash ON remote_items (content_hash);
+        """,
+    ),
+    Migration(
+        3,
+        "indexing: full-text search, embedding provenance, failures, missing items",
+        """
+        CREATE VIRTUAL TABLE items_fts USING fts5 (
+            name, path, metadata, tokenize = 'unicode61 remove_diacritics 2'
+        );
+        ALTER TABLE embeddings ADD COLUMN source TEXT NOT NULL DEFAULT 'content'
+            CHECK (source IN ('content', 'metadata'));
+        ALTER TABLE items ADD COLUMN missing_since REAL;
+        CREATE TABLE embedding_failures (
+            item_id   INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+            model_id  TEXT NOT NULL,
+            error     TEXT NOT NULL,
+            at        REAL NOT NULL,
+            PRIMARY KEY (item_id, model_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE documents (
+            item_id  INTEGER PRIMARY KEY REFERENCES items (id) ON DELETE CASCADE,
+            text     BLOB NOT NULL
+        );
+        CREATE TABLE index_failures (
+            path    TEXT PRIMARY KEY,
+            size    INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            kind    TEXT NOT NULL CHECK (kind IN ('unsupported', 'error')),
+            error   TEXT NOT NULL,
+            at      REAL NOT NULL
+        ) WITHOUT ROWID;
         """,
     ),
 )

@@ -1,0 +1,1 @@
+"""Library indexing: walking folders, hashing, type detection, metadata, embeddings."""

@@ -1,0 +1,138 @@
+"""Metadata read from media files: EXIF, audio tags, video containers, document titles.
+
+Every extractor returns plain ``key -> str | int | float`` pairs that the catalog stores,
+shows, filters on and feeds to full-text search. A file that its own format's library
+cannot parse raises :class:`MediaError`: it is skipped with that reason, not half-indexed.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+from .text_extract import Document, TextExtractionError, extract_document
+
+Metadata = dict[str, Any]
+
+
+class MediaError(Exception):
+    """The file claims a media type but cannot be decoded as one."""
+
+
+def extract_metadata(path: Path, modality: str, mime: str | None, *, store_gps: bool) -> tuple[Metadata, Document | None]:
+    """Metadata of one file, and for text documents the extracted document itself."""
+    if modality == "image":
+        return image_metadata(path, store_gps=store_gps), None
+    if modality == "audio":
+        return audio_metadata(path), None
+    if modality == "video":
+        return video_metadata(path), None
+    if modality == "text":
+        try:
+            document = extract_document(path, mime or "text/plain")
+        except TextExtractionError as exc:
+            raise MediaError(str(exc)) from None
+        words = len(document.text.split())
+        return {"title": document.title, "characters": len(document.text), "words": words}, document
+    return {}, None
+
+
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+
+
+def image_metadata(path: Path, *, store_gps: bool) -> Metadata:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()  # catches truncated and corrupt files without decoding all pixels twice
+        with Image.open(path) as image:
+            meta: Metadata = {"width": image.width, "height": image.height, "format": image.format}
+            exif = image.getexif()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise MediaError(f"not a readable image: {exc}") from None
+    camera = " ".join(str(exif[tag]).strip() for tag in (271, 272) if exif.get(tag))  # Make, Model
+    if camera:
+        meta["camera"] = camera
+    if exif.get(274):
+        meta["orientation"] = int(exif[274])
+    sub = exif.get_ifd(_EXIF_IFD)
+    taken = sub.get(36867) or exif.get(306)  # DateTimeOriginal, else DateTime
+    if taken:
+        try:
+            meta["date"] = datetime.datetime.strptime(str(taken).strip(), "%Y:%m:%d %H:%M:%S").isoformat()
+        except ValueError:
+            pass
+    if store_gps:
+        gps = exif.get_ifd(_GPS_IFD)
+        position = _gps_degrees(gps)
+        if position:
+            meta["gps_lat"], meta["gps_lon"] = position
+    return meta
+
+
+def _gps_degrees(gps: dict[int, Any]) -> tuple[float, float] | None:
+    try:
+        lat = sum(float(v) / 60**i for i, v in enumerate(gps[2])) * (-1 if gps[1] == "S" else 1)
+        lon = sum(float(v) / 60**i for i, v in enumerate(gps[4])) * (-1 if gps[3] == "W" else 1)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return round(lat, 6), round(lon, 6)
+
+
+_AUDIO_TAGS = ("title", "artist", "album", "genre", "albumartist", "tracknumber")
+
+
+def audio_metadata(path: Path) -> Metadata:
+    import mutagen
+
+    try:
+        audio = mutagen.File(path, easy=True)
+    except Exception as exc:  # mutagen raises format-specific errors
+        raise MediaError(f"not a readable audio file: {exc}") from None
+    if audio is None or audio.info is None:
+        raise MediaError("not a readable audio file")
+    meta: Metadata = {}
+    if getattr(audio.info, "length", None):
+        meta["duration"] = round(float(audio.info.length), 3)
+    for attr in ("sample_rate", "channels", "bitrate"):
+        if getattr(audio.info, attr, None):
+            meta[attr] = int(getattr(audio.info, attr))
+    tags = audio.tags or {}
+    for key in _AUDIO_TAGS:
+        values = tags.get(key)
+        if values:
+            meta[key] = str(values[0]).strip()
+    date = tags.get("date") or tags.get("year")
+    if date and str(date[0])[:4].isdigit():
+        meta["year"] = int(str(date[0])[:4])
+    return meta
+
+
+def video_metadata(path: Path) -> Metadata:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            meta: Metadata = {"container": container.format.name}
+            if container.duration:
+                meta["duration"] = round(container.duration / av.time_base, 3)
+            video = next(iter(container.streams.video), None)
+            if video is None:
+                raise MediaError("no video stream")
+            meta["width"], meta["height"] = video.codec_context.width, video.codec_context.height
+            meta["codec"] = video.codec_context.name
+            if video.average_rate:
+                meta["fps"] = round(float(video.average_rate), 3)
+            audio = next(iter(container.streams.audio), None)
+            if audio is not None:
+                meta["audio_codec"] = audio.codec_context.name
+            title = container.metadata.get("title")
+            if title:
+                meta["title"] = title
+    except MediaError:
+        raise
+    except Exception as exc:  # PyAV raises av.error.* subclasses and others on bad input
+        raise MediaError(f"not a readable video: {exc}") from None
+    return meta
