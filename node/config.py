@@ -15,7 +15,8 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+import types
+from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -109,6 +110,60 @@ class IndexOptions:
 
 
 @dataclass(frozen=True)
+class ModelsOptions:
+    """Where and how the embedding models run."""
+
+    device: Literal["auto", "cpu", "cuda"] = _option("auto", "auto (a GPU if torch sees one), cpu or cuda.")
+    allow_download: bool = _option(
+        False, "Let the node download missing weights from the Hugging Face Hub / open_clip on first use."
+    )
+    cache_dir: Optional[Path] = _option(None, "Where downloaded weights are cached; empty means each library's default.")
+    batch_size: int = _option(16, "Items encoded per batch.", min=1, max=1024)
+    idle_unload_seconds: float = _option(600.0, "Unload a model not used for this long, to free memory.", min=1)
+    retry_missing_seconds: float = _option(
+        300.0, "How often to look again for weights that were missing, to finish pending embeddings.", min=1
+    )
+
+
+@dataclass(frozen=True)
+class ImageModelOptions:
+    """open_clip: images, video frames and the text queries that search them share this model."""
+
+    name: str = _option("ViT-B-32", "open_clip architecture, e.g. ViT-B-32 or MobileCLIP2-S0.")
+    pretrained: str = _option(
+        "laion2b_s34b_b79k", "open_clip pretrained tag; \"random\" means untrained weights with a fixed seed (tests only)."
+    )
+    checkpoint: Optional[Path] = _option(None, "Local checkpoint file; overrides the pretrained tag when set.")
+
+
+@dataclass(frozen=True)
+class TextModelOptions:
+    """sentence-transformers: text documents, split into overlapping chunks."""
+
+    name: str = _option("sentence-transformers/all-MiniLM-L6-v2", "Model name on the Hugging Face Hub.")
+    checkpoint: Optional[Path] = _option(None, "Local model folder; overrides the name when set.")
+    chunk_words: int = _option(120, "Words per chunk of a document.", min=16, max=2000)
+    chunk_overlap_words: int = _option(30, "Words each chunk shares with the previous one.", min=0, max=1000)
+
+
+@dataclass(frozen=True)
+class AudioModelOptions:
+    """CLAP for music and sound; without its weights, audio is embedded from its tags."""
+
+    enabled: bool = _option(True, "Use CLAP when its weights are available.")
+    name: str = _option("laion/clap-htsat-unfused", "CLAP model name on the Hugging Face Hub.")
+    checkpoint: Optional[Path] = _option(None, "Local CLAP folder; overrides the name when set.")
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How videos are sampled for the image model."""
+
+    frame_interval_seconds: float = _option(5.0, "One frame every this many seconds.", min=0.1)
+    max_frames: int = _option(32, "At most this many frames per video (spread over its length).", min=1, max=1000)
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated node configuration. Every section has working defaults."""
 
@@ -117,6 +172,11 @@ class Config:
     control: ControlOptions = field(default_factory=ControlOptions)
     catalog: CatalogOptions = field(default_factory=CatalogOptions)
     index: IndexOptions = field(default_factory=IndexOptions)
+    models: ModelsOptions = field(default_factory=ModelsOptions)
+    image_model: ImageModelOptions = field(default_factory=ImageModelOptions)
+    text_model: TextModelOptions = field(default_factory=TextModelOptions)
+    audio_model: AudioModelOptions = field(default_factory=AudioModelOptions)
+    video: VideoOptions = field(default_factory=VideoOptions)
 
     def resolve_path(self, data_dir: Path, path: Path) -> Path:
         """A configured path, with relative paths taken inside the data directory."""
@@ -161,6 +221,11 @@ def _build(cls: type, raw: Any, file: Path, prefix: str) -> Any:
 
 
 def _convert(hint: Any, value: Any, meta: Any, file: Path, key: str) -> Any:
+    if _is_optional_path(hint):
+        # TOML has no null: an empty string means "not set".
+        if isinstance(value, str) and value == "":
+            return None
+        return _convert(Path, value, meta, file, key)
     if get_origin(hint) is Literal:
         choices = get_args(hint)
         if value not in choices:
@@ -191,8 +256,18 @@ def _convert(hint: Any, value: Any, meta: Any, file: Path, key: str) -> Any:
     raise TypeError(f"unsupported option type {hint!r} for {key}")  # a schema bug, not user error
 
 
+def _is_optional_path(hint: Any) -> bool:
+    return get_origin(hint) in (Union, types.UnionType) and set(get_args(hint)) == {Path, type(None)}
+
+
 def _check_paths(config: Config, file: Path, data_dir: Path) -> None:
-    """Reject paths the daemon could not use, before it starts doing anything."""
+    """Reject paths and combinations the daemon could not use, before it starts doing anything."""
+    for section in ("image_model", "text_model", "audio_model"):
+        checkpoint = getattr(config, section).checkpoint
+        if checkpoint is not None and not config.resolve_path(data_dir, checkpoint).exists():
+            raise ConfigError(file, f"{section}.checkpoint", f"{checkpoint} does not exist")
+    if config.text_model.chunk_overlap_words >= config.text_model.chunk_words:
+        raise ConfigError(file, "text_model.chunk_overlap_words", "must be smaller than text_model.chunk_words")
     log_file = config.resolve_path(data_dir, config.daemon.log_file)
     if log_file.is_dir():
         raise ConfigError(file, "daemon.log_file", f"{log_file} is a directory, not a file")
@@ -244,6 +319,8 @@ def render_default_config() -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if value is None:
+        return '""'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

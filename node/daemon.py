@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -28,7 +29,9 @@ from .control.protocol import PROTOCOL_VERSION
 from .control.server import ControlServer, Handler
 from .identity import NodeIdentity
 from .index.indexer import Indexer
-from .methods import DaemonMethods, IndexMethods, LibraryMethods
+from .index.embedder import Embedder
+from .methods import DaemonMethods, IndexMethods, LibraryMethods, ModelMethods
+from .models import ModelManager
 from .paths import NodePaths
 
 log = logging.getLogger("peerlight.daemon")
@@ -62,7 +65,11 @@ class Daemon:
 
     async def run(self, on_ready: Callable[[], None] = lambda: None) -> None:
         self._catalog = await Catalog.open(self.paths.catalog, readers=self.config.catalog.readers)
-        self.indexer = Indexer(self._catalog, self.config.index, exclude=(self.paths.root,))
+        self.models = ModelManager(self.config, partial(self.config.resolve_path, self.paths.root))
+        self.embedder = Embedder(self._catalog, self.models, self.config)
+        self.indexer = Indexer(
+            self._catalog, self.config.index, exclude=(self.paths.root,), on_items_recorded=self.embedder.wake
+        )
         try:
             async with trio.open_nursery() as daemon_scope:
                 await daemon_scope.start(self._watch_signals, daemon_scope.cancel_scope)
@@ -83,6 +90,8 @@ class Daemon:
         async with trio.open_nursery() as control:
             await control.start(server.serve)
             async with trio.open_nursery() as services:
+                await services.start(self.models.run)
+                await services.start(self.embedder.run)
                 await services.start(self.indexer.run)
                 log.info(
                     "daemon ready",
@@ -101,7 +110,8 @@ class Daemon:
         return (
             DaemonMethods(self).methods()
             | LibraryMethods(catalog, self.paths.root, on_change=self.indexer.libraries_changed).methods()
-            | IndexMethods(catalog, self.indexer).methods()
+            | IndexMethods(catalog, self.indexer, self.embedder).methods()
+            | ModelMethods(self.models, self.embedder).methods()
         )
 
     async def _watch_signals(
@@ -120,7 +130,7 @@ class Daemon:
         assert self._catalog is not None
         counts = await self._catalog.read(_catalog_counts)
         counts["index"] = await self._catalog.read(item_counts)
-        counts["index"]["busy"] = self.indexer.progress.busy
+        counts["index"]["busy"] = self.indexer.progress.busy or self.embedder.progress.busy
         return {
             "running": True,
             "version": peerlight_version(),

@@ -22,7 +22,9 @@ from .control.server import Handler
 
 if TYPE_CHECKING:
     from .daemon import Daemon
+    from .index.embedder import Embedder
     from .index.indexer import Indexer
+    from .models import ModelManager
 
 
 class DaemonMethods:
@@ -80,9 +82,10 @@ class LibraryMethods:
 
 
 class IndexMethods:
-    def __init__(self, catalog: Catalog, indexer: "Indexer") -> None:
+    def __init__(self, catalog: Catalog, indexer: "Indexer", embedder: "Embedder") -> None:
         self._catalog = catalog
         self._indexer = indexer
+        self._embedder = embedder
 
     def methods(self) -> dict[str, Handler]:
         return {"index.run": self.run, "index.status": self.status}
@@ -104,11 +107,34 @@ class IndexMethods:
     async def status(self, raw: dict[str, Any]) -> dict[str, Any]:
         Params(raw).done()
         counts = await self._catalog.read(item_counts)
+        scanning = self._indexer.progress.busy or self._indexer.scan_requested
+        embedding = self._embedder.progress.busy or self._embedder.pass_requested
         return {
-            "busy": self._indexer.progress.busy or self._indexer.scan_requested,
+            "busy": scanning or embedding,
+            "scanning": scanning,
+            "embedding": embedding,
             "libraries": self._indexer.progress.to_wire(),
+            "embeddings": self._embedder.progress.to_wire(),
             **counts,
         }
+
+
+class ModelMethods:
+    def __init__(self, models: "ModelManager", embedder: "Embedder") -> None:
+        self._models = models
+        self._embedder = embedder
+
+    def methods(self) -> dict[str, Handler]:
+        return {"models.list": self.list}
+
+    async def list(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every configured model, loaded now if it can be; pending items are retried at once."""
+        params = Params(raw)
+        check = params.flag("check", True)
+        params.done()
+        infos = await self._models.check_all() if check else self._models.describe()
+        self._embedder.wake()
+        return [info.to_wire() for info in infos]
 
 
 def _library_path(text: str, data_dir: Path) -> Path:

@@ -26,6 +26,12 @@ class Params:
             raise InvalidParams(f"{key!r} is too long or contains NUL", data={"param": key})
         return value
 
+    def flag(self, key: str, default: bool) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise InvalidParams(f"{key!r} must be true or false", data={"param": key})
+        return value
+
     def done(self) -> None:
         unknown = sorted(set(self._raw) - self._seen, key=str)
         if unknown:

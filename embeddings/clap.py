@@ -1,0 +1,110 @@
+"""CLAP (through ``transformers``): music and sound, and text queries in the audio space.
+
+Used only when its weights are on the machine (a local folder or the Hugging Face cache);
+otherwise the node embeds audio files' tag text instead, so music stays searchable.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import WeightsMissing
+from .model_ids import file_fingerprint, make_model_id
+from .vectors import normalize
+from .weights import Weights, hf_cached_snapshot, missing, require_local_path
+
+SPACE = "audio"
+SAMPLE_RATE = 48_000
+MAX_SECONDS = 30.0
+WINDOW_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class ClapSpec:
+    name: str
+    checkpoint: Path | None = None
+    device: str = "cpu"
+    allow_download: bool = False
+    cache_dir: str | None = None
+
+
+def resolve_clap_weights(spec: ClapSpec) -> Weights:
+    what = f"CLAP {spec.name}"
+    if spec.checkpoint is not None:
+        return require_local_path(spec.checkpoint, what)
+    snapshot = hf_cached_snapshot(spec.name, "config.json", spec.cache_dir)
+    if snapshot:
+        return Weights("hf-cache", snapshot, f"Hugging Face cache: {snapshot}")
+    if spec.allow_download:
+        return Weights("download", None, f"download of {spec.name}")
+    raise missing(
+        what,
+        [f"Hugging Face cache ({spec.name})"],
+        "Audio is embedded from its tags until then. Set audio_model.checkpoint to a local CLAP folder, "
+        "or set models.allow_download = true.",
+    )
+
+
+class ClapModel:
+    def __init__(self, spec: ClapSpec, weights: Weights) -> None:
+        from transformers import ClapModel as HfClapModel
+        from transformers import ClapProcessor
+
+        self.spec = spec
+        self.weights = weights
+        source = weights.path or spec.name
+        local_only = weights.source != "download"
+        try:
+            self._model = HfClapModel.from_pretrained(source, cache_dir=spec.cache_dir, local_files_only=local_only)
+            self._processor = ClapProcessor.from_pretrained(source, cache_dir=spec.cache_dir, local_files_only=local_only)
+        except OSError as exc:
+            raise WeightsMissing(f"CLAP {spec.name}: cannot load {source}: {exc}") from None
+        self._model = self._model.eval().to(spec.device)
+        self._lock = threading.Lock()
+        self.dimension = int(self._model.config.projection_dim)
+        weights_file = None
+        if weights.path:
+            for name in ("model.safetensors", "pytorch_model.bin"):
+                candidate = Path(weights.path) / name
+                if candidate.is_file():
+                    weights_file = str(candidate)
+                    break
+        self.model_id = make_model_id("clap", spec.name, file_fingerprint(weights_file) if weights_file else spec.name, self.dimension)
+
+    def encode_audio(self, waveforms: list[np.ndarray]) -> np.ndarray:
+        """One vector per waveform (48 kHz mono): the mean over its 10-second windows."""
+        import torch
+
+        window = int(WINDOW_SECONDS * SAMPLE_RATE)
+        pieces, owners = [], []
+        for index, wave in enumerate(waveforms):
+            for start in range(0, max(len(wave), 1), window):
+                pieces.append(wave[start : start + window])
+                owners.append(index)
+        with self._lock, torch.inference_mode():
+            inputs = self._processor(audio=pieces, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+            features = self._model.get_audio_features(**{k: v.to(self.spec.device) for k, v in inputs.items()})
+            features = _as_tensor(features)
+            vectors = normalize(features.float().cpu().numpy())
+        result = np.zeros((len(waveforms), vectors.shape[1]), dtype=np.float32)
+        np.add.at(result, np.array(owners), vectors)
+        return normalize(result)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        with self._lock, torch.inference_mode():
+            inputs = self._processor(text=texts, return_tensors="pt", padding=True)
+            features = self._model.get_text_features(**{k: v.to(self.spec.device) for k, v in inputs.items()})
+            return normalize(_as_tensor(features).float().cpu().numpy())
+
+
+def _as_tensor(features):  # type: ignore[no-untyped-def]
+    """transformers 5 may return a model output object where 4.x returned the tensor."""
+    if hasattr(features, "pooler_output") and not hasattr(features, "shape"):
+        return features.pooler_output
+    return features

@@ -1,0 +1,51 @@
+"""Finding model weights on this machine, without touching the network unless allowed.
+
+Order: an explicit local checkpoint, then the library's own caches (Hugging Face hub cache,
+open_clip's URL cache), then a package that ships the weights, and only then a download —
+and only if the user allowed downloads. Anything else is :class:`WeightsMissing`, with
+the places that were searched.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import WeightsMissing
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where a model's weights come from. ``path`` is None for random or to-be-downloaded weights."""
+
+    source: str  # checkpoint | hf-cache | clip-cache | package | download | random
+    path: str | None
+    description: str
+
+
+def hf_cached_file(repo_id: str, filenames: tuple[str, ...], cache_dir: str | None) -> str | None:
+    """A file of a Hugging Face repo if it is already in the local hub cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+        if isinstance(found, str) and os.path.isfile(found):
+            return found
+    return None
+
+
+def hf_cached_snapshot(repo_id: str, marker: str, cache_dir: str | None) -> str | None:
+    """The local snapshot folder of a Hugging Face repo, if ``marker`` (a file in it) is cached."""
+    found = hf_cached_file(repo_id, (marker,), cache_dir)
+    return str(Path(found).parent) if found else None
+
+
+def require_local_path(path: Path, what: str) -> Weights:
+    if not path.exists():
+        raise WeightsMissing(f"{what}: checkpoint {path} does not exist")
+    return Weights("checkpoint", str(path), f"local checkpoint {path}")
+
+
+def missing(what: str, searched: list[str], hint: str) -> WeightsMissing:
+    return WeightsMissing(f"{what}: weights not found (looked in: {'; '.join(searched)}). {hint}")

@@ -1,0 +1,256 @@
+"""The embedding service: computes vectors for items that lack them from the current models.
+
+Work is pipelined so decoding overlaps inference: a producer picks pending items in
+batches and decodes them in worker threads (image files, video frames, audio, document
+chunks) while the previous batch is being encoded by the model in its own thread. Vectors
+are written one transaction per batch. A model whose weights are missing leaves its items
+pending; they are completed when the weights appear (checked every
+``models.retry_missing_seconds``, or at once after ``peerlight models``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import trio
+
+from peerlight.embeddings.chunking import chunk_text
+from peerlight.embeddings.errors import DecodeError
+from peerlight.embeddings.media import load_audio, load_image, sample_video_frames
+from peerlight.embeddings.vectors import mean_vector
+
+from ..catalog import embeddings as store
+from ..catalog.database import Catalog
+from ..catalog.embeddings import PendingItem, Segment
+from ..catalog.items import document_text
+from ..config import Config
+from ..models import ModelManager, ModelUnavailable
+
+log = logging.getLogger("peerlight.embed")
+
+Prepare = Callable[[PendingItem], Awaitable[Any]]
+Encode = Callable[[list[Any]], list[list[Segment]]]
+
+
+@dataclass
+class RoleProgress:
+    state: str = "idle"  # idle | embedding | waiting for weights
+    embedded: int = 0
+    failed: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class EmbedProgress:
+    kinds: dict[str, RoleProgress] = field(default_factory=dict)
+
+    def of(self, kind: str) -> RoleProgress:
+        return self.kinds.setdefault(kind, RoleProgress())
+
+    @property
+    def busy(self) -> bool:
+        return any(p.state == "embedding" for p in self.kinds.values())
+
+    def to_wire(self) -> dict[str, Any]:
+        return {kind: dict(vars(p)) for kind, p in self.kinds.items()}
+
+
+class Embedder:
+    def __init__(self, catalog: Catalog, models: ModelManager, config: Config) -> None:
+        self._catalog = catalog
+        self._models = models
+        self._config = config
+        self._wake = trio.Event()
+        self._workers = trio.CapacityLimiter(config.index.workers)
+        self.progress = EmbedProgress()
+        self.pass_requested = False
+
+    def wake(self) -> None:
+        self.pass_requested = True
+        self._wake.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            self._wake = trio.Event()
+            self.pass_requested = False
+            await self.embed_pending()
+            with trio.move_on_after(self._config.models.retry_missing_seconds):
+                await self._wake.wait()
+
+    async def embed_pending(self) -> None:
+        """One pass over every kind of media: embed everything that is pending and can be."""
+        await self._with_model("text", "documents", ("text",), self._prepare_document, self._encode_document)
+        await self._with_model("image", "images", ("image",), self._prepare_image, self._encode_images)
+        await self._with_model("image", "videos", ("video",), self._prepare_video, self._encode_videos)
+        if not await self._catalog.read(partial(store.may_have_pending, modalities=("audio",), model_id=None)):
+            return
+        try:
+            clap = await self._models.get("audio")
+        except ModelUnavailable as exc:
+            self.progress.of("audio").reason = f"embedding tags instead: {exc}"
+            await self._with_model("text", "audio", ("audio",), self._prepare_tags, self._encode_texts, source="metadata")
+        else:
+            await self._drain(clap, "audio", ("audio",), self._prepare_audio, partial(self._encode_audio, clap))
+
+    async def _with_model(
+        self, role: str, kind: str, modalities: tuple[str, ...], prepare: Any, encode: Any, source: str = "content"
+    ) -> None:
+        progress = self.progress.of(kind)
+        known_id = self._models.slots[role].known_id
+        if not await self._catalog.read(partial(store.may_have_pending, modalities=modalities, model_id=known_id)):
+            return  # nothing to do: do not load a model for it
+        try:
+            model = await self._models.get(role)
+        except ModelUnavailable as exc:
+            progress.state, progress.reason = "waiting for weights", str(exc)
+            return
+        if source == "content":
+            progress.reason = None
+        await self._drain(model, kind, modalities, partial(prepare, model), partial(encode, model), source)
+
+    async def _drain(
+        self, model: Any, kind: str, modalities: tuple[str, ...], prepare: Prepare, encode: Encode, source: str = "content"
+    ) -> None:
+        progress = self.progress.of(kind)
+        space = {"clip": "clip", "st": "text", "clap": "audio"}[model.model_id.split(":", 1)[0]]
+        await self._catalog.write(
+            partial(store.register_model, model_id=model.model_id, name=model.spec.name, space=space, dimension=model.dimension)
+        )
+        send, receive = trio.open_memory_channel[list[tuple[PendingItem, Any]]](1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._produce, send, modalities, model.model_id, prepare)
+            async with receive:
+                async for batch in receive:
+                    progress.state = "embedding"
+                    await self._encode_and_store(batch, model.model_id, encode, source, progress)
+        progress.state = "idle"
+
+    async def _produce(
+        self, send: trio.MemorySendChannel, modalities: tuple[str, ...], model_id: str, prepare: Prepare
+    ) -> None:
+        async with send:
+            after = 0
+            while True:
+                batch = await self._catalog.read(
+                    partial(
+                        store.pending_items,
+                        modalities=modalities,
+                        model_id=model_id,
+                        after_id=after,
+                        limit=self._config.models.batch_size,
+                    )
+                )
+                if not batch:
+                    return
+                after = batch[-1].item_id
+                prepared: list[Any] = [None] * len(batch)
+
+                async def prepare_one(index: int, item: PendingItem) -> None:
+                    try:
+                        prepared[index] = await prepare(item)
+                    except (DecodeError, OSError) as exc:
+                        prepared[index] = DecodeError(str(exc))
+
+                async with trio.open_nursery() as nursery:
+                    for index, item in enumerate(batch):
+                        nursery.start_soon(prepare_one, index, item)
+                await send.send(list(zip(batch, prepared)))
+
+    async def _encode_and_store(
+        self, batch: list[tuple[PendingItem, Any]], model_id: str, encode: Encode, source: str, progress: RoleProgress
+    ) -> None:
+        good = [(item, payload) for item, payload in batch if not isinstance(payload, DecodeError)]
+        failures = [(item, str(payload)) for item, payload in batch if isinstance(payload, DecodeError)]
+        results: list[list[Segment]] = []
+        if good:
+            try:
+                results = await trio.to_thread.run_sync(encode, [payload for _, payload in good])
+            except Exception as exc:  # a model failing on a batch must not stop the service
+                log.exception("encoding a batch failed", extra={"model_id": model_id})
+                failures += [(item, f"encoding failed: {exc}") for item, _ in good]
+                good = []
+
+        def write(conn) -> None:  # type: ignore[no-untyped-def]
+            for (item, _), segments in zip(good, results):
+                store.store_vectors(conn, item.item_id, model_id, segments, source)
+            for item, error in failures:
+                store.record_failure(conn, item.item_id, model_id, error)
+
+        await self._catalog.write(write)
+        progress.embedded += len(good)
+        progress.failed += len(failures)
+        for item, error in failures:
+            log.warning("could not embed a file", extra={"path": item.path, "reason": error})
+
+    # --- per kind: preparation (worker threads) and encoding (model thread) ---
+
+    async def _in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._workers)
+
+    async def _prepare_image(self, model: Any, item: PendingItem) -> Any:
+        return await self._in_worker(lambda: model.preprocess(load_image(item.path)))
+
+    def _encode_images(self, model: Any, tensors: list[Any]) -> list[list[Segment]]:
+        return [[Segment(0, vector)] for vector in model.encode_images(tensors)]
+
+    async def _prepare_video(self, model: Any, item: PendingItem) -> Any:
+        video = self._config.video
+
+        def frames() -> list[tuple[float, Any]]:
+            sampled = sample_video_frames(item.path, video.frame_interval_seconds, video.max_frames)
+            return [(frame.time, model.preprocess(frame.image)) for frame in sampled]
+
+        return await self._in_worker(frames)
+
+    def _encode_videos(self, model: Any, videos: list[list[tuple[float, Any]]]) -> list[list[Segment]]:
+        vectors = model.encode_images([tensor for frames in videos for _, tensor in frames])
+        results, offset = [], 0
+        for frames in videos:
+            own = vectors[offset : offset + len(frames)]
+            offset += len(frames)
+            times = [t for t, _ in frames]
+            ends = times[1:] + [None]
+            segments = [Segment(0, mean_vector(own), times[0], None)]
+            segments += [Segment(i + 1, v, t, e) for i, (v, t, e) in enumerate(zip(own, times, ends))]
+            results.append(segments)
+        return results
+
+    async def _prepare_document(self, model: Any, item: PendingItem) -> Any:
+        text = await self._catalog.read(partial(document_text, item_id=item.item_id))
+        if not text or not text.strip():
+            raise DecodeError("the document has no text")
+        opts = self._config.text_model
+        spans = await self._in_worker(chunk_text, text, opts.chunk_words, opts.chunk_overlap_words)
+        return [(span.start, span.end, text[span.start : span.end]) for span in spans]
+
+    def _encode_document(self, model: Any, documents: list[list[tuple[int, int, str]]]) -> list[list[Segment]]:
+        vectors = model.encode([chunk for chunks in documents for _, _, chunk in chunks], self._config.models.batch_size)
+        results, offset = [], 0
+        for chunks in documents:
+            own = vectors[offset : offset + len(chunks)]
+            offset += len(chunks)
+            segments = [Segment(0, mean_vector(own), chunks[0][0], chunks[-1][1])]
+            if len(chunks) > 1:
+                segments += [Segment(i + 1, v, s, e) for i, (v, (s, e, _)) in enumerate(zip(own, chunks))]
+            results.append(segments)
+        return results
+
+    async def _prepare_audio(self, item: PendingItem) -> Any:
+        from peerlight.embeddings.clap import MAX_SECONDS, SAMPLE_RATE
+
+        return await self._in_worker(load_audio, item.path, SAMPLE_RATE, MAX_SECONDS)
+
+    def _encode_audio(self, model: Any, waves: list[np.ndarray]) -> list[list[Segment]]:
+        return [[Segment(0, vector)] for vector in model.encode_audio(waves)]
+
+    async def _prepare_tags(self, model: Any, item: PendingItem) -> Any:
+        return await self._catalog.read(partial(store.describe_text, item_id=item.item_id))
+
+    def _encode_texts(self, model: Any, texts: list[str]) -> list[list[Segment]]:
+        return [[Segment(0, vector)] for vector in model.encode(texts, self._config.models.batch_size)]

@@ -1,0 +1,185 @@
+"""The daemon's embedding models: configured from ``node.toml``, loaded lazily, unloaded when idle.
+
+Three roles: ``image`` (open_clip: images, video frames and the queries that search them),
+``text`` (sentence-transformers: documents, and audio tags while CLAP is absent) and
+``audio`` (CLAP). Loading runs in a worker thread. Missing weights are remembered for
+``models.retry_missing_seconds`` so the node does not search the disk on every item, and
+are never fatal: the items wait as "embedding pending".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from .config import Config
+
+log = logging.getLogger("peerlight.models")
+
+ROLES = ("image", "text", "audio")
+
+
+class ModelUnavailable(Exception):
+    """The model of a role cannot be used now; ``reason`` says why (for status and logs)."""
+
+
+@dataclass
+class ModelInfo:
+    role: str
+    name: str
+    state: str  # unloaded | loaded | missing | failed | disabled
+    weights: str | None = None
+    model_id: str | None = None
+    dimension: int | None = None
+    space: str | None = None
+    reason: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+class ModelSlot:
+    """One role's model: its loader, the loaded instance, and why it is unavailable if it is."""
+
+    def __init__(self, role: str, name: str, space: str, load: Callable[[], Any], retry_after: float) -> None:
+        self.role, self.name, self.space = role, name, space
+        self._load = load
+        self._retry_after = retry_after
+        self.model: Any = None
+        self.last_used = 0.0
+        self.failure: str | None = None
+        self._failed_at = -float("inf")
+        self._lock = trio.Lock()
+        self.known_id: str | None = None
+        self.known_dimension: int | None = None
+        self.weights: str | None = None
+
+    async def get(self) -> Any:
+        async with self._lock:
+            if self.model is None:
+                if self.failure and time.monotonic() - self._failed_at < self._retry_after:
+                    raise ModelUnavailable(self.failure)
+                log.info("loading model", extra={"role": self.role, "model": self.name})
+                started = time.monotonic()
+                try:
+                    self.model = await trio.to_thread.run_sync(self._load)
+                except Exception as exc:  # WeightsMissing, or anything a model library raises
+                    self.failure = str(exc) if _is_missing(exc) else f"{type(exc).__name__}: {exc}"
+                    self._failed_at = time.monotonic()
+                    (log.warning if _is_missing(exc) else log.exception)(
+                        "model unavailable", extra={"role": self.role, "reason": self.failure}
+                    )
+                    raise ModelUnavailable(self.failure) from None
+                self.failure = None
+                self.known_id, self.known_dimension = self.model.model_id, self.model.dimension
+                self.weights = self.model.weights.description
+                log.info(
+                    "model loaded",
+                    extra={"role": self.role, "model_id": self.known_id, "seconds": round(time.monotonic() - started, 2)},
+                )
+            self.last_used = time.monotonic()
+            return self.model
+
+    def forget_failure(self) -> None:
+        self.failure, self._failed_at = None, -float("inf")
+
+    def unload_if_idle(self, idle_seconds: float) -> None:
+        if self.model is not None and time.monotonic() - self.last_used > idle_seconds and not self._lock.locked():
+            log.info("unloading idle model", extra={"role": self.role})
+            self.model = None
+
+    def info(self) -> ModelInfo:
+        if self.model is not None:
+            state = "loaded"
+        elif self.failure:
+            state = "missing" if "not found" in self.failure or "does not exist" in self.failure else "failed"
+        else:
+            state = "unloaded"
+        return ModelInfo(
+            self.role, self.name, state, self.weights, self.known_id, self.known_dimension, self.space, self.failure
+        )
+
+
+def _is_missing(exc: BaseException) -> bool:
+    from peerlight.embeddings.errors import WeightsMissing
+
+    return isinstance(exc, WeightsMissing)
+
+
+def _device(configured: str) -> str:
+    if configured != "auto":
+        return configured
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class ModelManager:
+    def __init__(self, config: Config, data_dir_resolve: Callable[[Any], Any] = lambda p: p) -> None:
+        self._config = config
+        models = config.models
+        cache_dir = str(data_dir_resolve(models.cache_dir)) if models.cache_dir else None
+
+        def image() -> Any:
+            from peerlight.embeddings.clip import ClipModel, ClipSpec, resolve_clip_weights
+
+            opts = config.image_model
+            checkpoint = data_dir_resolve(opts.checkpoint) if opts.checkpoint else None
+            spec = ClipSpec(opts.name, opts.pretrained, checkpoint, _device(models.device), models.allow_download, cache_dir)
+            return ClipModel(spec, resolve_clip_weights(spec))
+
+        def text() -> Any:
+            from peerlight.embeddings.sentence import SentenceModel, SentenceSpec, resolve_sentence_weights
+
+            opts = config.text_model
+            checkpoint = data_dir_resolve(opts.checkpoint) if opts.checkpoint else None
+            spec = SentenceSpec(opts.name, checkpoint, _device(models.device), models.allow_download, cache_dir)
+            return SentenceModel(spec, resolve_sentence_weights(spec))
+
+        def audio() -> Any:
+            from peerlight.embeddings.clap import ClapModel, ClapSpec, resolve_clap_weights
+            from peerlight.embeddings.errors import WeightsMissing
+
+            opts = config.audio_model
+            if not opts.enabled:
+                raise WeightsMissing("CLAP is disabled (audio_model.enabled = false); audio is embedded from its tags")
+            checkpoint = data_dir_resolve(opts.checkpoint) if opts.checkpoint else None
+            spec = ClapSpec(opts.name, checkpoint, _device(models.device), models.allow_download, cache_dir)
+            return ClapModel(spec, resolve_clap_weights(spec))
+
+        retry = models.retry_missing_seconds
+        self.slots = {
+            "image": ModelSlot("image", f"{config.image_model.name} ({config.image_model.pretrained})", "clip", image, retry),
+            "text": ModelSlot("text", config.text_model.name, "text", text, retry),
+            "audio": ModelSlot("audio", config.audio_model.name, "audio", audio, retry),
+        }
+
+    async def get(self, role: str) -> Any:
+        return await self.slots[role].get()
+
+    async def check_all(self) -> list[ModelInfo]:
+        """Try to load every model now (clearing remembered failures): what ``peerlight models`` shows."""
+        for slot in self.slots.values():
+            slot.forget_failure()
+            try:
+                await slot.get()
+            except ModelUnavailable:
+                pass
+        return self.describe()
+
+    def describe(self) -> list[ModelInfo]:
+        return [slot.info() for slot in self.slots.values()]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Unload models that have been idle for ``models.idle_unload_seconds``."""
+        task_status.started()
+        idle = self._config.models.idle_unload_seconds
+        while True:
+            await trio.sleep(min(idle / 2, 30))
+            for slot in self.slots.values():
+                slot.unload_if_idle(idle)
