@@ -13,7 +13,7 @@ from collections.abc import Callable
 from peerlight.node.control.protocol import ControlError
 from peerlight.node.paths import NodePaths
 
-from . import daemon_commands, library_commands
+from . import daemon_commands, index_commands, library_commands, search_commands
 from .client import ConnectionLost, DaemonNotRunning
 from .errors import EXIT_ERROR, EXIT_NOT_RUNNING, CliError
 from .output import Output
@@ -57,6 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     command("list", library_commands.cmd_library_list, "list libraries", library_commands_)
     remove = command("remove", library_commands.cmd_library_remove, "remove a library (id, path or name)", library_commands_)
     remove.add_argument("library", help="library id, path or name")
+
+    index = command("index", index_commands.cmd_index, "rescan libraries now (all, or one)")
+    index.add_argument("library", nargs="?", help="library id, path or name")
+    index.add_argument("--wait", action="store_true", help="show progress until indexing and embedding are done")
+
+    models = command("models", index_commands.cmd_models, "list the embedding models: weights, state, dimension, id")
+    models.add_argument("--no-load", action="store_true", help="report without trying to load the models")
+
+    search = command("search", search_commands.cmd_search, "search the local index")
+    search.add_argument("query", help="what to look for, in words")
+    search.add_argument("--mode", choices=["semantic", "text", "hybrid"], default="hybrid", help="default: hybrid")
+    search_commands.add_filter_arguments(search)
+
+    similar = command("similar", search_commands.cmd_similar, "find items like an indexed file")
+    similar.add_argument("path", help="an indexed file")
+    search_commands.add_filter_arguments(similar)
+
+    duplicates = command("duplicates", search_commands.cmd_duplicates, "list identical and near-duplicate items")
+    duplicates.add_argument("--threshold", type=float, default=0.95, help="cosine similarity for near-duplicates")
+    duplicates.add_argument("--modality", action="append", choices=search_commands.MODALITIES)
     return parser
 
 

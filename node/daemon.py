@@ -30,8 +30,9 @@ from .control.server import ControlServer, Handler
 from .identity import NodeIdentity
 from .index.indexer import Indexer
 from .index.embedder import Embedder
-from .methods import DaemonMethods, IndexMethods, LibraryMethods, ModelMethods
+from .methods import DaemonMethods, IndexMethods, LibraryMethods, ModelMethods, SearchMethods
 from .models import ModelManager
+from .search.engine import SearchEngine
 from .paths import NodePaths
 
 log = logging.getLogger("peerlight.daemon")
@@ -66,7 +67,8 @@ class Daemon:
     async def run(self, on_ready: Callable[[], None] = lambda: None) -> None:
         self._catalog = await Catalog.open(self.paths.catalog, readers=self.config.catalog.readers)
         self.models = ModelManager(self.config, partial(self.config.resolve_path, self.paths.root))
-        self.embedder = Embedder(self._catalog, self.models, self.config)
+        self.search = SearchEngine(self._catalog, self.models)
+        self.embedder = Embedder(self._catalog, self.models, self.config, on_stored=self.search.vectors_stored)
         self.indexer = Indexer(
             self._catalog, self.config.index, exclude=(self.paths.root,), on_items_recorded=self.embedder.wake
         )
@@ -112,6 +114,7 @@ class Daemon:
             | LibraryMethods(catalog, self.paths.root, on_change=self.indexer.libraries_changed).methods()
             | IndexMethods(catalog, self.indexer, self.embedder).methods()
             | ModelMethods(self.models, self.embedder).methods()
+            | SearchMethods(catalog, self.search).methods()
         )
 
     async def _watch_signals(

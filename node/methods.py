@@ -17,7 +17,7 @@ from .catalog import libraries
 from .catalog.items import item_counts
 from .catalog.database import Catalog
 from .control.params import Params
-from .control.protocol import Conflict, InvalidParams, NotFound
+from .control.protocol import Conflict, InvalidParams, NotFound, Unavailable
 from .control.server import Handler
 
 if TYPE_CHECKING:
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from .index.embedder import Embedder
     from .index.indexer import Indexer
     from .models import ModelManager
+    from .search.engine import SearchEngine
+    from .search.filters import Filters
 
 
 class DaemonMethods:
@@ -156,3 +158,78 @@ def _library_path(text: str, data_dir: Path) -> Path:
     if resolved == data_dir or data_dir in resolved.parents:
         raise InvalidParams(f"{text} is inside the node's data directory {data_dir}", data={"param": "path"})
     return resolved
+
+
+class SearchMethods:
+    def __init__(self, catalog: Catalog, engine: "SearchEngine") -> None:
+        self._catalog = catalog
+        self._engine = engine
+
+    def methods(self) -> dict[str, Handler]:
+        return {"search.query": self.query, "search.similar": self.similar, "search.duplicates": self.duplicates}
+
+    async def query(self, raw: dict[str, Any]) -> dict[str, Any]:
+        from .search.engine import MODES, SearchError, SearchRequest
+
+        params = Params(raw)
+        query = params.text("query", max_length=1000)
+        if not query.strip():
+            raise InvalidParams("the query is empty", data={"param": "query"})
+        mode = params.choice("mode", MODES, "hybrid")
+        limit = params.number("limit", 20, min=1, max=1000, integer=True)
+        filters = _filters(params)
+        params.done()
+        try:
+            return await self._engine.search(SearchRequest(query, mode, limit, filters))
+        except SearchError as exc:
+            raise Unavailable(str(exc)) from None
+
+    async def similar(self, raw: dict[str, Any]) -> dict[str, Any]:
+        from .search.engine import SearchError
+
+        params = Params(raw)
+        path = params.text("path")
+        limit = params.number("limit", 20, min=1, max=1000, integer=True)
+        filters = _filters(params)
+        params.done()
+        try:
+            return await self._engine.similar(path, limit, filters)
+        except SearchError as exc:
+            raise NotFound(str(exc)) from None
+
+    async def duplicates(self, raw: dict[str, Any]) -> dict[str, Any]:
+        from .search.duplicates import find_duplicates
+        from .search.filters import MODALITIES
+
+        params = Params(raw)
+        threshold = params.number("threshold", 0.95, min=0.5, max=1.0)
+        modalities = params.choices("modality", MODALITIES) or MODALITIES
+        params.done()
+        return await self._catalog.read(partial(find_duplicates, threshold=threshold, modalities=modalities))
+
+
+def _filters(params: Params) -> "Filters":
+    from .search.filters import MODALITIES, Filters, parse_date
+
+    def date(key: str) -> str | None:
+        value = params.text(key, None, max_length=40)
+        if value is None:
+            return None
+        try:
+            return parse_date(value)
+        except ValueError as exc:
+            raise InvalidParams(str(exc), data={"param": key}) from None
+
+    folder = params.text("folder", None)
+    if folder is not None and not folder.startswith("/"):
+        raise InvalidParams("'folder' must be an absolute path", data={"param": "folder"})
+    return Filters(
+        modalities=params.choices("modality", MODALITIES),
+        rating_min=params.number("rating_min", None, min=0, max=10),
+        rating_max=params.number("rating_max", None, min=0, max=10),
+        date_from=date("date_from"),
+        date_to=date("date_to"),
+        size_min=params.number("size_min", None, min=0, integer=True),
+        size_max=params.number("size_max", None, min=0, integer=True),
+        folder=folder,
+    )

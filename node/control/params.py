@@ -32,6 +32,29 @@ class Params:
             raise InvalidParams(f"{key!r} must be true or false", data={"param": key})
         return value
 
+    def number(self, key: str, default: Any = _MISSING, *, min: float | None = None, max: float | None = None, integer: bool = False) -> Any:
+        value = self._get(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        kinds = (int,) if integer else (int, float)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise InvalidParams(f"{key!r} must be {'an integer' if integer else 'a number'}", data={"param": key})
+        if (min is not None and value < min) or (max is not None and value > max):
+            raise InvalidParams(f"{key!r} must be between {min} and {max}", data={"param": key})
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = _MISSING) -> Any:
+        value = self.text(key, default)
+        if value is not default and value not in choices:
+            raise InvalidParams(f"{key!r} must be one of {', '.join(choices)}", data={"param": key})
+        return value
+
+    def choices(self, key: str, choices: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v in choices for v in value):
+            raise InvalidParams(f"{key!r} must be a list of {', '.join(choices)}", data={"param": key})
+        return tuple(value)
+
     def done(self) -> None:
         unknown = sorted(set(self._raw) - self._seen, key=str)
         if unknown:

@@ -85,6 +85,12 @@ class ShuttingDown(ControlError):
     code = "shutting_down"
 
 
+class Unavailable(ControlError):
+    """The request needs something the node lacks now (e.g. a model whose weights are missing)."""
+
+    code = "unavailable"
+
+
 ERROR_TYPES: dict[str, type[ControlError]] = {
     cls.code: cls
     for cls in (
@@ -97,6 +103,7 @@ ERROR_TYPES: dict[str, type[ControlError]] = {
         NotFound,
         Conflict,
         ShuttingDown,
+        Unavailable,
     )
 }
 

@@ -61,8 +61,15 @@ class EmbedProgress:
 
 
 class Embedder:
-    def __init__(self, catalog: Catalog, models: ModelManager, config: Config) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        models: ModelManager,
+        config: Config,
+        on_stored: Callable[[str, np.ndarray, np.ndarray], None] = lambda model_id, ids, vectors: None,
+    ) -> None:
         self._catalog = catalog
+        self._on_stored = on_stored
         self._models = models
         self._config = config
         self._wake = trio.Event()
@@ -183,6 +190,9 @@ class Embedder:
                 store.record_failure(conn, item.item_id, model_id, error)
 
         await self._catalog.write(write)
+        stored = [(store.vector_id(item.item_id, s.segment), s.vector) for (item, _), segs in zip(good, results) for s in segs]
+        if stored:
+            self._on_stored(model_id, np.array([vid for vid, _ in stored]), np.stack([v for _, v in stored]))
         progress.embedded += len(good)
         progress.failed += len(failures)
         for item, error in failures:

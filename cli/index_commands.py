@@ -1,0 +1,122 @@
+"""``peerlight index`` and ``peerlight models``: keeping the index current, and its models."""
+
+from __future__ import annotations
+
+import time
+from argparse import Namespace
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from peerlight.node.paths import NodePaths
+
+from .client import ControlClient, call
+from .output import Output
+
+POLL_SECONDS = 0.25
+
+
+class FilesPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f}/s" if speed else "", style="cyan")
+
+
+def cmd_index(args: Namespace, paths: NodePaths, out: Output) -> int:
+    params = {"library": args.library} if args.library else {}
+    with ControlClient(paths.control_socket) as client:
+        client.call("index.run", **params)
+        if not args.wait:
+            out.result({"requested": True}, lambda console, _: console.print("Index update requested."))
+            return 0
+        if out.as_json:
+            status = _wait(client, lambda status: None)
+        else:
+            status = _wait_with_progress(client, out.console)
+    out.result(status, _render_index_summary)
+    return 0
+
+
+def _wait(client: ControlClient, on_status: Any) -> dict[str, Any]:
+    time.sleep(POLL_SECONDS)  # let the daemon pick the request up
+    while True:
+        status = client.call("index.status")
+        on_status(status)
+        if not status["busy"]:
+            return status
+        time.sleep(POLL_SECONDS)
+
+
+def _wait_with_progress(client: ControlClient, console: Console) -> dict[str, Any]:
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        FilesPerSecond(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    tasks: dict[str, Any] = {}
+    embed_start: dict[str, int] = {}
+
+    def update(status: dict[str, Any]) -> None:
+        for lib in status["libraries"]:
+            key = f"lib{lib['library_id']}"
+            if key not in tasks:
+                tasks[key] = progress.add_task(f"scan  {escape(lib['name'])}", total=None)
+            if lib["phase"] == "idle" and not lib["files_total"]:
+                progress.update(tasks[key], description=f"scan  {escape(lib['name'])} (no changes)", completed=1, total=1)
+            else:
+                progress.update(tasks[key], completed=lib["files_done"], total=lib["files_total"] or None)
+        pending = status["embeddings_pending"]
+        for kind, state in status["embeddings"].items():
+            key = f"embed-{kind}"
+            if state["embedded"] or state["state"] == "embedding":
+                if key not in tasks:
+                    embed_start[key] = state["embedded"]
+                    tasks[key] = progress.add_task(f"embed {kind}", total=None)
+                done = state["embedded"] - embed_start[key]
+                progress.update(tasks[key], completed=done, total=done + (pending if state["state"] == "embedding" else 0))
+
+    with progress:
+        return _wait(client, update)
+
+
+def _render_index_summary(console: Console, status: dict[str, Any]) -> None:
+    kinds = ", ".join(f"{n} {m}" for m, n in sorted(status["by_modality"].items())) or "no items"
+    console.print(f"Index up to date: {kinds}.")
+    if status["embeddings_pending"]:
+        console.print(f"[yellow]{status['embeddings_pending']} items await embeddings[/] (see `peerlight models`).")
+    for kind, state in status["embeddings"].items():
+        if state.get("reason"):
+            console.print(f"  [dim]{kind}: {escape(state['reason'])}[/]")
+    if status["index_failures"]:
+        console.print(f"[yellow]{status['index_failures']} files could not be read[/] (see the daemon log).")
+
+
+def cmd_models(args: Namespace, paths: NodePaths, out: Output) -> int:
+    models = call(paths.control_socket, "models.list", timeout=600, check=not args.no_load)
+    out.result(models, _render_models)
+    return 0
+
+
+def _render_models(console: Console, models: list[dict[str, Any]]) -> None:
+    colours = {"loaded": "green", "unloaded": "dim", "missing": "yellow", "failed": "red"}
+    for m in models:
+        colour = colours.get(m["state"], "white")
+        console.print(f"[bold]{m['role']}[/]  {escape(m['name'])}  [{colour}]{m['state']}[/]")
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="dim")
+        grid.add_column()
+        if m.get("model_id"):
+            grid.add_row("id", f"{m['model_id']} ({m['dimension']} dimensions, space {m['space']})")
+        if m.get("weights"):
+            grid.add_row("weights", escape(m["weights"]))
+        if m.get("reason"):
+            grid.add_row("reason", escape(m["reason"]))
+        console.print(grid)

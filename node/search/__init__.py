@@ -1,0 +1,1 @@
+"""Local search: semantic (FAISS over stored vectors), full text (SQLite FTS5, BM25), and hybrid."""

@@ -1,0 +1,267 @@
+"""Answering searches: semantic, full-text or hybrid, with filters, highlights and moments.
+
+A text query is embedded by each available model whose space holds the requested kinds of
+media — open_clip's text tower for images and videos, sentence-transformers for documents
+(and audio tags), CLAP for audio — and each space is searched in its own FAISS index.
+Rankings from different spaces and from BM25 are merged by reciprocal rank fusion.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import trio
+
+from peerlight.embeddings.chunking import Span, sentence_windows
+from peerlight.embeddings.vectors import from_blob
+
+from ..catalog import embeddings as store
+from ..catalog.database import Catalog
+from ..catalog.items import document_text
+from ..models import ModelManager, ModelUnavailable
+from .filters import MODALITIES, Filters, allowed_items
+from .fulltext import fulltext_ranking
+from .fusion import reciprocal_rank_fusion
+from .vector_index import VectorHit, VectorIndex, best_per_item
+
+log = logging.getLogger("peerlight.search")
+
+# role -> the kinds of media its vector space holds
+ROLE_MODALITIES = {"image": ("image", "video"), "text": ("text", "audio"), "audio": ("audio",)}
+MODES = ("semantic", "text", "hybrid")
+
+
+class SearchError(Exception):
+    """A search that cannot be answered as asked (e.g. no model can embed the query)."""
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    query: str
+    mode: str = "hybrid"
+    limit: int = 20
+    filters: Filters = field(default_factory=Filters)
+
+
+@dataclass
+class Ranking:
+    """One list of candidates, best first, with what made each match."""
+
+    items: list[int]
+    hits: dict[int, VectorHit] = field(default_factory=dict)
+    role: str | None = None
+    query_vector: np.ndarray | None = None
+
+
+class SearchEngine:
+    def __init__(self, catalog: Catalog, models: ModelManager) -> None:
+        self._catalog = catalog
+        self._models = models
+        self._indexes: dict[str, VectorIndex] = {}
+        self._build_locks: dict[str, trio.Lock] = {}
+
+    # --- vector indexes ---
+
+    async def index_for(self, model_id: str, dimension: int) -> VectorIndex:
+        lock = self._build_locks.setdefault(model_id, trio.Lock())
+        async with lock:
+            index = self._indexes.get(model_id)
+            if index is None:
+                index = await self._catalog.read(partial(_build_index, model_id=model_id, dimension=dimension))
+                self._indexes[model_id] = index
+                log.info("vector index built", extra={"model_id": model_id, "vectors": len(index)})
+            return index
+
+    def vectors_stored(self, model_id: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Called after the embedder stored vectors: keeps a built index current."""
+        index = self._indexes.get(model_id)
+        if index is not None and len(ids):
+            index.add(ids, vectors)
+
+    # --- queries ---
+
+    async def search(self, request: SearchRequest) -> dict[str, Any]:
+        started = time.perf_counter()
+        modalities = request.filters.modalities or MODALITIES
+        fetch = max(request.limit * 10, 200)
+        rankings: list[Ranking] = []
+        warnings: list[str] = []
+        if request.mode in ("semantic", "hybrid"):
+            for role, held in ROLE_MODALITIES.items():
+                wanted = tuple(m for m in held if m in modalities)
+                if not wanted:
+                    continue
+                try:
+                    rankings.append(await self._semantic(role, request.query, wanted, request.filters, fetch))
+                except ModelUnavailable as exc:
+                    if role != "audio":  # audio falls back to the text model's space
+                        warnings.append(f"{role} model unavailable, its media are searched by text only: {exc}")
+            if request.mode == "semantic" and not rankings:
+                raise SearchError("no embedding model is available for a semantic search: " + "; ".join(warnings))
+        if request.mode in ("text", "hybrid"):
+            ids = await self._catalog.read(partial(fulltext_ranking, text=request.query, limit=fetch))
+            allowed = await self._catalog.read(partial(allowed_items, item_ids=ids, filters=request.filters))
+            rankings.append(Ranking([i for i in ids if i in allowed]))
+        fused = reciprocal_rank_fusion([r.items for r in rankings])[: request.limit]
+        results = await self._results(fused, rankings)
+        return {
+            "query": request.query,
+            "mode": request.mode,
+            "results": results,
+            "warnings": warnings,
+            "took_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+
+    async def _semantic(self, role: str, query: str, modalities: tuple[str, ...], filters: Filters, fetch: int) -> Ranking:
+        model = await self._models.get(role)
+        encode = model.encode if role == "text" else model.encode_texts
+        vector = (await trio.to_thread.run_sync(encode, [query]))[0]
+        index = await self.index_for(model.model_id, model.dimension)
+        hits = best_per_item(index.search(vector, fetch * 4))
+        restricted = Filters(**{**vars(filters), "modalities": modalities})
+        allowed = await self._catalog.read(partial(allowed_items, item_ids=[h.item_id for h in hits], filters=restricted))
+        kept = [h for h in hits if h.item_id in allowed][:fetch]
+        return Ranking([h.item_id for h in kept], {h.item_id: h for h in kept}, role, vector)
+
+    async def similar(self, path: str, limit: int, filters: Filters) -> dict[str, Any]:
+        """Items like the one stored at ``path``, in its own model's space."""
+        started = time.perf_counter()
+        found = await self._catalog.read(partial(_item_vector_at, path=path))
+        if found is None:
+            raise SearchError(f"{path} is not an indexed item with an embedding")
+        item_id, model_id, vector = found
+        index = await self.index_for(model_id, len(vector))
+        hits = [h for h in best_per_item(index.search(vector, max(limit * 10, 200))) if h.item_id != item_id]
+        allowed = await self._catalog.read(partial(allowed_items, item_ids=[h.item_id for h in hits], filters=filters))
+        kept = [h for h in hits if h.item_id in allowed][:limit]
+        ranking = Ranking([h.item_id for h in kept], {h.item_id: h for h in kept})
+        results = await self._results([(h.item_id, h.score) for h in kept], [ranking])
+        return {"path": path, "results": results, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    async def _results(self, fused: Sequence[tuple[int, float]], rankings: list[Ranking]) -> list[dict[str, Any]]:
+        details = await self._catalog.read(partial(_item_details, item_ids=[item_id for item_id, _ in fused]))
+        results = []
+        for item_id, score in fused:
+            if item_id not in details:
+                continue
+            result = details[item_id] | {"score": round(score, 6)}
+            for ranking in rankings:
+                hit = ranking.hits.get(item_id)
+                if hit is None:
+                    continue
+                result["similarity"] = round(hit.score, 4)
+                match = await self._match(result, hit, ranking)
+                if match:
+                    result["match"] = match
+                break
+            results.append(result)
+        return results
+
+    async def _match(self, result: dict[str, Any], hit: VectorHit, ranking: Ranking) -> dict[str, Any] | None:
+        """Where in the item the query matched: a video moment, or a document's passage."""
+        if hit.segment == 0 and result["modality"] != "text":
+            return None
+        span = await self._catalog.read(partial(_segment_span, item_id=hit.item_id, segment=hit.segment))
+        if span is None:
+            return None
+        start, end = span
+        if result["modality"] == "video":
+            return {"segment": hit.segment, "start": start, "end": end}
+        if result["modality"] == "text" and ranking.role == "text" and ranking.query_vector is not None:
+            passage = await self._passage(hit.item_id, hit.segment, Span(int(start), int(end)), ranking.query_vector)
+            if passage:
+                return {"segment": hit.segment, "chunk_start": int(start), "chunk_end": int(end), **passage}
+        return None
+
+    async def _passage(self, item_id: int, segment: int, chunk: Span, query_vector: np.ndarray) -> dict[str, Any] | None:
+        text = await self._catalog.read(partial(document_text, item_id=item_id))
+        if not text:
+            return None
+        if segment == 0:
+            # A one-chunk document, or a match on the whole: use its best chunk.
+            chunk = await self._catalog.read(partial(_best_chunk, item_id=item_id, query_vector=query_vector)) or chunk
+        windows = sentence_windows(text, chunk)
+        model = await self._models.get("text")
+        vectors = await trio.to_thread.run_sync(model.encode, [text[w.start : w.end] for w in windows])
+        best = windows[int(np.argmax(vectors @ query_vector))]
+        return {"passage": text[best.start : best.end].strip(), "start": best.start, "end": best.end}
+
+
+def _build_index(conn, model_id: str, dimension: int) -> VectorIndex:  # type: ignore[no-untyped-def]
+    index = VectorIndex(model_id, dimension)
+    ids, vectors = [], []
+    for vid, vector in store.iter_vectors(conn, model_id):
+        ids.append(vid)
+        vectors.append(vector)
+        if len(ids) >= 65536:
+            index.add(np.array(ids), np.stack(vectors))
+            ids, vectors = [], []
+    if ids:
+        index.add(np.array(ids), np.stack(vectors))
+    return index
+
+
+def _item_details(conn, item_ids: list[int]) -> dict[int, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    details: dict[int, dict[str, Any]] = {}
+    for item_id in item_ids:
+        row = conn.execute(
+            """SELECT i.content_hash, i.modality, i.mime, i.size, i.embedding_state,
+                      (SELECT path FROM locations WHERE item_id = i.id ORDER BY id LIMIT 1),
+                      (SELECT rating FROM ratings WHERE content_hash = i.content_hash)
+               FROM items AS i WHERE i.id = ? AND i.missing_since IS NULL""",
+            (item_id,),
+        ).fetchone()
+        if row is None or row[5] is None:
+            continue
+        content_hash, modality, mime, size, state, path, rating = row
+        metadata = dict(conn.execute("SELECT key, value FROM item_metadata WHERE item_id = ?", (item_id,)).fetchall())
+        details[item_id] = {
+            "item_id": item_id,
+            "content_hash": content_hash,
+            "path": path,
+            "name": path.rsplit("/", 1)[-1],
+            "modality": modality,
+            "mime": mime,
+            "size": size,
+            "embedding": state,
+            "rating": rating,
+            "metadata": metadata,
+        }
+    return details
+
+
+def _segment_span(conn, item_id: int, segment: int) -> tuple[float, float] | None:  # type: ignore[no-untyped-def]
+    row = conn.execute(
+        "SELECT start, end FROM embeddings WHERE item_id = ? AND segment = ? AND start IS NOT NULL LIMIT 1",
+        (item_id, segment),
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def _best_chunk(conn, item_id: int, query_vector: np.ndarray) -> Span | None:  # type: ignore[no-untyped-def]
+    best, best_score = None, -np.inf
+    for start, end, blob in conn.execute(
+        "SELECT start, end, vector FROM embeddings WHERE item_id = ? AND start IS NOT NULL AND end IS NOT NULL", (item_id,)
+    ):
+        vector = from_blob(blob)
+        if len(vector) != len(query_vector):
+            continue
+        score = float(vector @ query_vector)
+        if score > best_score:
+            best, best_score = Span(int(start), int(end)), score
+    return best
+
+
+def _item_vector_at(conn, path: str) -> tuple[int, str, np.ndarray] | None:  # type: ignore[no-untyped-def]
+    row = conn.execute(
+        """SELECT e.item_id, e.model_id, e.vector FROM locations AS l JOIN embeddings AS e ON e.item_id = l.item_id
+           WHERE l.path = ? AND e.segment = 0 ORDER BY e.source = 'content' DESC LIMIT 1""",
+        (path,),
+    ).fetchone()
+    return (row[0], row[1], from_blob(row[2])) if row else None
