@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("path", help="an indexed file")
     search_commands.add_filter_arguments(similar)
 
+    rate = command("rate", search_commands.cmd_rate, "rate an indexed file from 0 to 10 (ratings never leave this machine)")
+    rate.add_argument("path", help="an indexed file")
+    rate.add_argument("rating", type=float, help="0 (dislike) to 10 (love)")
+
     duplicates = command("duplicates", search_commands.cmd_duplicates, "list identical and near-duplicate items")
     duplicates.add_argument("--threshold", type=float, default=0.95, help="cosine similarity for near-duplicates")
     duplicates.add_argument("--modality", action="append", choices=search_commands.MODALITIES)

@@ -107,3 +107,10 @@ def _shorten(text: str, length: int) -> str:
 def _timestamp(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}:{secs:02d}"
+
+
+def cmd_rate(args: Namespace, paths: NodePaths, out: Output) -> int:
+    path = str(Path(args.path).expanduser().resolve())
+    reply = call(paths.control_socket, "items.rate", path=path, rating=args.rating)
+    out.result(reply, lambda console, r: console.print(f"Rated {escape(r['path'])}: {r['rating']:g}/10."))
+    return 0

@@ -262,10 +262,7 @@ def _is_optional_path(hint: Any) -> bool:
 
 def _check_paths(config: Config, file: Path, data_dir: Path) -> None:
     """Reject paths and combinations the daemon could not use, before it starts doing anything."""
-    for section in ("image_model", "text_model", "audio_model"):
-        checkpoint = getattr(config, section).checkpoint
-        if checkpoint is not None and not config.resolve_path(data_dir, checkpoint).exists():
-            raise ConfigError(file, f"{section}.checkpoint", f"{checkpoint} does not exist")
+    # A model checkpoint may be missing at start: its items wait until the weights appear.
     if config.text_model.chunk_overlap_words >= config.text_model.chunk_words:
         raise ConfigError(file, "text_model.chunk_overlap_words", "must be smaller than text_model.chunk_words")
     log_file = config.resolve_path(data_dir, config.daemon.log_file)

@@ -166,7 +166,25 @@ class SearchMethods:
         self._engine = engine
 
     def methods(self) -> dict[str, Handler]:
-        return {"search.query": self.query, "search.similar": self.similar, "search.duplicates": self.duplicates}
+        return {
+            "search.query": self.query,
+            "search.similar": self.similar,
+            "search.duplicates": self.duplicates,
+            "items.rate": self.rate,
+        }
+
+    async def rate(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The user's rating of an item (0-10). It stays on this machine, keyed by content hash."""
+        from .catalog.items import rate
+
+        params = Params(raw)
+        path = params.text("path")
+        rating = params.number("rating", min=0, max=10)
+        params.done()
+        try:
+            return await self._catalog.write(partial(rate, path=path, rating=float(rating)))
+        except LookupError as exc:
+            raise NotFound(str(exc)) from None
 
     async def query(self, raw: dict[str, Any]) -> dict[str, Any]:
         from .search.engine import MODES, SearchError, SearchRequest
