@@ -133,7 +133,7 @@ class Daemon:
         assert self._catalog is not None
         counts = await self._catalog.read(_catalog_counts)
         counts["index"] = await self._catalog.read(item_counts)
-        counts["index"]["busy"] = self.indexer.progress.busy or self.embedder.progress.busy
+        counts["index"]["busy"] = self.indexer.progress.busy or self.embedder.pass_running
         return {
             "running": True,
             "version": peerlight_version(),

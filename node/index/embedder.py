@@ -76,6 +76,7 @@ class Embedder:
         self._workers = trio.CapacityLimiter(config.index.workers)
         self.progress = EmbedProgress()
         self.pass_requested = False
+        self.pass_running = False
 
     def wake(self) -> None:
         self.pass_requested = True
@@ -86,7 +87,11 @@ class Embedder:
         while True:
             self._wake = trio.Event()
             self.pass_requested = False
-            await self.embed_pending()
+            self.pass_running = True
+            try:
+                await self.embed_pending()
+            finally:
+                self.pass_running = False
             with trio.move_on_after(self._config.models.retry_missing_seconds):
                 await self._wake.wait()
 
