@@ -161,8 +161,12 @@ def test_filters(indexed: Indexed) -> None:
     old = names(search(indexed, "photo", "--modality", "image", "--date-to", "2019-12-31"))
     assert len(old) == 2 and "checks.png" in old and ({"green.png", "green-again.png"} & set(old))
     assert names(search(indexed, "photo", "--modality", "image", "--date-to", "2020-05-01", "--date-from", "2020-05-01")) == ["red.jpg"]
-    big = search(indexed, "picture", "--modality", "image", "--size-min", "5000")
-    assert names(big) and all(r["size"] >= 5000 for r in big)
+    sizes = {p.name: p.stat().st_size for p in (indexed.library / "photos").iterdir()}
+    largest = max(sizes, key=sizes.get)
+    big = search(indexed, "picture", "--modality", "image", "--size-min", str(sizes[largest]))
+    assert [r["size"] for r in big] == [sizes[largest]]
+    small = search(indexed, "picture", "--modality", "image", "--size-max", str(sizes[largest] - 1))
+    assert len(small) == 3 and all(r["size"] < sizes[largest] for r in small)
     rated = cli_json(indexed.paths.root, "rate", str(indexed.library / "docs" / "garden.txt"), "9")
     assert rated["rating"] == 9
     assert names(search(indexed, "plants", "--rating-min", "8")) == ["garden.txt"]
