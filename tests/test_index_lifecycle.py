@@ -90,9 +90,9 @@ def test_moves_deletions_and_changes_keep_identity_where_they_should(node: NodeP
 def test_a_killed_daemon_resumes_without_duplicates_or_recomputation(node: NodePaths, tmp_path: Path) -> None:
     library = tmp_path / "texts"
     library.mkdir()
-    total = 300
+    total = 200
     for i in range(total):
-        (library / f"doc{i:03d}.txt").write_text(f"Document number {i}. " + "Some words about topic %d. " % (i % 17) * 20)
+        (library / f"doc{i:03d}.txt").write_text(f"Document number {i}. " + "Some words about topic %d. " % (i % 17) * 8)
     daemon = started(node)
     cli_json(node.root, "library", "add", str(library))
     cli_json(node.root, "index")
