@@ -100,12 +100,20 @@ class ClipModel:
         with torch.no_grad():
             probe = self._model.encode_text(self._tokenizer(["probe"]).to(spec.device))
         self.dimension = int(probe.shape[-1])
+        size = getattr(self._model.visual, "image_size", 224)
+        self.input_size = int(max(size) if isinstance(size, (tuple, list)) else size)
         fingerprint = file_fingerprint(weights.path) if weights.path else f"{weights.source}:{spec.pretrained}:{RANDOM_SEED}"
         self.model_id = make_model_id("clip", spec.name, fingerprint, self.dimension)
 
     def preprocess(self, image: Any) -> Any:
         """PIL image -> model input tensor. Safe to call from worker threads in parallel."""
         return self._preprocess(image)
+
+    def load_and_preprocess(self, path: str) -> Any:
+        """Decode just large enough for the model's input (JPEG draft mode makes that cheap)."""
+        from .media import load_image
+
+        return self._preprocess(load_image(path, min_side=self.input_size))
 
     def encode_images(self, tensors: list[Any]) -> np.ndarray:
         import torch

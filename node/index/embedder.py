@@ -21,7 +21,7 @@ import trio
 
 from peerlight.embeddings.chunking import chunk_text
 from peerlight.embeddings.errors import DecodeError
-from peerlight.embeddings.media import load_audio, load_image, sample_video_frames
+from peerlight.embeddings.media import load_audio, sample_video_frames
 from peerlight.embeddings.vectors import mean_vector
 
 from ..catalog import embeddings as store
@@ -209,7 +209,7 @@ class Embedder:
         return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._workers)
 
     async def _prepare_image(self, model: Any, item: PendingItem) -> Any:
-        return await self._in_worker(lambda: model.preprocess(load_image(item.path)))
+        return await self._in_worker(model.load_and_preprocess, item.path)
 
     def _encode_images(self, model: Any, tensors: list[Any]) -> list[list[Segment]]:
         return [[Segment(0, vector)] for vector in model.encode_images(tensors)]

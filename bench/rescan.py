@@ -1,0 +1,87 @@
+"""Rescan rate of an unchanged library (files/s), against a bare os.scandir + stat walk.
+
+Builds a library of N small files (default 20,000), indexes it once with the real indexer
+and catalog, then times rescans that find nothing to do. The baseline, in the same process
+and on the same tree, is the bare walk that any rescan must do at least.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit, median  # noqa: E402
+
+from peerlight.node.catalog import Catalog  # noqa: E402
+from peerlight.node.catalog import libraries  # noqa: E402
+from peerlight.node.config import Config  # noqa: E402
+from peerlight.node.index.indexer import Indexer  # noqa: E402
+from peerlight.node.index.scanner import walk_library  # noqa: E402
+
+
+def make_library(root: Path, files: int) -> None:
+    for i in range(files):
+        folder = root / f"d{i // 500:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"note{i:05d}.txt").write_text(f"note {i}\n")
+
+
+async def run(files: int, rounds: int) -> None:
+    base = Path(tempfile.mkdtemp(prefix="pl-bench-"))
+    try:
+        library_root = base / "library"
+        make_library(library_root, files)
+        catalog = await Catalog.open(base / "catalog.sqlite3")
+        options = replace(Config().index, watch=False)
+        indexer = Indexer(catalog, options)
+        library = await catalog.write(lambda conn: libraries.add_library(conn, library_root))
+        started = time.perf_counter()
+        first = await indexer.scan_library(library)
+        first_seconds = time.perf_counter() - started
+        assert first.files_done == files, first
+
+        rescans, walks = [], []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            progress = await indexer.scan_library(library)
+            rescans.append(time.perf_counter() - started)
+            assert progress.files_total == 0 and progress.unchanged == files
+            started = time.perf_counter()
+            count = sum(1 for _ in walk_library(library_root, skip_hidden=True))
+            walks.append(time.perf_counter() - started)
+            assert count == files
+        await catalog.aclose()
+        rescan, walk = median(rescans), median(walks)
+        emit(
+            "rescan_unchanged_library",
+            files=files,
+            first_index_files_per_s=round(files / first_seconds, 1),
+            rescan_seconds=round(rescan, 3),
+            rescan_files_per_s=round(files / rescan, 1),
+            bare_walk_files_per_s=round(files / walk, 1),
+            rescan_vs_bare_walk=round(walk / rescan, 3),
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    trio.run(run, args.files, args.rounds)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
