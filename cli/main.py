@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("path", help="an indexed file")
     search_commands.add_filter_arguments(similar)
 
+    info = command("info", search_commands.cmd_info, "show what the index knows about a file")
+    info.add_argument("path", help="an indexed file")
+
     rate = command("rate", search_commands.cmd_rate, "rate an indexed file from 0 to 10 (ratings never leave this machine)")
     rate.add_argument("path", help="an indexed file")
     rate.add_argument("rating", type=float, help="0 (dislike) to 10 (love)")

@@ -114,3 +114,28 @@ def cmd_rate(args: Namespace, paths: NodePaths, out: Output) -> int:
     reply = call(paths.control_socket, "items.rate", path=path, rating=args.rating)
     out.result(reply, lambda console, r: console.print(f"Rated {escape(r['path'])}: {r['rating']:g}/10."))
     return 0
+
+
+def cmd_info(args: Namespace, paths: NodePaths, out: Output) -> int:
+    path = str(Path(args.path).expanduser().resolve())
+    out.result(call(paths.control_socket, "items.info", path=path), _render_info)
+    return 0
+
+
+def _render_info(console: Console, info: dict[str, Any]) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim")
+    grid.add_column()
+    grid.add_row("kind", f"{info['modality']} ({info['mime'] or 'unknown type'}), {info['size']:,} bytes")
+    grid.add_row("content hash", info["content_hash"])
+    for path in info["paths"]:
+        grid.add_row("file", escape(path))
+    for key, value in sorted(info["metadata"].items()):
+        grid.add_row(key, escape(str(value)))
+    grid.add_row("rating", "—" if info["rating"] is None else f"{info['rating']:g}/10")
+    grid.add_row("embeddings", info["embedding_state"])
+    for e in info["embeddings"]:
+        grid.add_row("", f"{e['model_id']}: {e['vectors']} vector(s) from {e['source']}")
+    for model_id, error in info["embedding_failures"].items():
+        grid.add_row("", f"[red]{model_id}: {escape(error)}[/]")
+    console.print(grid)

@@ -6,12 +6,23 @@ with a readable reason for files that cannot be decoded.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DecodeError
+
+
+@functools.cache
+def register_image_plugins() -> None:
+    """Let Pillow open HEIC/HEIF photos (as phones take them) through pillow-heif."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return
+    pillow_heif.register_heif_opener()
 
 
 def load_image(path: str | Path, max_side: int = 1024, min_side: int | None = None):  # -> PIL.Image.Image
@@ -23,6 +34,7 @@ def load_image(path: str | Path, max_side: int = 1024, min_side: int | None = No
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    register_image_plugins()
     try:
         with Image.open(path) as image:
             draft = min_side or max_side

@@ -171,7 +171,19 @@ class SearchMethods:
             "search.similar": self.similar,
             "search.duplicates": self.duplicates,
             "items.rate": self.rate,
+            "items.info": self.info,
         }
+
+    async def info(self, raw: dict[str, Any]) -> dict[str, Any]:
+        from .catalog.items import item_info
+
+        params = Params(raw)
+        path = params.text("path")
+        params.done()
+        try:
+            return await self._catalog.read(partial(item_info, path=path))
+        except LookupError as exc:
+            raise NotFound(str(exc)) from None
 
     async def rate(self, raw: dict[str, Any]) -> dict[str, Any]:
         """The user's rating of an item (0-10). It stays on this machine, keyed by content hash."""

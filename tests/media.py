@@ -29,6 +29,9 @@ def image(path: Path, colour: tuple[int, int, int] = (200, 30, 30), size: tuple[
     if gps:
         lat, lon = gps
         exif.get_ifd(0x8825).update({1: "N" if lat >= 0 else "S", 2: _dms(lat), 3: "E" if lon >= 0 else "W", 4: _dms(lon)})
+    from peerlight.embeddings.media import register_image_plugins
+
+    register_image_plugins()  # HEIC
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"exif": exif.tobytes()} if len(exif) or taken or gps else {}
     img.save(path, format=fmt, **kwargs)

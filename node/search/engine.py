@@ -35,6 +35,7 @@ log = logging.getLogger("peerlight.search")
 # role -> the kinds of media its vector space holds
 ROLE_MODALITIES = {"image": ("image", "video"), "text": ("text", "audio"), "audio": ("audio",)}
 MODES = ("semantic", "text", "hybrid")
+PASSAGES_PER_SEARCH = 10  # each passage costs an encoding of the chunk's sentences
 
 
 class SearchError(Exception):
@@ -65,6 +66,8 @@ class SearchEngine:
         self._models = models
         self._indexes: dict[str, VectorIndex] = {}
         self._build_locks: dict[str, trio.Lock] = {}
+        # Vectors stored while an index is being built from a catalog snapshot, added after.
+        self._stored_during_build: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
 
     # --- vector indexes ---
 
@@ -73,16 +76,26 @@ class SearchEngine:
         async with lock:
             index = self._indexes.get(model_id)
             if index is None:
-                index = await self._catalog.read(partial(_build_index, model_id=model_id, dimension=dimension))
+                self._stored_during_build[model_id] = []
+                try:
+                    index = await self._catalog.read(partial(_build_index, model_id=model_id, dimension=dimension))
+                    for ids, vectors in self._stored_during_build[model_id]:
+                        await trio.to_thread.run_sync(index.add, ids, vectors)
+                finally:
+                    del self._stored_during_build[model_id]
                 self._indexes[model_id] = index
                 log.info("vector index built", extra={"model_id": model_id, "vectors": len(index)})
             return index
 
-    def vectors_stored(self, model_id: str, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Called after the embedder stored vectors: keeps a built index current."""
+    async def vectors_stored(self, model_id: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Called after the embedder stored vectors: keeps a built (or building) index current."""
+        if not len(ids):
+            return
+        if model_id in self._stored_during_build:
+            self._stored_during_build[model_id].append((ids, vectors))
         index = self._indexes.get(model_id)
-        if index is not None and len(ids):
-            index.add(ids, vectors)
+        if index is not None:
+            await trio.to_thread.run_sync(index.add, ids, vectors)
 
     # --- queries ---
 
@@ -123,7 +136,7 @@ class SearchEngine:
         encode = model.encode if role == "text" else model.encode_texts
         vector = (await trio.to_thread.run_sync(encode, [query]))[0]
         index = await self.index_for(model.model_id, model.dimension)
-        hits = best_per_item(index.search(vector, fetch * 4))
+        hits = best_per_item(await trio.to_thread.run_sync(index.search, vector, fetch * 4))
         restricted = Filters(**{**vars(filters), "modalities": modalities})
         allowed = await self._catalog.read(partial(allowed_items, item_ids=[h.item_id for h in hits], filters=restricted))
         kept = [h for h in hits if h.item_id in allowed][:fetch]
@@ -137,7 +150,8 @@ class SearchEngine:
             raise SearchError(f"{path} is not an indexed item with an embedding")
         item_id, model_id, vector = found
         index = await self.index_for(model_id, len(vector))
-        hits = [h for h in best_per_item(index.search(vector, max(limit * 10, 200))) if h.item_id != item_id]
+        found_hits = await trio.to_thread.run_sync(index.search, vector, max(limit * 10, 200))
+        hits = [h for h in best_per_item(found_hits) if h.item_id != item_id]
         allowed = await self._catalog.read(partial(allowed_items, item_ids=[h.item_id for h in hits], filters=filters))
         kept = [h for h in hits if h.item_id in allowed][:limit]
         ranking = Ranking([h.item_id for h in kept], {h.item_id: h for h in kept})
@@ -147,6 +161,7 @@ class SearchEngine:
     async def _results(self, fused: Sequence[tuple[int, float]], rankings: list[Ranking]) -> list[dict[str, Any]]:
         details = await self._catalog.read(partial(_item_details, item_ids=[item_id for item_id, _ in fused]))
         results = []
+        passages_left = PASSAGES_PER_SEARCH
         for item_id, score in fused:
             if item_id not in details:
                 continue
@@ -156,14 +171,18 @@ class SearchEngine:
                 if hit is None:
                     continue
                 result["similarity"] = round(hit.score, 4)
-                match = await self._match(result, hit, ranking)
+                with_passage = passages_left > 0
+                match = await self._match(result, hit, ranking, with_passage)
+                passages_left -= bool(match and "passage" in match)
                 if match:
                     result["match"] = match
                 break
             results.append(result)
         return results
 
-    async def _match(self, result: dict[str, Any], hit: VectorHit, ranking: Ranking) -> dict[str, Any] | None:
+    async def _match(
+        self, result: dict[str, Any], hit: VectorHit, ranking: Ranking, with_passage: bool
+    ) -> dict[str, Any] | None:
         """Where in the item the query matched: a video moment, or a document's passage."""
         if hit.segment == 0 and result["modality"] != "text":
             return None
@@ -173,7 +192,7 @@ class SearchEngine:
         start, end = span
         if result["modality"] == "video":
             return {"segment": hit.segment, "start": start, "end": end}
-        if result["modality"] == "text" and ranking.role == "text" and ranking.query_vector is not None:
+        if with_passage and result["modality"] == "text" and ranking.role == "text" and ranking.query_vector is not None:
             passage = await self._passage(hit.item_id, hit.segment, Span(int(start), int(end)), ranking.query_vector)
             if passage:
                 return {"segment": hit.segment, "chunk_start": int(start), "chunk_end": int(end), **passage}
