@@ -11,6 +11,7 @@ import errno
 import itertools
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,19 +68,27 @@ class ControlClient:
     def close(self) -> None:
         self._sock.close()
 
-    def call(self, method: str, **params: Any) -> Any:
-        """Send one request and return its result, or raise the typed error it got."""
+    def call(self, method: str, *, on_event: Callable[[Any], None] | None = None, **params: Any) -> Any:
+        """Send one request and return its result, or raise the typed error it got.
+
+        Progress events the daemon sends before the result go to ``on_event``.
+        """
         request = Request(next(self._ids), method, params)
         try:
             self._sock.sendall(encode_frame(request.to_wire()))
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ConnectionLost(f"the daemon closed the connection: {exc}") from None
-        reply = decode_body(self._receive_frame())
-        if not isinstance(reply, dict) or reply.get("id") != request.id:
-            raise MalformedMessage(f"unexpected reply to request {request.id}: {reply!r:.200}")
-        if "error" in reply:
-            raise error_from_wire(reply["error"])
-        return reply.get("result")
+        while True:
+            reply = decode_body(self._receive_frame())
+            if not isinstance(reply, dict) or reply.get("id") != request.id:
+                raise MalformedMessage(f"unexpected reply to request {request.id}: {reply!r:.200}")
+            if "event" in reply:
+                if on_event is not None:
+                    on_event(reply["event"])
+                continue
+            if "error" in reply:
+                raise error_from_wire(reply["error"])
+            return reply.get("result")
 
     def _receive_frame(self) -> bytes:
         header = self._receive_exactly(HEADER.size)

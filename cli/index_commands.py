@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from argparse import Namespace
 from typing import Any
 
@@ -17,8 +16,6 @@ from peerlight.node.paths import NodePaths
 from .client import ControlClient, call
 from .output import Output
 
-POLL_SECONDS = 0.25
-
 
 class FilesPerSecond(ProgressColumn):
     def render(self, task: Task) -> Text:
@@ -28,27 +25,17 @@ class FilesPerSecond(ProgressColumn):
 
 def cmd_index(args: Namespace, paths: NodePaths, out: Output) -> int:
     params = {"library": args.library} if args.library else {}
-    with ControlClient(paths.control_socket) as client:
+    with ControlClient(paths.control_socket, timeout=None) as client:
         client.call("index.run", **params)
         if not args.wait:
             out.result({"requested": True}, lambda console, _: console.print("Index update requested."))
             return 0
         if out.as_json:
-            status = _wait(client, lambda status: None)
+            status = client.call("index.wait")
         else:
             status = _wait_with_progress(client, out.console)
     out.result(status, _render_index_summary)
     return 0
-
-
-def _wait(client: ControlClient, on_status: Any) -> dict[str, Any]:
-    time.sleep(POLL_SECONDS)  # let the daemon pick the request up
-    while True:
-        status = client.call("index.status")
-        on_status(status)
-        if not status["busy"]:
-            return status
-        time.sleep(POLL_SECONDS)
 
 
 def _wait_with_progress(client: ControlClient, console: Console) -> dict[str, Any]:
@@ -84,7 +71,9 @@ def _wait_with_progress(client: ControlClient, console: Console) -> dict[str, An
                 progress.update(tasks[key], completed=done, total=done + (pending if state["state"] == "embedding" else 0))
 
     with progress:
-        return _wait(client, update)
+        final = client.call("index.wait", on_event=update)
+        update(final)
+        return final
 
 
 def _render_index_summary(console: Console, status: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from .catalog import Catalog
 from .catalog.items import item_counts
 from .config import Config
 from .control.protocol import PROTOCOL_VERSION
-from .control.server import ControlServer, Handler
+from .control.server import ControlServer, Handler, Streaming
 from .identity import NodeIdentity
 from .index.indexer import Indexer
 from .index.embedder import Embedder
@@ -108,7 +108,7 @@ class Daemon:
             # Running requests may be committing writes: give them the grace period.
             control.cancel_scope.deadline = trio.current_time() + self.config.daemon.shutdown_grace_seconds
 
-    def _methods(self, catalog: Catalog) -> dict[str, Handler]:
+    def _methods(self, catalog: Catalog) -> dict[str, Handler | Streaming]:
         return (
             DaemonMethods(self).methods()
             | LibraryMethods(catalog, self.paths.root, on_change=self.indexer.libraries_changed).methods()

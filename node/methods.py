@@ -13,12 +13,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from .catalog import libraries
 from .catalog.items import item_counts
 from .catalog.database import Catalog
 from .control.params import Params
 from .control.protocol import Conflict, InvalidParams, NotFound, Unavailable
-from .control.server import Handler
+from .control.server import Emit, Handler, Streaming
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -33,7 +35,7 @@ class DaemonMethods:
     def __init__(self, daemon: "Daemon") -> None:
         self._daemon = daemon
 
-    def methods(self) -> dict[str, Handler]:
+    def methods(self) -> dict[str, Handler | Streaming]:
         return {"daemon.status": self.status, "daemon.stop": self.stop}
 
     async def status(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +54,7 @@ class LibraryMethods:
         self._data_dir = data_dir
         self._on_change = on_change
 
-    def methods(self) -> dict[str, Handler]:
+    def methods(self) -> dict[str, Handler | Streaming]:
         return {"library.add": self.add, "library.list": self.list, "library.remove": self.remove}
 
     async def add(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -89,8 +91,20 @@ class IndexMethods:
         self._indexer = indexer
         self._embedder = embedder
 
-    def methods(self) -> dict[str, Handler]:
-        return {"index.run": self.run, "index.status": self.status}
+    def methods(self) -> dict[str, Handler | Streaming]:
+        return {"index.run": self.run, "index.status": self.status, "index.wait": Streaming(self.wait)}
+
+    async def wait(self, raw: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Stream the index status as progress events until scanning and embedding are done."""
+        params = Params(raw)
+        interval = params.number("interval", 0.25, min=0.05, max=10)
+        params.done()
+        while True:
+            status = await self.status({})
+            if not status["busy"]:
+                return status
+            await emit(status)
+            await trio.sleep(interval)
 
     async def run(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Ask for a rescan of one library (id, path or name) or all; returns at once."""
@@ -126,7 +140,7 @@ class ModelMethods:
         self._models = models
         self._embedder = embedder
 
-    def methods(self) -> dict[str, Handler]:
+    def methods(self) -> dict[str, Handler | Streaming]:
         return {"models.list": self.list}
 
     async def list(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -165,7 +179,7 @@ class SearchMethods:
         self._catalog = catalog
         self._engine = engine
 
-    def methods(self) -> dict[str, Handler]:
+    def methods(self) -> dict[str, Handler | Streaming]:
         return {
             "search.query": self.query,
             "search.similar": self.similar,

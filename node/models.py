@@ -67,7 +67,8 @@ class ModelSlot:
                 log.info("loading model", extra={"role": self.role, "model": self.name})
                 started = time.monotonic()
                 try:
-                    self.model = await trio.to_thread.run_sync(self._load)
+                    # Abandoned on cancellation: a load has no side effects, and shutdown need not wait for it.
+                    self.model = await trio.to_thread.run_sync(self._load, abandon_on_cancel=True)
                 except Exception as exc:  # WeightsMissing, or anything a model library raises
                     self.failure = str(exc) if _is_missing(exc) else f"{type(exc).__name__}: {exc}"
                     self._failed_at = time.monotonic()

@@ -198,3 +198,30 @@ def test_sigterm_during_a_burst_of_writes_loses_no_committed_write(node: NodePat
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert set(acknowledged) <= stored
     assert not set(refused) & stored  # a refused write was not made behind the client's back
+
+
+def test_stop_ends_a_streaming_wait_promptly(node: NodePaths, tmp_path: Path) -> None:
+    library = tmp_path / "docs"
+    library.mkdir()
+    for i in range(40):
+        (library / f"d{i}.txt").write_text(f"document {i} " * 50)
+    daemon = DaemonProcess(node.root)
+    assert daemon.wait_ready() == "ready"
+    daemon.call("library.add", path=str(library))
+    outcome: list[object] = []
+
+    def waiter() -> None:
+        try:
+            with ControlClient(daemon.socket_path, timeout=60) as client:
+                outcome.append(client.call("index.wait"))
+        except (ShuttingDown, ConnectionLost) as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    thread.join(30)
+    assert time.monotonic() - started < 8  # not the 10 s grace period
+    assert outcome and (isinstance(outcome[0], (ShuttingDown, ConnectionLost)) or not outcome[0]["busy"])

@@ -7,6 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from peerlight.cli.client import ControlClient
 from peerlight.node.paths import NodePaths
 
 from . import media
@@ -45,7 +46,12 @@ def test_moves_deletions_and_changes_keep_identity_where_they_should(node: NodeP
     try:
         cli_json(node.root, "library", "add", str(photos))
         cli_json(node.root, "library", "add", str(archive))
-        index_and_wait(node.root)
+        # The daemon streams progress events while it works, then the final status.
+        events: list[dict] = []
+        with ControlClient(node.control_socket, timeout=120) as client:
+            final = client.call("index.wait", on_event=events.append)
+        assert events and all(e["busy"] for e in events) and not final["busy"]
+        assert final["embeddings_pending"] == 0
         item_id, content_hash = item_of(node, photos / "a.jpg")
         vectors = embedding_rows(node, item_id)
         assert vectors

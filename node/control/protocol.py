@@ -2,7 +2,8 @@
 
 A frame is a 4-byte big-endian body length followed by a msgpack map. Requests are
 ``{"v": 1, "id": int, "method": str, "params": map}``; each gets exactly one reply,
-``{"v": 1, "id": id, "result": any}`` or ``{"v": 1, "id": id, "error": {"code", "message", "data"}}``.
+``{"v": 1, "id": id, "result": any}`` or ``{"v": 1, "id": id, "error": {"code", "message", "data"}}``,
+possibly preceded by progress events ``{"v": 1, "id": id, "event": any}`` for long work.
 ``v`` is checked on every request so a client from another release gets a typed
 ``unsupported_version`` error instead of a misunderstanding. Errors are exception types on
 both ends: the server raises them, the wire carries their ``code``, the client re-raises them.
@@ -154,6 +155,10 @@ class Request:
 
 def result_reply(request_id: int | None, result: Any) -> dict[str, Any]:
     return {"v": PROTOCOL_VERSION, "id": request_id, "result": result}
+
+
+def event_frame(request_id: int, event: Any) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "id": request_id, "event": event}
 
 
 def error_reply(request_id: int | None, error: ControlError) -> dict[str, Any]:

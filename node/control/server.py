@@ -30,6 +30,7 @@ from .protocol import (
     decode_body,
     encode_frame,
     error_reply,
+    event_frame,
     frame_length,
     result_reply,
 )
@@ -37,6 +38,18 @@ from .protocol import (
 log = logging.getLogger("peerlight.control")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Emit = Callable[[Any], Awaitable[None]]
+
+
+class Streaming:
+    """A method that sends progress events before its result: ``fn(params, emit)``.
+
+    Each ``await emit(event)`` sends ``{"v", "id", "event"}`` on the connection; the final
+    reply follows as for any method. Clients that ignore events still get the result.
+    """
+
+    def __init__(self, fn: Callable[[dict[str, Any], Emit], Awaitable[Any]]) -> None:
+        self.fn = fn
 
 
 class TruncatedFrame(Exception):
@@ -84,7 +97,7 @@ class ControlServer:
     def __init__(
         self,
         socket_path: Path,
-        methods: dict[str, Handler],
+        methods: dict[str, Handler | Streaming],
         *,
         max_frame_bytes: int,
         frame_timeout: float,
@@ -96,6 +109,7 @@ class ControlServer:
         self._closing = False
         self._busy = 0
         self._idle_scopes: set[trio.CancelScope] = set()
+        self._streaming_scopes: set[trio.CancelScope] = set()
         self._accepting = trio.CancelScope()
         self._drained = trio.Event()
 
@@ -117,8 +131,8 @@ class ControlServer:
         """Stop accepting and end idle connections; running requests finish and reply."""
         self._closing = True
         self._accepting.cancel()
-        for scope in self._idle_scopes:
-            scope.cancel()
+        for scope in self._idle_scopes | self._streaming_scopes:
+            scope.cancel()  # streaming methods only report progress: nothing to finish
 
     async def _listen(self) -> trio.SocketListener:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -165,11 +179,11 @@ class ControlServer:
                     return
                 except trio.BrokenResourceError:
                     return
-                reply = await self._handle(body)
+                reply = await self._handle(body, stream)
                 if not await self._send(stream, reply):
                     return
 
-    async def _handle(self, body: bytes) -> dict[str, Any]:
+    async def _handle(self, body: bytes, stream: trio.SocketStream) -> dict[str, Any]:
         request_id = None
         try:
             request = Request.from_wire(decode_body(body))
@@ -187,6 +201,18 @@ class ControlServer:
             return error_reply(request.id, ShuttingDown("the daemon is shutting down"))
         self._busy += 1
         try:
+            if isinstance(handler, Streaming):
+
+                async def emit(event: Any) -> None:
+                    await self._send(stream, event_frame(request.id, event))
+
+                with trio.CancelScope() as scope:
+                    self._streaming_scopes.add(scope)
+                    try:
+                        return result_reply(request.id, await handler.fn(request.params, emit))
+                    finally:
+                        self._streaming_scopes.discard(scope)
+                return error_reply(request.id, ShuttingDown("the daemon is shutting down"))
             return result_reply(request.id, await handler(request.params))
         except ControlError as exc:
             log.info("control: %s failed: %s: %s", request.method, exc.code, exc)

@@ -182,7 +182,9 @@ class Embedder:
         results: list[list[Segment]] = []
         if good:
             try:
-                results = await trio.to_thread.run_sync(encode, [payload for _, payload in good])
+                results = await trio.to_thread.run_sync(
+                    encode, [payload for _, payload in good], abandon_on_cancel=True  # pure compute: safe to drop
+                )
             except Exception as exc:  # a model failing on a batch must not stop the service
                 log.exception("encoding a batch failed", extra={"model_id": model_id})
                 failures += [(item, f"encoding failed: {exc}") for item, _ in good]
@@ -206,7 +208,7 @@ class Embedder:
     # --- per kind: preparation (worker threads) and encoding (model thread) ---
 
     async def _in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._workers)
+        return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._workers, abandon_on_cancel=True)
 
     async def _prepare_image(self, model: Any, item: PendingItem) -> Any:
         return await self._in_worker(model.load_and_preprocess, item.path)

@@ -97,7 +97,8 @@ class Indexer:
             known = await self._catalog.read(partial(items.known_locations, library_id=library.id))
             failed = await self._catalog.read(partial(items.known_failures, root=library.path))
             files = await trio.to_thread.run_sync(
-                lambda: list(walk_library(root, skip_hidden=self._options.skip_hidden, exclude=self._exclude))
+                lambda: list(walk_library(root, skip_hidden=self._options.skip_hidden, exclude=self._exclude)),
+                abandon_on_cancel=True,
             )
             plan = plan_scan(files, known, failed)
             progress.unchanged, progress.deleted = plan.unchanged + plan.known_bad, len(plan.deleted)
@@ -128,7 +129,9 @@ class Indexer:
 
         async def inspect(file) -> None:  # type: ignore[no-untyped-def]
             result = await trio.to_thread.run_sync(
-                partial(inspect_file, file, store_gps=self._options.store_gps), limiter=self._workers
+                partial(inspect_file, file, store_gps=self._options.store_gps),
+                limiter=self._workers,
+                abandon_on_cancel=True,  # read-only: shutdown need not wait for a large file's hash
             )
             results.append(result)
             progress.files_done += 1

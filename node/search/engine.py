@@ -134,7 +134,7 @@ class SearchEngine:
     async def _semantic(self, role: str, query: str, modalities: tuple[str, ...], filters: Filters, fetch: int) -> Ranking:
         model = await self._models.get(role)
         encode = model.encode if role == "text" else model.encode_texts
-        vector = (await trio.to_thread.run_sync(encode, [query]))[0]
+        vector = (await trio.to_thread.run_sync(encode, [query], abandon_on_cancel=True))[0]
         index = await self.index_for(model.model_id, model.dimension)
         hits = best_per_item(await trio.to_thread.run_sync(index.search, vector, fetch * 4))
         restricted = Filters(**{**vars(filters), "modalities": modalities})
@@ -207,7 +207,9 @@ class SearchEngine:
             chunk = await self._catalog.read(partial(_best_chunk, item_id=item_id, query_vector=query_vector)) or chunk
         windows = sentence_windows(text, chunk)
         model = await self._models.get("text")
-        vectors = await trio.to_thread.run_sync(model.encode, [text[w.start : w.end] for w in windows])
+        vectors = await trio.to_thread.run_sync(
+            model.encode, [text[w.start : w.end] for w in windows], abandon_on_cancel=True
+        )
         best = windows[int(np.argmax(vectors @ query_vector))]
         return {"passage": text[best.start : best.end].strip(), "start": best.start, "end": best.end}
 
