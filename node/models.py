@@ -135,22 +135,24 @@ class ModelManager:
             return ClipModel(spec, resolve_clip_weights(spec))
 
         def text() -> Any:
-            from peerlight.embeddings.sentence import SentenceModel, SentenceSpec, resolve_sentence_weights
+            from peerlight.embeddings.sentence import SentenceModel, resolve_sentence_weights
+            from peerlight.embeddings.weights import HubModelSpec
 
             opts = config.text_model
             checkpoint = data_dir_resolve(opts.checkpoint) if opts.checkpoint else None
-            spec = SentenceSpec(opts.name, checkpoint, _device(models.device), models.allow_download, cache_dir)
+            spec = HubModelSpec(opts.name, checkpoint, _device(models.device), models.allow_download, cache_dir)
             return SentenceModel(spec, resolve_sentence_weights(spec))
 
         def audio() -> Any:
-            from peerlight.embeddings.clap import ClapModel, ClapSpec, resolve_clap_weights
+            from peerlight.embeddings.clap import ClapModel, resolve_clap_weights
             from peerlight.embeddings.errors import WeightsMissing
+            from peerlight.embeddings.weights import HubModelSpec
 
             opts = config.audio_model
             if not opts.enabled:
                 raise WeightsMissing("CLAP is disabled (audio_model.enabled = false); audio is embedded from its tags")
             checkpoint = data_dir_resolve(opts.checkpoint) if opts.checkpoint else None
-            spec = ClapSpec(opts.name, checkpoint, _device(models.device), models.allow_download, cache_dir)
+            spec = HubModelSpec(opts.name, checkpoint, _device(models.device), models.allow_download, cache_dir)
             return ClapModel(spec, resolve_clap_weights(spec))
 
         retry = models.retry_missing_seconds
