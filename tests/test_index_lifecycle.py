@@ -89,6 +89,16 @@ def test_moves_deletions_and_changes_keep_identity_where_they_should(node: NodeP
         new_id = rows(node, "SELECT item_id FROM locations WHERE path LIKE '%notes.txt'")[0][0]
         assert new_id != old_id and summary["embeddings_pending"] == 0
         assert rows(node, "SELECT COUNT(*) FROM items WHERE missing_since IS NULL") == [(2,)]
+
+        # Removing a library takes its items out of search; adding it back recomputes nothing.
+        cli_json(node.root, "library", "remove", str(photos))
+        assert cli_json(node.root, "search", "back", "--mode", "text")["results"] == []
+        assert cli_json(node.root, "status")["catalog"]["items"] == 0
+        cli_json(node.root, "library", "add", str(photos))
+        summary = index_and_wait(node.root)
+        assert item_of(node, photos / "back.jpg") == (item_id, content_hash)
+        assert summary["embeddings"]["images"]["embedded"] == embedded
+        assert [r["rating"] for r in cli_json(node.root, "search", "back", "--mode", "text")["results"]] == [7]
     finally:
         assert daemon.stop() == 0
 

@@ -88,11 +88,19 @@ def list_libraries(conn: sqlite3.Connection) -> list[Library]:
 
 
 def remove_library(conn: sqlite3.Connection, key: str) -> Library:
-    """Forget a library and its file locations; items keep their ratings (keyed by hash)."""
+    """Forget a library and its file locations.
+
+    Its items become missing like deleted files (out of search results, forgotten after
+    ``index.forget_missing_after_seconds``), so re-adding the folder soon costs no
+    recomputation; ratings are keyed by content hash and stay regardless.
+    """
+    from .items import remove_locations
+
     library = find_library(conn, key)
+    paths = [path for (path,) in conn.execute("SELECT path FROM locations WHERE library_id = ?", (library.id,))]
+    remove_locations(conn, paths)
+    conn.execute("DELETE FROM index_failures WHERE substr(path, 1, ?) = ?", (len(library.path) + 1, library.path.rstrip("/") + "/"))
     conn.execute("DELETE FROM libraries WHERE id = ?", (library.id,))
-    # Items no longer found in any library are dropped with their embeddings and metadata.
-    conn.execute("DELETE FROM items WHERE id NOT IN (SELECT item_id FROM locations)")
     return library
 
 

@@ -90,6 +90,9 @@ class Embedder:
             self.pass_running = True
             try:
                 await self.embed_pending()
+            except Exception:
+                # A failing pass must not end the service: log it and try again later.
+                log.exception("embedding pass failed")
             finally:
                 self.pass_running = False
             with trio.move_on_after(self._config.models.retry_missing_seconds):

@@ -83,7 +83,11 @@ class Indexer:
                 every = -1 in dirty or not dirty  # a timeout (nothing dirty) means the periodic rescan
                 for library in await self._catalog.read(libraries.list_libraries):
                     if every or library.id in dirty:
-                        await self.scan_library(library)
+                        try:
+                            await self.scan_library(library)
+                        except Exception:
+                            # e.g. the library was removed mid-scan: the next scan starts afresh.
+                            log.exception("library scan failed", extra={"library": library.path})
                 await self._forget_long_missing()
 
     async def scan_library(self, library: libraries.Library) -> LibraryProgress:
