@@ -43,6 +43,9 @@ class ClapModel:
     def __init__(self, spec: HubModelSpec, weights: Weights) -> None:
         from transformers import ClapModel as HfClapModel
         from transformers import ClapProcessor
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
         self.spec = spec
         self.weights = weights

@@ -181,3 +181,36 @@ def epub(path: Path, title: str, chapters: list[str]) -> Path:
         for i, text in enumerate(chapters):
             book.writestr(f"OEBPS/c{i}.xhtml", f"<html><head><title>c{i}</title></head><body><p>{text}</p></body></html>")
     return path
+
+
+def tiny_clap(folder: Path) -> Path:
+    """A randomly initialised, very small CLAP model saved as a local checkpoint folder.
+
+    It has the real architecture and files (config, safetensors weights, processor and a
+    byte-level BPE tokenizer over a-z), so the node's real CLAP loading and encoding run.
+    """
+    import json
+
+    import torch
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+    for char in [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["\u0120"]:
+        vocab[char] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    # Windows of at most 10 s are never truncated, so "rand_trunc" stays deterministic here.
+    processor = ClapProcessor(feature_extractor=ClapFeatureExtractor(truncation="rand_trunc"), tokenizer=tokenizer)
+    config = ClapConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=80),
+        audio_config=dict(hidden_size=32, patch_embeds_hidden_size=16, depths=[1, 1], num_attention_heads=[2, 2],
+                          window_size=8, spec_size=256),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    ClapModel(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

@@ -191,3 +191,35 @@ def test_the_watcher_picks_up_new_files_without_a_rescan_request(node: NodePaths
             time.sleep(0.2)
     finally:
         assert daemon.stop() == 0
+
+
+def test_audio_moves_from_tag_vectors_to_clap_when_its_weights_appear(node: NodePaths, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "clap"
+    music = tmp_path / "music"
+    media.tone(music / "low.flac", frequency=220, seconds=2, tags={"title": "Low Hum", "artist": "Drone Band"})
+    media.tone(music / "high.mp3", frequency=1760, seconds=12, tags={"title": "High Whistle", "artist": "Kettle"})
+    media.tone(music / "low-again.ogg", frequency=221, seconds=2)
+    daemon = started(node, f'[audio_model]\ncheckpoint = "{checkpoint}"\n')
+    try:
+        cli_json(node.root, "library", "add", str(music))
+        summary = index_and_wait(node.root)
+        assert summary["embeddings_pending"] == 0 and "embedding tags instead" in summary["embeddings"]["audio"]["reason"]
+        info = cli_json(node.root, "info", str(music / "low.flac"))
+        assert [e["source"] for e in info["embeddings"]] == ["metadata"]
+
+        media.tiny_clap(checkpoint)
+        models = {m["role"]: m for m in cli_json(node.root, "models")}
+        assert models["audio"]["state"] == "loaded" and models["audio"]["model_id"].startswith("clap:")
+        summary = index_and_wait(node.root)
+        # 3 from tags before, 3 from CLAP now.
+        assert summary["embeddings"]["audio"]["embedded"] == 6 and summary["embeddings"]["audio"]["reason"] is None
+        info = cli_json(node.root, "info", str(music / "low.flac"))
+        assert [(e["source"], e["model_id"]) for e in info["embeddings"]] == [("content", models["audio"]["model_id"])]
+        # Query by example in the CLAP space: the other low tone is nearer than the whistle.
+        similar = cli_json(node.root, "similar", str(music / "low.flac"))["results"]
+        assert [r["name"] for r in similar] == ["low-again.ogg", "high.mp3"]
+        # Text queries reach audio through CLAP's text tower too.
+        reply = cli_json(node.root, "search", "humming drone", "--modality", "audio", "--mode", "semantic")
+        assert len(reply["results"]) == 3 and not reply["warnings"]
+    finally:
+        assert daemon.stop() == 0

@@ -111,6 +111,7 @@ class Embedder:
             self.progress.of("audio").reason = f"embedding tags instead: {exc}"
             await self._with_model("text", "audio", ("audio",), self._prepare_tags, self._encode_texts, source="metadata")
         else:
+            self.progress.of("audio").reason = None
             await self._drain(clap, "audio", ("audio",), self._prepare_audio, partial(self._encode_audio, clap))
 
     async def _with_model(
