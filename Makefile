@@ -14,6 +14,7 @@ run: install
 	exec $(BIN)/peerlight start
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)

@@ -25,7 +25,7 @@ from common import emit, percentile  # noqa: E402
 
 from peerlight.embeddings.vectors import normalize, to_blob  # noqa: E402
 from peerlight.node.catalog import Catalog  # noqa: E402
-from peerlight.node.catalog.embeddings import register_model, vector_id  # noqa: E402
+from peerlight.node.catalog.embeddings import register_model  # noqa: E402
 from peerlight.node.config import Config  # noqa: E402
 from peerlight.node.models import ModelManager  # noqa: E402
 from peerlight.node.search.engine import SearchEngine, SearchRequest  # noqa: E402

@@ -59,7 +59,7 @@ class ControlClient:
                 raise DaemonNotRunning(socket_path) from None
             raise
 
-    def __enter__(self) -> "ControlClient":
+    def __enter__(self) -> ControlClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -30,7 +30,10 @@ from .control.server import ControlServer, Handler, Streaming
 from .identity import NodeIdentity
 from .index.indexer import Indexer
 from .index.embedder import Embedder
-from .methods import DaemonMethods, IndexMethods, LibraryMethods, ModelMethods, SearchMethods
+from .api.daemon import DaemonMethods
+from .api.index import IndexMethods, ModelMethods
+from .api.library import LibraryMethods
+from .api.search import SearchMethods
 from .models import ModelManager
 from .search.engine import SearchEngine
 from .paths import NodePaths

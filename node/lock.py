@@ -41,7 +41,7 @@ class DaemonLock:
         self._fd = fd
 
     @classmethod
-    def acquire(cls, paths: NodePaths) -> "DaemonLock":
+    def acquire(cls, paths: NodePaths) -> DaemonLock:
         fd = os.open(paths.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -33,7 +33,7 @@ class NodePaths:
     root: Path
 
     @classmethod
-    def resolve(cls, data_dir: str | os.PathLike[str] | None) -> "NodePaths":
+    def resolve(cls, data_dir: str | os.PathLike[str] | None) -> NodePaths:
         root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         return cls(root.absolute())
 

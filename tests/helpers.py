@@ -84,7 +84,7 @@ class DaemonProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"daemon did not exit within {timeout} s of {signal.Signals(sig).name}")
+            raise AssertionError(f"daemon did not exit within {timeout} s of {signal.Signals(sig).name}") from None
 
     def stderr(self) -> str:
         assert self.proc.poll() is not None, "read stderr only after the daemon exited"

@@ -68,7 +68,7 @@ def test_the_cli_loads_no_heavy_modules() -> None:
 
 
 def test_nothing_is_installed_as_a_top_level_module() -> None:
-    code = "import importlib.util as u; print([n for n in {names!r} if u.find_spec(n)])".format(names=list(PACKAGES))
+    code = f"import importlib.util as u; print([n for n in {list(PACKAGES)!r} if u.find_spec(n)])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
     assert out.strip() == "[]"
     import peerlight.node

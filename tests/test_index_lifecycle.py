@@ -108,7 +108,7 @@ def test_a_killed_daemon_resumes_without_duplicates_or_recomputation(node: NodeP
     library.mkdir()
     total = 200
     for i in range(total):
-        (library / f"doc{i:03d}.txt").write_text(f"Document number {i}. " + "Some words about topic %d. " % (i % 17) * 8)
+        (library / f"doc{i:03d}.txt").write_text(f"Document number {i}. " + f"Some words about topic {i % 17}. " * 8)
     daemon = started(node)
     cli_json(node.root, "library", "add", str(library))
     cli_json(node.root, "index")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from peerlight.node.control.protocol import InvalidParams
 from peerlight.node.paths import NodePaths
 from peerlight.node.setup import init_node
 
@@ -179,7 +180,7 @@ def test_bad_search_requests_are_typed_errors(indexed: Indexed) -> None:
     assert cli_json(indexed.paths.root, "search", " ", expect_rc=1)["error"]["code"] == "invalid_params"
     assert cli_json(indexed.paths.root, "similar", "/no/such/file.jpg", expect_rc=1)["error"]["code"] == "not_found"
     assert cli_json(indexed.paths.root, "rate", "/no/such/file.jpg", "5", expect_rc=1)["error"]["code"] == "not_found"
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidParams, match="mode"):
         indexed.daemon.call("search.query", query="x", mode="fuzzy")
     assert indexed.daemon.call("daemon.status")["running"]
 

@@ -75,7 +75,7 @@ class Catalog:
         self._closed = False
 
     @classmethod
-    async def open(cls, path: Path, *, readers: int = 4) -> "Catalog":
+    async def open(cls, path: Path, *, readers: int = 4) -> Catalog:
         writer = await trio.to_thread.run_sync(open_writer, path)
         return cls(path, writer, readers)
 

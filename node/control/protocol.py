@@ -131,7 +131,7 @@ class Request:
         return {"v": PROTOCOL_VERSION, "id": self.id, "method": self.method, "params": self.params}
 
     @classmethod
-    def from_wire(cls, message: Any) -> "Request":
+    def from_wire(cls, message: Any) -> Request:
         """Validate a decoded request; errors carry the request id when one could be read."""
         if not isinstance(message, dict):
             raise MalformedMessage("a request must be a msgpack map")

@@ -165,18 +165,22 @@ class Embedder:
                 if not batch:
                     return
                 after = batch[-1].item_id
-                prepared: list[Any] = [None] * len(batch)
+                await send.send(await self._prepare_batch(batch, prepare))
 
-                async def prepare_one(index: int, item: PendingItem) -> None:
-                    try:
-                        prepared[index] = await prepare(item)
-                    except (DecodeError, OSError) as exc:
-                        prepared[index] = DecodeError(str(exc))
+    async def _prepare_batch(self, batch: list[PendingItem], prepare: Prepare) -> list[tuple[PendingItem, Any]]:
+        """Decode a batch in parallel worker threads; a file that fails becomes its DecodeError."""
+        prepared: list[Any] = [None] * len(batch)
 
-                async with trio.open_nursery() as nursery:
-                    for index, item in enumerate(batch):
-                        nursery.start_soon(prepare_one, index, item)
-                await send.send(list(zip(batch, prepared)))
+        async def prepare_one(index: int, item: PendingItem) -> None:
+            try:
+                prepared[index] = await prepare(item)
+            except (DecodeError, OSError) as exc:
+                prepared[index] = DecodeError(str(exc))
+
+        async with trio.open_nursery() as nursery:
+            for index, item in enumerate(batch):
+                nursery.start_soon(prepare_one, index, item)
+        return list(zip(batch, prepared))
 
     async def _encode_and_store(
         self, batch: list[tuple[PendingItem, Any]], model_id: str, encode: Encode, source: str, progress: RoleProgress

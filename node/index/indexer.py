@@ -181,15 +181,8 @@ class Indexer:
                 await self._libraries_changed.wait()
                 continue
             async with trio.open_nursery() as nursery:
-
                 self._watch_stop = stop = anyio.Event()
-
-                async def restart_on_change() -> None:
-                    await self._libraries_changed.wait()
-                    stop.set()
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(restart_on_change)
+                nursery.start_soon(self._restart_on_change, stop, nursery.cancel_scope)
                 try:
                     async for changes in watchfiles.awatch(*existing, debounce=500, recursive=True, stop_event=stop):
                         touched = {_library_of(path, roots) for _, path in changes}
@@ -199,6 +192,11 @@ class Indexer:
                     # e.g. inotify limits: periodic rescans still keep the catalog in step.
                     log.warning("filesystem notifications unavailable: %s", exc)
                     await self._libraries_changed.wait()
+
+    async def _restart_on_change(self, stop: Any, watching: trio.CancelScope) -> None:
+        await self._libraries_changed.wait()
+        stop.set()
+        watching.cancel()
 
 
 def _library_of(path: str, roots: dict[str, int]) -> int | None:

@@ -23,7 +23,7 @@ class FileStat:
     device: int
 
     @classmethod
-    def of(cls, path: str, st: os.stat_result) -> "FileStat":
+    def of(cls, path: str, st: os.stat_result) -> FileStat:
         return cls(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
     def signature(self) -> tuple[int, int, int, int]:

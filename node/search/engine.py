@@ -8,6 +8,7 @@ Rankings from different spaces and from BM25 are merged by reciprocal rank fusio
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -137,7 +138,7 @@ class SearchEngine:
         vector = (await trio.to_thread.run_sync(encode, [query], abandon_on_cancel=True))[0]
         index = await self.index_for(model.model_id, model.dimension)
         hits = best_per_item(await trio.to_thread.run_sync(index.search, vector, fetch * 4))
-        restricted = Filters(**{**vars(filters), "modalities": modalities})
+        restricted = dataclasses.replace(filters, modalities=modalities)
         allowed = await self._catalog.read(partial(allowed_items, item_ids=[h.item_id for h in hits], filters=restricted))
         kept = [h for h in hits if h.item_id in allowed][:fetch]
         return Ranking([h.item_id for h in kept], {h.item_id: h for h in kept}, role, vector)

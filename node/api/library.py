@@ -1,0 +1,73 @@
+"""``library.*``: the folders the node indexes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ..catalog import libraries
+from ..catalog.database import Catalog
+from ..control.params import Params
+from ..control.protocol import Conflict, InvalidParams, NotFound
+from ..control.server import Handler, Streaming
+
+
+class LibraryMethods:
+    def __init__(self, catalog: Catalog, data_dir: Path, on_change: Callable[[], None] = lambda: None) -> None:
+        self._catalog = catalog
+        self._data_dir = data_dir
+        self._on_change = on_change
+
+    def methods(self) -> dict[str, Handler | Streaming]:
+        return {"library.add": self.add, "library.list": self.list, "library.remove": self.remove}
+
+    async def add(self, raw: dict[str, Any]) -> dict[str, Any]:
+        params = Params(raw)
+        path = _library_path(params.text("path"), self._data_dir)
+        name = params.text("name", None, max_length=200)
+        params.done()
+        try:
+            library = await self._catalog.write(partial(libraries.add_library, path=path, name=name))
+        except libraries.LibraryError as exc:
+            raise Conflict(str(exc)) from None
+        self._on_change()
+        return library.to_wire()
+
+    async def list(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
+        Params(raw).done()
+        return [lib.to_wire() for lib in await self._catalog.read(libraries.list_libraries)]
+
+    async def remove(self, raw: dict[str, Any]) -> dict[str, Any]:
+        params = Params(raw)
+        key = params.text("library")
+        params.done()
+        try:
+            library = await self._catalog.write(partial(libraries.remove_library, key=key))
+        except libraries.LibraryNotFound as exc:
+            raise NotFound(str(exc)) from None
+        self._on_change()
+        return library.to_wire()
+
+
+def _library_path(text: str, data_dir: Path) -> Path:
+    """The canonical form of a requested library folder, or a typed error saying why not."""
+    path = Path(text)
+    if not path.is_absolute():
+        raise InvalidParams(f"library path must be absolute, got {text!r}", data={"param": "path"})
+    try:
+        resolved = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise NotFound(f"{text} does not exist") from None
+    except (OSError, RuntimeError) as exc:
+        raise InvalidParams(f"{text} cannot be resolved: {exc}", data={"param": "path"}) from None
+    if not resolved.is_dir():
+        raise InvalidParams(f"{text} is not a directory", data={"param": "path"})
+    if not os.access(resolved, os.R_OK | os.X_OK):
+        raise InvalidParams(f"{text} is not readable by the daemon", data={"param": "path"})
+    data_dir = data_dir.resolve()
+    if resolved == data_dir or data_dir in resolved.parents:
+        raise InvalidParams(f"{text} is inside the node's data directory {data_dir}", data={"param": "path"})
+    return resolved

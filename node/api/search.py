@@ -1,0 +1,107 @@
+"""``search.*`` and ``items.*``: searching the index, and what it holds about one item."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from ..catalog.database import Catalog
+from ..catalog.items import item_info, rate
+from ..control.params import Params
+from ..control.protocol import InvalidParams, NotFound, Unavailable
+from ..control.server import Handler, Streaming
+from ..search.duplicates import find_duplicates
+from ..search.engine import MODES, SearchEngine, SearchError, SearchRequest
+from ..search.filters import MODALITIES, Filters, parse_date
+
+
+class SearchMethods:
+    def __init__(self, catalog: Catalog, engine: SearchEngine) -> None:
+        self._catalog = catalog
+        self._engine = engine
+
+    def methods(self) -> dict[str, Handler | Streaming]:
+        return {
+            "search.query": self.query,
+            "search.similar": self.similar,
+            "search.duplicates": self.duplicates,
+            "items.rate": self.rate,
+            "items.info": self.info,
+        }
+
+    async def info(self, raw: dict[str, Any]) -> dict[str, Any]:
+        params = Params(raw)
+        path = params.text("path")
+        params.done()
+        try:
+            return await self._catalog.read(partial(item_info, path=path))
+        except LookupError as exc:
+            raise NotFound(str(exc)) from None
+
+    async def rate(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The user's rating of an item (0-10). It stays on this machine, keyed by content hash."""
+        params = Params(raw)
+        path = params.text("path")
+        rating = params.number("rating", min=0, max=10)
+        params.done()
+        try:
+            return await self._catalog.write(partial(rate, path=path, rating=float(rating)))
+        except LookupError as exc:
+            raise NotFound(str(exc)) from None
+
+    async def query(self, raw: dict[str, Any]) -> dict[str, Any]:
+        params = Params(raw)
+        query = params.text("query", max_length=1000)
+        if not query.strip():
+            raise InvalidParams("the query is empty", data={"param": "query"})
+        mode = params.choice("mode", MODES, "hybrid")
+        limit = params.number("limit", 20, min=1, max=1000, integer=True)
+        filters = _filters(params)
+        params.done()
+        try:
+            return await self._engine.search(SearchRequest(query, mode, limit, filters))
+        except SearchError as exc:
+            raise Unavailable(str(exc)) from None
+
+    async def similar(self, raw: dict[str, Any]) -> dict[str, Any]:
+        params = Params(raw)
+        path = params.text("path")
+        limit = params.number("limit", 20, min=1, max=1000, integer=True)
+        filters = _filters(params)
+        params.done()
+        try:
+            return await self._engine.similar(path, limit, filters)
+        except SearchError as exc:
+            raise NotFound(str(exc)) from None
+
+    async def duplicates(self, raw: dict[str, Any]) -> dict[str, Any]:
+        params = Params(raw)
+        threshold = params.number("threshold", 0.95, min=0.5, max=1.0)
+        modalities = params.choices("modality", MODALITIES) or MODALITIES
+        params.done()
+        return await self._catalog.read(partial(find_duplicates, threshold=threshold, modalities=modalities))
+
+
+def _filters(params: Params) -> Filters:
+    def date(key: str) -> str | None:
+        value = params.text(key, None, max_length=40)
+        if value is None:
+            return None
+        try:
+            return parse_date(value)
+        except ValueError as exc:
+            raise InvalidParams(str(exc), data={"param": key}) from None
+
+    folder = params.text("folder", None)
+    if folder is not None and not folder.startswith("/"):
+        raise InvalidParams("'folder' must be an absolute path", data={"param": "folder"})
+    return Filters(
+        modalities=params.choices("modality", MODALITIES),
+        rating_min=params.number("rating_min", None, min=0, max=10),
+        rating_max=params.number("rating_max", None, min=0, max=10),
+        date_from=date("date_from"),
+        date_to=date("date_to"),
+        size_min=params.number("size_min", None, min=0, integer=True),
+        size_max=params.number("size_max", None, min=0, integer=True),
+        folder=folder,
+    )
