@@ -50,10 +50,10 @@ def make_images(root: Path, count: int, size: tuple[int, int]) -> list[Path]:
 
 def bare_encoder(model: ClipModel, paths: list[Path], batch: int) -> float:
     tensors = [model.preprocess(load_image(p)) for p in paths]
-    model.encode_images(tensors[:batch])  # warm-up
+    model.encode(tensors[:batch])  # warm-up
     started = time.perf_counter()
     for start in range(0, len(tensors), batch):
-        model.encode_images(tensors[start : start + batch])
+        model.encode(tensors[start : start + batch])
     return len(tensors) / (time.perf_counter() - started)
 
 
@@ -61,7 +61,7 @@ async def pipeline(config: Config, base: Path, library_root: Path, count: int) -
     catalog = await Catalog.open(base / "catalog.sqlite3")
     models = ModelManager(config)
     model = await models.get("image")  # loaded and warmed up before timing, as the bare encoder was
-    model.encode_images([model.load_and_preprocess(str(next(library_root.iterdir())))] * 4)
+    model.encode([model.prepare(str(next(library_root.iterdir())))] * 4)
     embedder = Embedder(catalog, models, config)
     indexer = Indexer(catalog, config.index, on_items_recorded=embedder.wake)
     library = await catalog.write(lambda conn: libraries.add_library(conn, library_root))

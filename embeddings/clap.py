@@ -40,6 +40,9 @@ def resolve_clap_weights(spec: HubModelSpec) -> Weights:
 
 
 class ClapModel:
+    """A loaded CLAP model (an :class:`~.base.Encoder` over audio files)."""
+
+    space = SPACE
     def __init__(self, spec: HubModelSpec, weights: Weights) -> None:
         from transformers import ClapModel as HfClapModel
         from transformers import ClapProcessor
@@ -68,7 +71,13 @@ class ClapModel:
                     break
         self.model_id = make_model_id("clap", spec.name, file_fingerprint(weights_file) if weights_file else spec.name, self.dimension)
 
-    def encode_audio(self, waveforms: list[np.ndarray]) -> np.ndarray:
+    def prepare(self, path: str) -> np.ndarray:
+        """The first ``MAX_SECONDS`` of a file, as 48 kHz mono samples."""
+        from .media import load_audio
+
+        return load_audio(path, SAMPLE_RATE, MAX_SECONDS)
+
+    def encode(self, waveforms: list[np.ndarray]) -> np.ndarray:
         """One vector per waveform (48 kHz mono): the mean over its 10-second windows."""
         import torch
 
@@ -87,7 +96,7 @@ class ClapModel:
         np.add.at(result, np.array(owners), vectors)
         return normalize(result)
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
         import torch
 
         with self._lock, torch.inference_mode():

@@ -73,7 +73,9 @@ def resolve_clip_weights(spec: ClipSpec) -> Weights:
 
 
 class ClipModel:
-    """A loaded open_clip model. ``encode_*`` are thread-safe but serialised (one model, one lock)."""
+    """A loaded open_clip model (an :class:`~.base.Encoder`); encoding is serialised by a lock."""
+
+    space = SPACE
 
     def __init__(self, spec: ClipSpec, weights: Weights) -> None:
         import open_clip
@@ -109,20 +111,21 @@ class ClipModel:
         """PIL image -> model input tensor. Safe to call from worker threads in parallel."""
         return self._preprocess(image)
 
-    def load_and_preprocess(self, path: str) -> Any:
+    def prepare(self, path: str) -> Any:
         """Decode just large enough for the model's input (JPEG draft mode makes that cheap)."""
         from .media import load_image
 
         return self._preprocess(load_image(path, min_side=self.input_size))
 
-    def encode_images(self, tensors: list[Any]) -> np.ndarray:
+    def encode(self, tensors: list[Any]) -> np.ndarray:
+        """Preprocessed images (from ``prepare`` or ``preprocess``) -> vectors."""
         import torch
 
         with self._lock, torch.inference_mode():
             batch = torch.stack(tensors).to(self.spec.device)
             return normalize(self._model.encode_image(batch).float().cpu().numpy())
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
         import torch
 
         with self._lock, torch.inference_mode():

@@ -46,6 +46,9 @@ def resolve_sentence_weights(spec: HubModelSpec) -> Weights:
 
 
 class SentenceModel:
+    """A loaded sentence-transformers model (an :class:`~.base.Encoder` over text chunks)."""
+
+    space = SPACE
     def __init__(self, spec: HubModelSpec, weights: Weights) -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
@@ -72,6 +75,12 @@ class SentenceModel:
         weights_file = next((os.path.join(local, f) for f in _WEIGHT_FILES if local and os.path.isfile(os.path.join(local, f))), None)
         fingerprint = file_fingerprint(weights_file) if weights_file else spec.name
         self.model_id = make_model_id("st", spec.name, fingerprint, self.dimension)
+
+    def prepare(self, text: str) -> str:
+        return text
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self.encode(texts)
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         with self._lock:

@@ -21,7 +21,8 @@ import trio
 
 from peerlight.embeddings.chunking import chunk_text
 from peerlight.embeddings.errors import DecodeError
-from peerlight.embeddings.media import load_audio, sample_video_frames
+from peerlight.embeddings.base import Encoder
+from peerlight.embeddings.media import sample_video_frames
 from peerlight.embeddings.vectors import mean_vector
 
 from ..catalog import embeddings as store
@@ -101,7 +102,7 @@ class Embedder:
     async def embed_pending(self) -> None:
         """One pass over every kind of media: embed everything that is pending and can be."""
         await self._with_model("text", "documents", ("text",), self._prepare_document, self._encode_document)
-        await self._with_model("image", "images", ("image",), self._prepare_image, self._encode_images)
+        await self._with_model("image", "images", ("image",), self._prepare_file, self._encode_whole)
         await self._with_model("image", "videos", ("video",), self._prepare_video, self._encode_videos)
         if not await self._catalog.read(partial(store.may_have_pending, modalities=("audio",), model_id=None)):
             return
@@ -109,10 +110,10 @@ class Embedder:
             clap = await self._models.get("audio")
         except ModelUnavailable as exc:
             self.progress.of("audio").reason = f"embedding tags instead: {exc}"
-            await self._with_model("text", "audio", ("audio",), self._prepare_tags, self._encode_texts, source="metadata")
+            await self._with_model("text", "audio", ("audio",), self._prepare_tags, self._encode_whole, source="metadata")
         else:
             self.progress.of("audio").reason = None
-            await self._drain(clap, "audio", ("audio",), self._prepare_audio, partial(self._encode_audio, clap))
+            await self._drain(clap, "audio", ("audio",), partial(self._prepare_file, clap), partial(self._encode_whole, clap))
 
     async def _with_model(
         self, role: str, kind: str, modalities: tuple[str, ...], prepare: Any, encode: Any, source: str = "content"
@@ -134,9 +135,10 @@ class Embedder:
         self, model: Any, kind: str, modalities: tuple[str, ...], prepare: Prepare, encode: Encode, source: str = "content"
     ) -> None:
         progress = self.progress.of(kind)
-        space = {"clip": "clip", "st": "text", "clap": "audio"}[model.model_id.split(":", 1)[0]]
         await self._catalog.write(
-            partial(store.register_model, model_id=model.model_id, name=model.spec.name, space=space, dimension=model.dimension)
+            partial(
+                store.register_model, model_id=model.model_id, name=model.spec.name, space=model.space, dimension=model.dimension
+            )
         )
         send, receive = trio.open_memory_channel[list[tuple[PendingItem, Any]]](1)
         async with trio.open_nursery() as nursery:
@@ -218,11 +220,12 @@ class Embedder:
     async def _in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._workers, abandon_on_cancel=True)
 
-    async def _prepare_image(self, model: Any, item: PendingItem) -> Any:
-        return await self._in_worker(model.load_and_preprocess, item.path)
+    async def _prepare_file(self, model: Encoder, item: PendingItem) -> Any:
+        return await self._in_worker(model.prepare, item.path)
 
-    def _encode_images(self, model: Any, tensors: list[Any]) -> list[list[Segment]]:
-        return [[Segment(0, vector)] for vector in model.encode_images(tensors)]
+    def _encode_whole(self, model: Encoder, batch: list[Any]) -> list[list[Segment]]:
+        """One vector per item (images, audio, tag texts)."""
+        return [[Segment(0, vector)] for vector in model.encode(batch)]
 
     async def _prepare_video(self, model: Any, item: PendingItem) -> Any:
         video = self._config.video
@@ -234,7 +237,7 @@ class Embedder:
         return await self._in_worker(frames)
 
     def _encode_videos(self, model: Any, videos: list[list[tuple[float, Any]]]) -> list[list[Segment]]:
-        vectors = model.encode_images([tensor for frames in videos for _, tensor in frames])
+        vectors = model.encode([tensor for frames in videos for _, tensor in frames])
         results, offset = [], 0
         for frames in videos:
             own = vectors[offset : offset + len(frames)]
@@ -266,16 +269,5 @@ class Embedder:
             results.append(segments)
         return results
 
-    async def _prepare_audio(self, item: PendingItem) -> Any:
-        from peerlight.embeddings.clap import MAX_SECONDS, SAMPLE_RATE
-
-        return await self._in_worker(load_audio, item.path, SAMPLE_RATE, MAX_SECONDS)
-
-    def _encode_audio(self, model: Any, waves: list[np.ndarray]) -> list[list[Segment]]:
-        return [[Segment(0, vector)] for vector in model.encode_audio(waves)]
-
     async def _prepare_tags(self, model: Any, item: PendingItem) -> Any:
         return await self._catalog.read(partial(store.describe_text, item_id=item.item_id))
-
-    def _encode_texts(self, model: Any, texts: list[str]) -> list[list[Segment]]:
-        return [[Segment(0, vector)] for vector in model.encode(texts, self._config.models.batch_size)]

@@ -134,8 +134,7 @@ class SearchEngine:
 
     async def _semantic(self, role: str, query: str, modalities: tuple[str, ...], filters: Filters, fetch: int) -> Ranking:
         model = await self._models.get(role)
-        encode = model.encode if role == "text" else model.encode_texts
-        vector = (await trio.to_thread.run_sync(encode, [query], abandon_on_cancel=True))[0]
+        vector = (await trio.to_thread.run_sync(model.encode_queries, [query], abandon_on_cancel=True))[0]
         index = await self.index_for(model.model_id, model.dimension)
         hits = best_per_item(await trio.to_thread.run_sync(index.search, vector, fetch * 4))
         restricted = dataclasses.replace(filters, modalities=modalities)
