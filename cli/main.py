@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--mode", choices=["semantic", "text", "hybrid"], default="hybrid", help="default: hybrid")
     search_commands.add_filter_arguments(search)
 
-    similar = command("similar", search_commands.cmd_similar, "find items like an indexed file")
-    similar.add_argument("path", help="an indexed file")
+    similar = command("similar", search_commands.cmd_similar, "find items like a file (indexed or not)")
+    similar.add_argument("path", help="an example media file")
     search_commands.add_filter_arguments(similar)
 
     info = command("info", search_commands.cmd_info, "show what the index knows about a file")

@@ -72,6 +72,7 @@ class Daemon:
         self.models = ModelManager(self.config, partial(self.config.resolve_path, self.paths.root))
         self.search = SearchEngine(self._catalog, self.models)
         self.embedder = Embedder(self._catalog, self.models, self.config, on_stored=self.search.vectors_stored)
+        self.search.embed_example = self.embedder.embed_example
         self.indexer = Indexer(
             self._catalog, self.config.index, exclude=(self.paths.root,), on_items_recorded=self.embedder.wake
         )

@@ -179,6 +179,10 @@ def test_bad_search_requests_are_typed_errors(indexed: Indexed) -> None:
     assert cli_json(indexed.paths.root, "search", "x", "--date-from", "yesterday", expect_rc=1)["error"]["code"] == "invalid_params"
     assert cli_json(indexed.paths.root, "search", " ", expect_rc=1)["error"]["code"] == "invalid_params"
     assert cli_json(indexed.paths.root, "similar", "/no/such/file.jpg", expect_rc=1)["error"]["code"] == "not_found"
+    not_media = indexed.paths.root.parent / "blob.bin"
+    not_media.write_bytes(b"\x00\x01" * 100)
+    reply = cli_json(indexed.paths.root, "similar", str(not_media), expect_rc=1)
+    assert reply["error"]["code"] == "not_found" and "not a media file" in reply["error"]["message"]
     assert cli_json(indexed.paths.root, "rate", "/no/such/file.jpg", "5", expect_rc=1)["error"]["code"] == "not_found"
     with pytest.raises(InvalidParams, match="mode"):
         indexed.daemon.call("search.query", query="x", mode="fuzzy")
@@ -189,6 +193,13 @@ def test_similar_finds_the_near_copy_and_the_video_moment(indexed: Indexed) -> N
     photos = indexed.library / "photos"
     similar = cli_json(indexed.paths.root, "similar", str(photos / "red.jpg"), "--modality", "image")["results"]
     assert similar[0]["name"] == "red-copy.jpg" and similar[0]["similarity"] > 0.99
+    # An example from outside the library is embedded on the fly.
+    outside = media.image(indexed.paths.root.parent / "example.jpg", (219, 22, 21))
+    similar = cli_json(indexed.paths.root, "similar", str(outside), "--modality", "image")["results"]
+    assert {r["name"] for r in similar[:2]} == {"red.jpg", "red-copy.jpg"}
+    document = indexed.paths.root.parent / "query.txt"
+    document.write_text("Kittens snooze all day long on soft pillows near sunny windows.")
+    assert cli_json(indexed.paths.root, "similar", str(document), "--modality", "text")["results"][0]["name"] == "cats.txt"
     moments = cli_json(indexed.paths.root, "similar", str(photos / "checks.png"), "--modality", "video")["results"]
     assert moments[0]["name"] == "scenes.mp4"
     assert moments[0]["match"]["start"] >= 2.5  # the checkerboard scene starts at 3 s

@@ -215,6 +215,50 @@ class Embedder:
         for item, error in failures:
             log.warning("could not embed a file", extra={"path": item.path, "reason": error})
 
+    async def embed_example(self, path: str) -> tuple[str, np.ndarray]:
+        """(model id, whole-item vector) of any media file, indexed or not: query by example."""
+        from pathlib import Path
+
+        from ..index.detect import detect
+        from ..index.metadata import MediaError, audio_metadata, extract_metadata
+
+        with open(path, "rb") as handle:
+            detected = detect(Path(path), handle.read(8192))
+        item = PendingItem(-1, detected.modality, path)
+        encode: Callable[[], list[list[Segment]]]
+        if detected.modality in ("image", "video"):
+            model = await self._models.get("image")
+            if detected.modality == "image":
+                payload = await self._prepare_file(model, item)
+                encode = partial(self._encode_whole, model, [payload])
+            else:
+                payload = await self._prepare_video(model, item)
+                encode = partial(self._encode_videos, model, [payload])
+        elif detected.modality == "audio":
+            try:
+                model = await self._models.get("audio")
+                payload = await self._prepare_file(model, item)
+            except ModelUnavailable:  # as indexed without CLAP: by its tags
+                model = await self._models.get("text")
+                meta = await self._in_worker(audio_metadata, Path(path))
+                payload = ". ".join(str(meta[k]) for k in ("title", "artist", "album", "genre") if meta.get(k)) or Path(path).stem
+            encode = partial(self._encode_whole, model, [payload])
+        elif detected.modality == "text":
+            model = await self._models.get("text")
+            try:
+                _, document = await self._in_worker(partial(extract_metadata, store_gps=False), Path(path), "text", detected.mime)
+            except MediaError as exc:
+                raise DecodeError(str(exc)) from None
+            opts = self._config.text_model
+            spans = chunk_text(document.text, opts.chunk_words, opts.chunk_overlap_words)
+            if not spans:
+                raise DecodeError("the document has no text")
+            encode = partial(self._encode_document, model, [[(sp.start, sp.end, document.text[sp.start : sp.end]) for sp in spans]])
+        else:
+            raise DecodeError(f"{path} is not a media file Peerlight can embed")
+        segments = await trio.to_thread.run_sync(encode, abandon_on_cancel=True)
+        return model.model_id, segments[0][0].vector
+
     # --- per kind: preparation (worker threads) and encoding (model thread) ---
 
     async def _in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -65,6 +65,7 @@ class SearchEngine:
     def __init__(self, catalog: Catalog, models: ModelManager) -> None:
         self._catalog = catalog
         self._models = models
+        self.embed_example: Callable[[str], Awaitable[tuple[str, np.ndarray]]] | None = None
         self._indexes: dict[str, VectorIndex] = {}
         self._build_locks: dict[str, trio.Lock] = {}
         # Vectors stored while an index is being built from a catalog snapshot, added after.
@@ -143,12 +144,14 @@ class SearchEngine:
         return Ranking([h.item_id for h in kept], {h.item_id: h for h in kept}, role, vector)
 
     async def similar(self, path: str, limit: int, filters: Filters) -> dict[str, Any]:
-        """Items like the one stored at ``path``, in its own model's space."""
+        """Items like the file at ``path``, in its model's space; the file need not be indexed."""
         started = time.perf_counter()
         found = await self._catalog.read(partial(_item_vector_at, path=path))
-        if found is None:
-            raise SearchError(f"{path} is not an indexed item with an embedding")
-        item_id, model_id, vector = found
+        if found is not None:
+            item_id, model_id, vector = found
+        else:
+            item_id = None
+            model_id, vector = await self._vector_of_example(path)
         index = await self.index_for(model_id, len(vector))
         found_hits = await trio.to_thread.run_sync(index.search, vector, max(limit * 10, 200))
         hits = [h for h in best_per_item(found_hits) if h.item_id != item_id]
@@ -157,6 +160,20 @@ class SearchEngine:
         ranking = Ranking([h.item_id for h in kept], {h.item_id: h for h in kept})
         results = await self._results([(h.item_id, h.score) for h in kept], [ranking])
         return {"path": path, "results": results, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    async def _vector_of_example(self, path: str) -> tuple[str, np.ndarray]:
+        from peerlight.embeddings.errors import DecodeError
+
+        if self.embed_example is None:
+            raise SearchError(f"{path} is not indexed")
+        try:
+            return await self.embed_example(path)
+        except FileNotFoundError:
+            raise SearchError(f"{path} does not exist") from None
+        except (DecodeError, OSError) as exc:
+            raise SearchError(f"{path} cannot be used as an example: {exc}") from None
+        except ModelUnavailable as exc:
+            raise SearchError(f"no model can embed {path}: {exc}") from None
 
     async def _results(self, fused: Sequence[tuple[int, float]], rankings: list[Ranking]) -> list[dict[str, Any]]:
         details = await self._catalog.read(partial(_item_details, item_ids=[item_id for item_id, _ in fused]))
