@@ -1,0 +1,197 @@
+"""Search over importance-ordered vectors: a quantised prefix index with exact rerank.
+
+Importance-ordered vectors let the first K values stand in for the whole: a query is first
+compared with every item's K-prefix (L2-renormalised, int8 scalar-quantised, so K bytes an
+item), and only a shortlist of the best is reranked on full vectors — the "funnel". Modes:
+
+- ``exact``: full-dimension inner product over everything (the reference);
+- ``prefix``: prefix scores only (what a peer can answer from shared prefixes alone);
+- ``funnel``: prefix shortlist, then exact rerank.
+
+One index holds one model id: vectors of different models are never compared, so adding
+vectors of another model id is refused. The index persists to a directory and is updated
+incrementally (add replaces vectors with the same id; remove drops ids).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .vectors import normalize
+
+MODES = ("exact", "funnel", "prefix")
+FORMAT_VERSION = 1
+
+
+class ModelMismatch(ValueError):
+    """Vectors of one model id were offered to an index of another."""
+
+
+@dataclass(frozen=True)
+class PrefixHits:
+    ids: np.ndarray  # int64, best first
+    scores: np.ndarray  # float32: exact cosine for exact/funnel, prefix cosine for prefix
+
+
+def prefix_of(vectors: np.ndarray, prefix_len: int) -> np.ndarray:
+    """The renormalised K-prefix of each row: what peers exchange and compare."""
+    return normalize(np.asarray(vectors, dtype=np.float32)[..., :prefix_len])
+
+
+class PrefixIndex:
+    def __init__(self, model_id: str, dimension: int, prefix_len: int, quantizer: str = "int8") -> None:
+        import faiss
+
+        if not 1 <= prefix_len <= dimension:
+            raise ValueError(f"prefix length must be within 1..{dimension}, got {prefix_len}")
+        if quantizer not in ("int8", "fp16"):
+            raise ValueError(f"quantizer must be int8 or fp16, got {quantizer!r}")
+        self.model_id = model_id
+        self.dimension = dimension
+        self.prefix_len = prefix_len
+        self.quantizer = quantizer
+        kind = faiss.ScalarQuantizer.QT_8bit_uniform if quantizer == "int8" else faiss.ScalarQuantizer.QT_fp16
+        self._prefixes = faiss.IndexScalarQuantizer(prefix_len, kind, faiss.METRIC_INNER_PRODUCT)
+        if quantizer == "int8":
+            # Prefixes are unit vectors: every value lies in [-1, 1], so a fixed range needs no training data.
+            self._prefixes.train(np.array([[-1.0] * prefix_len, [1.0] * prefix_len], dtype=np.float32))
+        self._full = np.zeros((0, dimension), dtype=np.float32)
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._row_of: dict[int, int] = {}
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def prefix_bytes_per_item(self) -> int:
+        return self.prefix_len * (1 if self.quantizer == "int8" else 2)
+
+    # --- updates ---
+
+    def add(self, model_id: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if model_id != self.model_id:
+            raise ModelMismatch(f"this index holds {self.model_id} vectors, not {model_id}")
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        vectors = normalize(np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1))
+        if vectors.shape[1] != self.dimension:
+            raise ValueError(f"expected {self.dimension}-dimensional vectors, got {vectors.shape[1]}")
+        if len(set(ids.tolist())) != len(ids):
+            raise ValueError("duplicate ids in one add")
+        with self._lock:
+            self.remove(ids)
+            start = len(self._ids)
+            self._prefixes.add(prefix_of(vectors, self.prefix_len))
+            self._full = np.concatenate([self._full, vectors])
+            self._ids = np.concatenate([self._ids, ids])
+            self._row_of.update((int(vid), start + i) for i, vid in enumerate(ids))
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Drop these ids (unknown ones are ignored); returns how many were removed."""
+        with self._lock:
+            rows = sorted((self._row_of[int(v)] for v in np.asarray(ids).reshape(-1) if int(v) in self._row_of))
+            if not rows:
+                return 0
+            import faiss
+
+            keep = np.ones(len(self._ids), dtype=bool)
+            keep[rows] = False
+            self._prefixes.remove_ids(faiss.IDSelectorBatch(np.array(rows, dtype=np.int64)))
+            self._full = self._full[keep]
+            self._ids = self._ids[keep]
+            self._row_of = {int(v): i for i, v in enumerate(self._ids)}
+            return len(rows)
+
+    # --- search ---
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        prefix_len: int | None = None,
+        shortlist: int = 200,
+        mode: str = "funnel",
+    ) -> PrefixHits:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        if prefix_len is not None and prefix_len != self.prefix_len:
+            raise ValueError(f"this index holds {self.prefix_len}-prefixes, not {prefix_len}")
+        query = normalize(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
+        with self._lock:
+            n = len(self._ids)
+            if n == 0 or k <= 0:
+                return PrefixHits(np.zeros(0, np.int64), np.zeros(0, np.float32))
+            if mode == "exact":
+                return self._top(np.arange(n), self._full @ query, k)
+            rows, prefix_scores = self._prefix_rows(query, k if mode == "prefix" else max(shortlist, k))
+            if mode == "prefix":
+                return PrefixHits(self._ids[rows], prefix_scores)
+            return self._top(rows, self._full[rows] @ query, k)
+
+    def _prefix_rows(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, rows = self._prefixes.search(prefix_of(query, self.prefix_len).reshape(1, -1), min(count, len(self._ids)))
+        valid = rows[0] >= 0
+        return rows[0][valid], scores[0][valid]
+
+    def _top(self, rows: np.ndarray, scores: np.ndarray, k: int) -> PrefixHits:
+        k = min(k, len(rows))
+        best = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return PrefixHits(self._ids[rows[best]], scores[best].astype(np.float32))
+
+    def vector(self, vid: int) -> np.ndarray:
+        with self._lock:
+            return self._full[self._row_of[int(vid)]].copy()
+
+    # --- persistence ---
+
+    def save(self, folder: Path) -> None:
+        """Write atomically: a crash mid-save leaves the previous copy intact."""
+        import faiss
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+        with self._lock:
+            faiss.write_index(self._prefixes, str(staging / "prefixes.faiss"))
+            np.save(staging / "full.npy", self._full)
+            np.save(staging / "ids.npy", self._ids)
+            meta = {
+                "format": FORMAT_VERSION,
+                "model_id": self.model_id,
+                "dimension": self.dimension,
+                "prefix_len": self.prefix_len,
+                "quantizer": self.quantizer,
+                "count": len(self._ids),
+            }
+        (staging / "meta.json").write_text(json.dumps(meta))
+        old = folder.with_name(folder.name + ".old")
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(staging, folder)
+        if old.exists():
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, folder: Path) -> "PrefixIndex":
+        import faiss
+
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{folder}: unsupported index format {meta.get('format')!r}")
+        index = cls(meta["model_id"], meta["dimension"], meta["prefix_len"], meta["quantizer"])
+        index._prefixes = faiss.read_index(str(folder / "prefixes.faiss"))
+        index._full = np.load(folder / "full.npy")
+        index._ids = np.load(folder / "ids.npy")
+        if not (len(index._ids) == len(index._full) == index._prefixes.ntotal == meta["count"]):
+            raise ValueError(f"{folder}: the index files disagree on the number of vectors")
+        index._row_of = {int(v): i for i, v in enumerate(index._ids)}
+        return index

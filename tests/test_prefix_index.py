@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from peerlight.embeddings.prefix_index import ModelMismatch, PrefixIndex, prefix_of
+from peerlight.embeddings.vectors import normalize
+
+
+def data(n: int = 2000, d: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # Decaying variance per dimension, like importance-ordered vectors.
+    return normalize(rng.normal(size=(n, d)) * np.linspace(3, 0.2, d))
+
+
+def exact_top(vectors: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int) -> list[int]:
+    scores = vectors @ normalize(query[None])[0]
+    return ids[np.argsort(-scores)[:k]].tolist()
+
+
+def test_exact_and_funnel_agree_with_brute_force() -> None:
+    vectors = data()
+    ids = np.arange(10, 10 + len(vectors))
+    index = PrefixIndex("m", 64, 16)
+    index.add("m", ids, vectors)
+    query = data(1, seed=5)[0]
+    truth = exact_top(vectors, ids, query, 10)
+    assert index.search(query, 10, mode="exact").ids.tolist() == truth
+    # A shortlist as long as the index makes the funnel exact.
+    assert index.search(query, 10, shortlist=len(vectors), mode="funnel").ids.tolist() == truth
+    funnel = index.search(query, 10, shortlist=200, mode="funnel")
+    assert len(set(funnel.ids.tolist()) & set(truth)) >= 8
+    assert np.all(np.diff(funnel.scores) <= 1e-6)
+
+
+def test_prefix_mode_ranks_by_the_quantised_prefix() -> None:
+    vectors = data()
+    ids = np.arange(len(vectors))
+    index = PrefixIndex("m", 64, 16)
+    index.add("m", ids, vectors)
+    query = data(1, seed=9)[0]
+    hits = index.search(query, 20, mode="prefix")
+    reference = exact_top(prefix_of(vectors, 16), ids, prefix_of(query, 16), 20)
+    assert len(set(hits.ids.tolist()) & set(reference)) >= 18  # int8 rounding may swap near-ties
+
+
+def test_vectors_of_another_model_are_refused() -> None:
+    index = PrefixIndex("clip:a", 64, 8)
+    with pytest.raises(ModelMismatch):
+        index.add("clip:b", np.arange(3), data(3))
+    assert len(index) == 0
+
+
+def test_incremental_add_replace_and_remove_stay_consistent() -> None:
+    vectors = data(300)
+    index = PrefixIndex("m", 64, 8)
+    index.add("m", np.arange(300), vectors)
+    assert index.remove(np.arange(0, 300, 2)) == 150
+    assert index.remove(np.array([0, 9999])) == 0
+    index.add("m", np.array([1, 3]), vectors[[10, 12]])  # replaces, does not duplicate
+    assert len(index) == 150
+    assert np.allclose(index.vector(1), vectors[10])
+    every = index.search(vectors[12], 150, mode="exact").ids.tolist()
+    assert sorted(every) == list(range(1, 300, 2)) and every[0] in (3, 11)
+    assert index.search(vectors[12], 150, shortlist=150, mode="funnel").ids.tolist()[0] in (3, 11)
+    with pytest.raises(ValueError):
+        index.add("m", np.array([5, 5]), vectors[:2])
+
+
+def test_a_persisted_index_reloads_identically(tmp_path: Path) -> None:
+    vectors = data(500)
+    index = PrefixIndex("m", 64, 16)
+    index.add("m", np.arange(500) * 7, vectors)
+    index.remove(np.array([7, 14]))
+    index.save(tmp_path / "idx")
+    index.save(tmp_path / "idx")  # overwriting is atomic and leaves no staging folders
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+    loaded = PrefixIndex.load(tmp_path / "idx")
+    assert (loaded.model_id, loaded.prefix_len, len(loaded)) == ("m", 16, 498)
+    for seed in range(5):
+        query = data(1, seed=100 + seed)[0]
+        for mode in ("exact", "funnel", "prefix"):
+            a, b = index.search(query, 10, mode=mode), loaded.search(query, 10, mode=mode)
+            assert a.ids.tolist() == b.ids.tolist() and np.allclose(a.scores, b.scores)
+
+
+def test_a_shared_prefix_costs_one_byte_per_value() -> None:
+    assert PrefixIndex("m", 384, 64).prefix_bytes_per_item == 64
+    assert PrefixIndex("m", 384, 64, quantizer="fp16").prefix_bytes_per_item == 128
+    with pytest.raises(ValueError):
+        PrefixIndex("m", 64, 65)
+    with pytest.raises(ValueError):
+        PrefixIndex("m", 64, 8).search(np.ones(64), 5, mode="fuzzy")
