@@ -96,7 +96,7 @@ class PrefixIndex:
     def remove(self, ids: np.ndarray) -> int:
         """Drop these ids (unknown ones are ignored); returns how many were removed."""
         with self._lock:
-            rows = sorted((self._row_of[int(v)] for v in np.asarray(ids).reshape(-1) if int(v) in self._row_of))
+            rows = sorted(self._row_of[int(v)] for v in np.asarray(ids).reshape(-1) if int(v) in self._row_of)
             if not rows:
                 return 0
             import faiss
@@ -181,7 +181,7 @@ class PrefixIndex:
             shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
-    def load(cls, folder: Path) -> "PrefixIndex":
+    def load(cls, folder: Path) -> PrefixIndex:
         import faiss
 
         meta = json.loads((folder / "meta.json").read_text())
