@@ -1,0 +1,192 @@
+"""Quality and speed of importance-ordered prefixes (raw truncation vs PCA vs our adapter).
+
+Corpus: sentences from the docstrings of the Python standard library installed with the
+interpreter running this script (real English technical prose that exists on every machine
+with Python), embedded with the real all-MiniLM-L6-v2 (384-d). Disjoint splits: 20,000
+for training the PCA and the adapter, 20,000 as the searched corpus, 1,000 held-out queries.
+Ground truth: exact full-dimension search with the base vectors.
+
+Reports, for K in {8, 16, 32, 48, 64, 96, 128, 192, D}: recall@10 of prefix-only search for
+raw truncation, PCA and the adapter; funnel recall@10 (int8 prefix shortlist + exact
+rerank) at K = D/8 for shortlists 100/200/500; and on 1,000,000 vectors drawn to match the
+corpus's statistics (its covariance in the adapter's space), the latency of a funnel query
+vs a flat full-dimension float32 scan, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import os
+import random
+import re
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit, median  # noqa: E402
+
+from peerlight.embeddings.adapter_training import TrainingOptions, train_adapter  # noqa: E402
+from peerlight.embeddings.adapters import pca_adapter  # noqa: E402
+from peerlight.embeddings.prefix_index import PrefixIndex  # noqa: E402
+from peerlight.embeddings.vectors import normalize  # noqa: E402
+
+KS = (8, 16, 32, 48, 64, 96, 128, 192)
+CACHE = Path(os.environ.get("PEERLIGHT_BENCH_CACHE", Path.home() / ".cache" / "peerlight-bench"))
+
+
+def stdlib_sentences() -> list[str]:
+    """Distinct 5-60 word sentences from the standard library's docstrings (tests excluded)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    texts, seen = [], set()
+    for file in sorted(root.rglob("*.py")):
+        if {"test", "tests", "idlelib", "site-packages"} & set(file.parts):
+            continue
+        try:
+            tree = ast.parse(file.read_text(encoding="utf-8", errors="replace"))
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+                continue
+            doc = ast.get_docstring(node)
+            for paragraph in re.split(r"\n\s*\n", doc or ""):
+                for sentence in re.split(r"(?<=[.!?])\s+", " ".join(paragraph.split())):
+                    if 5 <= len(sentence.split()) <= 60 and sentence not in seen and not sentence.startswith(">>>"):
+                        seen.add(sentence)
+                        texts.append(sentence)
+    random.Random(0).shuffle(texts)
+    return texts
+
+
+def embedded_corpus(count: int) -> tuple[np.ndarray, str, str]:
+    from peerlight.embeddings.sentence import SentenceModel, resolve_sentence_weights
+    from peerlight.embeddings.weights import HubModelSpec
+
+    texts = stdlib_sentences()
+    if len(texts) < count:
+        raise SystemExit(f"only {len(texts)} sentences found; {count} needed")
+    texts = texts[:count]
+    spec = HubModelSpec("sentence-transformers/all-MiniLM-L6-v2")
+    model = SentenceModel(spec, resolve_sentence_weights(spec))
+    key = hashlib.sha256(("\n".join(texts) + model.model_id).encode()).hexdigest()[:16]
+    cached = CACHE / f"minilm-stdlib-{count}-{key}.npy"
+    if cached.exists():
+        return np.load(cached), model.model_id, f"python {sys.version.split()[0]} stdlib docstrings"
+    started = time.perf_counter()
+    vectors = model.encode(texts, batch_size=128)
+    print(f"embedded {count} sentences in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(cached, vectors)
+    return vectors, model.model_id, f"python {sys.version.split()[0]} stdlib docstrings"
+
+
+def top10(queries: np.ndarray, corpus: np.ndarray) -> np.ndarray:
+    import faiss
+
+    index = faiss.IndexFlatIP(corpus.shape[1])
+    index.add(np.ascontiguousarray(corpus, dtype=np.float32))
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), 10)[1]
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return round(float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)])), 4)
+
+
+def prefix_recalls(queries: np.ndarray, corpus: np.ndarray, truth: np.ndarray, ks: list[int]) -> dict[int, float]:
+    return {k: recall(top10(normalize(queries[:, :k]), normalize(corpus[:, :k])), truth) for k in ks}
+
+
+def latency_million(adapted_corpus: np.ndarray, prefix_len: int, shortlist: int, count: int, queries: int) -> dict[str, float]:
+    import faiss
+
+    rng = np.random.default_rng(0)
+    covariance = np.cov(adapted_corpus.T)
+    factor = np.linalg.cholesky(covariance + 1e-9 * np.eye(len(covariance)))
+    mean = adapted_corpus.mean(axis=0)
+    vectors = np.empty((count, adapted_corpus.shape[1]), dtype=np.float32)
+    for start in range(0, count, 100_000):
+        n = min(100_000, count - start)
+        vectors[start : start + n] = normalize(mean + rng.normal(size=(n, len(mean))) @ factor.T)
+    index = PrefixIndex("bench", vectors.shape[1], prefix_len)
+    index.add("bench", np.arange(count), vectors)
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(vectors)
+    probes = normalize(mean + rng.normal(size=(queries, len(mean))) @ factor.T).astype(np.float32)
+    funnel, scan, agree = [], [], []
+    for probe in probes:
+        started = time.perf_counter()
+        hits = index.search(probe, 10, shortlist=shortlist, mode="funnel")
+        funnel.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        _, exact = flat.search(probe.reshape(1, -1), 10)
+        scan.append((time.perf_counter() - started) * 1000)
+        agree.append(len(set(hits.ids.tolist()) & set(exact[0].tolist())) / 10)
+    return {
+        "million_vectors": count,
+        "funnel_median_ms": round(median(funnel), 3),
+        "flat_float32_median_ms": round(median(scan), 3),
+        "funnel_speedup": round(median(scan) / median(funnel), 1),
+        "funnel_recall_at_10_million": round(float(np.mean(agree)), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=int, default=20_000)
+    parser.add_argument("--train", type=int, default=20_000)
+    parser.add_argument("--queries", type=int, default=1_000)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--million", type=int, default=1_000_000)
+    parser.add_argument("--latency-queries", type=int, default=200)
+    args = parser.parse_args()
+
+    vectors, base_id, source = embedded_corpus(args.train + args.corpus + args.queries)
+    train = vectors[: args.train]
+    corpus = vectors[args.train : args.train + args.corpus]
+    queries = vectors[args.train + args.corpus :]
+    d = vectors.shape[1]
+    ks = [k for k in KS if k < d] + [d]
+    truth = top10(queries, corpus)
+
+    pca = pca_adapter(base_id, train)
+    started = time.perf_counter()
+    adapter = train_adapter(base_id, train, TrainingOptions(steps=args.steps))
+    training_seconds = time.perf_counter() - started
+    raw = prefix_recalls(queries, corpus, truth, ks)
+    by_pca = prefix_recalls(pca.apply(queries), pca.apply(corpus), truth, ks)
+    adapted_corpus, adapted_queries = adapter.apply(corpus), adapter.apply(queries)
+    by_adapter = prefix_recalls(adapted_queries, adapted_corpus, truth, ks)
+
+    k_small = d // 8
+    index = PrefixIndex(adapter.model_id, d, k_small)
+    index.add(adapter.model_id, np.arange(len(corpus)), adapted_corpus)
+    funnel = {}
+    for shortlist in (100, 200, 500):
+        found = np.stack([index.search(q, 10, shortlist=shortlist, mode="funnel").ids for q in adapted_queries])
+        funnel[shortlist] = recall(found, truth)
+    emit(
+        "prefix_quality",
+        corpus=f"{source}: {args.corpus} searched, {args.queries} held-out queries, {args.train} for training",
+        base_model=base_id,
+        adapter_model=adapter.model_id,
+        adapter_training_seconds=round(training_seconds, 1),
+        recall_at_10_raw=raw,
+        recall_at_10_pca=by_pca,
+        recall_at_10_adapter=by_adapter,
+        adapter_vs_pca_at_d_over_8=round(by_adapter[k_small] / by_pca[k_small], 3),
+        funnel_k=k_small,
+        funnel_recall_at_10=funnel,
+        prefix_bytes_per_item_k64_int8=PrefixIndex("x", d, 64).prefix_bytes_per_item,
+        **latency_million(adapted_corpus, k_small, 200, args.million, args.latency_queries),
+    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()

@@ -1,0 +1,132 @@
+"""Training importance-ordering adapters (torch; used by ``peerlight models train-adapter``).
+
+Matryoshka objective: for every prefix length K in a nested list, the ranking of candidates
+by the K-prefix of the adapted vectors should match their ranking by the full base vectors.
+Each training query is compared with its true nearest neighbours (the candidates that
+decide recall) plus random ones; the loss is the KL divergence between the softmax of the
+base similarities (the target) and the softmax of the prefix similarities, summed over K.
+K = D is part of the list, so the full-length vector stays faithful to the base one.
+Training is deterministic given the seed (fixed steps, deterministic torch algorithms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .adapters import DEFAULT_PREFIXES, Adapter, pca_adapter
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    steps: int = 3000
+    batch: int = 64
+    neighbours: int = 64
+    random_candidates: int = 64
+    hidden: int = 512
+    learning_rate: float = 1e-3
+    temperature: float = 0.02
+    prefixes: tuple[int, ...] = DEFAULT_PREFIXES
+    seed: int = 0
+
+
+def nearest_neighbours(vectors: np.ndarray, count: int) -> np.ndarray:
+    """Each row's ``count`` nearest other rows by cosine (exact)."""
+    import faiss
+
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    _, neighbours = index.search(np.ascontiguousarray(vectors, dtype=np.float32), count + 1)
+    return neighbours[:, 1:]
+
+
+def train_adapter(
+    base_model_id: str,
+    vectors: np.ndarray,
+    options: TrainingOptions = TrainingOptions(),
+    progress: Callable[[int, int, float], None] | None = None,
+) -> Adapter:
+    """An adapter for ``vectors`` (normalised base vectors of a corpus), PCA-initialised then trained."""
+    import torch
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    d = vectors.shape[1]
+    start = pca_adapter(base_model_id, vectors)
+    prefixes = sorted({k for k in options.prefixes if k < d} | {d})
+    generator = torch.Generator().manual_seed(options.seed)
+    torch.manual_seed(options.seed)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        model = _TorchAdapter(start, options.hidden)
+        data = torch.from_numpy(vectors)
+        neighbours = torch.from_numpy(nearest_neighbours(vectors, options.neighbours).astype(np.int64))
+        optimiser = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=0.0)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, options.steps)
+        for step in range(1, options.steps + 1):
+            queries = torch.randint(0, len(data), (options.batch,), generator=generator)
+            randoms = torch.randint(0, len(data), (options.batch, options.random_candidates), generator=generator)
+            candidates = torch.cat([neighbours[queries], randoms], dim=1)
+            xq, xc = data[queries], data[candidates]
+            target = torch.softmax(torch.einsum("bd,bcd->bc", xq, xc) / options.temperature, dim=1)
+            yq, yc = model(xq), model(xc)
+            loss = torch.zeros(())
+            for k in prefixes:
+                a = torch.nn.functional.normalize(yq[:, :k], dim=-1)
+                b = torch.nn.functional.normalize(yc[:, :, :k], dim=-1)
+                log_predicted = torch.log_softmax(torch.einsum("bd,bcd->bc", a, b) / options.temperature, dim=1)
+                loss = loss + torch.nn.functional.kl_div(log_predicted, target, reduction="batchmean")
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            if progress is not None:
+                progress(step, options.steps, float(loss))
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+    adapter = model.export(base_model_id)
+    adapter.info = {
+        "kind": "matryoshka",
+        "corpus_size": len(vectors),
+        "steps": options.steps,
+        "seed": options.seed,
+        "prefixes": prefixes,
+        "hidden": options.hidden,
+    }
+    return adapter
+
+
+class _TorchAdapter:
+    """The trainable form of :class:`Adapter` (same function, torch parameters)."""
+
+    def __init__(self, start: Adapter, hidden: int) -> None:
+        import torch
+
+        d = start.input_dimension
+        self.rotation = torch.nn.Parameter(torch.from_numpy(start.rotation.copy()))
+        self.hidden = torch.nn.Linear(d, hidden)
+        self.out = torch.nn.Linear(hidden, d)
+        torch.nn.init.zeros_(self.out.weight)  # starts as exactly the PCA adapter
+        torch.nn.init.zeros_(self.out.bias)
+        self.gelu = torch.nn.GELU(approximate="tanh")
+
+    def parameters(self):  # type: ignore[no-untyped-def]
+        return [self.rotation, *self.hidden.parameters(), *self.out.parameters()]
+
+    def __call__(self, x):  # type: ignore[no-untyped-def]
+        return (x + self.out(self.gelu(self.hidden(x)))) @ self.rotation
+
+    def export(self, base_model_id: str) -> Adapter:
+        def array(t):  # type: ignore[no-untyped-def]
+            return t.detach().numpy().astype(np.float32).copy()
+
+        return Adapter(
+            base_model_id,
+            array(self.rotation),
+            array(self.hidden.weight).T.copy(),
+            array(self.hidden.bias),
+            array(self.out.weight).T.copy(),
+            array(self.out.bias),
+        )
