@@ -112,7 +112,7 @@ class Adapter:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "Adapter":
+    def load(cls, path: Path) -> Adapter:
         try:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(bytes(data["header"]).decode())
