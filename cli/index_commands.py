@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from argparse import Namespace
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -109,3 +110,36 @@ def _render_models(console: Console, models: list[dict[str, Any]]) -> None:
         if m.get("reason"):
             grid.add_row("reason", escape(m["reason"]))
         console.print(grid)
+
+
+def cmd_train_adapter(args: Namespace, paths: NodePaths, out: Output) -> int:
+    params: dict[str, Any] = {"encoder": args.encoder, "seed": args.seed}
+    if args.steps is not None:
+        params["steps"] = args.steps
+    if args.corpus:
+        params["corpus"] = str(Path(args.corpus).expanduser().resolve())
+    with ControlClient(paths.control_socket, timeout=None) as client:
+        if out.as_json:
+            result = client.call("models.train_adapter", **params)
+        else:
+            progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                TextColumn("loss {task.fields[loss]}"), console=out.console,
+            )
+            task = progress.add_task("preparing", total=None, loss="—")
+
+            def update(event: dict[str, Any]) -> None:
+                loss = f"{event['loss']:.4f}" if event.get("loss") is not None else "—"
+                progress.update(task, description=event["phase"], completed=event["step"],
+                                total=event["steps"] or None, loss=loss)
+
+            with progress:
+                result = client.call("models.train_adapter", on_event=update, **params)
+    out.result(result, _render_adapter)
+    return 0
+
+
+def _render_adapter(console: Console, result: dict[str, Any]) -> None:
+    console.print(f"Trained adapter [bold]{result['adapter_id'][:16]}…[/] for {result['role']} ({escape(result['corpus'])}).")
+    console.print(f"  model id  {result['model_id']}")
+    console.print(f"  saved to  {escape(result['path'])}")

@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = command("models", index_commands.cmd_models, "list the embedding models: weights, state, dimension, id")
     models.add_argument("--no-load", action="store_true", help="report without trying to load the models")
+    model_actions = models.add_subparsers(dest="models_action", required=False, metavar="ACTION")
+    train = command(
+        "train-adapter", index_commands.cmd_train_adapter, "train an importance-ordering adapter for an encoder", model_actions
+    )
+    train.add_argument("--encoder", choices=["image", "text", "audio"], required=True, help="which model's vectors")
+    train.add_argument("--corpus", help="text file (one text per line) or folder of .txt/.md files; default: stored vectors")
+    train.add_argument("--steps", type=int, help="training steps (default 3000)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (training is deterministic given it)")
 
     search = command("search", search_commands.cmd_search, "search the local index")
     search.add_argument("query", help="what to look for, in words")

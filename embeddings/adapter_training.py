@@ -83,7 +83,7 @@ def train_adapter(
             optimiser.step()
             schedule.step()
             if progress is not None:
-                progress(step, options.steps, float(loss))
+                progress(step, options.steps, float(loss.detach()))
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
     adapter = model.export(base_model_id)

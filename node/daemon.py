@@ -117,7 +117,7 @@ class Daemon:
             DaemonMethods(self).methods()
             | LibraryMethods(catalog, self.paths.root, on_change=self.indexer.libraries_changed).methods()
             | IndexMethods(catalog, self.indexer, self.embedder).methods()
-            | ModelMethods(self.models, self.embedder).methods()
+            | ModelMethods(self.models, self.embedder, catalog, self.paths.adapters).methods()
             | SearchMethods(catalog, self.search).methods()
         )
 

@@ -62,6 +62,10 @@ class NodePaths:
         return self.root / "daemon.lock"
 
     @property
+    def adapters(self) -> Path:
+        return self.root / "adapters"
+
+    @property
     def log_dir(self) -> Path:
         return self.root / "logs"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -11,8 +12,10 @@ from ..catalog import libraries
 from ..catalog.database import Catalog
 from ..catalog.items import item_counts
 from ..control.params import Params
-from ..control.protocol import NotFound
+from ..control.protocol import InvalidParams, NotFound, Unavailable
 from ..control.server import Emit, Handler, Streaming
+
+ROLES = ("image", "text", "audio")
 
 if TYPE_CHECKING:
     from ..index.embedder import Embedder
@@ -71,12 +74,64 @@ class IndexMethods:
 
 
 class ModelMethods:
-    def __init__(self, models: ModelManager, embedder: Embedder) -> None:
+    def __init__(self, models: ModelManager, embedder: Embedder, catalog: Catalog, adapters_dir: Path) -> None:
         self._models = models
         self._embedder = embedder
+        self._catalog = catalog
+        self._adapters_dir = adapters_dir
 
     def methods(self) -> dict[str, Handler | Streaming]:
-        return {"models.list": self.list}
+        return {"models.list": self.list, "models.train_adapter": Streaming(self.train_adapter)}
+
+    async def train_adapter(self, raw: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Train an importance-ordering adapter for one encoder, streaming progress events."""
+        from peerlight.embeddings.adapter_training import TrainingOptions
+
+        from ..adapters import TrainingError, TrainingProgress, train_node_adapter
+        from ..models import ModelUnavailable
+
+        params = Params(raw)
+        role = params.choice("encoder", ROLES)
+        corpus = params.text("corpus", None)
+        steps = params.number("steps", TrainingOptions.steps, min=1, max=1_000_000, integer=True)
+        seed = params.number("seed", 0, min=0, max=2**31 - 1, integer=True)
+        params.done()
+        corpus_path = None
+        if corpus is not None:
+            corpus_path = Path(corpus)
+            if not corpus_path.is_absolute() or not corpus_path.exists():
+                raise InvalidParams(f"corpus {corpus} must be an existing absolute path", data={"param": "corpus"})
+        progress = TrainingProgress()
+        outcome: dict[str, Any] = {}
+        finished = trio.Event()
+
+        async def train() -> None:
+            try:
+                outcome["result"] = await train_node_adapter(
+                    self._catalog,
+                    self._models,
+                    self._adapters_dir,
+                    role,
+                    corpus_path,
+                    TrainingOptions(steps=steps, seed=seed),
+                    progress,
+                )
+            except TrainingError as exc:
+                outcome["error"] = InvalidParams(str(exc))
+            except ModelUnavailable as exc:
+                outcome["error"] = Unavailable(str(exc))
+            finally:
+                finished.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(train)
+            while not finished.is_set():
+                await emit(progress.to_wire())
+                with trio.move_on_after(0.5):
+                    await finished.wait()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
 
     async def list(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
         """Every configured model, loaded now if it can be; pending items are retried at once."""

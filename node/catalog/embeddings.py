@@ -135,3 +135,11 @@ def iter_vectors(conn: sqlite3.Connection, model_id: str) -> Iterator[tuple[int,
         (model_id,),
     ):
         yield vector_id(item_id, segment), from_blob(blob)
+
+
+def model_vectors(conn: sqlite3.Connection, model_id: str, limit: int) -> np.ndarray:
+    """Up to ``limit`` stored vectors of a model (whole items and their segments), in a stable order."""
+    rows = conn.execute(
+        "SELECT vector FROM embeddings WHERE model_id = ? ORDER BY item_id, segment LIMIT ?", (model_id, limit)
+    ).fetchall()
+    return np.stack([from_blob(blob) for (blob,) in rows]) if rows else np.zeros((0, 0), np.float32)

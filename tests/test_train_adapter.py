@@ -1,0 +1,54 @@
+"""``peerlight models train-adapter`` against a real daemon, with the real text model."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from peerlight.cli.client import ControlClient
+from peerlight.embeddings.adapters import Adapter
+from peerlight.node.paths import NodePaths
+
+from .helpers import DaemonProcess, cli, cli_json, write_config
+
+SUBJECTS = ["The river", "An old library", "My neighbour", "The orchestra", "A small robot", "The harbour", "Our garden"]
+VERBS = ["hums quietly", "opens early", "collects stamps", "plays loudly", "repairs clocks", "floods in spring"]
+TIMES = ["every morning", "after the storm", "during winter", "on Sundays", "at midnight", "before the exam", "in July"]
+
+
+def write_corpus(path: Path) -> Path:
+    lines = [f"{s} {v} {t}." for s, v, t in itertools.product(SUBJECTS, VERBS, TIMES)]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_train_adapter_from_a_corpus_is_deterministic_and_saved(node: NodePaths, tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    write_config(node.root)
+    daemon = DaemonProcess(node.root)
+    assert daemon.wait_ready() == "ready"
+    try:
+        events: list[dict] = []
+        with ControlClient(daemon.socket_path, timeout=300) as client:
+            first = client.call("models.train_adapter", encoder="text", corpus=str(corpus), steps=20, on_event=events.append)
+        assert {e["phase"] for e in events} <= {"preparing", "embedding corpus", "training", "done"} and events
+        assert first["model_id"].startswith("ordered:") and first["base_model_id"].startswith("st:")
+        saved = Adapter.load(Path(first["path"]))
+        assert saved.adapter_id == first["adapter_id"] and saved.dimension == 384
+        assert Path(first["path"]).parent == node.root / "adapters"
+        again = cli_json(node.root, "models", "train-adapter", "--encoder", "text", "--corpus", str(corpus), "--steps", "20")
+        assert again["adapter_id"] == first["adapter_id"]
+        other = cli_json(node.root, "models", "train-adapter", "--encoder", "text", "--corpus", str(corpus), "--steps", "20", "--seed", "3")
+        assert other["adapter_id"] != first["adapter_id"]
+        human = cli(node.root, "models", "train-adapter", "--encoder", "text", "--corpus", str(corpus), "--steps", "5")
+        assert human.returncode == 0 and "Trained adapter" in human.stdout
+
+        small = tmp_path / "small.txt"
+        small.write_text("just one line\\n")
+        error = cli_json(node.root, "models", "train-adapter", "--encoder", "text", "--corpus", str(small), expect_rc=1)
+        assert error["error"]["code"] == "invalid_params" and "at least" in error["error"]["message"]
+        error = cli_json(node.root, "models", "train-adapter", "--encoder", "text", expect_rc=1)
+        assert "stored text vectors" in error["error"]["message"]
+        assert daemon.call("daemon.status")["running"]
+    finally:
+        assert daemon.stop() == 0
