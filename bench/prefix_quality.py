@@ -1,8 +1,9 @@
 """Quality and speed of importance-ordered prefixes (raw truncation vs PCA vs our adapter).
 
-Corpus: sentences from the docstrings of the Python standard library installed with the
-interpreter running this script (real English technical prose that exists on every machine
-with Python), embedded with the real all-MiniLM-L6-v2 (384-d). Disjoint splits: 20,000
+Corpus: sentences from the docstrings of the Python standard library and of the packages
+installed in the running environment (torch, numpy, transformers, ...: real English
+technical prose that exists on any machine that runs Peerlight), embedded with the real
+all-MiniLM-L6-v2 (384-d). Disjoint splits: 20,000
 for training the PCA and the adapter, 20,000 as the searched corpus, 1,000 held-out queries.
 Ground truth: exact full-dimension search with the base vectors.
 
@@ -37,15 +38,17 @@ from peerlight.embeddings.prefix_index import PrefixIndex  # noqa: E402
 from peerlight.embeddings.vectors import normalize  # noqa: E402
 
 KS = (8, 16, 32, 48, 64, 96, 128, 192)
+SOURCE = "docstring sentences of the installed Python stdlib and site-packages"
 CACHE = Path(os.environ.get("PEERLIGHT_BENCH_CACHE", Path.home() / ".cache" / "peerlight-bench"))
 
 
-def stdlib_sentences() -> list[str]:
-    """Distinct 5-60 word sentences from the standard library's docstrings (tests excluded)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
+def docstring_sentences() -> list[str]:
+    """Distinct 5-60 word sentences from installed docstrings (stdlib, then site-packages; no tests)."""
+    roots = [Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])]
+    files = [f for root in roots for f in sorted(root.rglob("*.py"))]
     texts, seen = [], set()
-    for file in sorted(root.rglob("*.py")):
-        if {"test", "tests", "idlelib", "site-packages"} & set(file.parts):
+    for file in files:
+        if {"test", "tests", "idlelib"} & set(file.parts) or ("site-packages" in file.parts and file.is_relative_to(roots[0])):
             continue
         try:
             tree = ast.parse(file.read_text(encoding="utf-8", errors="replace"))
@@ -68,22 +71,22 @@ def embedded_corpus(count: int) -> tuple[np.ndarray, str, str]:
     from peerlight.embeddings.sentence import SentenceModel, resolve_sentence_weights
     from peerlight.embeddings.weights import HubModelSpec
 
-    texts = stdlib_sentences()
+    texts = docstring_sentences()
     if len(texts) < count:
         raise SystemExit(f"only {len(texts)} sentences found; {count} needed")
     texts = texts[:count]
     spec = HubModelSpec("sentence-transformers/all-MiniLM-L6-v2")
     model = SentenceModel(spec, resolve_sentence_weights(spec))
     key = hashlib.sha256(("\n".join(texts) + model.model_id).encode()).hexdigest()[:16]
-    cached = CACHE / f"minilm-stdlib-{count}-{key}.npy"
+    cached = CACHE / f"minilm-docstrings-{count}-{key}.npy"
     if cached.exists():
-        return np.load(cached), model.model_id, f"python {sys.version.split()[0]} stdlib docstrings"
+        return np.load(cached), model.model_id, SOURCE
     started = time.perf_counter()
     vectors = model.encode(texts, batch_size=128)
     print(f"embedded {count} sentences in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     CACHE.mkdir(parents=True, exist_ok=True)
     np.save(cached, vectors)
-    return vectors, model.model_id, f"python {sys.version.split()[0]} stdlib docstrings"
+    return vectors, model.model_id, SOURCE
 
 
 def top10(queries: np.ndarray, corpus: np.ndarray) -> np.ndarray:
