@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("library", nargs="?", help="library id, path or name")
     index.add_argument("--wait", action="store_true", help="show progress until indexing and embedding are done")
 
-    models = command("models", index_commands.cmd_models, "list the embedding models: weights, state, dimension, id")
+    models = command(
+        "models", index_commands.cmd_models, "list the embedding models (weights, state, dimension, id); train-adapter"
+    )
     models.add_argument("--no-load", action="store_true", help="report without trying to load the models")
     model_actions = models.add_subparsers(dest="models_action", required=False, metavar="ACTION")
     train = command(
