@@ -130,3 +130,74 @@ class _TorchAdapter:
             array(self.out.weight).T.copy(),
             array(self.out.bias),
         )
+
+
+def train_alignment(
+    source_base_model_id: str,
+    source_vectors: np.ndarray,
+    target_model_id: str,
+    target_vectors: np.ndarray,
+    options: TrainingOptions = TrainingOptions(),
+    progress: Callable[[int, int, float], None] | None = None,
+) -> Adapter:
+    """An adapter that brings a further encoder into an existing (ordered) space.
+
+    ``source_vectors`` are the joining encoder's text-tower vectors of a text corpus and
+    ``target_vectors`` the same texts in the existing space (e.g. through its text tower and
+    adapter). Because each encoder's media tower is aligned with its own text tower, mapping
+    the text towers onto each other carries the joining encoder's images (or audio) into the
+    existing space too. The map starts as the least-squares linear fit and is then trained
+    contrastively — each text must be nearest its own target among the batch — with the same
+    nested-prefix (Matryoshka) weighting, so the result is importance-ordered like the space.
+    """
+    import torch
+
+    source = np.asarray(source_vectors, dtype=np.float32)
+    target = np.asarray(target_vectors, dtype=np.float32)
+    if len(source) != len(target):
+        raise ValueError("source and target must hold the same texts, in the same order")
+    d = target.shape[1]
+    prefixes = sorted({k for k in options.prefixes if k < d} | {d})
+    linear, *_ = np.linalg.lstsq(source.astype(np.float64), target.astype(np.float64), rcond=None)
+    start = Adapter(
+        source_base_model_id,
+        linear.astype(np.float32),
+        np.zeros((source.shape[1], 0), np.float32),
+        np.zeros(0, np.float32),
+        np.zeros((0, source.shape[1]), np.float32),
+        np.zeros(source.shape[1], np.float32),
+    )
+    generator = torch.Generator().manual_seed(options.seed)
+    torch.manual_seed(options.seed)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        model = _TorchAdapter(start, options.hidden)
+        xs, xt = torch.from_numpy(source), torch.from_numpy(target)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=0.0)
+        for step in range(1, options.steps + 1):
+            batch = torch.randint(0, len(xs), (options.batch * 4,), generator=generator)
+            mapped, wanted = model(xs[batch]), xt[batch]
+            labels = torch.arange(len(batch))
+            loss = torch.zeros(())
+            for k in prefixes:
+                a = torch.nn.functional.normalize(mapped[:, :k], dim=-1)
+                b = torch.nn.functional.normalize(wanted[:, :k], dim=-1)
+                loss = loss + torch.nn.functional.cross_entropy(a @ b.T / options.temperature, labels)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            if progress is not None:
+                progress(step, options.steps, float(loss.detach()))
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+    adapter = model.export(source_base_model_id)
+    adapter.info = {
+        "kind": "alignment",
+        "space": target_model_id,
+        "corpus_size": len(source),
+        "steps": options.steps,
+        "seed": options.seed,
+        "prefixes": prefixes,
+    }
+    return adapter

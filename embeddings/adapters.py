@@ -101,6 +101,11 @@ class Adapter:
         return b"\0".join(parts)
 
     @property
+    def space_id(self) -> str:
+        """The space its vectors live in: its own model id, or the space an alignment joined."""
+        return self.info.get("space") or self.model_id
+
+    @property
     def model_id(self) -> str:
         name = self.base_model_id.split(":")[1] if self.base_model_id.count(":") >= 2 else self.base_model_id
         return make_model_id("ordered", name, f"{self.base_model_id}:{self.adapter_id}", self.dimension)

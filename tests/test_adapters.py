@@ -88,3 +88,35 @@ def test_corrupt_adapter_files_are_refused(tmp_path: Path) -> None:
     bad.write_bytes(b"not an adapter")
     with pytest.raises(AdapterError):
         Adapter.load(bad)
+
+
+def test_a_further_encoder_joins_an_existing_space_through_its_text_tower() -> None:
+    from peerlight.embeddings.adapter_training import train_alignment
+
+    rng = np.random.default_rng(11)
+    latent_dim, n_texts, n_media = 24, 2000, 300
+    # Two encoders see the same underlying meaning through different (unknown) maps.
+    existing = np.linalg.qr(rng.normal(size=(latent_dim, D)).T)[0].T  # latent -> existing space
+    joining = rng.normal(size=(latent_dim, 40))  # latent -> the joining encoder's space (40-d)
+
+    def meaning(n: int) -> np.ndarray:
+        return rng.normal(size=(n, latent_dim)) * np.geomspace(2, 0.3, latent_dim)
+
+    texts = meaning(n_texts)
+    space_adapter = pca_adapter("st:space:0", normalize(texts @ existing))
+    target = space_adapter.apply(normalize(texts @ existing))  # texts in the existing, ordered space
+    source = normalize(texts @ joining + rng.normal(size=(n_texts, 40)) * 0.01)  # the joining text tower
+    aligned = train_alignment("clip:joining:0", source, space_adapter.model_id, target, TrainingOptions(steps=40, hidden=32))
+    assert aligned.space_id == space_adapter.model_id and aligned.model_id != space_adapter.model_id
+    assert aligned.input_dimension == 40 and aligned.dimension == D
+
+    # Media seen by the joining encoder (its media tower agrees with its text tower) now
+    # land next to the same meaning in the existing space.
+    media = meaning(n_media)
+    in_space = space_adapter.apply(normalize(media @ existing))
+    joined = aligned.apply(normalize(media @ joining))
+    nearest = np.argmax(joined @ in_space.T, axis=1)
+    assert np.mean(nearest == np.arange(n_media)) > 0.9
+    # Without alignment the joining encoder's vectors mean nothing in this space.
+    unaligned = normalize(normalize(media @ joining) @ rng.normal(size=(40, D)))
+    assert np.mean(np.argmax(unaligned @ in_space.T, axis=1) == np.arange(n_media)) < 0.1
