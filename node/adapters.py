@@ -64,7 +64,8 @@ async def train_node_adapter(
     options: TrainingOptions,
     progress: TrainingProgress,
 ) -> dict[str, Any]:
-    model = await models.get(role)
+    # Adapters map the *base* encoder's vectors: train on those, not on already ordered ones.
+    model = getattr(await models.get(role), "base", None) or await models.get(role)
     if corpus is not None:
         texts = await trio.to_thread.run_sync(corpus_texts, corpus)
         if len(texts) < MIN_CORPUS:
@@ -76,8 +77,8 @@ async def train_node_adapter(
         vectors = await catalog.read(partial(store.model_vectors, model_id=model.model_id, limit=MAX_CORPUS))
         if len(vectors) < MIN_CORPUS:
             raise TrainingError(
-                f"the node has {len(vectors)} stored {role} vectors; at least {MIN_CORPUS} are needed "
-                "(index more media, or give --corpus)"
+                f"the node has {len(vectors)} stored {role} vectors of the base model {model.model_id}; at least "
+                f"{MIN_CORPUS} are needed (index more media with adapter = \"none\", or give --corpus)"
             )
         source = f"{len(vectors)} stored vectors"
     progress.phase, progress.steps = "training", options.steps

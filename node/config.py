@@ -125,6 +125,12 @@ class ModelsOptions:
     )
 
 
+_ADAPTER_DOC = (
+    'Importance-ordering adapter: "default" (the one shipped for this model, if any), "none" (store base'
+    ' vectors), or an adapter id or .npz file from `peerlight models train-adapter`.'
+)
+
+
 @dataclass(frozen=True)
 class ImageModelOptions:
     """open_clip: images, video frames and the text queries that search them share this model."""
@@ -134,6 +140,7 @@ class ImageModelOptions:
         "laion2b_s34b_b79k", "open_clip pretrained tag; \"random\" means untrained weights with a fixed seed (tests only)."
     )
     checkpoint: Optional[Path] = _option(None, "Local checkpoint file; overrides the pretrained tag when set.")
+    adapter: str = _option("default", _ADAPTER_DOC)
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,7 @@ class TextModelOptions:
 
     name: str = _option("sentence-transformers/all-MiniLM-L6-v2", "Model name on the Hugging Face Hub.")
     checkpoint: Optional[Path] = _option(None, "Local model folder; overrides the name when set.")
+    adapter: str = _option("default", _ADAPTER_DOC)
     chunk_words: int = _option(120, "Words per chunk of a document.", min=16, max=2000)
     chunk_overlap_words: int = _option(30, "Words each chunk shares with the previous one.", min=0, max=1000)
 
@@ -153,6 +161,7 @@ class AudioModelOptions:
     enabled: bool = _option(True, "Use CLAP when its weights are available.")
     name: str = _option("laion/clap-htsat-unfused", "CLAP model name on the Hugging Face Hub.")
     checkpoint: Optional[Path] = _option(None, "Local CLAP folder; overrides the name when set.")
+    adapter: str = _option("default", _ADAPTER_DOC)
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ class Daemon:
 
     async def run(self, on_ready: Callable[[], None] = lambda: None) -> None:
         self._catalog = await Catalog.open(self.paths.catalog, readers=self.config.catalog.readers)
-        self.models = ModelManager(self.config, partial(self.config.resolve_path, self.paths.root))
+        self.models = ModelManager(self.config, partial(self.config.resolve_path, self.paths.root), self.paths.adapters)
         self.search = SearchEngine(self._catalog, self.models)
         self.embedder = Embedder(self._catalog, self.models, self.config, on_stored=self.search.vectors_stored)
         self.search.embed_example = self.embedder.embed_example

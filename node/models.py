@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -38,6 +39,8 @@ class ModelInfo:
     dimension: int | None = None
     space: str | None = None
     reason: str | None = None
+    base_model_id: str | None = None  # set when an ordering adapter follows the base encoder
+    adapter_id: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -53,11 +56,14 @@ class ModelSlot:
         self.model: Any = None
         self.last_used = 0.0
         self.failure: str | None = None
+        self.failure_state = "failed"
         self._failed_at = -float("inf")
         self._lock = trio.Lock()
         self.known_id: str | None = None
         self.known_dimension: int | None = None
         self.weights: str | None = None
+        self.base_id: str | None = None
+        self.adapter_id: str | None = None
 
     async def get(self) -> Any:
         async with self._lock:
@@ -71,6 +77,7 @@ class ModelSlot:
                     self.model = await trio.to_thread.run_sync(self._load, abandon_on_cancel=True)
                 except Exception as exc:  # WeightsMissing, or anything a model library raises
                     self.failure = str(exc) if _is_missing(exc) else f"{type(exc).__name__}: {exc}"
+                    self.failure_state = "missing" if _is_missing(exc) else "failed"
                     self._failed_at = time.monotonic()
                     (log.warning if _is_missing(exc) else log.exception)(
                         "model unavailable", extra={"role": self.role, "reason": self.failure}
@@ -79,6 +86,9 @@ class ModelSlot:
                 self.failure = None
                 self.known_id, self.known_dimension = self.model.model_id, self.model.dimension
                 self.weights = self.model.weights.description
+                adapter = getattr(self.model, "adapter", None)
+                self.base_id = self.model.base.model_id if adapter else None
+                self.adapter_id = adapter.adapter_id if adapter else None
                 log.info(
                     "model loaded",
                     extra={"role": self.role, "model_id": self.known_id, "seconds": round(time.monotonic() - started, 2)},
@@ -98,11 +108,20 @@ class ModelSlot:
         if self.model is not None:
             state = "loaded"
         elif self.failure:
-            state = "missing" if "not found" in self.failure or "does not exist" in self.failure else "failed"
+            state = self.failure_state
         else:
             state = "unloaded"
         return ModelInfo(
-            self.role, self.name, state, self.weights, self.known_id, self.known_dimension, self.space, self.failure
+            self.role,
+            self.name,
+            state,
+            self.weights,
+            self.known_id,
+            self.known_dimension,
+            self.space,
+            self.failure,
+            self.base_id,
+            self.adapter_id,
         )
 
 
@@ -120,8 +139,37 @@ def _device(configured: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def with_adapter(base: Any, choice: str, adapters_dir: Path | None) -> Any:
+    """The base encoder followed by the configured ordering adapter (or alone, for "none")."""
+    from peerlight.embeddings import default_adapters
+    from peerlight.embeddings.adapters import Adapter, AdapterError
+    from peerlight.embeddings.ordered import OrderedEncoder
+
+    if choice == "none":
+        return base
+    if choice == "default":
+        path = default_adapters.file_for(base.model_id)
+        if not path.exists():
+            log.info("no adapter ships for this model; its vectors are stored unordered", extra={"model_id": base.model_id})
+            return base
+    elif choice.endswith(".npz") or "/" in choice:
+        path = Path(choice)
+    elif adapters_dir is not None:
+        path = adapters_dir / f"{choice}.npz"
+    else:
+        raise AdapterError(f"adapter {choice!r}: no adapters folder to look in")
+    if not path.exists():
+        raise AdapterError(f"adapter {path} does not exist")
+    return OrderedEncoder(base, Adapter.load(path))
+
+
 class ModelManager:
-    def __init__(self, config: Config, data_dir_resolve: Callable[[Any], Any] = lambda p: p) -> None:
+    def __init__(
+        self,
+        config: Config,
+        data_dir_resolve: Callable[[Any], Any] = lambda p: p,
+        adapters_dir: Path | None = None,
+    ) -> None:
         self._config = config
         models = config.models
         cache_dir = str(data_dir_resolve(models.cache_dir)) if models.cache_dir else None
@@ -132,7 +180,7 @@ class ModelManager:
             opts = config.image_model
             checkpoint = data_dir_resolve(opts.checkpoint) if opts.checkpoint else None
             spec = ClipSpec(opts.name, opts.pretrained, checkpoint, _device(models.device), models.allow_download, cache_dir)
-            return ClipModel(spec, resolve_clip_weights(spec))
+            return with_adapter(ClipModel(spec, resolve_clip_weights(spec)), opts.adapter, adapters_dir)
 
         def text() -> Any:
             from peerlight.embeddings.sentence import SentenceModel, resolve_sentence_weights
@@ -141,7 +189,7 @@ class ModelManager:
             opts = config.text_model
             checkpoint = data_dir_resolve(opts.checkpoint) if opts.checkpoint else None
             spec = HubModelSpec(opts.name, checkpoint, _device(models.device), models.allow_download, cache_dir)
-            return SentenceModel(spec, resolve_sentence_weights(spec))
+            return with_adapter(SentenceModel(spec, resolve_sentence_weights(spec)), opts.adapter, adapters_dir)
 
         def audio() -> Any:
             from peerlight.embeddings.clap import ClapModel, resolve_clap_weights
@@ -153,7 +201,7 @@ class ModelManager:
                 raise WeightsMissing("CLAP is disabled (audio_model.enabled = false); audio is embedded from its tags")
             checkpoint = data_dir_resolve(opts.checkpoint) if opts.checkpoint else None
             spec = HubModelSpec(opts.name, checkpoint, _device(models.device), models.allow_download, cache_dir)
-            return ClapModel(spec, resolve_clap_weights(spec))
+            return with_adapter(ClapModel(spec, resolve_clap_weights(spec)), opts.adapter, adapters_dir)
 
         retry = models.retry_missing_seconds
         self.slots = {

@@ -223,3 +223,35 @@ def test_audio_moves_from_tag_vectors_to_clap_when_its_weights_appear(node: Node
         assert len(reply["results"]) == 3 and not reply["warnings"]
     finally:
         assert daemon.stop() == 0
+
+
+def test_changing_the_adapter_re_embeds_under_the_new_model_id(node: NodePaths, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(3):
+        (docs / f"d{i}.txt").write_text(f"Paragraph {i} about rivers, mountains and the weather in spring.")
+    daemon = started(node)
+    try:
+        cli_json(node.root, "library", "add", str(docs))
+        index_and_wait(node.root)
+        ordered = {m["role"]: m for m in cli_json(node.root, "models")}["text"]["model_id"]
+        assert ordered.startswith("ordered:")
+        assert rows(node, "SELECT DISTINCT model_id FROM embeddings") == [(ordered,)]
+    finally:
+        assert daemon.stop() == 0
+    daemon = started(node, '[text_model]\nadapter = "none"\n')
+    try:
+        summary = index_and_wait(node.root)
+        base = {m["role"]: m for m in cli_json(node.root, "models")}["text"]["model_id"]
+        assert base.startswith("st:") and summary["embeddings"]["documents"]["embedded"] == 3
+        assert {r[0] for r in rows(node, "SELECT DISTINCT model_id FROM embeddings")} == {ordered, base}
+        assert len(cli_json(node.root, "search", "alpine streams", "--mode", "semantic")["results"]) == 3
+    finally:
+        assert daemon.stop() == 0
+    daemon = started(node, '[text_model]\nadapter = "no-such-adapter"\n')
+    try:
+        models = {m["role"]: m for m in cli_json(node.root, "models")}
+        assert models["text"]["state"] == "failed" and "does not exist" in models["text"]["reason"]
+        assert daemon.call("daemon.status")["running"]
+    finally:
+        assert daemon.stop() == 0

