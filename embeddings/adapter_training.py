@@ -11,8 +11,10 @@ Training is deterministic given the seed (fixed steps, deterministic torch algor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +32,20 @@ class TrainingOptions:
     temperature: float = 0.02
     prefixes: tuple[int, ...] = DEFAULT_PREFIXES
     seed: int = 0
+
+
+@contextlib.contextmanager
+def _deterministic(seed: int) -> Iterator[Any]:
+    """Seeded, deterministic torch for the duration of a training run; yields the generator."""
+    import torch
+
+    torch.manual_seed(seed)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield torch.Generator().manual_seed(seed)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
 
 
 def nearest_neighbours(vectors: np.ndarray, count: int) -> np.ndarray:
@@ -55,11 +71,7 @@ def train_adapter(
     d = vectors.shape[1]
     start = pca_adapter(base_model_id, vectors)
     prefixes = sorted({k for k in options.prefixes if k < d} | {d})
-    generator = torch.Generator().manual_seed(options.seed)
-    torch.manual_seed(options.seed)
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
+    with _deterministic(options.seed) as generator:
         model = _TorchAdapter(start, options.hidden)
         data = torch.from_numpy(vectors)
         neighbours = torch.from_numpy(nearest_neighbours(vectors, options.neighbours).astype(np.int64))
@@ -84,8 +96,6 @@ def train_adapter(
             schedule.step()
             if progress is not None:
                 progress(step, options.steps, float(loss.detach()))
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
     adapter = model.export(base_model_id)
     adapter.info = {
         "kind": "matryoshka",
@@ -167,11 +177,7 @@ def train_alignment(
         np.zeros((0, source.shape[1]), np.float32),
         np.zeros(source.shape[1], np.float32),
     )
-    generator = torch.Generator().manual_seed(options.seed)
-    torch.manual_seed(options.seed)
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
+    with _deterministic(options.seed) as generator:
         model = _TorchAdapter(start, options.hidden)
         xs, xt = torch.from_numpy(source), torch.from_numpy(target)
         optimiser = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=0.0)
@@ -189,8 +195,6 @@ def train_alignment(
             optimiser.step()
             if progress is not None:
                 progress(step, options.steps, float(loss.detach()))
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
     adapter = model.export(source_base_model_id)
     adapter.info = {
         "kind": "alignment",

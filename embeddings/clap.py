@@ -43,6 +43,7 @@ class ClapModel:
     """A loaded CLAP model (an :class:`~.base.Encoder` over audio files)."""
 
     space = SPACE
+
     def __init__(self, spec: HubModelSpec, weights: Weights) -> None:
         from transformers import ClapModel as HfClapModel
         from transformers import ClapProcessor

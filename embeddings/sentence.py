@@ -49,6 +49,7 @@ class SentenceModel:
     """A loaded sentence-transformers model (an :class:`~.base.Encoder` over text chunks)."""
 
     space = SPACE
+
     def __init__(self, spec: HubModelSpec, weights: Weights) -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
