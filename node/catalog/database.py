@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import trio
 
-from .migrations import LATEST_VERSION, migrate, schema_version
+from .migrations import LATEST_VERSION, migrate
 
 log = logging.getLogger("peerlight.catalog")
 
@@ -149,4 +149,4 @@ def _run_read(conn: sqlite3.Connection, query: Callable[[sqlite3.Connection], T]
         conn.execute("COMMIT")
 
 
-__all__ = ["Catalog", "CatalogError", "open_writer", "schema_version"]
+__all__ = ["Catalog", "CatalogError", "open_writer"]

@@ -53,10 +53,6 @@ class VectorIndex:
             VectorHit(*split_vector_id(vid), float(score)) for vid, score in zip(ids[0], scores[0]) if vid >= 0
         ]
 
-    def vector(self, vid: int) -> np.ndarray:
-        with self._lock:
-            return self._index.reconstruct(int(vid))
-
 
 def best_per_item(hits: list[VectorHit]) -> list[VectorHit]:
     """Collapse segment hits to one per item (its best segment), keeping the order."""
