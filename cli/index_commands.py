@@ -118,6 +118,8 @@ def cmd_train_adapter(args: Namespace, paths: NodePaths, out: Output) -> int:
         params["steps"] = args.steps
     if args.corpus:
         params["corpus"] = str(Path(args.corpus).expanduser().resolve())
+    if args.align_to:
+        params["align_to"] = args.align_to
     with ControlClient(paths.control_socket, timeout=None) as client:
         if out.as_json:
             result = client.call("models.train_adapter", **params)
@@ -142,4 +144,6 @@ def cmd_train_adapter(args: Namespace, paths: NodePaths, out: Output) -> int:
 def _render_adapter(console: Console, result: dict[str, Any]) -> None:
     console.print(f"Trained adapter [bold]{result['adapter_id'][:16]}…[/] for {result['role']} ({escape(result['corpus'])}).")
     console.print(f"  model id  {result['model_id']}")
+    if result["space"] != result["model_id"]:
+        console.print(f"  joins     {result['space']} ({result['matched']:.0%} of the corpus lands on its own text)")
     console.print(f"  saved to  {escape(result['path'])}")

@@ -72,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--encoder", choices=["image", "text", "audio"], required=True, help="which model's vectors")
     train.add_argument("--corpus", help="text file (one text per line) or folder of .txt/.md files; default: stored vectors")
-    train.add_argument("--steps", type=int, help="training steps (default 3000)")
+    train.add_argument(
+        "--align-to", choices=["image", "text", "audio"],
+        help="instead of ordering, bring the encoder into this role's space by aligning text towers (needs --corpus)",
+    )
+    train.add_argument("--steps", type=int, help="training steps (default 2000)")
     train.add_argument("--seed", type=int, default=0, help="random seed (training is deterministic given it)")
 
     search = command("search", search_commands.cmd_search, "search the local index")

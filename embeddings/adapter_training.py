@@ -2,11 +2,14 @@
 
 Matryoshka objective: for every prefix length K in a nested list, the ranking of candidates
 by the K-prefix of the adapted vectors should match their ranking by the full base vectors.
-Each training query is compared with its true nearest neighbours (the candidates that
-decide recall) plus random ones; the loss is the KL divergence between the softmax of the
-base similarities (the target) and the softmax of the prefix similarities, summed over K.
-K = D is part of the list, so the full-length vector stays faithful to the base one.
-Training is deterministic given the seed (fixed steps, deterministic torch algorithms).
+A batch is made of neighbourhoods: a few seed vectors, each with some of its nearest
+neighbours (half the very nearest, half drawn from a wider pool), so that every row meets
+the candidates that decide recall — its own close neighbours and other neighbourhoods as
+harder-than-random negatives — and the adapter runs once per row, not once per comparison.
+For each row, the loss is the KL divergence between the softmax of its base similarities to
+the rest of the batch (the target) and the softmax of its prefix similarities, summed over
+K. K = D is part of the list (weighted by ``full_weight``), so the full-length vector stays
+close to the base one. Deterministic given the seed (fixed steps, deterministic torch).
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ from .adapters import DEFAULT_PREFIXES, Adapter, pca_adapter
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    steps: int = 3000
-    batch: int = 64
-    neighbours: int = 64
-    random_candidates: int = 64
+    steps: int = 2000
+    batch: int = 64  # alignment: texts per batch (x4)
+    neighbourhoods: int = 32  # seeds per batch
+    neighbourhood_size: int = 32  # rows per neighbourhood (the seed and its neighbours)
+    pool: int = 200  # half of a neighbourhood is drawn from the seed's this-many nearest
     hidden: int = 512
     learning_rate: float = 1e-3
     temperature: float = 0.02
+    full_weight: float = 1.0
     prefixes: tuple[int, ...] = DEFAULT_PREFIXES
     seed: int = 0
 
@@ -71,25 +76,29 @@ def train_adapter(
     d = vectors.shape[1]
     start = pca_adapter(base_model_id, vectors)
     prefixes = sorted({k for k in options.prefixes if k < d} | {d})
+    weights = [options.full_weight if k == d else 1.0 for k in prefixes]
+    pool = min(options.pool, len(vectors) - 1)
+    size = min(options.neighbourhood_size, pool + 1)
+    near = (size - 1) // 2
     with _deterministic(options.seed) as generator:
         model = _TorchAdapter(start, options.hidden)
         data = torch.from_numpy(vectors)
-        neighbours = torch.from_numpy(nearest_neighbours(vectors, options.neighbours).astype(np.int64))
+        neighbours = torch.from_numpy(nearest_neighbours(vectors, pool).astype(np.int64))
         optimiser = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=0.0)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, options.steps)
         for step in range(1, options.steps + 1):
-            queries = torch.randint(0, len(data), (options.batch,), generator=generator)
-            randoms = torch.randint(0, len(data), (options.batch, options.random_candidates), generator=generator)
-            candidates = torch.cat([neighbours[queries], randoms], dim=1)
-            xq, xc = data[queries], data[candidates]
-            target = torch.softmax(torch.einsum("bd,bcd->bc", xq, xc) / options.temperature, dim=1)
-            yq, yc = model(xq), model(xc)
+            seeds = torch.randint(0, len(data), (options.neighbourhoods,), generator=generator)
+            wider = torch.rand(len(seeds), pool - near, generator=generator).argsort(dim=1)[:, : size - 1 - near] + near
+            rows = torch.cat([seeds[:, None], neighbours[seeds, :near], torch.gather(neighbours[seeds], 1, wider)], 1)
+            x = data[rows.reshape(-1)]
+            itself = torch.eye(len(x), dtype=torch.bool)
+            target = torch.softmax((x @ x.T / options.temperature).masked_fill(itself, -1e9), dim=1)
+            y = model(x)
             loss = torch.zeros(())
-            for k in prefixes:
-                a = torch.nn.functional.normalize(yq[:, :k], dim=-1)
-                b = torch.nn.functional.normalize(yc[:, :, :k], dim=-1)
-                log_predicted = torch.log_softmax(torch.einsum("bd,bcd->bc", a, b) / options.temperature, dim=1)
-                loss = loss + torch.nn.functional.kl_div(log_predicted, target, reduction="batchmean")
+            for k, weight in zip(prefixes, weights):
+                p = torch.nn.functional.normalize(y[:, :k], dim=-1)
+                log_predicted = torch.log_softmax((p @ p.T / options.temperature).masked_fill(itself, -1e9), dim=1)
+                loss = loss + weight * torch.nn.functional.kl_div(log_predicted, target, reduction="batchmean")
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -104,6 +113,7 @@ def train_adapter(
         "seed": options.seed,
         "prefixes": prefixes,
         "hidden": options.hidden,
+        "full_weight": options.full_weight,
     }
     return adapter
 

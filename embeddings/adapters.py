@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model_ids import make_model_id
+from .model_ids import ORDERED, make_model_id
 from .vectors import normalize
 
 DEFAULT_PREFIXES = (8, 16, 32, 48, 64, 96, 128, 192)
@@ -108,7 +108,7 @@ class Adapter:
     @property
     def model_id(self) -> str:
         name = self.base_model_id.split(":")[1] if self.base_model_id.count(":") >= 2 else self.base_model_id
-        return make_model_id("ordered", name, f"{self.base_model_id}:{self.adapter_id}", self.dimension)
+        return make_model_id(ORDERED, name, f"{self.base_model_id}:{self.adapter_id}", self.dimension)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,14 @@ import hashlib
 import re
 
 
+ORDERED = "ordered"  # the kind of model ids whose vectors an ordering adapter produced
+
+
+def is_ordered(model_id: str) -> bool:
+    """Whether the vectors of this model id are importance-ordered (their prefixes are meaningful)."""
+    return model_id.startswith(ORDERED + ":")
+
+
 def make_model_id(kind: str, name: str, weights: str, dimension: int) -> str:
     digest = hashlib.sha256(f"{kind}\0{name}\0{weights}\0{dimension}".encode()).hexdigest()[:16]
     readable = re.sub(r"[^A-Za-z0-9.]+", "-", name.rsplit("/", 1)[-1]).strip("-")

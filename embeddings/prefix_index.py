@@ -62,13 +62,31 @@ class PrefixIndex:
         if quantizer == "int8":
             # Prefixes are unit vectors: every value lies in [-1, 1], so a fixed range needs no training data.
             self._prefixes.train(np.array([[-1.0] * prefix_len, [1.0] * prefix_len], dtype=np.float32))
-        self._full = np.zeros((0, dimension), dtype=np.float32)
-        self._ids = np.zeros(0, dtype=np.int64)
+        # Full vectors and ids live in buffers that grow geometrically, so that adding a
+        # small batch to a large index costs the batch, not a copy of the whole index.
+        self._vector_buffer = np.zeros((0, dimension), dtype=np.float32)
+        self._id_buffer = np.zeros(0, dtype=np.int64)
+        self._count = 0
         self._row_of: dict[int, int] = {}
         self._lock = threading.RLock()
+        # Caller's bookkeeping saved atomically with the vectors (e.g. how far a journal was applied).
+        self.annotations: dict = {}
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return self._count
+
+    @property
+    def _full(self) -> np.ndarray:
+        return self._vector_buffer[: self._count]
+
+    @property
+    def _ids(self) -> np.ndarray:
+        return self._id_buffer[: self._count]
+
+    def ids(self) -> np.ndarray:
+        """Every id held (a copy), in storage order."""
+        with self._lock:
+            return self._ids.copy()
 
     @property
     def prefix_bytes_per_item(self) -> int:
@@ -87,11 +105,23 @@ class PrefixIndex:
             raise ValueError("duplicate ids in one add")
         with self._lock:
             self.remove(ids)
-            start = len(self._ids)
+            start = self._count
             self._prefixes.add(prefix_of(vectors, self.prefix_len))
-            self._full = np.concatenate([self._full, vectors])
-            self._ids = np.concatenate([self._ids, ids])
+            self._reserve(start + len(ids))
+            self._vector_buffer[start : start + len(ids)] = vectors
+            self._id_buffer[start : start + len(ids)] = ids
+            self._count += len(ids)
             self._row_of.update((int(vid), start + i) for i, vid in enumerate(ids))
+
+    def _reserve(self, rows: int) -> None:
+        if rows <= len(self._id_buffer):
+            return
+        capacity = max(rows, 2 * len(self._id_buffer), 1024)
+        vectors = np.zeros((capacity, self.dimension), dtype=np.float32)
+        ids = np.zeros(capacity, dtype=np.int64)
+        vectors[: self._count] = self._full
+        ids[: self._count] = self._ids
+        self._vector_buffer, self._id_buffer = vectors, ids
 
     def remove(self, ids: np.ndarray) -> int:
         """Drop these ids (unknown ones are ignored); returns how many were removed."""
@@ -101,11 +131,13 @@ class PrefixIndex:
                 return 0
             import faiss
 
-            keep = np.ones(len(self._ids), dtype=bool)
+            keep = np.ones(self._count, dtype=bool)
             keep[rows] = False
             self._prefixes.remove_ids(faiss.IDSelectorBatch(np.array(rows, dtype=np.int64)))
-            self._full = self._full[keep]
-            self._ids = self._ids[keep]
+            kept_vectors, kept_ids = self._full[keep], self._ids[keep]
+            self._count = len(kept_ids)
+            self._vector_buffer[: self._count] = kept_vectors
+            self._id_buffer[: self._count] = kept_ids
             self._row_of = {int(v): i for i, v in enumerate(self._ids)}
             return len(rows)
 
@@ -125,7 +157,7 @@ class PrefixIndex:
             raise ValueError(f"this index holds {self.prefix_len}-prefixes, not {prefix_len}")
         query = normalize(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
         with self._lock:
-            n = len(self._ids)
+            n = self._count
             if n == 0 or k <= 0:
                 return PrefixHits(np.zeros(0, np.int64), np.zeros(0, np.float32))
             if mode == "exact":
@@ -136,7 +168,7 @@ class PrefixIndex:
             return self._top(rows, self._full[rows] @ query, k)
 
     def _prefix_rows(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, rows = self._prefixes.search(prefix_of(query, self.prefix_len).reshape(1, -1), min(count, len(self._ids)))
+        scores, rows = self._prefixes.search(prefix_of(query, self.prefix_len).reshape(1, -1), min(count, self._count))
         valid = rows[0] >= 0
         return rows[0][valid], scores[0][valid]
 
@@ -168,7 +200,8 @@ class PrefixIndex:
                 "dimension": self.dimension,
                 "prefix_len": self.prefix_len,
                 "quantizer": self.quantizer,
-                "count": len(self._ids),
+                "count": self._count,
+                "annotations": self.annotations,
             }
         (staging / "meta.json").write_text(json.dumps(meta))
         old = folder.with_name(folder.name + ".old")
@@ -189,9 +222,11 @@ class PrefixIndex:
             raise ValueError(f"{folder}: unsupported index format {meta.get('format')!r}")
         index = cls(meta["model_id"], meta["dimension"], meta["prefix_len"], meta["quantizer"])
         index._prefixes = faiss.read_index(str(folder / "prefixes.faiss"))
-        index._full = np.load(folder / "full.npy")
-        index._ids = np.load(folder / "ids.npy")
-        if not (len(index._ids) == len(index._full) == index._prefixes.ntotal == meta["count"]):
+        index._vector_buffer = np.load(folder / "full.npy")
+        index._id_buffer = np.load(folder / "ids.npy")
+        index._count = len(index._id_buffer)
+        if not (len(index._id_buffer) == len(index._vector_buffer) == index._prefixes.ntotal == meta["count"]):
             raise ValueError(f"{folder}: the index files disagree on the number of vectors")
         index._row_of = {int(v): i for i, v in enumerate(index._ids)}
+        index.annotations = dict(meta.get("annotations") or {})
         return index

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,13 +19,15 @@ from typing import Any
 import numpy as np
 import trio
 
-from peerlight.embeddings.adapter_training import TrainingOptions, train_adapter
+from peerlight.embeddings.adapter_training import TrainingOptions, train_adapter, train_alignment
+from peerlight.embeddings.adapters import Adapter
 
 from .catalog import embeddings as store
 from .catalog.database import Catalog
 from .models import ModelManager
 
 MIN_CORPUS = 256
+Report = Callable[[int, int, float], None]
 MAX_CORPUS = 50_000
 
 
@@ -55,6 +58,41 @@ def corpus_texts(path: Path, limit: int = MAX_CORPUS) -> list[str]:
     return texts[:limit]
 
 
+async def encode_in_batches(model: Any, texts: list[str], batch: int = 256) -> np.ndarray:
+    """Embed a corpus a batch per worker call: cancellable between batches, never leaving a thread in torch."""
+    parts = [await trio.to_thread.run_sync(model.encode_queries, texts[i : i + batch]) for i in range(0, len(texts), batch)]
+    return np.concatenate(parts)
+
+
+async def train_in_worker(train: Callable[[Report], Adapter], steps: int, progress: TrainingProgress) -> Adapter:
+    """Run ``train(report)`` in a worker thread, reporting into ``progress``.
+
+    Cancelling stops the thread at its next step, and waits for that: a thread left running
+    inside torch when the daemon exits would abort the process.
+    """
+    progress.phase, progress.steps = "training", steps
+    stop, finished = threading.Event(), threading.Event()
+
+    def report(step: int, steps: int, loss: float) -> None:
+        if stop.is_set():
+            raise TrainingError("training cancelled")
+        progress.step, progress.loss = step, loss
+
+    def run() -> Adapter:
+        try:
+            return train(report)
+        finally:
+            finished.set()
+
+    try:
+        return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+    except trio.Cancelled:
+        stop.set()
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(finished.wait)
+        raise
+
+
 async def train_node_adapter(
     catalog: Catalog,
     models: ModelManager,
@@ -63,38 +101,47 @@ async def train_node_adapter(
     corpus: Path | None,
     options: TrainingOptions,
     progress: TrainingProgress,
+    align_to: str | None = None,
 ) -> dict[str, Any]:
+    """Train an ordering adapter for ``role``'s encoder, or — with ``align_to`` — an alignment
+    that brings it into the space of another role's model, and save it in ``adapters_dir``."""
     # Adapters map the *base* encoder's vectors: train on those, not on already ordered ones.
-    model = getattr(await models.get(role), "base", None) or await models.get(role)
+    loaded = await models.get(role)
+    model = getattr(loaded, "base", None) or loaded
+    texts: list[str] = []
     if corpus is not None:
         texts = await trio.to_thread.run_sync(corpus_texts, corpus)
         if len(texts) < MIN_CORPUS:
             raise TrainingError(f"{corpus} holds {len(texts)} texts; at least {MIN_CORPUS} are needed")
-        progress.phase = "embedding corpus"
-        vectors = await trio.to_thread.run_sync(model.encode_queries, texts, abandon_on_cancel=True)
         source = f"{len(texts)} texts from {corpus}"
-    else:
-        vectors = await catalog.read(partial(store.model_vectors, model_id=model.model_id, limit=MAX_CORPUS))
-        if len(vectors) < MIN_CORPUS:
-            raise TrainingError(
-                f"the node has {len(vectors)} stored {role} vectors of the base model {model.model_id}; at least "
-                f"{MIN_CORPUS} are needed (index more media with adapter = \"none\", or give --corpus)"
-            )
-        source = f"{len(vectors)} stored vectors"
-    progress.phase, progress.steps = "training", options.steps
-    stop = threading.Event()
-
-    def report(step: int, steps: int, loss: float) -> None:
-        if stop.is_set():
-            raise TrainingError("training cancelled")
-        progress.step, progress.loss = step, loss
-
-    try:
-        adapter = await trio.to_thread.run_sync(
-            partial(train_adapter, model.model_id, np.asarray(vectors), options, report), abandon_on_cancel=True
+    if align_to is not None:
+        if not texts:
+            raise TrainingError("an alignment is trained on a text corpus: give --corpus")
+        if align_to == role:
+            raise TrainingError("an encoder cannot be aligned to its own space")
+        target = await models.get(align_to)
+        progress.phase = "embedding corpus"
+        source_vectors, target_vectors = await encode_in_batches(model, texts), await encode_in_batches(target, texts)
+        adapter = await train_in_worker(
+            partial(train_alignment, model.model_id, source_vectors, target.model_id, target_vectors, options),
+            options.steps,
+            progress,
         )
-    finally:
-        stop.set()  # if we were cancelled, the training thread stops at its next step
+        extra = {"space": target.model_id, "matched": matched_fraction(adapter.apply(source_vectors), target_vectors)}
+    else:
+        if texts:
+            progress.phase = "embedding corpus"
+            vectors = await encode_in_batches(model, texts)
+        else:
+            vectors = await catalog.read(partial(store.model_vectors, model_id=model.model_id, limit=MAX_CORPUS))
+            if len(vectors) < MIN_CORPUS:
+                raise TrainingError(
+                    f"the node has {len(vectors)} stored {role} vectors of the base model {model.model_id}; at least "
+                    f"{MIN_CORPUS} are needed (index more media with adapter = \"none\", or give --corpus)"
+                )
+            source = f"{len(vectors)} stored vectors"
+        adapter = await train_in_worker(partial(train_adapter, model.model_id, np.asarray(vectors), options), options.steps, progress)
+        extra = {"space": adapter.model_id}
     adapter.info["corpus"] = source
     path = adapters_dir / f"{adapter.adapter_id}.npz"
     await trio.to_thread.run_sync(adapter.save, path)
@@ -109,4 +156,11 @@ async def train_node_adapter(
         "corpus": source,
         "steps": options.steps,
         "seed": options.seed,
+        **extra,
     }
+
+
+def matched_fraction(mapped: np.ndarray, targets: np.ndarray) -> float:
+    """How many texts' mapped vectors are nearest their own target among all targets (alignment quality)."""
+    nearest = np.argmax(mapped @ targets.T, axis=1)
+    return round(float(np.mean(nearest == np.arange(len(mapped)))), 4)

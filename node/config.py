@@ -110,6 +110,19 @@ class IndexOptions:
 
 
 @dataclass(frozen=True)
+class SearchOptions:
+    """How vectors are searched: a short prefix of every ordered vector first, then a full rerank."""
+
+    prefix_length: int = _option(
+        0, "Values of each ordered vector compared in the first stage; 0 means an eighth of the dimension.", min=0, max=4096
+    )
+    shortlist: int = _option(500, "Candidates re-ranked on their full vectors after the prefix stage.", min=10, max=100_000)
+    save_interval_seconds: float = _option(
+        30.0, "How often changed vector indexes are written to disk (they are also written at shutdown).", min=1
+    )
+
+
+@dataclass(frozen=True)
 class ModelsOptions:
     """Where and how the embedding models run."""
 
@@ -123,11 +136,19 @@ class ModelsOptions:
     retry_missing_seconds: float = _option(
         300.0, "How often to look again for weights that were missing, to finish pending embeddings.", min=1
     )
+    train_adapters: bool = _option(
+        True,
+        "Train an ordering adapter for a model that has none shipped (adapter = \"default\"), once it has stored enough vectors.",
+    )
+    adapter_training_vectors: int = _option(
+        2000, "Stored vectors a model needs before the node trains its ordering adapter from them.", min=64, max=50_000
+    )
+    adapter_training_steps: int = _option(2000, "Training steps of an adapter the node trains itself.", min=1, max=1_000_000)
 
 
 _ADAPTER_DOC = (
-    'Importance-ordering adapter: "default" (the one shipped for this model, if any), "none" (store base'
-    ' vectors), or an adapter id or .npz file from `peerlight models train-adapter`.'
+    'Importance-ordering adapter: "default" (the one shipped for this model, else the one the node trained for it),'
+    ' "none" (store base vectors), or an adapter id or .npz file from `peerlight models train-adapter`.'
 )
 
 
@@ -181,6 +202,7 @@ class Config:
     control: ControlOptions = field(default_factory=ControlOptions)
     catalog: CatalogOptions = field(default_factory=CatalogOptions)
     index: IndexOptions = field(default_factory=IndexOptions)
+    search: SearchOptions = field(default_factory=SearchOptions)
     models: ModelsOptions = field(default_factory=ModelsOptions)
     image_model: ImageModelOptions = field(default_factory=ImageModelOptions)
     text_model: TextModelOptions = field(default_factory=TextModelOptions)

@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from .auto_adapters import AutoAdapters, AutoAdapterSettings
 from .catalog import Catalog
 from .catalog.items import item_counts
 from .config import Config
@@ -36,6 +37,7 @@ from .api.library import LibraryMethods
 from .api.search import SearchMethods
 from .models import ModelManager
 from .search.engine import SearchEngine
+from .search.vector_indexes import IndexSettings, VectorIndexes
 from .paths import NodePaths
 
 log = logging.getLogger("peerlight.daemon")
@@ -70,9 +72,22 @@ class Daemon:
     async def run(self, on_ready: Callable[[], None] = lambda: None) -> None:
         self._catalog = await Catalog.open(self.paths.catalog, readers=self.config.catalog.readers)
         self.models = ModelManager(self.config, partial(self.config.resolve_path, self.paths.root), self.paths.adapters)
-        self.search = SearchEngine(self._catalog, self.models)
-        self.embedder = Embedder(self._catalog, self.models, self.config, on_stored=self.search.vectors_stored)
+        indexes = VectorIndexes(
+            self._catalog,
+            self.paths.vector_indexes,
+            IndexSettings(self.config.search.prefix_length, self.config.search.shortlist, self.config.search.save_interval_seconds),
+        )
+        self.search = SearchEngine(self._catalog, self.models, indexes)
+        self.embedder = Embedder(self._catalog, self.models, self.config)
         self.search.embed_example = self.embedder.embed_example
+        self.auto_adapters = AutoAdapters(
+            self._catalog,
+            self.models,
+            self.paths.adapters,
+            lambda role: getattr(self.config, f"{role}_model").adapter,
+            AutoAdapterSettings.from_config(self.config),
+            on_switched=self.embedder.wake,
+        )
         self.indexer = Indexer(
             self._catalog, self.config.index, exclude=(self.paths.root,), on_items_recorded=self.embedder.wake
         )
@@ -99,6 +114,8 @@ class Daemon:
                 await services.start(self.models.run)
                 await services.start(self.embedder.run)
                 await services.start(self.indexer.run)
+                await services.start(self.search.indexes.maintain)
+                await services.start(self.auto_adapters.run)
                 log.info(
                     "daemon ready",
                     extra={"peer_id": self.peer_id, "data_dir": str(self.paths.root), "pid": os.getpid()},
@@ -151,6 +168,7 @@ class Daemon:
             "started_at": self._started_at,
             "uptime_seconds": round(time.monotonic() - self._started_monotonic, 3),
             "catalog": {"path": str(self.paths.catalog), "schema_version": self._catalog.schema_version, **counts},
+            "vector_indexes": self.search.indexes.describe(),
         }
 
 

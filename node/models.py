@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from .adapter_registry import node_default_adapter
 from .config import Config
 
 log = logging.getLogger("peerlight.models")
@@ -41,6 +42,7 @@ class ModelInfo:
     reason: str | None = None
     base_model_id: str | None = None  # set when an ordering adapter follows the base encoder
     adapter_id: str | None = None
+    adapter_training: dict[str, Any] | None = None  # progress while the node trains this model's adapter
 
     def to_wire(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -64,6 +66,7 @@ class ModelSlot:
         self.weights: str | None = None
         self.base_id: str | None = None
         self.adapter_id: str | None = None
+        self.adapter_training: Any = None  # a TrainingProgress while the node trains an adapter for it
 
     async def get(self) -> Any:
         async with self._lock:
@@ -96,6 +99,12 @@ class ModelSlot:
             self.last_used = time.monotonic()
             return self.model
 
+    async def reload(self) -> None:
+        """Drop the loaded model so the next use loads it again (e.g. with a newly trained adapter)."""
+        async with self._lock:
+            self.model = None
+            self.forget_failure()
+
     def forget_failure(self) -> None:
         self.failure, self._failed_at = None, -float("inf")
 
@@ -122,6 +131,7 @@ class ModelSlot:
             self.failure,
             self.base_id,
             self.adapter_id,
+            self.adapter_training.to_wire() if self.adapter_training is not None else None,
         )
 
 
@@ -150,8 +160,14 @@ def with_adapter(base: Any, choice: str, adapters_dir: Path | None) -> Any:
     if choice == "default":
         path = default_adapters.file_for(base.model_id)
         if not path.exists():
-            log.info("no adapter ships for this model; its vectors are stored unordered", extra={"model_id": base.model_id})
-            return base
+            trained = node_default_adapter(adapters_dir, base.model_id) if adapters_dir is not None else None
+            if trained is None:
+                log.info(
+                    "no adapter ships for this model and none is trained yet; its vectors are stored unordered",
+                    extra={"model_id": base.model_id},
+                )
+                return base
+            path = trained
     elif choice.endswith(".npz") or "/" in choice:
         path = Path(choice)
     elif adapters_dir is not None:

@@ -62,6 +62,10 @@ class NodePaths:
         return self.root / "daemon.lock"
 
     @property
+    def vector_indexes(self) -> Path:
+        return self.root / "indexes"
+
+    @property
     def adapters(self) -> Path:
         return self.root / "adapters"
 

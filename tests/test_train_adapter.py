@@ -51,4 +51,31 @@ def test_train_adapter_from_a_corpus_is_deterministic_and_saved(node: NodePaths,
         assert "stored text vectors" in error["error"]["message"]
         assert daemon.call("daemon.status")["running"]
     finally:
-        assert daemon.stop() == 0
+        assert daemon.stop() == 0, daemon.stderr()[-4000:]
+
+
+def test_align_an_encoder_to_another_space_from_the_cli(node: NodePaths, tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    write_config(node.root)
+    daemon = DaemonProcess(node.root)
+    assert daemon.wait_ready() == "ready"
+    try:
+        models = {m["role"]: m for m in cli_json(node.root, "models")}
+        result = cli_json(
+            node.root, "models", "train-adapter", "--encoder", "image", "--align-to", "text", "--corpus", str(corpus), "--steps", "10"
+        )
+        assert result["base_model_id"] == models["image"]["model_id"]
+        assert result["space"] == models["text"]["model_id"] != result["model_id"]
+        assert 0.5 < result["matched"] <= 1.0
+        saved = Adapter.load(Path(result["path"]))
+        assert saved.info["kind"] == "alignment" and saved.space_id == models["text"]["model_id"]
+        assert saved.dimension == models["text"]["dimension"]
+
+        error = cli_json(node.root, "models", "train-adapter", "--encoder", "image", "--align-to", "text", expect_rc=1)
+        assert error["error"]["code"] == "invalid_params" and "--corpus" in error["error"]["message"]
+        error = cli_json(
+            node.root, "models", "train-adapter", "--encoder", "text", "--align-to", "text", "--corpus", str(corpus), expect_rc=1
+        )
+        assert "its own space" in error["error"]["message"]
+    finally:
+        assert daemon.stop() == 0, daemon.stderr()[-4000:]

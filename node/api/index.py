@@ -93,6 +93,7 @@ class ModelMethods:
         params = Params(raw)
         role = params.choice("encoder", ROLES)
         corpus = params.text("corpus", None)
+        align_to = params.choice("align_to", ROLES, None)
         steps = params.number("steps", TrainingOptions.steps, min=1, max=1_000_000, integer=True)
         seed = params.number("seed", 0, min=0, max=2**31 - 1, integer=True)
         params.done()
@@ -115,6 +116,7 @@ class ModelMethods:
                     corpus_path,
                     TrainingOptions(steps=steps, seed=seed),
                     progress,
+                    align_to,
                 )
             except TrainingError as exc:
                 outcome["error"] = InvalidParams(str(exc))

@@ -18,6 +18,10 @@ Design notes that later features rely on:
 - ``items_fts`` (rowid = item id) holds the searchable text: file name, path, metadata.
 - ``documents`` keeps the extracted text of text documents (zlib), from which chunks are
   embedded and the passage matching a query is highlighted without re-parsing the file.
+- ``vector_changes`` is a journal of every stored or deleted vector, written by triggers (so
+  cascaded deletes are journalled too). Vector indexes outside the database replay it to stay
+  current — also after a crash — and prune what they have saved. ``AUTOINCREMENT`` keeps
+  sequence numbers from being reused once the journal is pruned empty.
 """
 
 from __future__ import annotations
@@ -181,6 +185,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             error   TEXT NOT NULL,
             at      REAL NOT NULL
         ) WITHOUT ROWID;
+        """,
+    ),
+    Migration(
+        4,
+        "journal of vector changes, replayed by the persisted vector indexes",
+        """
+        CREATE TABLE vector_changes (
+            seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+            model_id  TEXT NOT NULL,
+            item_id   INTEGER NOT NULL,
+            segment   INTEGER NOT NULL
+        );
+        CREATE INDEX vector_changes_model ON vector_changes (model_id, seq);
+        CREATE TRIGGER embeddings_journal_insert AFTER INSERT ON embeddings BEGIN
+            INSERT INTO vector_changes (model_id, item_id, segment) VALUES (NEW.model_id, NEW.item_id, NEW.segment);
+        END;
+        CREATE TRIGGER embeddings_journal_update AFTER UPDATE ON embeddings BEGIN
+            INSERT INTO vector_changes (model_id, item_id, segment) VALUES (OLD.model_id, OLD.item_id, OLD.segment);
+            INSERT INTO vector_changes (model_id, item_id, segment) VALUES (NEW.model_id, NEW.item_id, NEW.segment);
+        END;
+        CREATE TRIGGER embeddings_journal_delete AFTER DELETE ON embeddings BEGIN
+            INSERT INTO vector_changes (model_id, item_id, segment) VALUES (OLD.model_id, OLD.item_id, OLD.segment);
+        END;
         """,
     ),
 )

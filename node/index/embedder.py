@@ -67,10 +67,8 @@ class Embedder:
         catalog: Catalog,
         models: ModelManager,
         config: Config,
-        on_stored: Callable[[str, np.ndarray, np.ndarray], Awaitable[None]] | None = None,
     ) -> None:
         self._catalog = catalog
-        self._on_stored = on_stored
         self._models = models
         self._config = config
         self._wake = trio.Event()
@@ -192,9 +190,9 @@ class Embedder:
         results: list[list[Segment]] = []
         if good:
             try:
-                results = await trio.to_thread.run_sync(
-                    encode, [payload for _, payload in good], abandon_on_cancel=True  # pure compute: safe to drop
-                )
+                # Never abandoned (shutdown waits for the batch): a thread left inside torch
+                # when the process exits aborts it.
+                results = await trio.to_thread.run_sync(encode, [payload for _, payload in good])
             except Exception as exc:  # a model failing on a batch must not stop the service
                 log.exception("encoding a batch failed", extra={"model_id": model_id})
                 failures += [(item, f"encoding failed: {exc}") for item, _ in good]
@@ -206,10 +204,7 @@ class Embedder:
             for item, error in failures:
                 store.record_failure(conn, item.item_id, model_id, error)
 
-        await self._catalog.write(write)
-        stored = [(store.vector_id(item.item_id, s.segment), s.vector) for (item, _), segs in zip(good, results) for s in segs]
-        if stored and self._on_stored is not None:
-            await self._on_stored(model_id, np.array([vid for vid, _ in stored]), np.stack([v for _, v in stored]))
+        await self._catalog.write(write)  # vector indexes follow through the catalog's journal
         progress.embedded += len(good)
         progress.failed += len(failures)
         for item, error in failures:
@@ -256,7 +251,7 @@ class Embedder:
             encode = partial(self._encode_document, model, [[(sp.start, sp.end, document.text[sp.start : sp.end]) for sp in spans]])
         else:
             raise DecodeError(f"{path} is not a media file Peerlight can embed")
-        segments = await trio.to_thread.run_sync(encode, abandon_on_cancel=True)
+        segments = await trio.to_thread.run_sync(encode)
         return model.model_id, segments[0][0].vector
 
     # --- per kind: preparation (worker threads) and encoding (model thread) ---

@@ -2,8 +2,9 @@
 
 A text query is embedded by each available model whose space holds the requested kinds of
 media — open_clip's text tower for images and videos, sentence-transformers for documents
-(and audio tags), CLAP for audio — and each space is searched in its own FAISS index.
-Rankings from different spaces and from BM25 are merged by reciprocal rank fusion.
+(and audio tags), CLAP for audio — and each space is searched in its own persisted prefix
+index (:mod:`.vector_indexes`: prefix shortlist, exact rerank). Rankings from different
+spaces and from BM25 are merged by reciprocal rank fusion.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ import trio
 from peerlight.embeddings.chunking import Span, sentence_windows
 from peerlight.embeddings.vectors import from_blob
 
-from ..catalog import embeddings as store
 from ..catalog.database import Catalog
 from ..catalog.items import document_text
 from ..models import ModelManager, ModelUnavailable
 from .filters import MODALITIES, Filters, allowed_items
 from .fulltext import fulltext_ranking
 from .fusion import reciprocal_rank_fusion
-from .vector_index import VectorHit, VectorIndex, best_per_item
+from .hits import VectorHit, best_per_item
+from .vector_indexes import VectorIndexes
 
 log = logging.getLogger("peerlight.search")
 
@@ -62,42 +63,11 @@ class Ranking:
 
 
 class SearchEngine:
-    def __init__(self, catalog: Catalog, models: ModelManager) -> None:
+    def __init__(self, catalog: Catalog, models: ModelManager, indexes: VectorIndexes) -> None:
         self._catalog = catalog
         self._models = models
+        self.indexes = indexes
         self.embed_example: Callable[[str], Awaitable[tuple[str, np.ndarray]]] | None = None
-        self._indexes: dict[str, VectorIndex] = {}
-        self._build_locks: dict[str, trio.Lock] = {}
-        # Vectors stored while an index is being built from a catalog snapshot, added after.
-        self._stored_during_build: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-
-    # --- vector indexes ---
-
-    async def index_for(self, model_id: str, dimension: int) -> VectorIndex:
-        lock = self._build_locks.setdefault(model_id, trio.Lock())
-        async with lock:
-            index = self._indexes.get(model_id)
-            if index is None:
-                self._stored_during_build[model_id] = []
-                try:
-                    index = await self._catalog.read(partial(_build_index, model_id=model_id, dimension=dimension))
-                    for ids, vectors in self._stored_during_build[model_id]:
-                        await trio.to_thread.run_sync(index.add, ids, vectors)
-                finally:
-                    del self._stored_during_build[model_id]
-                self._indexes[model_id] = index
-                log.info("vector index built", extra={"model_id": model_id, "vectors": len(index)})
-            return index
-
-    async def vectors_stored(self, model_id: str, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Called after the embedder stored vectors: keeps a built (or building) index current."""
-        if not len(ids):
-            return
-        if model_id in self._stored_during_build:
-            self._stored_during_build[model_id].append((ids, vectors))
-        index = self._indexes.get(model_id)
-        if index is not None:
-            await trio.to_thread.run_sync(index.add, ids, vectors)
 
     # --- queries ---
 
@@ -135,9 +105,8 @@ class SearchEngine:
 
     async def _semantic(self, role: str, query: str, modalities: tuple[str, ...], filters: Filters, fetch: int) -> Ranking:
         model = await self._models.get(role)
-        vector = (await trio.to_thread.run_sync(model.encode_queries, [query], abandon_on_cancel=True))[0]
-        index = await self.index_for(model.model_id, model.dimension)
-        hits = best_per_item(await trio.to_thread.run_sync(index.search, vector, fetch * 4))
+        vector = (await trio.to_thread.run_sync(model.encode_queries, [query]))[0]
+        hits = best_per_item(await self.indexes.search(model.model_id, model.dimension, vector, fetch * 4))
         restricted = dataclasses.replace(filters, modalities=modalities)
         allowed = await self._catalog.read(partial(allowed_items, item_ids=[h.item_id for h in hits], filters=restricted))
         kept = [h for h in hits if h.item_id in allowed][:fetch]
@@ -152,8 +121,7 @@ class SearchEngine:
         else:
             item_id = None
             model_id, vector = await self._vector_of_example(path)
-        index = await self.index_for(model_id, len(vector))
-        found_hits = await trio.to_thread.run_sync(index.search, vector, max(limit * 10, 200))
+        found_hits = await self.indexes.search(model_id, len(vector), vector, max(limit * 10, 200))
         hits = [h for h in best_per_item(found_hits) if h.item_id != item_id]
         allowed = await self._catalog.read(partial(allowed_items, item_ids=[h.item_id for h in hits], filters=filters))
         kept = [h for h in hits if h.item_id in allowed][:limit]
@@ -224,25 +192,9 @@ class SearchEngine:
             chunk = await self._catalog.read(partial(_best_chunk, item_id=item_id, query_vector=query_vector)) or chunk
         windows = sentence_windows(text, chunk)
         model = await self._models.get("text")
-        vectors = await trio.to_thread.run_sync(
-            model.encode, [text[w.start : w.end] for w in windows], abandon_on_cancel=True
-        )
+        vectors = await trio.to_thread.run_sync(model.encode, [text[w.start : w.end] for w in windows])
         best = windows[int(np.argmax(vectors @ query_vector))]
         return {"passage": text[best.start : best.end].strip(), "start": best.start, "end": best.end}
-
-
-def _build_index(conn, model_id: str, dimension: int) -> VectorIndex:  # type: ignore[no-untyped-def]
-    index = VectorIndex(model_id, dimension)
-    ids, vectors = [], []
-    for vid, vector in store.iter_vectors(conn, model_id):
-        ids.append(vid)
-        vectors.append(vector)
-        if len(ids) >= 65536:
-            index.add(np.array(ids), np.stack(vectors))
-            ids, vectors = [], []
-    if ids:
-        index.add(np.array(ids), np.stack(vectors))
-    return index
 
 
 def _item_details(conn, item_ids: list[int]) -> dict[int, dict[str, Any]]:  # type: ignore[no-untyped-def]

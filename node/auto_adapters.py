@@ -1,0 +1,187 @@
+"""The node trains ordering adapters itself for models that have none shipped.
+
+Peerlight ships an adapter for each default encoder whose weights were at hand when the
+package was built (the text model). For any other model with real weights — open_clip,
+CLAP, a user's own checkpoint — the node first stores its base (unordered) vectors; once
+``models.adapter_training_vectors`` of them are stored, it trains an adapter from them in
+the background, records it as the node's default for that base model, and **converts** the
+stored vectors by applying the adapter (no media is decoded or encoded again). The model
+is then reloaded with its adapter: from here on its vectors are ordered, searched through
+the prefix funnel and ready to be shared as prefixes.
+
+A failed training is logged and not retried until the daemon restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from peerlight.embeddings.adapter_training import TrainingOptions, train_adapter
+from peerlight.embeddings.adapters import Adapter
+from peerlight.embeddings.vectors import to_blob
+
+from .adapter_registry import set_node_default_adapter
+from .adapters import MAX_CORPUS, TrainingProgress, train_in_worker
+from .catalog import embeddings as store
+from .catalog.database import Catalog
+from .config import Config
+from .models import ModelManager, ModelSlot
+
+log = logging.getLogger("peerlight.adapters")
+
+CHECK_INTERVAL_SECONDS = 10.0
+CONVERT_BATCH_ITEMS = 2000
+
+
+@dataclass(frozen=True)
+class AutoAdapterSettings:
+    enabled: bool
+    min_vectors: int
+    steps: int
+
+    @classmethod
+    def from_config(cls, config: Config) -> AutoAdapterSettings:
+        m = config.models
+        return cls(m.train_adapters, m.adapter_training_vectors, m.adapter_training_steps)
+
+
+class AutoAdapters:
+    def __init__(
+        self,
+        catalog: Catalog,
+        models: ModelManager,
+        adapters_dir: Path,
+        adapter_choice: Callable[[str], str],
+        settings: AutoAdapterSettings,
+        on_switched: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._catalog = catalog
+        self._models = models
+        self._adapters_dir = adapters_dir
+        self._adapter_choice = adapter_choice  # role -> its configured ``adapter`` option
+        self._settings = settings
+        self._on_switched = on_switched
+        self._given_up: set[str] = set()  # base model ids whose training failed
+        self._wake = trio.Event()
+
+    def wake(self) -> None:
+        """Look now (e.g. vectors were just stored) instead of at the next check."""
+        self._wake.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        if not self._settings.enabled:
+            return
+        while True:
+            with trio.move_on_after(CHECK_INTERVAL_SECONDS):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            for role, slot in self._models.slots.items():
+                await self.consider(role, slot)
+
+    async def consider(self, role: str, slot: ModelSlot) -> bool:
+        """Train, convert and switch if this role's loaded model wants a node-trained adapter; True if it did."""
+        model = slot.model
+        if model is None:
+            return False
+        adapter = getattr(model, "adapter", None)
+        if adapter is not None:
+            # Base vectors stored before the adapter was in use (or by a batch that was running
+            # while it was trained) are converted rather than encoded again.
+            if await self._convert(model.base.model_id, adapter):
+                self._on_switched()
+            return False
+        if self._adapter_choice(role) != "default":
+            return False
+        base_id = model.model_id
+        if base_id in self._given_up:
+            return False
+        count = await self._catalog.read(partial(_vector_count, model_id=base_id))
+        if count < self._settings.min_vectors:
+            return False
+        progress = TrainingProgress()
+        slot.adapter_training = progress
+        try:
+            adapter = await self._train(base_id, progress)
+            progress.phase = "converting stored vectors"
+            converted = await self._convert(base_id, adapter)
+            await trio.to_thread.run_sync(set_node_default_adapter, self._adapters_dir, base_id, adapter.adapter_id)
+            await slot.reload()
+            log.info(
+                "ordering adapter trained and applied",
+                extra={"role": role, "base_model_id": base_id, "model_id": adapter.model_id, "converted_vectors": converted},
+            )
+        except Exception:
+            self._given_up.add(base_id)
+            log.exception("training an ordering adapter failed; vectors stay unordered", extra={"role": role})
+            return False
+        finally:
+            slot.adapter_training = None
+        self._on_switched()
+        return True
+
+    async def _train(self, base_id: str, progress: TrainingProgress) -> Adapter:
+        vectors = await self._catalog.read(partial(store.model_vectors, model_id=base_id, limit=MAX_CORPUS))
+        options = TrainingOptions(steps=self._settings.steps)
+        adapter = await train_in_worker(partial(train_adapter, base_id, vectors, options), options.steps, progress)
+        adapter.info["corpus"] = f"{len(vectors)} stored vectors (trained by the node)"
+        await trio.to_thread.run_sync(adapter.save, self._adapters_dir / f"{adapter.adapter_id}.npz")
+        return adapter
+
+    async def _convert(self, base_id: str, adapter: Adapter) -> int:
+        if not await self._catalog.read(partial(_vector_count, model_id=base_id)):
+            return 0
+        await self._catalog.write(partial(_register_ordered_model, base_id=base_id, adapter=adapter))
+        converted, after = 0, 0
+        while True:
+            done, after = await self._catalog.write(
+                partial(_convert_batch, base_id=base_id, adapter=adapter, after_item=after, items=CONVERT_BATCH_ITEMS)
+            )
+            if not done:
+                return converted
+            converted += done
+
+
+def _vector_count(conn: sqlite3.Connection, model_id: str) -> int:
+    return conn.execute("SELECT count(*) FROM embeddings WHERE model_id = ?", (model_id,)).fetchone()[0]
+
+
+def _register_ordered_model(conn: sqlite3.Connection, base_id: str, adapter: Adapter) -> None:
+    name, space = conn.execute("SELECT name, space FROM models WHERE id = ?", (base_id,)).fetchone()
+    store.register_model(conn, adapter.model_id, name, space, adapter.dimension)
+
+
+def _convert_batch(conn: sqlite3.Connection, base_id: str, adapter: Adapter, after_item: int, items: int) -> tuple[int, int]:
+    """Replace the base vectors of the next ``items`` items by their ordered form; (vectors done, last item id)."""
+    item_ids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT DISTINCT item_id FROM embeddings WHERE model_id = ? AND item_id > ? ORDER BY item_id LIMIT ?",
+            (base_id, after_item, items),
+        )
+    ]
+    if not item_ids:
+        return 0, after_item
+    marks = ",".join("?" * len(item_ids))
+    rows = conn.execute(
+        f"""SELECT item_id, segment, start, end, source, vector FROM embeddings
+            WHERE model_id = ? AND item_id IN ({marks}) ORDER BY item_id, segment""",
+        (base_id, *item_ids),
+    ).fetchall()
+    ordered = adapter.apply(np.stack([np.frombuffer(r[5], dtype="<f4") for r in rows]))
+    # An item the embedder already stored under the new model id keeps those vectors (OR IGNORE).
+    conn.executemany(
+        "INSERT OR IGNORE INTO embeddings (item_id, model_id, segment, start, end, dimension, vector, source)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(r[0], adapter.model_id, r[1], r[2], r[3], adapter.dimension, to_blob(v), r[4]) for r, v in zip(rows, ordered)],
+    )
+    conn.execute(f"DELETE FROM embeddings WHERE model_id = ? AND item_id IN ({marks})", (base_id, *item_ids))
+    return len(rows), item_ids[-1]
