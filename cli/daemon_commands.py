@@ -179,4 +179,9 @@ def _render_status(console: Console, status: dict[str, Any], started: bool) -> N
                   f"{index['embeddings_failed']} failed, {index['index_failures']} unreadable files"),
     ):
         grid.add_row(label, escape(str(value)))
+    for index in status.get("vector_indexes", []):
+        detail = f"{index['vectors']} vectors, {index['mode']}"
+        if index["mode"] == "funnel":
+            detail += f" (prefix {index['prefix_length']})"
+        grid.add_row("vectors", escape(f"{index['model_id']}: {detail}"))
     console.print(grid)

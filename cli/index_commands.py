@@ -107,6 +107,13 @@ def _render_models(console: Console, models: list[dict[str, Any]]) -> None:
             grid.add_row("id", f"{m['model_id']} ({m['dimension']} dimensions, space {m['space']})")
         if m.get("weights"):
             grid.add_row("weights", escape(m["weights"]))
+        if m.get("adapter_id"):
+            grid.add_row("ordered by", f"adapter {m['adapter_id'][:16]}… over {m['base_model_id']}")
+        elif m.get("model_id"):
+            grid.add_row("ordered by", "no adapter yet: vectors are stored unordered")
+        if m.get("adapter_training"):
+            t = m["adapter_training"]
+            grid.add_row("adapter", escape(f"{t['phase']} (step {t['step']} of {t['steps']})"))
         if m.get("reason"):
             grid.add_row("reason", escape(m["reason"]))
         console.print(grid)

@@ -21,24 +21,22 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import trio
 
 from peerlight.embeddings.adapter_training import TrainingOptions, train_adapter
 from peerlight.embeddings.adapters import Adapter
-from peerlight.embeddings.vectors import to_blob
 
 from .adapter_registry import set_node_default_adapter
 from .adapters import MAX_CORPUS, TrainingProgress, train_in_worker
 from .catalog import embeddings as store
 from .catalog.database import Catalog
 from .config import Config
+from .index.conversion import convert_base_vectors
 from .models import ModelManager, ModelSlot
 
 log = logging.getLogger("peerlight.adapters")
 
 CHECK_INTERVAL_SECONDS = 10.0
-CONVERT_BATCH_ITEMS = 2000
 
 
 @dataclass(frozen=True)
@@ -92,14 +90,7 @@ class AutoAdapters:
         model = slot.model
         if model is None:
             return False
-        adapter = getattr(model, "adapter", None)
-        if adapter is not None:
-            # Base vectors stored before the adapter was in use (or by a batch that was running
-            # while it was trained) are converted rather than encoded again.
-            if await self._convert(model.base.model_id, adapter):
-                self._on_switched()
-            return False
-        if self._adapter_choice(role) != "default":
+        if getattr(model, "adapter", None) is not None or self._adapter_choice(role) != "default":
             return False
         base_id = model.model_id
         if base_id in self._given_up:
@@ -112,7 +103,7 @@ class AutoAdapters:
         try:
             adapter = await self._train(base_id, progress)
             progress.phase = "converting stored vectors"
-            converted = await self._convert(base_id, adapter)
+            converted = await convert_base_vectors(self._catalog, base_id, adapter)
             await trio.to_thread.run_sync(set_node_default_adapter, self._adapters_dir, base_id, adapter.adapter_id)
             await slot.reload()
             log.info(
@@ -136,52 +127,6 @@ class AutoAdapters:
         await trio.to_thread.run_sync(adapter.save, self._adapters_dir / f"{adapter.adapter_id}.npz")
         return adapter
 
-    async def _convert(self, base_id: str, adapter: Adapter) -> int:
-        if not await self._catalog.read(partial(_vector_count, model_id=base_id)):
-            return 0
-        await self._catalog.write(partial(_register_ordered_model, base_id=base_id, adapter=adapter))
-        converted, after = 0, 0
-        while True:
-            done, after = await self._catalog.write(
-                partial(_convert_batch, base_id=base_id, adapter=adapter, after_item=after, items=CONVERT_BATCH_ITEMS)
-            )
-            if not done:
-                return converted
-            converted += done
-
 
 def _vector_count(conn: sqlite3.Connection, model_id: str) -> int:
     return conn.execute("SELECT count(*) FROM embeddings WHERE model_id = ?", (model_id,)).fetchone()[0]
-
-
-def _register_ordered_model(conn: sqlite3.Connection, base_id: str, adapter: Adapter) -> None:
-    name, space = conn.execute("SELECT name, space FROM models WHERE id = ?", (base_id,)).fetchone()
-    store.register_model(conn, adapter.model_id, name, space, adapter.dimension)
-
-
-def _convert_batch(conn: sqlite3.Connection, base_id: str, adapter: Adapter, after_item: int, items: int) -> tuple[int, int]:
-    """Replace the base vectors of the next ``items`` items by their ordered form; (vectors done, last item id)."""
-    item_ids = [
-        row[0]
-        for row in conn.execute(
-            "SELECT DISTINCT item_id FROM embeddings WHERE model_id = ? AND item_id > ? ORDER BY item_id LIMIT ?",
-            (base_id, after_item, items),
-        )
-    ]
-    if not item_ids:
-        return 0, after_item
-    marks = ",".join("?" * len(item_ids))
-    rows = conn.execute(
-        f"""SELECT item_id, segment, start, end, source, vector FROM embeddings
-            WHERE model_id = ? AND item_id IN ({marks}) ORDER BY item_id, segment""",
-        (base_id, *item_ids),
-    ).fetchall()
-    ordered = adapter.apply(np.stack([np.frombuffer(r[5], dtype="<f4") for r in rows]))
-    # An item the embedder already stored under the new model id keeps those vectors (OR IGNORE).
-    conn.executemany(
-        "INSERT OR IGNORE INTO embeddings (item_id, model_id, segment, start, end, dimension, vector, source)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(r[0], adapter.model_id, r[1], r[2], r[3], adapter.dimension, to_blob(v), r[4]) for r, v in zip(rows, ordered)],
-    )
-    conn.execute(f"DELETE FROM embeddings WHERE model_id = ? AND item_id IN ({marks})", (base_id, *item_ids))
-    return len(rows), item_ids[-1]

@@ -69,7 +69,7 @@ def test_node_trains_an_adapter_converts_stored_vectors_and_keeps_it(node: NodeP
         # A new image is embedded with the adapter straight away.
         media.image(library / "new.png", (1, 2, 3))
         index_and_wait(node.root)
-        assert vectors_by_model(node.catalog)[model["model_id"]] == IMAGES + 1
+        assert vectors_by_model(node.catalog) == {model["model_id"]: IMAGES + 1}
     finally:
         assert daemon.stop() == 0
 

@@ -7,7 +7,11 @@ import sqlite3
 import time
 from pathlib import Path
 
+import numpy as np
+
 from peerlight.cli.client import ControlClient
+from peerlight.embeddings import default_adapters
+from peerlight.embeddings.adapters import Adapter
 from peerlight.node.paths import NodePaths
 
 from . import media
@@ -225,25 +229,42 @@ def test_audio_moves_from_tag_vectors_to_clap_when_its_weights_appear(node: Node
         assert daemon.stop() == 0
 
 
-def test_changing_the_adapter_re_embeds_under_the_new_model_id(node: NodePaths, tmp_path: Path) -> None:
+def test_changing_the_adapter_converts_or_re_embeds_under_the_new_model_id(node: NodePaths, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     for i in range(3):
         (docs / f"d{i}.txt").write_text(f"Paragraph {i} about rivers, mountains and the weather in spring.")
-    daemon = started(node)
+    daemon = started(node, '[text_model]\nadapter = "none"\n')
     try:
         cli_json(node.root, "library", "add", str(docs))
         index_and_wait(node.root)
-        ordered = {m["role"]: m for m in cli_json(node.root, "models")}["text"]["model_id"]
-        assert ordered.startswith("ordered:")
-        assert rows(node, "SELECT DISTINCT model_id FROM embeddings") == [(ordered,)]
+        base = {m["role"]: m for m in cli_json(node.root, "models")}["text"]["model_id"]
+        assert base.startswith("st:")
+        base_vectors = rows(node, "SELECT item_id, segment, vector FROM embeddings ORDER BY item_id, segment")
     finally:
         assert daemon.stop() == 0
+    # Base vectors -> the default (shipped) adapter: stored vectors are converted, no document is encoded again.
+    daemon = started(node)
+    try:
+        summary = index_and_wait(node.root)
+        text = {m["role"]: m for m in cli_json(node.root, "models")}["text"]
+        ordered = text["model_id"]
+        assert ordered.startswith("ordered:") and text["base_model_id"] == base
+        assert summary["embeddings"]["documents"]["embedded"] == 0
+        assert rows(node, "SELECT DISTINCT model_id FROM embeddings") == [(ordered,)]
+        adapter = Adapter.load(default_adapters.file_for(base))
+        converted = rows(node, "SELECT item_id, segment, vector FROM embeddings ORDER BY item_id, segment")
+        assert [r[:2] for r in converted] == [r[:2] for r in base_vectors]
+        expected = adapter.apply(np.stack([np.frombuffer(r[2], dtype="<f4") for r in base_vectors]))
+        np.testing.assert_allclose(np.stack([np.frombuffer(r[2], dtype="<f4") for r in converted]), expected, atol=1e-6)
+        assert len(cli_json(node.root, "search", "alpine streams", "--mode", "semantic")["results"]) == 3
+    finally:
+        assert daemon.stop() == 0
+    # Ordered -> base: an adapter cannot be undone, so the documents are encoded again.
     daemon = started(node, '[text_model]\nadapter = "none"\n')
     try:
         summary = index_and_wait(node.root)
-        base = {m["role"]: m for m in cli_json(node.root, "models")}["text"]["model_id"]
-        assert base.startswith("st:") and summary["embeddings"]["documents"]["embedded"] == 3
+        assert summary["embeddings"]["documents"]["embedded"] == 3
         assert {r[0] for r in rows(node, "SELECT DISTINCT model_id FROM embeddings")} == {ordered, base}
         assert len(cli_json(node.root, "search", "alpine streams", "--mode", "semantic")["results"]) == 3
     finally:

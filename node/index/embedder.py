@@ -31,6 +31,7 @@ from ..catalog.embeddings import PendingItem, Segment
 from ..catalog.items import document_text
 from ..config import Config
 from ..models import ModelManager, ModelUnavailable
+from .conversion import convert_base_vectors
 
 log = logging.getLogger("peerlight.embed")
 
@@ -138,6 +139,12 @@ class Embedder:
                 store.register_model, model_id=model.model_id, name=model.spec.name, space=model.space, dimension=model.dimension
             )
         )
+        adapter = getattr(model, "adapter", None)
+        if adapter is not None:
+            # Vectors its base model stored (before the adapter was chosen or trained) are
+            # converted, not encoded again.
+            progress.state = "converting stored vectors"
+            await convert_base_vectors(self._catalog, model.base.model_id, adapter)
         send, receive = trio.open_memory_channel[list[tuple[PendingItem, Any]]](1)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._produce, send, modalities, model.model_id, prepare)

@@ -46,6 +46,7 @@ class Indexer:
         self._on_items_recorded = on_items_recorded
         self.progress = IndexProgress()
         self._dirty: set[int] = set()  # libraries to scan at the next wake-up
+        self._scanning = False  # between taking the dirty set and finishing its scans
         self._wake = trio.Event()
         self._libraries_changed = trio.Event()
         self._workers = trio.CapacityLimiter(options.workers)
@@ -61,8 +62,8 @@ class Indexer:
 
     @property
     def scan_requested(self) -> bool:
-        """A scan was asked for and has not started yet."""
-        return bool(self._dirty)
+        """A scan was asked for and has not finished yet (no gap between asking and a library's progress)."""
+        return bool(self._dirty) or self._scanning
 
     def libraries_changed(self) -> None:
         """A library was added or removed: rescan and re-arm the filesystem watcher."""
@@ -79,15 +80,19 @@ class Indexer:
                 with trio.move_on_after(self._options.rescan_interval_seconds):
                     await self._wake.wait()
                 self._wake = trio.Event()
-                dirty, self._dirty = self._dirty, set()
-                every = -1 in dirty or not dirty  # a timeout (nothing dirty) means the periodic rescan
-                for library in await self._catalog.read(libraries.list_libraries):
-                    if every or library.id in dirty:
-                        try:
-                            await self.scan_library(library)
-                        except Exception:
-                            # e.g. the library was removed mid-scan: the next scan starts afresh.
-                            log.exception("library scan failed", extra={"library": library.path})
+                self._scanning = True
+                try:
+                    dirty, self._dirty = self._dirty, set()
+                    every = -1 in dirty or not dirty  # a timeout (nothing dirty) means the periodic rescan
+                    for library in await self._catalog.read(libraries.list_libraries):
+                        if every or library.id in dirty:
+                            try:
+                                await self.scan_library(library)
+                            except Exception:
+                                # e.g. the library was removed mid-scan: the next scan starts afresh.
+                                log.exception("library scan failed", extra={"library": library.path})
+                finally:
+                    self._scanning = False
                 await self._forget_long_missing()
 
     async def scan_library(self, library: libraries.Library) -> LibraryProgress:
