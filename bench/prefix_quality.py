@@ -7,9 +7,14 @@ all-MiniLM-L6-v2 (384-d). Disjoint splits: 20,000
 for training the PCA and the adapter, 20,000 as the searched corpus, 1,000 held-out queries.
 Ground truth: exact full-dimension search with the base vectors.
 
+Two adapters: one trained on the training split (how a shipped adapter meets unseen text),
+and one trained on the searched corpus itself — what a node does, training on its own
+library's stored vectors (the queries stay held out).
+
 Reports, for K in {8, 16, 32, 48, 64, 96, 128, 192, D}: recall@10 of prefix-only search for
-raw truncation, PCA and the adapter; funnel recall@10 (int8 prefix shortlist + exact
-rerank) at K = D/8 for shortlists 100/200/500; and on 1,000,000 vectors drawn to match the
+raw truncation, PCA and the adapters; funnel recall@10 (int8 prefix shortlist + exact
+rerank on the stored, ordered full vectors) at K = D/8 for shortlists 100/200/500; and on
+1,000,000 vectors drawn to match the
 corpus's statistics (its covariance in the adapter's space), the latency of a funnel query
 vs a flat full-dimension float32 scan, in the same run.
 """
@@ -105,14 +110,19 @@ def prefix_recalls(queries: np.ndarray, corpus: np.ndarray, truth: np.ndarray, k
     return {k: recall(top10(normalize(queries[:, :k]), normalize(corpus[:, :k])), truth) for k in ks}
 
 
-def funnel_recalls(model_id: str, corpus: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int) -> dict[int, float]:
-    """Funnel recall@10 (int8 K-prefix shortlist, exact rerank on the stored full vectors)."""
+def funnel_recalls(model_id: str, corpus: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int) -> dict[str, float]:
+    """Funnel recall@10 (int8 K-prefix shortlist, exact rerank on the stored full vectors) for shortlists
+    100/200/500: against the base vectors' exact search (``truth``), and against exact search over
+    the same stored vectors (``vs_own_exact``: the funnel's own error, apart from the adapter's)."""
     index = PrefixIndex(model_id, corpus.shape[1], k)
     index.add(model_id, np.arange(len(corpus)), corpus)
-    return {
-        shortlist: recall(np.stack([index.search(q, 10, shortlist=shortlist, mode="funnel").ids for q in queries]), truth)
-        for shortlist in (100, 200, 500)
-    }
+    own_truth = top10(queries, corpus)
+    figures: dict[str, float] = {}
+    for shortlist in (100, 200, 500):
+        found = np.stack([index.search(q, 10, shortlist=shortlist, mode="funnel").ids for q in queries])
+        figures[str(shortlist)] = recall(found, truth)
+        figures[f"{shortlist}_vs_own_exact"] = recall(found, own_truth)
+    return figures
 
 
 def latency_million(adapted_corpus: np.ndarray, prefix_len: int, shortlist: int, count: int, queries: int) -> dict[str, float]:
@@ -154,7 +164,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=int, default=20_000)
     parser.add_argument("--train", type=int, default=20_000)
     parser.add_argument("--queries", type=int, default=1_000)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=TrainingOptions.steps)
     parser.add_argument("--million", type=int, default=1_000_000)
     parser.add_argument("--latency-queries", type=int, default=200)
     args = parser.parse_args()
@@ -168,30 +178,36 @@ def main() -> None:
     truth = top10(queries, corpus)
 
     pca = pca_adapter(base_id, train)
+    options = TrainingOptions(steps=args.steps)
     started = time.perf_counter()
-    adapter = train_adapter(base_id, train, TrainingOptions(steps=args.steps))
+    adapter = train_adapter(base_id, train, options)
     training_seconds = time.perf_counter() - started
+    own = train_adapter(base_id, corpus, options)
     raw = prefix_recalls(queries, corpus, truth, ks)
     by_pca = prefix_recalls(pca.apply(queries), pca.apply(corpus), truth, ks)
     adapted_corpus, adapted_queries = adapter.apply(corpus), adapter.apply(queries)
     by_adapter = prefix_recalls(adapted_queries, adapted_corpus, truth, ks)
+    by_own = prefix_recalls(own.apply(queries), own.apply(corpus), truth, ks)
 
     k_small = d // 8
-    funnel = funnel_recalls(adapter.model_id, adapted_corpus, adapted_queries, truth, k_small)
-    funnel_pca = funnel_recalls(pca.model_id, pca.apply(corpus), pca.apply(queries), truth, k_small)
     emit(
         "prefix_quality",
         corpus=f"{source}: {args.corpus} searched, {args.queries} held-out queries, {args.train} for training",
         base_model=base_id,
         adapter_model=adapter.model_id,
+        adapter_steps=args.steps,
         adapter_training_seconds=round(training_seconds, 1),
         recall_at_10_raw=raw,
         recall_at_10_pca=by_pca,
         recall_at_10_adapter=by_adapter,
+        recall_at_10_adapter_own_corpus=by_own,
         adapter_vs_pca_at_d_over_8=round(by_adapter[k_small] / by_pca[k_small], 3),
+        own_corpus_adapter_vs_pca_at_d_over_8=round(by_own[k_small] / by_pca[k_small], 3),
         funnel_k=k_small,
-        funnel_recall_at_10_adapter=funnel,
-        funnel_recall_at_10_pca=funnel_pca,
+        funnel_recall_at_10_pca=funnel_recalls(pca.model_id, pca.apply(corpus), pca.apply(queries), truth, k_small),
+        funnel_recall_at_10_adapter=funnel_recalls(adapter.model_id, adapted_corpus, adapted_queries, truth, k_small),
+        funnel_recall_at_10_adapter_own_corpus=funnel_recalls(own.model_id, own.apply(corpus), own.apply(queries), truth, k_small),
+        funnel_recall_at_10_pca_k64=funnel_recalls(pca.model_id, pca.apply(corpus), pca.apply(queries), truth, 64),
         prefix_bytes_per_item_k64_int8=PrefixIndex("x", d, 64).prefix_bytes_per_item,
         **latency_million(adapted_corpus, k_small, 200, args.million, args.latency_queries),
     )

@@ -33,8 +33,8 @@ class TrainingOptions:
     pool: int = 200  # half of a neighbourhood is drawn from the seed's this-many nearest
     hidden: int = 512
     learning_rate: float = 1e-3
-    temperature: float = 0.02
-    full_weight: float = 1.0
+    temperature: float = 0.05
+    full_weight: float = 5.0  # the full-length term: keeps the whole vector close to the base one
     prefixes: tuple[int, ...] = DEFAULT_PREFIXES
     seed: int = 0
 
