@@ -9,7 +9,9 @@ harder-than-random negatives — and the adapter runs once per row, not once per
 For each row, the loss is the KL divergence between the softmax of its base similarities to
 the rest of the batch (the target) and the softmax of its prefix similarities, summed over
 K. K = D is part of the list (weighted by ``full_weight``), so the full-length vector stays
-close to the base one. Deterministic given the seed (fixed steps, deterministic torch).
+close to the base one; the prefix length searches use by default (D/8) and its neighbours in
+the list weigh more (``focus_weight``), because that is where the funnel's shortlist is made.
+Deterministic given the seed (fixed steps, deterministic torch).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class TrainingOptions:
     learning_rate: float = 1e-3
     temperature: float = 0.05
     full_weight: float = 5.0  # the full-length term: keeps the whole vector close to the base one
+    focus_weight: float = 3.0  # the K = D/8 term (its neighbours in the list: the mean of this and 1)
     prefixes: tuple[int, ...] = DEFAULT_PREFIXES
     seed: int = 0
 
@@ -51,6 +54,19 @@ def _deterministic(seed: int) -> Iterator[Any]:
         yield torch.Generator().manual_seed(seed)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
+
+
+def prefix_weights(prefixes: list[int], d: int, options: TrainingOptions) -> list[float]:
+    """Loss weight of each nested prefix: the full length, the search prefix (D/8) and its neighbours."""
+    weights = [1.0] * len(prefixes)
+    focus = min(range(len(prefixes) - 1), key=lambda i: abs(prefixes[i] - d / 8), default=None)
+    if focus is not None:
+        weights[focus] = options.focus_weight
+        for i in (focus - 1, focus + 1):
+            if 0 <= i < len(prefixes) - 1:
+                weights[i] = (options.focus_weight + 1.0) / 2
+    weights[-1] = options.full_weight
+    return weights
 
 
 def nearest_neighbours(vectors: np.ndarray, count: int) -> np.ndarray:
@@ -76,7 +92,7 @@ def train_adapter(
     d = vectors.shape[1]
     start = pca_adapter(base_model_id, vectors)
     prefixes = sorted({k for k in options.prefixes if k < d} | {d})
-    weights = [options.full_weight if k == d else 1.0 for k in prefixes]
+    weights = prefix_weights(prefixes, d, options)
     pool = min(options.pool, len(vectors) - 1)
     size = min(options.neighbourhood_size, pool + 1)
     near = (size - 1) // 2
@@ -113,7 +129,7 @@ def train_adapter(
         "seed": options.seed,
         "prefixes": prefixes,
         "hidden": options.hidden,
-        "full_weight": options.full_weight,
+        "weights": weights,
     }
     return adapter
 

@@ -68,20 +68,13 @@ class AutoAdapters:
         self._settings = settings
         self._on_switched = on_switched
         self._given_up: set[str] = set()  # base model ids whose training failed
-        self._wake = trio.Event()
-
-    def wake(self) -> None:
-        """Look now (e.g. vectors were just stored) instead of at the next check."""
-        self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         if not self._settings.enabled:
             return
         while True:
-            with trio.move_on_after(CHECK_INTERVAL_SECONDS):
-                await self._wake.wait()
-            self._wake = trio.Event()
+            await trio.sleep(CHECK_INTERVAL_SECONDS)
             for role, slot in self._models.slots.items():
                 await self.consider(role, slot)
 
@@ -102,9 +95,11 @@ class AutoAdapters:
         slot.adapter_training = progress
         try:
             adapter = await self._train(base_id, progress)
+            # Recorded before converting: a daemon stopped mid-way loads the model with its adapter
+            # next time, and the embedder converts what is left.
+            await trio.to_thread.run_sync(set_node_default_adapter, self._adapters_dir, base_id, adapter.adapter_id)
             progress.phase = "converting stored vectors"
             converted = await convert_base_vectors(self._catalog, base_id, adapter)
-            await trio.to_thread.run_sync(set_node_default_adapter, self._adapters_dir, base_id, adapter.adapter_id)
             await slot.reload()
             log.info(
                 "ordering adapter trained and applied",
