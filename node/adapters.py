@@ -2,8 +2,10 @@
 
 The corpus is either a path given by the user (text files: one text per non-empty line, or
 every ``.txt``/``.md`` file in a folder, one text per paragraph), embedded with the role's
-query tower, or — by default — the vectors the node already stored for that model. Adapters
-are saved as ``adapters/<adapter id>.npz`` in the data directory.
+query tower, or — by default — the base vectors the node already stored for that model.
+With ``align_to``, the corpus is embedded by both roles' text towers and an alignment into
+the other role's space is trained instead. Adapters are saved as ``adapters/<adapter
+id>.npz`` in the data directory; the node trains its own defaults in :mod:`.auto_adapters`.
 """
 
 from __future__ import annotations
