@@ -3,9 +3,9 @@
 Corpus: sentences from the docstrings of the Python standard library and of the packages
 installed in the running environment (torch, numpy, transformers, ...: real English
 technical prose that exists on any machine that runs Peerlight), embedded with the real
-all-MiniLM-L6-v2 (384-d). Disjoint splits: 20,000
-for training the PCA and the adapter, 20,000 as the searched corpus, 1,000 held-out queries.
-Ground truth: exact full-dimension search with the base vectors.
+all-MiniLM-L6-v2 (384-d). Disjoint splits: 20,000 as the searched corpus, 1,000 held-out
+queries, 100,000 for fitting the PCA and training the adapter (the shipped one is built from
+exactly this split). Ground truth: exact full-dimension search with the base vectors.
 
 Two adapters: one trained on the training split (how a shipped adapter meets unseen text),
 and one trained on the searched corpus itself — what a node does, training on its own
@@ -44,6 +44,8 @@ from peerlight.embeddings.vectors import normalize  # noqa: E402
 
 KS = (8, 16, 32, 48, 64, 96, 128, 192)
 SOURCE = "docstring sentences of the installed Python stdlib and site-packages"
+CHUNK = 10_000
+CORPUS, QUERIES, TRAIN = 20_000, 1_000, 100_000  # searched, held-out queries, training
 CACHE = Path(os.environ.get("PEERLIGHT_BENCH_CACHE", Path.home() / ".cache" / "peerlight-bench"))
 
 
@@ -73,25 +75,33 @@ def docstring_sentences() -> list[str]:
 
 
 def embedded_corpus(count: int) -> tuple[np.ndarray, str, str]:
+    """The first ``count`` sentences embedded, cached in chunks of 10,000 (a larger count reuses them)."""
     from peerlight.embeddings.sentence import SentenceModel, resolve_sentence_weights
     from peerlight.embeddings.weights import HubModelSpec
 
     texts = docstring_sentences()
     if len(texts) < count:
         raise SystemExit(f"only {len(texts)} sentences found; {count} needed")
-    texts = texts[:count]
     spec = HubModelSpec("sentence-transformers/all-MiniLM-L6-v2")
     model = SentenceModel(spec, resolve_sentence_weights(spec))
-    key = hashlib.sha256(("\n".join(texts) + model.model_id).encode()).hexdigest()[:16]
-    cached = CACHE / f"minilm-docstrings-{count}-{key}.npy"
-    if cached.exists():
-        return np.load(cached), model.model_id, SOURCE
-    started = time.perf_counter()
-    vectors = model.encode(texts, batch_size=128)
-    print(f"embedded {count} sentences in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(cached, vectors)
-    return vectors, model.model_id, SOURCE
+    chunks = []
+    for start in range(0, count, CHUNK):
+        chunk = texts[start : start + CHUNK]
+        key = hashlib.sha256(("\n".join(chunk) + model.model_id).encode()).hexdigest()[:16]
+        cached = CACHE / f"minilm-docstrings-chunk-{key}.npy"
+        if not cached.exists():
+            started = time.perf_counter()
+            CACHE.mkdir(parents=True, exist_ok=True)
+            np.save(cached, model.encode(chunk, batch_size=128))
+            print(f"embedded sentences {start}-{start + len(chunk)} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        chunks.append(np.load(cached))
+    return np.concatenate(chunks)[:count], model.model_id, SOURCE
+
+
+def splits(corpus: int, queries: int, train: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
+    """Disjoint (searched corpus, held-out queries, training) splits, in that order of the sentences."""
+    vectors, base_id, source = embedded_corpus(corpus + queries + train)
+    return vectors[:corpus], vectors[corpus : corpus + queries], vectors[corpus + queries :], base_id, source
 
 
 def top10(queries: np.ndarray, corpus: np.ndarray) -> np.ndarray:
@@ -161,19 +171,16 @@ def latency_million(adapted_corpus: np.ndarray, prefix_len: int, shortlist: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=int, default=20_000)
-    parser.add_argument("--train", type=int, default=20_000)
-    parser.add_argument("--queries", type=int, default=1_000)
+    parser.add_argument("--corpus", type=int, default=CORPUS)
+    parser.add_argument("--train", type=int, default=TRAIN)
+    parser.add_argument("--queries", type=int, default=QUERIES)
     parser.add_argument("--steps", type=int, default=TrainingOptions.steps)
     parser.add_argument("--million", type=int, default=1_000_000)
     parser.add_argument("--latency-queries", type=int, default=200)
     args = parser.parse_args()
 
-    vectors, base_id, source = embedded_corpus(args.train + args.corpus + args.queries)
-    train = vectors[: args.train]
-    corpus = vectors[args.train : args.train + args.corpus]
-    queries = vectors[args.train + args.corpus :]
-    d = vectors.shape[1]
+    corpus, queries, train, base_id, source = splits(args.corpus, args.queries, args.train)
+    d = corpus.shape[1]
     ks = [k for k in KS if k < d] + [d]
     truth = top10(queries, corpus)
 
