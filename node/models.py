@@ -76,8 +76,10 @@ class ModelSlot:
                 log.info("loading model", extra={"role": self.role, "model": self.name})
                 started = time.monotonic()
                 try:
-                    # Abandoned on cancellation: a load has no side effects, and shutdown need not wait for it.
-                    self.model = await trio.to_thread.run_sync(self._load, abandon_on_cancel=True)
+                    # Not abandoned on cancellation (like every torch call of the daemon): a thread left
+                    # inside torch while the interpreter exits can abort the process. Shutdown waits for
+                    # the load (seconds), as it waits for a running embedding batch.
+                    self.model = await trio.to_thread.run_sync(self._load)
                 except Exception as exc:  # WeightsMissing, or anything a model library raises
                     self.failure = str(exc) if _is_missing(exc) else f"{type(exc).__name__}: {exc}"
                     self.failure_state = "missing" if _is_missing(exc) else "failed"
