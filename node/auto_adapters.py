@@ -15,7 +15,6 @@ A failed training is logged and not retried until the daemon restarts.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -88,7 +87,7 @@ class AutoAdapters:
         base_id = model.model_id
         if base_id in self._given_up:
             return False
-        count = await self._catalog.read(partial(_vector_count, model_id=base_id))
+        count = await self._catalog.read(partial(store.vector_count, model_id=base_id))
         if count < self._settings.min_vectors:
             return False
         progress = TrainingProgress()
@@ -121,7 +120,3 @@ class AutoAdapters:
         adapter.info["corpus"] = f"{len(vectors)} stored vectors (trained by the node)"
         await trio.to_thread.run_sync(adapter.save, self._adapters_dir / f"{adapter.adapter_id}.npz")
         return adapter
-
-
-def _vector_count(conn: sqlite3.Connection, model_id: str) -> int:
-    return conn.execute("SELECT count(*) FROM embeddings WHERE model_id = ?", (model_id,)).fetchone()[0]

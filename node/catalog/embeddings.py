@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,14 +127,8 @@ def describe_text(conn: sqlite3.Connection, item_id: int) -> str:
     return ". ".join(parts + [name]) if parts else name
 
 
-def iter_vectors(conn: sqlite3.Connection, model_id: str) -> Iterator[tuple[int, np.ndarray]]:
-    """(vector id, vector) of every stored vector of a model whose item still has a file."""
-    for item_id, segment, blob in conn.execute(
-        """SELECT e.item_id, e.segment, e.vector FROM embeddings AS e JOIN items AS i ON i.id = e.item_id
-           WHERE e.model_id = ? AND i.missing_since IS NULL""",
-        (model_id,),
-    ):
-        yield vector_id(item_id, segment), from_blob(blob)
+def vector_count(conn: sqlite3.Connection, model_id: str) -> int:
+    return conn.execute("SELECT count(*) FROM embeddings WHERE model_id = ?", (model_id,)).fetchone()[0]
 
 
 def model_vectors(conn: sqlite3.Connection, model_id: str, limit: int) -> np.ndarray:

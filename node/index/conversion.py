@@ -13,7 +13,7 @@ from functools import partial
 import numpy as np
 
 from peerlight.embeddings.adapters import Adapter
-from peerlight.embeddings.vectors import to_blob
+from peerlight.embeddings.vectors import from_blob, to_blob
 
 from ..catalog import embeddings as store
 from ..catalog.database import Catalog
@@ -62,7 +62,7 @@ def _convert_batch(
             WHERE model_id = ? AND item_id IN ({marks}) ORDER BY item_id, segment""",
         (base_id, *item_ids),
     ).fetchall()
-    ordered = adapter.apply(np.stack([np.frombuffer(r[5], dtype="<f4") for r in rows]))
+    ordered = adapter.apply(np.stack([from_blob(r[5]) for r in rows]))
     # An item the embedder already stored under the new model id keeps those vectors (OR IGNORE).
     conn.executemany(
         "INSERT OR IGNORE INTO embeddings (item_id, model_id, segment, start, end, dimension, vector, source)"

@@ -36,6 +36,7 @@ from peerlight.embeddings.prefix_index import PrefixIndex
 from peerlight.embeddings.vectors import from_blob
 
 from ..catalog.database import Catalog
+from ..catalog import embeddings as store
 from ..catalog.embeddings import split_vector_id, vector_id
 from .hits import VectorHit
 
@@ -59,6 +60,7 @@ class _Live:
     index: PrefixIndex
     applied: int  # journal position the index reflects
     saved: int  # journal position of the copy on disk
+    verified: bool = False  # its size matched the catalog's at ``applied`` (then only changes can break that)
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property
@@ -71,7 +73,7 @@ class _Changes:
     last_seq: int
     present: list[tuple[int, np.ndarray]]  # vector id -> its current vector
     gone: list[int]  # vector ids no longer stored
-    catalog_count: int
+    catalog_count: int | None  # None: not counted (nothing changed since a verified position)
 
 
 class VectorIndexes:
@@ -167,7 +169,9 @@ class VectorIndexes:
 
     async def _catch_up(self, model_id: str, live: _Live) -> bool:
         """Replay the journal past ``live.applied``; False if the index then disagrees with the catalog."""
-        changes = await self._catalog.read(partial(_changes_since, model_id=model_id, after=live.applied))
+        changes = await self._catalog.read(
+            partial(_changes_since, model_id=model_id, after=live.applied, verify=not live.verified)
+        )
         if changes.present or changes.gone:
             ids = np.array([vid for vid, _ in changes.present], dtype=np.int64)
             vectors = np.stack([v for _, v in changes.present]) if changes.present else None
@@ -179,7 +183,10 @@ class VectorIndexes:
 
             await trio.to_thread.run_sync(apply)
         live.applied = changes.last_seq
-        if len(live.index) != changes.catalog_count:
+        if changes.catalog_count is None:
+            return True  # every vector stored or deleted is journalled: no entry, no change
+        live.verified = len(live.index) == changes.catalog_count
+        if not live.verified:
             log.warning(
                 "vector index out of step with the catalog, rebuilding",
                 extra={"model_id": model_id, "index": len(live.index), "catalog": changes.catalog_count},
@@ -283,7 +290,9 @@ def _fill_index(conn: sqlite3.Connection, index: PrefixIndex) -> int:
     return position
 
 
-def _changes_since(conn: sqlite3.Connection, model_id: str, after: int) -> _Changes:
+def _changes_since(conn: sqlite3.Connection, model_id: str, after: int, verify: bool) -> _Changes:
+    """Vectors changed after journal position ``after``, and the catalog's vector count when
+    anything changed or ``verify`` asks for it (counting costs milliseconds per search at 100k)."""
     rows = conn.execute(
         "SELECT seq, item_id, segment FROM vector_changes WHERE model_id = ? AND seq > ? ORDER BY seq", (model_id, after)
     ).fetchall()
@@ -297,7 +306,7 @@ def _changes_since(conn: sqlite3.Connection, model_id: str, after: int) -> _Chan
             gone.append(vector_id(item_id, segment))
         else:
             present.append((vector_id(item_id, segment), from_blob(row[0])))
-    (count,) = conn.execute("SELECT count(*) FROM embeddings WHERE model_id = ?", (model_id,)).fetchone()
+    count = store.vector_count(conn, model_id) if rows or verify else None
     return _Changes(max([after, *(seq for seq, _, _ in rows)]), present, gone, count)
 
 
