@@ -1,7 +1,12 @@
 """The ``peerlight`` command line.
 
 Commands are thin: they parse arguments, make a control call, and render the reply. Heavy
-work happens in the daemon. Exit codes: 0 success, 1 error, 2 usage error, 3 no daemon running.
+work happens in the daemon. Exit codes: 0 success, 1 error, 2 usage error (bad arguments,
+or parameters the daemon refused as invalid), 3 no daemon running.
+
+Global options (``--data-dir``, ``--json``, ``--log-level``) are accepted before or after any
+subcommand, nested ones included: every parser level knows them, with ``SUPPRESS`` as its
+default, so a level that does not see an option never overwrites what another level parsed.
 """
 
 from __future__ import annotations
@@ -9,26 +14,44 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from peerlight.node.control.protocol import ControlError
 from peerlight.node.paths import NodePaths
 
 from . import daemon_commands, index_commands, library_commands, search_commands
 from .client import ConnectionLost, DaemonNotRunning
-from .errors import EXIT_ERROR, EXIT_NOT_RUNNING, CliError
+from .errors import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_USAGE, CliError, UsageError
 from .output import Output
 
 Command = Callable[[argparse.Namespace, NodePaths, Output], int]
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+GLOBAL_DEFAULTS = {"data_dir": None, "json": False, "log_level": None}
+# Errors the daemon reports about the request itself: the caller used it wrongly.
+USAGE_CODES = frozenset({"invalid_params"})
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are exceptions, so ``main`` can report them as JSON."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _global_options() -> argparse.ArgumentParser:
+    common = Parser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument(
         "--data-dir", metavar="DIR", help="node data directory (default: $PEERLIGHT_HOME or the platform's user data dir)"
     )
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common.add_argument("--log-level", choices=LOG_LEVELS, help="log level (for start: overrides daemon.log_level)")
+    return common
 
-    parser = argparse.ArgumentParser(prog="peerlight", description="Peerlight: a peer-to-peer media sharing node.")
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _global_options()
+    parser = Parser(prog="peerlight", description="Peerlight: a peer-to-peer media sharing node.", parents=[common])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, run: Command, help: str, parent: argparse._SubParsersAction = commands) -> argparse.ArgumentParser:
@@ -41,7 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     start = command("start", daemon_commands.cmd_start, "run the daemon (in the foreground unless --detach)")
     start.add_argument("--detach", action="store_true", help="run in the background with a pid file and log file")
-    start.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override daemon.log_level")
     start.add_argument("--timeout", type=float, default=60.0, help="with --detach: seconds to wait for ready")
 
     stop = command("stop", daemon_commands.cmd_stop, "stop the running daemon")
@@ -49,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("status", daemon_commands.cmd_status, "show whether the daemon runs, its peer ID and catalog state")
 
-    library = commands.add_parser("library", help="manage the folders the node indexes")
+    library = commands.add_parser("library", parents=[common], help="manage the folders the node indexes")
     library_commands_ = library.add_subparsers(dest="library_command", required=True, metavar="ACTION")
     add = command("add", library_commands.cmd_library_add, "add a folder as a library", library_commands_)
     add.add_argument("path", help="folder to add")
@@ -101,8 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line, with the global options' defaults filled in; raises UsageError."""
     args = build_parser().parse_args(argv)
+    for key, default in GLOBAL_DEFAULTS.items():
+        if not hasattr(args, key):
+            setattr(args, key, default)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse_args(raw)
+    except UsageError as exc:
+        # Parsing failed, so --json was perhaps not parsed: look for it among the words.
+        Output(as_json="--json" in raw).error(str(exc), code="usage")
+        return EXIT_USAGE
     out = Output(as_json=args.json)
     paths = NodePaths.resolve(args.data_dir)
     try:
@@ -110,9 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     except DaemonNotRunning as exc:
         out.error(str(exc), code="not_running")
         return EXIT_NOT_RUNNING
+    except UsageError as exc:
+        out.error(str(exc), code="usage")
+        return EXIT_USAGE
     except ControlError as exc:
         out.error(exc.message, code=exc.code)
-        return EXIT_ERROR
+        return EXIT_USAGE if exc.code in USAGE_CODES else EXIT_ERROR
     except (CliError, ConnectionLost, TimeoutError, OSError) as exc:
         out.error(str(exc) or type(exc).__name__)
         return EXIT_ERROR

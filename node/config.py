@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -271,6 +272,8 @@ def _convert(hint: Any, value: Any, meta: Any, file: Path, key: str) -> Any:
         ok = isinstance(value, int) or (hint is float and isinstance(value, float))
         if not ok or isinstance(value, bool):
             raise ConfigError(file, key, f"expected {_type_word(hint)}, got {_toml_type(value)}")
+        if not math.isfinite(value):  # TOML has nan and inf; every comparison with nan is false
+            raise ConfigError(file, key, f"must be a finite number, got {value}")
         if meta.get("min") is not None and value < meta["min"]:
             raise ConfigError(file, key, f"must be at least {meta['min']}, got {value}")
         if meta.get("max") is not None and value > meta["max"]:

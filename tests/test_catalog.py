@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from peerlight.node.catalog import Catalog, CatalogError, SchemaVersionError
+from peerlight.node.catalog.database import DiskFull
 from peerlight.node.catalog import libraries
 from peerlight.node.catalog.migrations import LATEST_VERSION, MIGRATIONS, Migration, migrate, schema_version
 
@@ -21,23 +22,19 @@ def old_catalog(path: Path, version: int) -> sqlite3.Connection:
     return conn
 
 
-async def test_migration_from_version_1_keeps_data(tmp_path: Path) -> None:
-    db = tmp_path / "catalog.sqlite3"
-    conn = old_catalog(db, 1)
-    conn.execute("INSERT INTO libraries (id, path, name, added_at) VALUES (1, '/media/photos', 'photos', 1.0)")
-    conn.execute(
-        "INSERT INTO items (id, content_hash, size, modality, first_seen, updated_at, embedding_state)"
-        " VALUES (7, 'b3:abc', 10, 'image', 1.0, 1.0, 'done')"
-    )
-    conn.execute(
-        "INSERT INTO locations (item_id, library_id, path, size, mtime_ns, inode, device, last_seen)"
-        " VALUES (7, 1, '/media/photos/a.jpg', 10, 5, 6, 7, 1.0)"
-    )
-    conn.execute("INSERT INTO item_metadata VALUES (7, 'camera', 'X100')")
-    conn.execute("INSERT INTO models VALUES ('m1', 'clip', 'image', 2, 1.0)")
-    conn.execute("INSERT INTO embeddings VALUES (7, 'm1', 0, NULL, NULL, 2, ?)", (struct.pack("<2f", 0.6, 0.8),))
-    conn.close()
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# Catalogs frozen at released schema versions, made with the steps as released (build_catalogs.py).
+FROZEN = {1: FIXTURES / "catalog-v1.sqlite3", 3: FIXTURES / "catalog-v3.sqlite3"}
 
+
+def frozen_catalog(version: int, folder: Path) -> Path:
+    copy = folder / f"catalog-v{version}.sqlite3"
+    copy.write_bytes(FROZEN[version].read_bytes())
+    return copy
+
+
+async def test_migration_from_version_1_keeps_data(tmp_path: Path) -> None:
+    db = frozen_catalog(1, tmp_path)
     catalog = await Catalog.open(db)
     try:
         def check(conn: sqlite3.Connection) -> None:
@@ -58,13 +55,16 @@ async def test_migration_from_version_1_keeps_data(tmp_path: Path) -> None:
         await catalog.aclose()
 
 
-def test_every_version_migrates_to_the_latest_schema(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", sorted(FROZEN))
+def test_a_released_catalog_migrates_to_the_schema_of_a_new_one(tmp_path: Path, version: int) -> None:
+    # A released step edited since its release makes a fresh catalog differ from a migrated one.
     fresh = old_catalog(tmp_path / "fresh.sqlite3", LATEST_VERSION)
     expected = fresh.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
-    for version in range(0, LATEST_VERSION):
-        conn = old_catalog(tmp_path / f"v{version}.sqlite3", version)
-        migrate(conn)
-        assert conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall() == expected
+    conn = sqlite3.connect(frozen_catalog(version, tmp_path), isolation_level=None)
+    assert schema_version(conn) == version
+    migrate(conn)
+    assert conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall() == expected
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 def test_a_failing_migration_leaves_the_previous_version_intact(tmp_path: Path) -> None:
@@ -191,3 +191,41 @@ def test_libraries_must_not_nest(tmp_path: Path) -> None:
     assert removed.path == "/media/music"
     with pytest.raises(libraries.LibraryNotFound):
         libraries.remove_library(conn, "/media/music")
+
+
+async def test_a_failed_commit_is_rolled_back_and_the_writer_keeps_working(tmp_path: Path) -> None:
+    catalog = await Catalog.open(tmp_path / "c.sqlite3")
+    try:
+        def violates_at_commit(conn: sqlite3.Connection) -> None:
+            # A deferred foreign key is only checked by COMMIT, so COMMIT itself fails.
+            conn.execute("PRAGMA defer_foreign_keys = ON")
+            conn.execute(
+                "INSERT INTO locations (item_id, library_id, path, size, mtime_ns, inode, device, last_seen)"
+                " VALUES (999, 999, '/nowhere', 1, 1, 1, 1, 1.0)"
+            )
+
+        with pytest.raises(sqlite3.IntegrityError):
+            await catalog.write(violates_at_commit)
+        library = await catalog.write(partial(libraries.add_library, path=Path("/media/ok")))
+        assert library.path == "/media/ok"
+        assert await catalog.read(lambda c: c.execute("SELECT COUNT(*) FROM locations").fetchone()[0]) == 0
+    finally:
+        await catalog.aclose()
+
+
+async def test_a_full_database_is_a_typed_error_and_writes_resume_when_space_returns(tmp_path: Path) -> None:
+    catalog = await Catalog.open(tmp_path / "c.sqlite3")
+    try:
+        pages = await catalog.write(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+        await catalog.write(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))  # the "disk" is now full
+
+        def big_write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO libraries (path, name, added_at) VALUES ('/media/big', ?, 1.0)", ("x" * 100_000,))
+
+        with pytest.raises(DiskFull):
+            await catalog.write(big_write)
+        await catalog.write(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))  # space returns
+        await catalog.write(big_write)
+        assert [lib.path for lib in await catalog.read(libraries.list_libraries)] == ["/media/big"]
+    finally:
+        await catalog.aclose()

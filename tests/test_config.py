@@ -58,6 +58,10 @@ def test_values_are_read(tmp_path: Path) -> None:
         ("[node]\nname = 3\n", "node.name", "expected a string"),
         ("daemon = 3\n", "daemon", "expected a table"),
         ("[daemon]\nlog_file = ''\n", "daemon.log_file", "expected a path"),
+        # nan passes every range check (all comparisons with it are false); inf passes a max-less one
+        ("[daemon]\nshutdown_grace_seconds = nan\n", "daemon.shutdown_grace_seconds", "finite number"),
+        ("[index]\nforget_missing_after_seconds = inf\n", "index.forget_missing_after_seconds", "finite number"),
+        ("[models]\nidle_unload_seconds = -inf\n", "models.idle_unload_seconds", "finite number"),
     ],
 )
 def test_invalid_values_name_file_key_and_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:

@@ -5,11 +5,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from peerlight.node.control import protocol
 from peerlight.node.control.protocol import (
     ERROR_TYPES,
     ControlError,
     FrameTooLarge,
-    InvalidParams,
     MalformedMessage,
     Request,
     UnsupportedVersion,
@@ -94,5 +94,8 @@ def test_trailing_bytes_are_malformed() -> None:
         decode_body(msgpack.packb({"a": 1}) + b"\x00")
 
 
-def test_invalid_params_is_a_control_error() -> None:
-    assert issubclass(InvalidParams, ControlError) and InvalidParams.code == "invalid_params"
+def test_every_error_type_has_its_own_code() -> None:
+    # ERROR_TYPES is keyed by code: two classes sharing one would silently lose a type on the wire.
+    defined = {cls for cls in vars(protocol).values() if isinstance(cls, type) and issubclass(cls, ControlError)}
+    assert set(ERROR_TYPES.values()) == defined - {ControlError}
+    assert all(code == cls.code for code, cls in ERROR_TYPES.items())

@@ -176,8 +176,8 @@ def test_filters(indexed: Indexed) -> None:
 
 
 def test_bad_search_requests_are_typed_errors(indexed: Indexed) -> None:
-    assert cli_json(indexed.paths.root, "search", "x", "--date-from", "yesterday", expect_rc=1)["error"]["code"] == "invalid_params"
-    assert cli_json(indexed.paths.root, "search", " ", expect_rc=1)["error"]["code"] == "invalid_params"
+    assert cli_json(indexed.paths.root, "search", "x", "--date-from", "yesterday", expect_rc=2)["error"]["code"] == "invalid_params"
+    assert cli_json(indexed.paths.root, "search", " ", expect_rc=2)["error"]["code"] == "invalid_params"
     assert cli_json(indexed.paths.root, "similar", "/no/such/file.jpg", expect_rc=1)["error"]["code"] == "not_found"
     not_media = indexed.paths.root.parent / "blob.bin"
     not_media.write_bytes(b"\x00\x01" * 100)

@@ -39,11 +39,13 @@ def test_file_gets_json_lines_with_extra_fields_and_rotates(tmp_path: Path, rest
     assert lines[0]["files"] == 12 and lines[0]["library"] == "photos" and lines[0]["level"] == "info"
     assert "ValueError: bad frame" in lines[1]["exc"]
     logging.getLogger("some.library").info("third-party chatter stays out")
+    logging.getLogger("some.library").warning("third-party warnings get in")
+    assert "third-party chatter" not in log_file.read_text()
+    assert "third-party warnings get in" in log_file.read_text()
     for i in range(200):
         log.warning("filler %d", i)
     assert (tmp_path / "logs" / "peerlight.log.1").exists()
     assert not (tmp_path / "logs" / "peerlight.log.3").exists()
-    assert "third-party chatter" not in log_file.read_text()
 
 
 def test_console_lines_are_readable(tmp_path: Path, restore_logging: None, capsys: pytest.CaptureFixture[str]) -> None:

@@ -45,9 +45,9 @@ def test_train_adapter_from_a_corpus_is_deterministic_and_saved(node: NodePaths,
 
         small = tmp_path / "small.txt"
         small.write_text("just one line\\n")
-        error = cli_json(node.root, "models", "train-adapter", "--encoder", "text", "--corpus", str(small), expect_rc=1)
+        error = cli_json(node.root, "models", "train-adapter", "--encoder", "text", "--corpus", str(small), expect_rc=2)
         assert error["error"]["code"] == "invalid_params" and "at least" in error["error"]["message"]
-        error = cli_json(node.root, "models", "train-adapter", "--encoder", "text", expect_rc=1)
+        error = cli_json(node.root, "models", "train-adapter", "--encoder", "text", expect_rc=2)
         assert "stored text vectors" in error["error"]["message"]
         assert daemon.call("daemon.status")["running"]
     finally:
@@ -71,10 +71,10 @@ def test_align_an_encoder_to_another_space_from_the_cli(node: NodePaths, tmp_pat
         assert saved.info["kind"] == "alignment" and saved.space_id == models["text"]["model_id"]
         assert saved.dimension == models["text"]["dimension"]
 
-        error = cli_json(node.root, "models", "train-adapter", "--encoder", "image", "--align-to", "text", expect_rc=1)
+        error = cli_json(node.root, "models", "train-adapter", "--encoder", "image", "--align-to", "text", expect_rc=2)
         assert error["error"]["code"] == "invalid_params" and "--corpus" in error["error"]["message"]
         error = cli_json(
-            node.root, "models", "train-adapter", "--encoder", "text", "--align-to", "text", "--corpus", str(corpus), expect_rc=1
+            node.root, "models", "train-adapter", "--encoder", "text", "--align-to", "text", "--corpus", str(corpus), expect_rc=2
         )
         assert "its own space" in error["error"]["message"]
     finally:

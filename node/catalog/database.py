@@ -32,6 +32,14 @@ class CatalogError(Exception):
     """The catalog database cannot be opened or used."""
 
 
+class DiskFull(CatalogError):
+    """A write failed because the disk (or the database's size limit) is full; it was rolled back.
+
+    Nothing of it was stored, so the caller can keep what it meant to write and try again once
+    space returns (background services do: see :func:`write_patiently`).
+    """
+
+
 def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
     uri = f"{path.absolute().as_uri()}?mode={'ro' if read_only else 'rwc'}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
@@ -97,10 +105,12 @@ class Catalog:
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = transaction(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")  # may fail too (a full disk, a deferred constraint): rolled back below
+        except BaseException as exc:
+            _roll_back(conn)
+            if isinstance(exc, sqlite3.OperationalError) and _is_disk_full(exc):
+                raise DiskFull(f"{self.path}: {exc}") from exc
             raise
-        conn.execute("COMMIT")
         return result
 
     async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
@@ -140,6 +150,20 @@ class Catalog:
             raise CatalogError("the catalog is closed")
 
 
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """End a failed write transaction, so the writer connection keeps working."""
+    if not conn.in_transaction:
+        return  # SQLite already rolled it back (it does on some errors, e.g. SQLITE_FULL)
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        log.exception("catalog: ROLLBACK failed")
+
+
+def _is_disk_full(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+
+
 def _run_read(conn: sqlite3.Connection, query: Callable[[sqlite3.Connection], T]) -> T:
     # Each read is its own snapshot: a deferred transaction keeps multi-query reads consistent.
     conn.execute("BEGIN")
@@ -149,4 +173,4 @@ def _run_read(conn: sqlite3.Connection, query: Callable[[sqlite3.Connection], T]
         conn.execute("COMMIT")
 
 
-__all__ = ["Catalog", "CatalogError", "open_writer"]
+__all__ = ["Catalog", "CatalogError", "DiskFull", "open_writer"]
