@@ -110,12 +110,6 @@ class Adapter:
         name = self.base_model_id.split(":")[1] if self.base_model_id.count(":") >= 2 else self.base_model_id
         return make_model_id(ORDERED, name, f"{self.base_model_id}:{self.adapter_id}", self.dimension)
 
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(path)
-
     @classmethod
     def load(cls, path: Path) -> Adapter:
         try:

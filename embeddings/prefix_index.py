@@ -16,8 +16,6 @@ incrementally (add replaces vectors with the same id; remove drops ids).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,16 +182,18 @@ class PrefixIndex:
 
     # --- persistence ---
 
-    def save(self, folder: Path) -> None:
-        """Write atomically: a crash mid-save leaves the previous copy intact."""
+    def write_files(self, folder: Path) -> None:
+        """Write the index's files into ``folder`` (which exists); :meth:`load` reads them back.
+
+        Making the write atomic and durable (a staging folder, fsync, rename) is the caller's
+        part: the node does it for every file it writes, in one place.
+        """
         import faiss
 
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
         with self._lock:
-            faiss.write_index(self._prefixes, str(staging / "prefixes.faiss"))
-            np.save(staging / "full.npy", self._full)
-            np.save(staging / "ids.npy", self._ids)
+            faiss.write_index(self._prefixes, str(folder / "prefixes.faiss"))
+            np.save(folder / "full.npy", self._full)
+            np.save(folder / "ids.npy", self._ids)
             meta = {
                 "format": FORMAT_VERSION,
                 "model_id": self.model_id,
@@ -203,15 +203,7 @@ class PrefixIndex:
                 "count": self._count,
                 "annotations": self.annotations,
             }
-        (staging / "meta.json").write_text(json.dumps(meta))
-        old = folder.with_name(folder.name + ".old")
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(staging, folder)
-        if old.exists():
-            import shutil
-
-            shutil.rmtree(old, ignore_errors=True)
+        (folder / "meta.json").write_text(json.dumps(meta))
 
     @classmethod
     def load(cls, folder: Path) -> PrefixIndex:

@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from .files import write_atomic
 
 FILE = "defaults.json"
 
@@ -24,10 +25,7 @@ def node_default_adapter(adapters_dir: Path, base_model_id: str) -> Path | None:
 
 def set_node_default_adapter(adapters_dir: Path, base_model_id: str, adapter_id: str) -> None:
     defaults = _read(adapters_dir) | {base_model_id: adapter_id}
-    adapters_dir.mkdir(parents=True, exist_ok=True)
-    tmp = adapters_dir / (FILE + ".tmp")
-    tmp.write_text(json.dumps(defaults, indent=1, sort_keys=True))
-    os.replace(tmp, adapters_dir / FILE)
+    write_atomic(adapters_dir / FILE, json.dumps(defaults, indent=1, sort_keys=True).encode())
 
 
 def _read(adapters_dir: Path) -> dict[str, str]:

@@ -26,6 +26,7 @@ from peerlight.embeddings.adapters import Adapter
 
 from .catalog import embeddings as store
 from .catalog.database import Catalog
+from .files import write_atomic
 from .models import ModelManager
 
 MIN_CORPUS = 256
@@ -146,7 +147,7 @@ async def train_node_adapter(
         extra = {"space": adapter.model_id}
     adapter.info["corpus"] = source
     path = adapters_dir / f"{adapter.adapter_id}.npz"
-    await trio.to_thread.run_sync(adapter.save, path)
+    await trio.to_thread.run_sync(partial(write_atomic, path, adapter.to_bytes(), mode=0o644))
     progress.phase = "done"
     return {
         "role": role,

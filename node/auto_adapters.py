@@ -30,6 +30,7 @@ from .adapters import MAX_CORPUS, TrainingProgress, train_in_worker
 from .catalog import embeddings as store
 from .catalog.database import Catalog
 from .config import Config
+from .files import write_atomic
 from .index.conversion import convert_base_vectors
 from .models import ModelManager, ModelSlot
 
@@ -118,5 +119,6 @@ class AutoAdapters:
         options = TrainingOptions(steps=self._settings.steps)
         adapter = await train_in_worker(partial(train_adapter, base_id, vectors, options), options.steps, progress)
         adapter.info["corpus"] = f"{len(vectors)} stored vectors (trained by the node)"
-        await trio.to_thread.run_sync(adapter.save, self._adapters_dir / f"{adapter.adapter_id}.npz")
+        path = self._adapters_dir / f"{adapter.adapter_id}.npz"
+        await trio.to_thread.run_sync(partial(write_atomic, path, adapter.to_bytes(), mode=0o644))
         return adapter

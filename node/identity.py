@@ -9,13 +9,14 @@ never silently replaced: replacing it would change who the node is.
 
 from __future__ import annotations
 
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .files import write_atomic
 
 
 class IdentityError(Exception):
@@ -71,13 +72,10 @@ def create_identity(path: Path) -> NodeIdentity:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Never half-written: a torn key file would be a corrupt identity that cannot be replaced.
+        write_atomic(path, pem, mode=0o600, exclusive=True)
     except FileExistsError:
         raise IdentityError(f"{path}: an identity key already exists; refusing to replace it") from None
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
-        out.flush()
-        os.fsync(out.fileno())
     return identity
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 from pathlib import Path
 
+from .files import write_atomic
 from .paths import NodePaths
 
 log = logging.getLogger("peerlight.daemon")
@@ -66,9 +67,7 @@ class DaemonLock:
             self._paths.control_socket.unlink()
 
     def _write_pid(self) -> None:
-        tmp = self._paths.pid_file.with_suffix(".pid.tmp")
-        tmp.write_text(f"{os.getpid()}\n")
-        os.replace(tmp, self._paths.pid_file)
+        write_atomic(self._paths.pid_file, f"{os.getpid()}\n".encode(), mode=0o644)
 
     def release(self) -> None:
         if self._fd < 0:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from .config import render_default_config
+from .files import write_atomic
 from .identity import NodeIdentity, create_identity, load_identity
 from .paths import NodePaths
 
@@ -38,9 +39,7 @@ def init_node(paths: NodePaths, *, if_missing: bool = False) -> InitResult:
         paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(paths.root, 0o700)
         if not paths.config.exists():
-            tmp = paths.config.with_suffix(".toml.tmp")
-            tmp.write_text(render_default_config(), encoding="utf-8")
-            os.replace(tmp, paths.config)
+            write_atomic(paths.config, render_default_config().encode("utf-8"))
         identity = (
             load_identity(paths.identity) if paths.identity.exists() else create_identity(paths.identity)
         )

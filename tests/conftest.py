@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,27 @@ def daemon(node: NodePaths) -> Iterator[DaemonProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Callable[[int], Path]]:
+    """Mount small tmpfs file systems (a disk that fills up for real); needs root, else the test is skipped."""
+    mounts: list[Path] = []
+
+    def mount(size_bytes: int) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small file system needs root")
+        point = Path(tempfile.mkdtemp(prefix="pl-disk-", dir="/tmp"))
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(point)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount tmpfs here: {done.stderr.decode().strip()}")
+        mounts.append(point)
+        return point
+
+    try:
+        yield mount
+    finally:
+        for point in mounts:
+            subprocess.run(["umount", "-l", str(point)], check=False)
+            shutil.rmtree(point, ignore_errors=True)
+

@@ -127,3 +127,16 @@ def write_config(data_dir: Path, extra: str = "", base: str = TEST_CONFIG) -> No
 
 def index_and_wait(data_dir: Path) -> dict[str, Any]:
     return cli_json(data_dir, "index", "--wait")
+
+
+def fill_disk(folder: Path) -> Path:
+    """Fill the file system holding ``folder`` to the last byte; returns the filler file (delete it to free space)."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as out:
+        for size in (1 << 16, 1 << 10, 1):
+            try:
+                while out.write(b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    return filler

@@ -36,6 +36,7 @@ from peerlight.embeddings.prefix_index import PrefixIndex
 from peerlight.embeddings.vectors import from_blob
 
 from ..catalog.database import Catalog
+from ..files import replace_dir_atomic
 from ..catalog import embeddings as store
 from ..catalog.embeddings import split_vector_id, vector_id
 from .hits import VectorHit
@@ -227,7 +228,7 @@ class VectorIndexes:
             live.index.annotations = {"journal": position}
             self._saves_running += 1
             try:
-                await trio.to_thread.run_sync(live.index.save, self._folder_of(model_id))
+                await trio.to_thread.run_sync(replace_dir_atomic, self._folder_of(model_id), live.index.write_files)
             finally:
                 self._saves_running -= 1
             live.saved = position
