@@ -176,9 +176,14 @@ def _render_status(console: Console, status: dict[str, Any], started: bool) -> N
         ("libraries", str(catalog["libraries"])),
         ("items", f"{catalog['items']} ({kinds})"),
         ("index", f"{state}; {index['embeddings_pending']} awaiting embeddings, "
-                  f"{index['embeddings_failed']} failed, {index['index_failures']} unreadable files"),
+                  f"{index['embeddings_failed']} failed, {index['problems']} files could not be indexed"),
     ):
         grid.add_row(label, escape(str(value)))
+    restarts = sum(service["restarts"] for service in status.get("services", []))
+    if restarts:
+        grid.add_row("services", f"{restarts} restarts after failures (see the log)")
+    for condition in status.get("conditions", []):
+        grid.add_row("[yellow]warning[/]", escape(condition["message"]))
     for index in status.get("vector_indexes", []):
         detail = f"{index['vectors']} vectors, {index['mode']}"
         if index["mode"] == "funnel":

@@ -15,7 +15,7 @@ from rich.text import Text
 from peerlight.node.paths import NodePaths
 
 from .client import ControlClient, call
-from .output import Output
+from .output import Output, shown, wire_path
 
 
 class FilesPerSecond(ProgressColumn):
@@ -25,7 +25,11 @@ class FilesPerSecond(ProgressColumn):
 
 
 def cmd_index(args: Namespace, paths: NodePaths, out: Output) -> int:
-    params = {"library": args.library} if args.library else {}
+    if args.problems:
+        problems = call(paths.control_socket, "index.problems", all=args.all, limit=args.limit)
+        out.result(problems, _render_problems)
+        return 0
+    params = {"library": wire_path(args.library)} if args.library else {}
     with ControlClient(paths.control_socket, timeout=None) as client:
         client.call("index.run", **params)
         if not args.wait:
@@ -85,8 +89,27 @@ def _render_index_summary(console: Console, status: dict[str, Any]) -> None:
     for kind, state in status["embeddings"].items():
         if state.get("reason"):
             console.print(f"  [dim]{kind}: {escape(state['reason'])}[/]")
-    if status["index_failures"]:
-        console.print(f"[yellow]{status['index_failures']} files could not be read[/] (see the daemon log).")
+    if status["problems"]:
+        console.print(f"[yellow]{status['problems']} files could not be indexed[/] (see `peerlight index --problems`).")
+
+
+def _render_problems(console: Console, problems: dict[str, Any]) -> None:
+    if not problems["skipped"] and not problems["embedding_failures"]:
+        console.print("No problems: every file was indexed.")
+    if problems["skipped"]:
+        table = Table("kind", "file", "reason", box=None, header_style="bold")
+        for row in problems["skipped"]:
+            table.add_row(row["kind"], shown(row["path"]), escape(row["reason"]))
+        console.print(table)
+    if problems["embedding_failures"]:
+        console.print("[bold]indexed, but could not be embedded[/]")
+        table = Table("file", "reason", box=None, header_style="bold")
+        for row in problems["embedding_failures"]:
+            table.add_row(shown(row["path"]), escape(row["reason"]))
+        console.print(table)
+    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(problems["counts"].items()))
+    if counts:
+        console.print(f"[dim]skipped files by kind: {counts}[/]")
 
 
 def cmd_models(args: Namespace, paths: NodePaths, out: Output) -> int:
@@ -124,7 +147,7 @@ def cmd_train_adapter(args: Namespace, paths: NodePaths, out: Output) -> int:
     if args.steps is not None:
         params["steps"] = args.steps
     if args.corpus:
-        params["corpus"] = str(Path(args.corpus).expanduser().resolve())
+        params["corpus"] = wire_path(Path(args.corpus).expanduser().resolve())
     if args.align_to:
         params["align_to"] = args.align_to
     with ControlClient(paths.control_socket, timeout=None) as client:

@@ -14,19 +14,19 @@ from rich.table import Table
 from peerlight.node.paths import NodePaths
 
 from .client import call
-from .output import Output
+from .output import Output, shown, wire_path
 
 
 def cmd_library_add(args: Namespace, paths: NodePaths, out: Output) -> int:
     # Relative paths mean the user's working directory, which the daemon does not share.
     folder = Path(args.path).expanduser().absolute()
-    params: dict[str, Any] = {"path": str(folder)}
+    params: dict[str, Any] = {"path": wire_path(folder)}
     if args.name:
         params["name"] = args.name
     library = call(paths.control_socket, "library.add", **params)
     out.result(
         library,
-        lambda console, lib: console.print(f"Added library [bold]{escape(lib['name'])}[/] ({escape(lib['path'])})."),
+        lambda console, lib: console.print(f"Added library [bold]{escape(lib['name'])}[/] ({shown(lib['path'])})."),
     )
     return 0
 
@@ -37,10 +37,10 @@ def cmd_library_list(args: Namespace, paths: NodePaths, out: Output) -> int:
 
 
 def cmd_library_remove(args: Namespace, paths: NodePaths, out: Output) -> int:
-    library = call(paths.control_socket, "library.remove", library=args.library)
+    library = call(paths.control_socket, "library.remove", library=wire_path(args.library))
     out.result(
         library,
-        lambda console, lib: console.print(f"Removed library [bold]{escape(lib['name'])}[/] ({escape(lib['path'])})."),
+        lambda console, lib: console.print(f"Removed library [bold]{escape(lib['name'])}[/] ({shown(lib['path'])})."),
     )
     return 0
 
@@ -56,5 +56,5 @@ def _render_libraries(console: Console, libraries: list[dict[str, Any]]) -> None
             if lib["last_scan"]
             else "never"
         )
-        table.add_row(str(lib["id"]), escape(lib["name"]), escape(lib["path"]), str(lib["items"]), last_scan)
+        table.add_row(str(lib["id"]), escape(lib["name"]), shown(lib["path"]), str(lib["items"]), last_scan)
     console.print(table)

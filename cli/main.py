@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     index = command("index", index_commands.cmd_index, "rescan libraries now (all, or one)")
     index.add_argument("library", nargs="?", help="library id, path or name")
     index.add_argument("--wait", action="store_true", help="show progress until indexing and embedding are done")
+    index.add_argument("--problems", action="store_true", help="list the files that could not be indexed, with why")
+    index.add_argument("--all", action="store_true", help="with --problems: also files that are simply not media")
+    index.add_argument("--limit", type=int, default=1000, help="with --problems: at most this many rows (default 1000)")
 
     models = command(
         "models", index_commands.cmd_models, "list the embedding models (weights, state, dimension, id); train-adapter"

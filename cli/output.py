@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+
+from peerlight.node.pathnames import display, encode_path
 
 
 class Output:
@@ -20,7 +24,7 @@ class Output:
 
     def result(self, data: Any, render: Callable[[Console, Any], None]) -> None:
         if self.as_json:
-            sys.stdout.write(json.dumps(data, default=str) + "\n")
+            sys.stdout.write(json.dumps(data, default=_json_default) + "\n")
         else:
             render(self.console, data)
 
@@ -29,6 +33,23 @@ class Output:
             sys.stdout.write(json.dumps({"error": {"code": code, "message": message, **extra}}) + "\n")
         else:
             self.errors.print(f"[bold red]error:[/] {_escape(message)}")
+
+
+def _json_default(value: Any) -> Any:
+    """Bytes (the exact names of files that are not UTF-8: ``path_bytes``) become base64 in JSON."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
+
+
+def shown(path: str) -> str:
+    """A path as one line of rich markup: undecodable bytes as \\xNN, control characters escaped."""
+    return _escape(display(path))
+
+
+def wire_path(path: str | os.PathLike[str]) -> str | bytes:
+    """A path as the daemon takes it: a string, or its exact bytes when the name is not UTF-8."""
+    return encode_path(os.fspath(path))
 
 
 def _escape(text: str) -> str:

@@ -13,7 +13,7 @@ from rich.table import Table
 from peerlight.node.paths import NodePaths
 
 from .client import call
-from .output import Output
+from .output import Output, shown, wire_path
 
 MODALITIES = ("image", "audio", "video", "text")
 
@@ -39,7 +39,7 @@ def _filter_params(args: Namespace) -> dict[str, Any]:
         if value is not None:
             params[key] = value
     if args.folder:
-        params["folder"] = str(Path(args.folder).expanduser().absolute())
+        params["folder"] = wire_path(Path(args.folder).expanduser().absolute())
     return params
 
 
@@ -50,7 +50,7 @@ def cmd_search(args: Namespace, paths: NodePaths, out: Output) -> int:
 
 
 def cmd_similar(args: Namespace, paths: NodePaths, out: Output) -> int:
-    path = str(Path(args.path).expanduser().resolve())
+    path = wire_path(Path(args.path).expanduser().resolve())
     reply = call(paths.control_socket, "search.similar", timeout=300, path=path, **_filter_params(args))
     out.result(reply, _render_results)
     return 0
@@ -73,7 +73,7 @@ def _render_results(console: Console, reply: dict[str, Any]) -> None:
         else:
             meta = result["metadata"]
             where = escape(" · ".join(str(meta[k]) for k in ("title", "artist", "camera", "date") if meta.get(k)))
-        table.add_row(str(rank), result["modality"], escape(result["path"]), where)
+        table.add_row(str(rank), result["modality"], shown(result["path"]), where)
     console.print(table)
     console.print(f"[dim]{len(results)} results in {reply['took_ms']:.0f} ms[/]")
 
@@ -91,12 +91,12 @@ def _render_duplicates(console: Console, reply: dict[str, Any]) -> None:
         console.print("No duplicates found.")
     for group in reply["identical"]:
         console.print(f"[bold]identical[/] ({group['modality']}, {len(group['paths'])} copies)")
-        for path in group["paths"]:
-            console.print(f"  {escape(path)}")
+        for copy in group["paths"]:
+            console.print(f"  {shown(copy['path'])}")
     for group in reply["near"]:
         console.print(f"[bold]near-duplicates[/] (similarity ≥ {reply['threshold']})")
         for item in group["items"]:
-            console.print(f"  {escape(item['path'])}")
+            console.print(f"  {shown(item['path'])}")
 
 
 def _shorten(text: str, length: int) -> str:
@@ -110,14 +110,14 @@ def _timestamp(seconds: float) -> str:
 
 
 def cmd_rate(args: Namespace, paths: NodePaths, out: Output) -> int:
-    path = str(Path(args.path).expanduser().resolve())
+    path = wire_path(Path(args.path).expanduser().resolve())
     reply = call(paths.control_socket, "items.rate", path=path, rating=args.rating)
-    out.result(reply, lambda console, r: console.print(f"Rated {escape(r['path'])}: {r['rating']:g}/10."))
+    out.result(reply, lambda console, r: console.print(f"Rated {shown(r['path'])}: {r['rating']:g}/10."))
     return 0
 
 
 def cmd_info(args: Namespace, paths: NodePaths, out: Output) -> int:
-    path = str(Path(args.path).expanduser().resolve())
+    path = wire_path(Path(args.path).expanduser().resolve())
     out.result(call(paths.control_socket, "items.info", path=path), _render_info)
     return 0
 
@@ -128,8 +128,8 @@ def _render_info(console: Console, info: dict[str, Any]) -> None:
     grid.add_column()
     grid.add_row("kind", f"{info['modality']} ({info['mime'] or 'unknown type'}), {info['size']:,} bytes")
     grid.add_row("content hash", info["content_hash"])
-    for path in info["paths"]:
-        grid.add_row("file", escape(path))
+    for copy in info["paths"]:
+        grid.add_row("file", shown(copy["path"]))
     for key, value in sorted(info["metadata"].items()):
         grid.add_row(key, escape(str(value)))
     grid.add_row("rating", "—" if info["rating"] is None else f"{info['rating']:g}/10")

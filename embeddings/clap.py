@@ -13,7 +13,7 @@ import numpy as np
 from .errors import WeightsMissing
 from .model_ids import hub_weights_fingerprint, make_model_id
 from .vectors import normalize
-from .weights import HubModelSpec, Weights, hf_cached_snapshot, missing, require_local_path
+from .weights import HubModelSpec, Weights, hf_cached_snapshot, hub_folder, missing, require_local_path
 
 SPACE = "audio"
 SAMPLE_RATE = 48_000
@@ -52,17 +52,16 @@ class ClapModel:
 
         self.spec = spec
         self.weights = weights
-        source = weights.path or spec.name
-        local_only = weights.source != "download"
         try:
-            self._model = HfClapModel.from_pretrained(source, cache_dir=spec.cache_dir, local_files_only=local_only)
-            self._processor = ClapProcessor.from_pretrained(source, cache_dir=spec.cache_dir, local_files_only=local_only)
+            source = hub_folder(weights, spec)
+            self._model = HfClapModel.from_pretrained(source, local_files_only=True)
+            self._processor = ClapProcessor.from_pretrained(source, local_files_only=True)
         except OSError as exc:
             raise WeightsMissing(f"CLAP {spec.name}: cannot load {source}: {exc}") from None
         self._model = self._model.eval().to(spec.device)
         self._lock = threading.Lock()
         self.dimension = int(self._model.config.projection_dim)
-        fingerprint = hub_weights_fingerprint(weights.path, spec.name)
+        fingerprint = hub_weights_fingerprint(source)
         self.model_id = make_model_id("clap", spec.name, fingerprint, self.dimension)
 
     def prepare(self, path: str) -> np.ndarray:

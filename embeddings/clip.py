@@ -72,6 +72,17 @@ def resolve_clip_weights(spec: ClipSpec) -> Weights:
     )
 
 
+def download_clip_weights(spec: ClipSpec) -> str:
+    """Fetch a pretrained tag's weights file into the cache (allowed downloads only); its local path."""
+    import open_clip
+    from open_clip.pretrained import download_pretrained
+
+    path = download_pretrained(open_clip.get_pretrained_cfg(spec.name, spec.pretrained), cache_dir=spec.cache_dir)
+    if not path or not os.path.isfile(path):
+        raise WeightsMissing(f"open_clip {spec.name}: the download of {spec.pretrained!r} gave no weights file")
+    return path
+
+
 class ClipModel:
     """A loaded open_clip model (an :class:`~.base.Encoder`); encoding is serialised by a lock."""
 
@@ -91,10 +102,8 @@ class ClipModel:
             finally:
                 torch.random.set_rng_state(generator_state)
         else:
-            pretrained = weights.path if weights.path else spec.pretrained
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                spec.name, pretrained=pretrained, cache_dir=spec.cache_dir
-            )
+            path = weights.path or download_clip_weights(spec)
+            model, _, preprocess = open_clip.create_model_and_transforms(spec.name, pretrained=path, cache_dir=spec.cache_dir)
         self._model = model.eval().to(spec.device)
         self._preprocess = preprocess
         self._tokenizer = open_clip.get_tokenizer(spec.name)
@@ -104,7 +113,8 @@ class ClipModel:
         self.dimension = int(probe.shape[-1])
         size = getattr(self._model.visual, "image_size", 224)
         self.input_size = int(max(size) if isinstance(size, (tuple, list)) else size)
-        fingerprint = file_fingerprint(weights.path) if weights.path else f"{weights.source}:{spec.pretrained}:{RANDOM_SEED}"
+        # From the weights' content only: downloaded, cached or a local file, the same weights get the same id.
+        fingerprint = f"random:{spec.pretrained}:{RANDOM_SEED}" if weights.source == "random" else file_fingerprint(path)
         self.model_id = make_model_id("clip", spec.name, fingerprint, self.dimension)
 
     def preprocess(self, image: Any) -> Any:

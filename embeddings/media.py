@@ -32,7 +32,7 @@ def load_image(path: str | Path, max_side: int = 1024, min_side: int | None = No
     sides stay at least that long (draft mode): several times faster when the encoder only
     needs a small input anyway.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     register_image_plugins()
     try:
@@ -43,7 +43,9 @@ def load_image(path: str | Path, max_side: int = 1024, min_side: int | None = No
             image = image.convert("RGB")
             image.thumbnail((max_side, max_side))
             return image
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"image too large to decode: {exc}") from None
+    except Exception as exc:  # Pillow's decoders raise many types on hostile input
         raise DecodeError(f"cannot decode image: {exc}") from None
 
 

@@ -49,12 +49,21 @@ def file_fingerprint(path: str) -> str:
 HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def hub_weights_fingerprint(folder: str | None, fallback: str) -> str:
-    """The fingerprint of a Hugging Face model folder's weights file, or ``fallback`` without one."""
+def hub_weights_fingerprint(folder: str) -> str:
+    """The content fingerprint of a Hugging Face model folder's weights.
+
+    The single weights file when there is one (as before, so existing ids stay), else every
+    ``*.safetensors`` (or ``*.bin``) shard in name order, else the whole folder: never where
+    the folder is or what it is called.
+    """
+    import glob
     import os
 
-    for name in HUB_WEIGHT_FILES if folder else ():
+    for name in HUB_WEIGHT_FILES:
         candidate = os.path.join(folder, name)
         if os.path.isfile(candidate):
             return file_fingerprint(candidate)
-    return fallback
+    shards = sorted(glob.glob(os.path.join(folder, "*.safetensors"))) or sorted(glob.glob(os.path.join(folder, "*.bin")))
+    if shards:
+        return hashlib.sha256("\0".join(file_fingerprint(shard) for shard in shards).encode()).hexdigest()
+    return file_fingerprint(folder)

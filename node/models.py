@@ -34,7 +34,7 @@ class ModelUnavailable(Exception):
 class ModelInfo:
     role: str
     name: str
-    state: str  # unloaded | loaded | missing | failed | disabled
+    state: str  # unloaded | loading | loaded | missing | failed
     weights: str | None = None
     model_id: str | None = None
     dimension: int | None = None
@@ -60,7 +60,8 @@ class ModelSlot:
         self.failure: str | None = None
         self.failure_state = "failed"
         self._failed_at = -float("inf")
-        self._lock = trio.Lock()
+        self._loading: trio.Event | None = None  # set when the running load ends
+        self.loading_since: float | None = None
         self.known_id: str | None = None
         self.known_dimension: int | None = None
         self.weights: str | None = None
@@ -68,56 +69,89 @@ class ModelSlot:
         self.adapter_id: str | None = None
         self.adapter_training: Any = None  # a TrainingProgress while the node trains an adapter for it
 
-    async def get(self) -> Any:
-        async with self._lock:
-            if self.model is None:
+    async def get(self, loader: trio.Nursery | None = None) -> Any:
+        """The loaded model, loading it first if needed; :class:`ModelUnavailable` if it cannot be.
+
+        With ``loader`` (the models service's nursery), the load runs there, not in the caller:
+        a caller that gives up (a client that disconnects) leaves it running for the next one,
+        and every caller meanwhile waits for the same load.
+        """
+        while True:
+            if self.model is not None:
+                self.last_used = time.monotonic()
+                return self.model
+            if self._loading is None:
                 if self.failure and time.monotonic() - self._failed_at < self._retry_after:
                     raise ModelUnavailable(self.failure)
-                log.info("loading model", extra={"role": self.role, "model": self.name})
-                started = time.monotonic()
-                try:
-                    # Not abandoned on cancellation (like every torch call of the daemon): a thread left
-                    # inside torch while the interpreter exits can abort the process. Shutdown waits for
-                    # the load (seconds), as it waits for a running embedding batch.
-                    self.model = await trio.to_thread.run_sync(self._load)
-                except Exception as exc:  # WeightsMissing, or anything a model library raises
-                    self.failure = str(exc) if _is_missing(exc) else f"{type(exc).__name__}: {exc}"
-                    self.failure_state = "missing" if _is_missing(exc) else "failed"
-                    self._failed_at = time.monotonic()
-                    (log.warning if _is_missing(exc) else log.exception)(
-                        "model unavailable", extra={"role": self.role, "reason": self.failure}
-                    )
-                    raise ModelUnavailable(self.failure) from None
-                self.failure = None
-                self.known_id, self.known_dimension = self.model.model_id, self.model.dimension
-                self.weights = self.model.weights.description
-                adapter = getattr(self.model, "adapter", None)
-                self.base_id = self.model.base.model_id if adapter else None
-                self.adapter_id = adapter.adapter_id if adapter else None
-                log.info(
-                    "model loaded",
-                    extra={"role": self.role, "model_id": self.known_id, "seconds": round(time.monotonic() - started, 2)},
-                )
+                self._loading = trio.Event()
+                if loader is None:
+                    await self._load_now()
+                else:
+                    loader.start_soon(self._load_now)
+            loading = self._loading
+            if loading is not None:
+                await loading.wait()
+            if self.model is None and self.failure:
+                raise ModelUnavailable(self.failure)
+
+    async def _load_now(self) -> None:
+        log.info("loading model", extra={"role": self.role, "model": self.name})
+        started = time.monotonic()
+        self.loading_since = time.time()
+        try:
+            # Abandoned on cancellation: a shutdown does not wait for a load (a cold one takes
+            # seconds, one from a stalled disk forever). The thread finishes or dies with the
+            # process, which exits without interpreter teardown (see __main__), so a thread still
+            # inside torch cannot abort it.
+            model = await trio.to_thread.run_sync(self._load, abandon_on_cancel=True)
+        except trio.Cancelled:
+            # Its waiters are told, instead of starting a load of their own; the next use loads afresh.
+            self.failure, self._failed_at = "the load was cancelled (the daemon is stopping)", -float("inf")
+            raise
+        except Exception as exc:  # WeightsMissing, or anything a model library raises
+            self.failure = str(exc) if _is_missing(exc) else f"{type(exc).__name__}: {exc}"
+            self.failure_state = "missing" if _is_missing(exc) else "failed"
+            self._failed_at = time.monotonic()
+            (log.warning if _is_missing(exc) else log.exception)(
+                "model unavailable", extra={"role": self.role, "reason": self.failure}
+            )
+        else:
+            self.model, self.failure = model, None
+            self.known_id, self.known_dimension = model.model_id, model.dimension
+            self.weights = model.weights.description
+            adapter = getattr(model, "adapter", None)
+            self.base_id = model.base.model_id if adapter else None
+            self.adapter_id = adapter.adapter_id if adapter else None
             self.last_used = time.monotonic()
-            return self.model
+            log.info(
+                "model loaded",
+                extra={"role": self.role, "model_id": self.known_id, "seconds": round(time.monotonic() - started, 2)},
+            )
+        finally:
+            loading, self._loading, self.loading_since = self._loading, None, None
+            if loading is not None:
+                loading.set()
 
     async def reload(self) -> None:
         """Drop the loaded model so the next use loads it again (e.g. with a newly trained adapter)."""
-        async with self._lock:
-            self.model = None
-            self.forget_failure()
+        while self._loading is not None:
+            await self._loading.wait()
+        self.model = None
+        self.forget_failure()
 
     def forget_failure(self) -> None:
         self.failure, self._failed_at = None, -float("inf")
 
     def unload_if_idle(self, idle_seconds: float) -> None:
-        if self.model is not None and time.monotonic() - self.last_used > idle_seconds and not self._lock.locked():
+        if self.model is not None and time.monotonic() - self.last_used > idle_seconds and self._loading is None:
             log.info("unloading idle model", extra={"role": self.role})
             self.model = None
 
     def info(self) -> ModelInfo:
         if self.model is not None:
             state = "loaded"
+        elif self._loading is not None:
+            state = "loading"
         elif self.failure:
             state = self.failure_state
         else:
@@ -222,6 +256,7 @@ class ModelManager:
             return with_adapter(ClapModel(spec, resolve_clap_weights(spec)), opts.adapter, adapters_dir)
 
         retry = models.retry_missing_seconds
+        self._loader: trio.Nursery | None = None  # the models service's nursery, while it runs
         self.slots = {
             "image": ModelSlot("image", f"{config.image_model.name} ({config.image_model.pretrained})", "clip", image, retry),
             "text": ModelSlot("text", config.text_model.name, "text", text, retry),
@@ -229,14 +264,14 @@ class ModelManager:
         }
 
     async def get(self, role: str) -> Any:
-        return await self.slots[role].get()
+        return await self.slots[role].get(self._loader)
 
     async def check_all(self) -> list[ModelInfo]:
         """Try to load every model now (clearing remembered failures): what ``peerlight models`` shows."""
         for slot in self.slots.values():
             slot.forget_failure()
             try:
-                await slot.get()
+                await slot.get(self._loader)
             except ModelUnavailable:
                 pass
         return self.describe()
@@ -245,10 +280,15 @@ class ModelManager:
         return [slot.info() for slot in self.slots.values()]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Unload models that have been idle for ``models.idle_unload_seconds``."""
-        task_status.started()
+        """Host the models' loads, and unload models that have been idle for ``models.idle_unload_seconds``."""
         idle = self._config.models.idle_unload_seconds
-        while True:
-            await trio.sleep(min(idle / 2, 30))
-            for slot in self.slots.values():
-                slot.unload_if_idle(idle)
+        try:
+            async with trio.open_nursery() as loader:
+                self._loader = loader
+                task_status.started()
+                while True:
+                    await trio.sleep(min(idle / 2, 30))
+                    for slot in self.slots.values():
+                        slot.unload_if_idle(idle)
+        finally:
+            self._loader = None

@@ -37,11 +37,11 @@ def cli_json(data_dir: Path, *args: str, expect_rc: int = 0) -> Any:
 class DaemonProcess:
     """``python -m peerlight.node`` as a child process, so its exit code can be checked."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, wrapper: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         read_end, write_end = os.pipe()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "peerlight.node", "--data-dir", str(data_dir), "--ready-fd", str(write_end), *extra],
+            [*wrapper, sys.executable, "-m", "peerlight.node", "--data-dir", str(data_dir), "--ready-fd", str(write_end), *extra],
             pass_fds=(write_end,),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -108,6 +108,10 @@ chunk_overlap_words = 10
 [index]
 watch = false
 """
+
+
+# Root reads files of any mode; without these two capabilities it obeys file modes like anyone.
+WITHOUT_ROOT_READS = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search") if os.geteuid() == 0 else ()
 
 
 def write_config(data_dir: Path, extra: str = "", base: str = TEST_CONFIG) -> None:

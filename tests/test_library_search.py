@@ -111,7 +111,8 @@ def test_every_readable_file_is_indexed_and_embedded(indexed: Indexed) -> None:
     summary = indexed.summary
     # green-again.png has green.png's bytes: one item, two locations.
     assert summary["by_modality"] == {"text": 9, "image": 5, "audio": 2, "video": 1}
-    assert summary["index_failures"] == 2  # truncated.jpg and not-a-pdf.pdf; the zip is simply not media
+    assert summary["problems"] == 2  # truncated.jpg and not-a-pdf.pdf; the zip is simply not media
+    assert summary["skipped"] == {"corrupt": 2, "unsupported": 1}
     assert summary["embeddings_pending"] == 0 and summary["embeddings_failed"] == 0
     with sqlite3.connect(indexed.paths.catalog) as conn:
         sources = dict(
@@ -119,7 +120,7 @@ def test_every_readable_file_is_indexed_and_embedded(indexed: Indexed) -> None:
                 "SELECT i.modality, group_concat(DISTINCT e.source) FROM items i JOIN embeddings e ON e.item_id = i.id GROUP BY i.modality"
             ).fetchall()
         )
-        reasons = dict(conn.execute("SELECT path, error FROM index_failures WHERE kind = 'error'").fetchall())
+        reasons = dict(conn.execute("SELECT path, reason FROM skipped_files WHERE kind = 'corrupt'").fetchall())
     assert sources == {"image": "content", "video": "content", "text": "content", "audio": "metadata"}
     assert "truncated.jpg" in " ".join(reasons) and all(reasons.values())
     status = cli_json(indexed.paths.root, "status")
@@ -207,7 +208,7 @@ def test_similar_finds_the_near_copy_and_the_video_moment(indexed: Indexed) -> N
 
 def test_duplicates_lists_identical_copies_and_near_duplicates(indexed: Indexed) -> None:
     reply = cli_json(indexed.paths.root, "duplicates", "--threshold", "0.99")
-    identical = [sorted(Path(p).name for p in group["paths"]) for group in reply["identical"]]
+    identical = [sorted(Path(p["path"]).name for p in group["paths"]) for group in reply["identical"]]
     assert identical == [["green-again.png", "green.png"]]
     near = [sorted(Path(i["path"]).name for i in group["items"]) for group in reply["near"]]
     assert ["red-copy.jpg", "red.jpg"] in near
@@ -232,7 +233,7 @@ def test_info_shows_metadata_locations_and_embeddings(indexed: Indexed) -> None:
     assert info["metadata"]["artist"] == "Miles Davis" and info["modality"] == "audio"
     assert [e["source"] for e in info["embeddings"]] == ["metadata"]
     copies = cli_json(indexed.paths.root, "info", str(indexed.library / "photos" / "green.png"))["paths"]
-    assert sorted(Path(p).name for p in copies) == ["green-again.png", "green.png"]
+    assert sorted(Path(p["path"]).name for p in copies) == ["green-again.png", "green.png"]
     video = cli_json(indexed.paths.root, "info", str(indexed.library / "videos" / "scenes.mp4"))
     assert video["embeddings"][0]["vectors"] >= 5  # the whole video plus one vector per sampled moment
     broken = cli_json(indexed.paths.root, "info", str(indexed.library / "broken" / "truncated.jpg"), expect_rc=1)

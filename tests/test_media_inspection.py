@@ -137,7 +137,7 @@ def test_corrupt_and_truncated_files_are_skipped_with_a_reason(tmp_path: Path) -
     bad_mp3.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x00" + os.urandom(64))
     for path in (truncated, cut_video, bad_pdf, bad_mp3):
         result = inspect_file(stat_of(path), store_gps=False)
-        assert isinstance(result, SkippedFile) and result.kind == "error" and result.reason, path
+        assert isinstance(result, SkippedFile) and result.kind == "corrupt" and result.reason, path
     ok = inspect_file(stat_of(good), store_gps=False)
     assert isinstance(ok, IndexedFile) and len(ok.content_hash) == 64
     other = tmp_path / "archive.zip"
@@ -168,10 +168,14 @@ def test_walk_skips_hidden_and_excluded_folders_and_plan_finds_changes(tmp_path:
     keep.write_text("k")
     (tmp_path / "loop").symlink_to(tmp_path)
     files = list(walk_library(tmp_path, skip_hidden=True, exclude=(tmp_path / "data",)))
-    assert [f.path for f in files] == [str(keep)]
+    assert sorted((f.path, type(f).__name__) for f in files) == [(str(keep), "FileStat"), (str(tmp_path / "loop"), "SkippedFile")]
+    assert [f.kind for f in files if f.path.endswith("loop")] == ["link"]  # a link to a folder is never followed
     known = {str(keep): stat_of(keep).signature(), str(tmp_path / "gone.txt"): (1, 2, 3, 4)}
     plan = plan_scan(files, known, {})
     assert plan.unchanged == 1 and plan.changed == [] and plan.deleted == [str(tmp_path / "gone.txt")]
+    assert [skip.path for skip in plan.skips] == [str(tmp_path / "loop")]
+    plan = plan_scan(files, known, {str(tmp_path / "loop"): (plan.skips[0].size, plan.skips[0].mtime_ns, "link")})
+    assert plan.skips == [] and plan.known_bad == 1  # recorded once, not again at every rescan
     keep.write_text("changed")
     plan = plan_scan(list(walk_library(tmp_path, skip_hidden=True)), known, {})
     assert {f.path for f in plan.changed} == {str(keep), str(tmp_path / "data" / "y.txt")}

@@ -10,7 +10,7 @@ import trio
 
 from ..catalog import libraries
 from ..catalog.database import Catalog
-from ..catalog.items import item_counts
+from ..catalog.items import item_counts, list_problems
 from ..control.params import Params
 from ..control.protocol import InvalidParams, NotFound, Unavailable
 from ..control.server import Emit, Handler, Streaming
@@ -30,24 +30,45 @@ class IndexMethods:
         self._embedder = embedder
 
     def methods(self) -> dict[str, Handler | Streaming]:
-        return {"index.run": self.run, "index.status": self.status, "index.wait": Streaming(self.wait)}
+        return {
+            "index.run": self.run,
+            "index.status": self.status,
+            "index.wait": Streaming(self.wait),
+            "index.problems": self.problems,
+        }
 
     async def wait(self, raw: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        """Stream the index status as progress events until scanning and embedding are done."""
+        """Stream the index status as progress events until scanning and embedding are done.
+
+        Each check reads in-memory progress and the catalog's trigger-kept counters (a few
+        rows), and an event goes out only when something changed; the server cancels the
+        wait as soon as its client disconnects.
+        """
         params = Params(raw)
         interval = params.number("interval", 0.25, min=0.05, max=10)
         params.done()
+        last = None
         while True:
             status = await self.status({})
             if not status["busy"]:
                 return status
-            await emit(status)
+            if status != last:
+                await emit(status)
+                last = status
             await trio.sleep(interval)
+
+    async def problems(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Files that could not be indexed, with why, and items whose embedding failed."""
+        params = Params(raw)
+        include_unsupported = params.flag("all", False)
+        limit = params.number("limit", 1000, min=1, max=100_000, integer=True)
+        params.done()
+        return await self._catalog.read(partial(list_problems, include_unsupported=include_unsupported, limit=limit))
 
     async def run(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Ask for a rescan of one library (id, path or name) or all; returns at once."""
         params = Params(raw)
-        key = params.text("library", None)
+        key = params.key("library", None)
         params.done()
         library_id = None
         if key is not None:
@@ -92,7 +113,7 @@ class ModelMethods:
 
         params = Params(raw)
         role = params.choice("encoder", ROLES)
-        corpus = params.text("corpus", None)
+        corpus = params.path("corpus", None)
         align_to = params.choice("align_to", ROLES, None)
         steps = params.number("steps", TrainingOptions.steps, min=1, max=1_000_000, integer=True)
         seed = params.number("seed", 0, min=0, max=2**31 - 1, integer=True)

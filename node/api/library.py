@@ -13,6 +13,8 @@ from ..catalog.database import Catalog
 from ..control.params import Params
 from ..control.protocol import Conflict, InvalidParams, NotFound
 from ..control.server import Handler, Streaming
+from ..pathnames import display
+from ..threads import run_io
 
 
 class LibraryMethods:
@@ -26,7 +28,7 @@ class LibraryMethods:
 
     async def add(self, raw: dict[str, Any]) -> dict[str, Any]:
         params = Params(raw)
-        path = _library_path(params.text("path"), self._data_dir)
+        path = await _library_path(params.path("path"), self._data_dir)
         name = params.text("name", None, max_length=200)
         params.done()
         try:
@@ -42,7 +44,7 @@ class LibraryMethods:
 
     async def remove(self, raw: dict[str, Any]) -> dict[str, Any]:
         params = Params(raw)
-        key = params.text("library")
+        key = params.key("library")
         params.done()
         try:
             library = await self._catalog.write(partial(libraries.remove_library, key=key))
@@ -52,22 +54,27 @@ class LibraryMethods:
         return library.to_wire()
 
 
-def _library_path(text: str, data_dir: Path) -> Path:
-    """The canonical form of a requested library folder, or a typed error saying why not."""
-    path = Path(text)
-    if not path.is_absolute():
-        raise InvalidParams(f"library path must be absolute, got {text!r}", data={"param": "path"})
+async def _library_path(text: str, data_dir: Path) -> Path:
+    """The canonical form of a requested library folder, or a typed error saying why not.
+
+    The checks touch the user's filesystem, so they run in a worker thread under a deadline.
+    """
+    return await run_io(_check_library_path, text, data_dir, what=f"checking {display(text)}")
+
+
+def _check_library_path(text: str, data_dir: Path) -> Path:
+    shown = display(text)
     try:
-        resolved = path.resolve(strict=True)
+        resolved = Path(text).resolve(strict=True)
     except FileNotFoundError:
-        raise NotFound(f"{text} does not exist") from None
+        raise NotFound(f"{shown} does not exist") from None
     except (OSError, RuntimeError) as exc:
-        raise InvalidParams(f"{text} cannot be resolved: {exc}", data={"param": "path"}) from None
+        raise InvalidParams(f"{shown} cannot be resolved: {exc}", data={"param": "path"}) from None
     if not resolved.is_dir():
-        raise InvalidParams(f"{text} is not a directory", data={"param": "path"})
+        raise InvalidParams(f"{shown} is not a directory", data={"param": "path"})
     if not os.access(resolved, os.R_OK | os.X_OK):
-        raise InvalidParams(f"{text} is not readable by the daemon", data={"param": "path"})
+        raise InvalidParams(f"{shown} is not readable by the daemon", data={"param": "path"})
     data_dir = data_dir.resolve()
     if resolved == data_dir or data_dir in resolved.parents:
-        raise InvalidParams(f"{text} is inside the node's data directory {data_dir}", data={"param": "path"})
+        raise InvalidParams(f"{shown} is inside the node's data directory {data_dir}", data={"param": "path"})
     return resolved

@@ -31,7 +31,7 @@ class SearchMethods:
 
     async def info(self, raw: dict[str, Any]) -> dict[str, Any]:
         params = Params(raw)
-        path = params.text("path")
+        path = params.path("path")
         params.done()
         try:
             return await self._catalog.read(partial(item_info, path=path))
@@ -41,7 +41,7 @@ class SearchMethods:
     async def rate(self, raw: dict[str, Any]) -> dict[str, Any]:
         """The user's rating of an item (0-10). It stays on this machine, keyed by content hash."""
         params = Params(raw)
-        path = params.text("path")
+        path = params.path("path")
         rating = params.number("rating", min=0, max=10)
         params.done()
         try:
@@ -65,7 +65,7 @@ class SearchMethods:
 
     async def similar(self, raw: dict[str, Any]) -> dict[str, Any]:
         params = Params(raw)
-        path = params.text("path")
+        path = params.path("path")
         limit = params.number("limit", 20, min=1, max=1000, integer=True)
         filters = _filters(params)
         params.done()
@@ -92,9 +92,7 @@ def _filters(params: Params) -> Filters:
         except ValueError as exc:
             raise InvalidParams(str(exc), data={"param": key}) from None
 
-    folder = params.text("folder", None)
-    if folder is not None and not folder.startswith("/"):
-        raise InvalidParams("'folder' must be an absolute path", data={"param": "folder"})
+    folder = params.path("folder", None)
     return Filters(
         modalities=params.choices("modality", MODALITIES),
         rating_min=params.number("rating_min", None, min=0, max=10),

@@ -81,6 +81,7 @@ class Catalog:
         self._idle_readers: list[sqlite3.Connection] = []
         self._all_readers: list[sqlite3.Connection] = []
         self._closed = False
+        self.disk_full: str | None = None  # why writes are waiting for space, while they are
 
     @classmethod
     async def open(cls, path: Path, *, readers: int = 4) -> Catalog:
@@ -98,7 +99,31 @@ class Catalog:
         only seen after the commit, so whoever reports success reports a durable write.
         """
         self._check_open()
-        return await trio.to_thread.run_sync(self._run_write, transaction, limiter=self._write_limiter)
+        try:
+            result = await trio.to_thread.run_sync(self._run_write, transaction, limiter=self._write_limiter)
+        except DiskFull as exc:
+            if self.disk_full is None:
+                log.warning("catalog: the disk is full; nothing was written", extra={"error": str(exc)})
+            self.disk_full = str(exc)
+            raise
+        if self.disk_full is not None:
+            log.info("catalog: writes succeed again")
+            self.disk_full = None
+        return result
+
+    async def write_when_space(self, transaction: Callable[[sqlite3.Connection], T], *, retry_seconds: float = 2.0) -> T:
+        """``write``, but a full disk is waited out: the write is retried until space returns.
+
+        For background work (indexing, embedding), whose results would otherwise be lost or
+        recomputed: they stay in memory meanwhile. ``disk_full`` says so in the node's status.
+        """
+        delay = retry_seconds
+        while True:
+            try:
+                return await self.write(transaction)
+            except DiskFull:
+                await trio.sleep(delay)
+                delay = min(delay * 2, 60.0)
 
     def _run_write(self, transaction: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._writer

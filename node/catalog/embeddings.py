@@ -11,10 +11,13 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from peerlight.embeddings.vectors import from_blob, to_blob
+
+from ..pathnames import decode_path, readable
 
 MAX_SEGMENTS = 1 << 16  # vector ids are item_id * MAX_SEGMENTS + segment
 
@@ -64,7 +67,7 @@ def pending_items(
             ORDER BY i.id LIMIT ?""",
         (*modalities, after_id, model_id, model_id, limit),
     ).fetchall()
-    return [PendingItem(item_id, modality, path) for item_id, modality, path in rows if path]
+    return [PendingItem(item_id, modality, decode_path(path)) for item_id, modality, path in rows if path]
 
 
 def may_have_pending(conn: sqlite3.Connection, modalities: Sequence[str], model_id: str | None) -> bool:
@@ -119,9 +122,8 @@ def record_failure(conn: sqlite3.Connection, item_id: int, model_id: str, error:
 def describe_text(conn: sqlite3.Connection, item_id: int) -> str:
     """The text that stands for an item without content embeddings: its tags and file name."""
     meta = dict(conn.execute("SELECT key, value FROM item_metadata WHERE item_id = ?", (item_id,)).fetchall())
-    (path,) = conn.execute("SELECT path FROM locations WHERE item_id = ? ORDER BY id LIMIT 1", (item_id,)).fetchone() or ("",)
-    from pathlib import Path
-
+    (stored,) = conn.execute("SELECT path FROM locations WHERE item_id = ? ORDER BY id LIMIT 1", (item_id,)).fetchone() or ("",)
+    path = readable(decode_path(stored))
     parts = [str(meta[k]) for k in ("title", "artist", "album", "albumartist", "genre", "year") if meta.get(k)]
     name = Path(path).stem.replace("_", " ").replace("-", " ")
     return ". ".join(parts + [name]) if parts else name

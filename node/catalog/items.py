@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..pathnames import decode_path, display, encode_path, path_fields, prefix_bytes, readable
+
 
 @dataclass(frozen=True)
 class IndexedFile:
@@ -31,9 +33,14 @@ class IndexedFile:
     document_text: str | None = None
 
 
+# Why a file is not indexed. Only ``unsupported`` (not media at all) is not a problem.
+SKIP_KINDS = ("unsupported", "unreadable", "corrupt", "special", "link", "too_large", "sparse", "path")
+PROBLEM_KINDS = SKIP_KINDS[1:]
+
+
 @dataclass(frozen=True)
 class SkippedFile:
-    """A file that is not indexed: not media (``unsupported``) or unreadable (``error``)."""
+    """A file that is not indexed, with why: ``kind`` (one of SKIP_KINDS) and a readable ``reason``."""
 
     path: str
     size: int
@@ -42,21 +49,39 @@ class SkippedFile:
     reason: str
 
 
-def known_locations(conn: sqlite3.Connection, library_id: int) -> dict[str, tuple[int, int, int, int]]:
+def _under(paths: list[str] | None) -> tuple[str, list[object]]:
+    """SQL restricting ``path`` to these paths and everything under them (None: no restriction)."""
+    if paths is None:
+        return "1", []
+    clauses, args = [], []
+    for path in paths:
+        clauses.append("(path = ? OR substr(CAST(path AS BLOB), 1, ?) = ?)")
+        prefix = prefix_bytes(path)
+        args += [encode_path(path), len(prefix), prefix]
+    return "(" + " OR ".join(clauses or ["0"]) + ")", args
+
+
+def known_locations(
+    conn: sqlite3.Connection, library_id: int, under: list[str] | None = None
+) -> dict[str, tuple[int, int, int, int]]:
+    """path -> (size, mtime, inode, device) of the library's files (only those at or under ``under``)."""
+    where, args = _under(under)
     return {
-        path: (size, mtime_ns, inode, device)
+        decode_path(path): (size, mtime_ns, inode, device)
         for path, size, mtime_ns, inode, device in conn.execute(
-            "SELECT path, size, mtime_ns, inode, device FROM locations WHERE library_id = ?", (library_id,)
+            f"SELECT path, size, mtime_ns, inode, device FROM locations WHERE library_id = ? AND {where}",
+            (library_id, *args),
         )
     }
 
 
-def known_failures(conn: sqlite3.Connection, root: str) -> dict[str, tuple[int, int]]:
-    prefix = root.rstrip("/") + "/"
+def known_skips(conn: sqlite3.Connection, library_id: int, under: list[str] | None = None) -> dict[str, tuple[int, int, str]]:
+    """path -> (size, mtime, kind) of the library's skipped files (only those at or under ``under``)."""
+    where, args = _under(under)
     return {
-        path: (size, mtime_ns)
-        for path, size, mtime_ns in conn.execute(
-            "SELECT path, size, mtime_ns FROM index_failures WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
+        decode_path(path): (size, mtime_ns, kind)
+        for path, size, mtime_ns, kind in conn.execute(
+            f"SELECT path, size, mtime_ns, kind FROM skipped_files WHERE library_id = ? AND {where}", (library_id, *args)
         )
     }
 
@@ -74,14 +99,15 @@ def record_files(conn: sqlite3.Connection, library_id: int, files: list[IndexedF
             (file.content_hash, file.size, file.modality, file.mime, now, now),
         ).fetchone()[0]
         item_ids.append(item_id)
-        previous = conn.execute("SELECT item_id FROM locations WHERE path = ?", (file.path,)).fetchone()
+        stored_path = encode_path(file.path)
+        previous = conn.execute("SELECT item_id FROM locations WHERE path = ?", (stored_path,)).fetchone()
         conn.execute(
             """INSERT INTO locations (item_id, library_id, path, size, mtime_ns, inode, device, last_seen)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (path) DO UPDATE SET item_id = excluded.item_id, library_id = excluded.library_id,
                    size = excluded.size, mtime_ns = excluded.mtime_ns, inode = excluded.inode,
                    device = excluded.device, last_seen = excluded.last_seen""",
-            (item_id, library_id, file.path, file.size, file.mtime_ns, file.inode, file.device, now),
+            (item_id, library_id, stored_path, file.size, file.mtime_ns, file.inode, file.device, now),
         )
         conn.executemany(
             "INSERT INTO item_metadata (item_id, key, value) VALUES (?, ?, ?)"
@@ -93,25 +119,28 @@ def record_files(conn: sqlite3.Connection, library_id: int, files: list[IndexedF
                 "INSERT OR REPLACE INTO documents (item_id, text) VALUES (?, ?)",
                 (item_id, zlib.compress(file.document_text.encode("utf-8"), 6)),
             )
-        conn.execute("DELETE FROM index_failures WHERE path = ?", (file.path,))
+        conn.execute("DELETE FROM skipped_files WHERE path = ?", (stored_path,))
         _refresh_search_text(conn, item_id)
         if previous and previous[0] != item_id:
             _mark_if_missing(conn, [previous[0]], now)  # the file's old content may live on nowhere
     return item_ids
 
 
-def record_skipped(conn: sqlite3.Connection, skipped: list[SkippedFile]) -> None:
+def record_skipped(conn: sqlite3.Connection, library_id: int, skipped: list[SkippedFile]) -> None:
     """Remember skipped files with their size and mtime, so rescans pass them until they change."""
     now = time.time()
+    # An upsert, not INSERT OR REPLACE: a replacement's implicit delete would not reach the counting triggers.
     conn.executemany(
-        "INSERT OR REPLACE INTO index_failures (path, size, mtime_ns, kind, error, at) VALUES (?, ?, ?, ?, ?, ?)",
-        [(f.path, f.size, f.mtime_ns, f.kind, f.reason, now) for f in skipped],
+        """INSERT INTO skipped_files (path, library_id, size, mtime_ns, kind, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (path) DO UPDATE SET library_id = excluded.library_id, size = excluded.size,
+               mtime_ns = excluded.mtime_ns, kind = excluded.kind, reason = excluded.reason, at = excluded.at""",
+        [(encode_path(f.path), library_id, f.size, f.mtime_ns, f.kind, f.reason, now) for f in skipped],
     )
     remove_locations(conn, [f.path for f in skipped])  # a file that became unreadable
 
 
 def forget_skipped(conn: sqlite3.Connection, paths: list[str]) -> None:
-    conn.executemany("DELETE FROM index_failures WHERE path = ?", [(p,) for p in paths])
+    conn.executemany("DELETE FROM skipped_files WHERE path = ?", [(encode_path(p),) for p in paths])
 
 
 def remove_locations(conn: sqlite3.Connection, paths: list[str]) -> int:
@@ -119,7 +148,7 @@ def remove_locations(conn: sqlite3.Connection, paths: list[str]) -> int:
     now = time.time()
     affected = []
     for path in paths:
-        row = conn.execute("DELETE FROM locations WHERE path = ? RETURNING item_id", (path,)).fetchone()
+        row = conn.execute("DELETE FROM locations WHERE path = ? RETURNING item_id", (encode_path(path),)).fetchone()
         if row:
             affected.append(row[0])
     _mark_if_missing(conn, affected, now)
@@ -144,7 +173,7 @@ def _mark_if_missing(conn: sqlite3.Connection, item_ids: list[int], now: float) 
 
 
 def _refresh_search_text(conn: sqlite3.Connection, item_id: int) -> None:
-    paths = [row[0] for row in conn.execute("SELECT path FROM locations WHERE item_id = ?", (item_id,))]
+    paths = [readable(decode_path(row[0])) for row in conn.execute("SELECT path FROM locations WHERE item_id = ?", (item_id,))]
     values = [str(row[0]) for row in conn.execute("SELECT value FROM item_metadata WHERE item_id = ?", (item_id,))]
     names = " ".join(Path(p).stem.replace("_", " ").replace("-", " ") for p in paths)
     conn.execute("DELETE FROM items_fts WHERE rowid = ?", (item_id,))
@@ -160,29 +189,30 @@ def document_text(conn: sqlite3.Connection, item_id: int) -> str | None:
 
 
 def item_counts(conn: sqlite3.Connection) -> dict[str, Any]:
-    by_modality = dict(
-        conn.execute("SELECT modality, COUNT(*) FROM items WHERE missing_since IS NULL GROUP BY modality").fetchall()
-    )
-    pending, failed = conn.execute(
-        """SELECT COUNT(*) FILTER (WHERE embedding_state = 'pending'),
-                  COUNT(*) FILTER (WHERE embedding_state = 'failed') FROM items WHERE missing_since IS NULL"""
-    ).fetchone()
-    (index_failures,) = conn.execute("SELECT COUNT(*) FROM index_failures WHERE kind = 'error'").fetchone()
+    """Live items by kind and embedding state, and skipped files by kind: from the trigger-kept counters."""
+    by_modality: dict[str, int] = {}
+    by_state: dict[str, int] = {}
+    for modality, state, n in conn.execute("SELECT modality, state, n FROM item_counts WHERE live AND n > 0"):
+        by_modality[modality] = by_modality.get(modality, 0) + n
+        by_state[state] = by_state.get(state, 0) + n
+    skipped = dict(conn.execute("SELECT kind, n FROM skipped_counts WHERE n > 0").fetchall())
     return {
+        "items": sum(by_modality.values()),
         "by_modality": by_modality,
-        "embeddings_pending": pending,
-        "embeddings_failed": failed,
-        "index_failures": index_failures,
+        "embeddings_pending": by_state.get("pending", 0),
+        "embeddings_failed": by_state.get("failed", 0),
+        "skipped": skipped,
+        "problems": sum(n for kind, n in skipped.items() if kind in PROBLEM_KINDS),
     }
 
 
 def rate(conn: sqlite3.Connection, path: str, rating: float) -> dict[str, Any]:
     """Rate the item stored at ``path``; the rating follows its content, wherever it moves."""
     row = conn.execute(
-        "SELECT i.content_hash FROM locations AS l JOIN items AS i ON i.id = l.item_id WHERE l.path = ?", (path,)
+        "SELECT i.content_hash FROM locations AS l JOIN items AS i ON i.id = l.item_id WHERE l.path = ?", (encode_path(path),)
     ).fetchone()
     if row is None:
-        raise LookupError(f"{path} is not an indexed item")
+        raise LookupError(f"{display(path)} is not an indexed item")
     now = time.time()
     conn.execute(
         "INSERT INTO ratings (content_hash, rating, updated_at) VALUES (?, ?, ?)"
@@ -192,7 +222,7 @@ def rate(conn: sqlite3.Connection, path: str, rating: float) -> dict[str, Any]:
     conn.execute(
         "INSERT INTO feedback_events (content_hash, kind, value, at) VALUES (?, 'rating', ?, ?)", (row[0], rating, now)
     )
-    return {"path": path, "content_hash": row[0], "rating": rating}
+    return {**path_fields(path), "content_hash": row[0], "rating": rating}
 
 
 def item_info(conn: sqlite3.Connection, path: str) -> dict[str, Any]:
@@ -201,13 +231,13 @@ def item_info(conn: sqlite3.Connection, path: str) -> dict[str, Any]:
         """SELECT i.id, i.content_hash, i.modality, i.mime, i.size, i.embedding_state, i.first_seen,
                   (SELECT rating FROM ratings WHERE content_hash = i.content_hash)
            FROM locations AS l JOIN items AS i ON i.id = l.item_id WHERE l.path = ?""",
-        (path,),
+        (encode_path(path),),
     ).fetchone()
     if row is None:
-        skipped = conn.execute("SELECT kind, error FROM index_failures WHERE path = ?", (path,)).fetchone()
+        skipped = conn.execute("SELECT kind, reason FROM skipped_files WHERE path = ?", (encode_path(path),)).fetchone()
         if skipped:
-            raise LookupError(f"{path} is not indexed: {skipped[1]}")
-        raise LookupError(f"{path} is not an indexed item")
+            raise LookupError(f"{display(path)} is not indexed: {skipped[1]}")
+        raise LookupError(f"{display(path)} is not an indexed item")
     item_id, content_hash, modality, mime, size, state, first_seen, rating = row
     embeddings = [
         {"model_id": model_id, "source": source, "dimension": dimension, "vectors": count}
@@ -225,9 +255,38 @@ def item_info(conn: sqlite3.Connection, path: str) -> dict[str, Any]:
         "size": size,
         "first_seen": first_seen,
         "rating": rating,
-        "paths": [p for (p,) in conn.execute("SELECT path FROM locations WHERE item_id = ? ORDER BY id", (item_id,))],
+        "paths": [
+            path_fields(decode_path(p)) for (p,) in conn.execute("SELECT path FROM locations WHERE item_id = ? ORDER BY id", (item_id,))
+        ],
         "metadata": dict(conn.execute("SELECT key, value FROM item_metadata WHERE item_id = ?", (item_id,)).fetchall()),
         "embedding_state": state,
         "embeddings": embeddings,
         "embedding_failures": failures,
     }
+
+
+def list_problems(conn: sqlite3.Connection, include_unsupported: bool, limit: int) -> dict[str, Any]:
+    """Files the node could not index (newest first), and items whose embedding failed."""
+    kinds = SKIP_KINDS if include_unsupported else PROBLEM_KINDS
+    marks = ",".join("?" * len(kinds))
+    skipped = [
+        {**path_fields(decode_path(path)), "library_id": library_id, "kind": kind, "reason": reason, "size": size, "at": at}
+        for path, library_id, kind, reason, size, at in conn.execute(
+            f"""SELECT path, library_id, kind, reason, size, at FROM skipped_files
+                WHERE kind IN ({marks}) ORDER BY at DESC, path LIMIT ?""",
+            (*kinds, limit),
+        )
+    ]
+    failed = [
+        {**path_fields(decode_path(path)), "content_hash": content_hash, "model_id": model_id, "reason": error, "at": at}
+        for path, content_hash, model_id, error, at in conn.execute(
+            """SELECT (SELECT path FROM locations WHERE item_id = i.id ORDER BY id LIMIT 1), i.content_hash,
+                      f.model_id, f.error, f.at
+               FROM embedding_failures AS f JOIN items AS i ON i.id = f.item_id
+               WHERE i.missing_since IS NULL ORDER BY f.at DESC LIMIT ?""",
+            (limit,),
+        )
+        if path is not None
+    ]
+    counts = dict(conn.execute("SELECT kind, n FROM skipped_counts WHERE n > 0").fetchall())
+    return {"skipped": skipped, "embedding_failures": failed, "counts": counts}

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..pathnames import decode_path, display, encode_path, path_fields, readable
+
 
 class LibraryError(Exception):
     """A library operation that contradicts the catalog."""
@@ -40,7 +42,7 @@ class Library:
     items: int = 0
 
     def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | path_fields(self.path)
 
 
 _SELECT = """
@@ -50,17 +52,23 @@ _SELECT = """
 """
 
 
+def _library(row: tuple[Any, ...]) -> Library:
+    library_id, path, *rest = row
+    return Library(library_id, decode_path(path), *rest)
+
+
 def add_library(conn: sqlite3.Connection, path: Path, name: str | None = None) -> Library:
     """Register ``path`` (absolute, resolved) as a library."""
     text = str(path)
-    for (existing,) in conn.execute("SELECT path FROM libraries"):
+    for (stored,) in conn.execute("SELECT path FROM libraries"):
+        existing = decode_path(stored)
         if existing == text:
-            raise LibraryExists(f"{text} is already a library")
+            raise LibraryExists(f"{display(text)} is already a library")
         if _contains(existing, text) or _contains(text, existing):
-            raise LibraryOverlaps(f"{text} overlaps the library {existing}; libraries must not nest")
+            raise LibraryOverlaps(f"{display(text)} overlaps the library {display(existing)}; libraries must not nest")
     cursor = conn.execute(
         "INSERT INTO libraries (path, name, added_at) VALUES (?, ?, ?)",
-        (text, name or path.name or text, time.time()),
+        (encode_path(text), name or readable(path.name or text), time.time()),
     )
     return get_library(conn, cursor.lastrowid)
 
@@ -69,7 +77,7 @@ def get_library(conn: sqlite3.Connection, library_id: int) -> Library:
     row = conn.execute(_SELECT + " WHERE l.id = ?", (library_id,)).fetchone()
     if row is None:
         raise LibraryNotFound(f"no library with id {library_id}")
-    return Library(*row)
+    return _library(row)
 
 
 def find_library(conn: sqlite3.Connection, key: str) -> Library:
@@ -77,14 +85,14 @@ def find_library(conn: sqlite3.Connection, key: str) -> Library:
     if key.isdigit():
         row = conn.execute(_SELECT + " WHERE l.id = ?", (int(key),)).fetchone()
     else:
-        row = conn.execute(_SELECT + " WHERE l.path = ? OR l.name = ? ORDER BY l.id", (key, key)).fetchone()
+        row = conn.execute(_SELECT + " WHERE l.path = ? OR l.name = ? ORDER BY l.id", (encode_path(key), key)).fetchone()
     if row is None:
-        raise LibraryNotFound(f"no library {key!r}")
-    return Library(*row)
+        raise LibraryNotFound(f"no library {display(key)!r}")
+    return _library(row)
 
 
 def list_libraries(conn: sqlite3.Connection) -> list[Library]:
-    return [Library(*row) for row in conn.execute(_SELECT + " ORDER BY l.id")]
+    return [_library(row) for row in conn.execute(_SELECT + " ORDER BY l.id")]
 
 
 def remove_library(conn: sqlite3.Connection, key: str) -> Library:
@@ -97,10 +105,9 @@ def remove_library(conn: sqlite3.Connection, key: str) -> Library:
     from .items import remove_locations
 
     library = find_library(conn, key)
-    paths = [path for (path,) in conn.execute("SELECT path FROM locations WHERE library_id = ?", (library.id,))]
+    paths = [decode_path(path) for (path,) in conn.execute("SELECT path FROM locations WHERE library_id = ?", (library.id,))]
     remove_locations(conn, paths)
-    conn.execute("DELETE FROM index_failures WHERE substr(path, 1, ?) = ?", (len(library.path) + 1, library.path.rstrip("/") + "/"))
-    conn.execute("DELETE FROM libraries WHERE id = ?", (library.id,))
+    conn.execute("DELETE FROM libraries WHERE id = ?", (library.id,))  # its skipped files go with it (cascade)
     return library
 
 

@@ -22,6 +22,13 @@ Design notes that later features rely on:
   cascaded deletes are journalled too). Vector indexes outside the database replay it to stay
   current — also after a crash — and prune what they have saved. ``AUTOINCREMENT`` keeps
   sequence numbers from being reused once the journal is pruned empty.
+- Paths (``libraries.path``, ``locations.path``, ``skipped_files.path``) are TEXT when the
+  name is valid UTF-8 and a BLOB of its exact bytes otherwise (:mod:`peerlight.node.pathnames`).
+- ``skipped_files`` (``index_failures`` before version 5) lists every file the indexer
+  skipped, with its library, a ``kind`` (why, as a category) and a readable ``reason``;
+  rescans pass it until its size or mtime changes.
+- ``item_counts`` and ``skipped_counts`` are kept by triggers, so status and progress read a
+  few rows instead of counting the whole catalog on every poll.
 """
 
 from __future__ import annotations
@@ -207,6 +214,75 @@ MIGRATIONS: tuple[Migration, ...] = (
         END;
         CREATE TRIGGER embeddings_journal_delete AFTER DELETE ON embeddings BEGIN
             INSERT INTO vector_changes (model_id, item_id, segment) VALUES (OLD.model_id, OLD.item_id, OLD.segment);
+        END;
+        """,
+    ),
+    Migration(
+        5,
+        "hardening: skipped files by kind and library, item and problem counters kept by triggers",
+        """
+        CREATE TABLE skipped_files (
+            path        NOT NULL PRIMARY KEY,
+            library_id  INTEGER REFERENCES libraries (id) ON DELETE CASCADE,
+            size        INTEGER NOT NULL,
+            mtime_ns    INTEGER NOT NULL,
+            kind        TEXT NOT NULL CHECK (kind IN (
+                            'unsupported', 'unreadable', 'corrupt', 'special', 'link', 'too_large', 'sparse', 'path')),
+            reason      TEXT NOT NULL,
+            at          REAL NOT NULL
+        ) WITHOUT ROWID;
+        INSERT INTO skipped_files (path, library_id, size, mtime_ns, kind, reason, at)
+            SELECT f.path,
+                   (SELECT l.id FROM libraries AS l WHERE substr(f.path, 1, length(l.path) + 1) = l.path || '/'),
+                   f.size, f.mtime_ns,
+                   CASE WHEN f.kind = 'unsupported' THEN 'unsupported'
+                        WHEN f.error LIKE 'cannot read%' THEN 'unreadable' ELSE 'corrupt' END,
+                   f.error, f.at
+            FROM index_failures AS f;
+        DROP TABLE index_failures;
+        CREATE INDEX skipped_files_library ON skipped_files (library_id);
+
+        CREATE TABLE item_counts (
+            modality  TEXT NOT NULL,
+            state     TEXT NOT NULL,
+            live      INTEGER NOT NULL,
+            n         INTEGER NOT NULL,
+            PRIMARY KEY (modality, state, live)
+        ) WITHOUT ROWID;
+        INSERT INTO item_counts
+            SELECT modality, embedding_state, missing_since IS NULL, COUNT(*) FROM items GROUP BY 1, 2, 3;
+        CREATE TRIGGER items_count_insert AFTER INSERT ON items BEGIN
+            INSERT INTO item_counts VALUES (NEW.modality, NEW.embedding_state, NEW.missing_since IS NULL, 1)
+                ON CONFLICT DO UPDATE SET n = n + 1;
+        END;
+        CREATE TRIGGER items_count_delete AFTER DELETE ON items BEGIN
+            UPDATE item_counts SET n = n - 1
+                WHERE modality = OLD.modality AND state = OLD.embedding_state AND live = (OLD.missing_since IS NULL);
+        END;
+        CREATE TRIGGER items_count_update AFTER UPDATE OF modality, embedding_state, missing_since ON items
+            WHEN OLD.modality IS NOT NEW.modality OR OLD.embedding_state IS NOT NEW.embedding_state
+                 OR (OLD.missing_since IS NULL) != (NEW.missing_since IS NULL)
+        BEGIN
+            UPDATE item_counts SET n = n - 1
+                WHERE modality = OLD.modality AND state = OLD.embedding_state AND live = (OLD.missing_since IS NULL);
+            INSERT INTO item_counts VALUES (NEW.modality, NEW.embedding_state, NEW.missing_since IS NULL, 1)
+                ON CONFLICT DO UPDATE SET n = n + 1;
+        END;
+
+        CREATE TABLE skipped_counts (
+            kind  TEXT PRIMARY KEY,
+            n     INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        INSERT INTO skipped_counts SELECT kind, COUNT(*) FROM skipped_files GROUP BY kind;
+        CREATE TRIGGER skipped_count_insert AFTER INSERT ON skipped_files BEGIN
+            INSERT INTO skipped_counts VALUES (NEW.kind, 1) ON CONFLICT DO UPDATE SET n = n + 1;
+        END;
+        CREATE TRIGGER skipped_count_delete AFTER DELETE ON skipped_files BEGIN
+            UPDATE skipped_counts SET n = n - 1 WHERE kind = OLD.kind;
+        END;
+        CREATE TRIGGER skipped_count_update AFTER UPDATE OF kind ON skipped_files WHEN OLD.kind != NEW.kind BEGIN
+            UPDATE skipped_counts SET n = n - 1 WHERE kind = OLD.kind;
+            INSERT INTO skipped_counts VALUES (NEW.kind, 1) ON CONFLICT DO UPDATE SET n = n + 1;
         END;
         """,
     ),

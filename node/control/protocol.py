@@ -92,6 +92,12 @@ class Unavailable(ControlError):
     code = "unavailable"
 
 
+class Timeout(ControlError):
+    """The request waited too long on something outside the node (a stalled disk or network mount)."""
+
+    code = "timeout"
+
+
 ERROR_TYPES: dict[str, type[ControlError]] = {
     cls.code: cls
     for cls in (
@@ -105,6 +111,7 @@ ERROR_TYPES: dict[str, type[ControlError]] = {
         Conflict,
         ShuttingDown,
         Unavailable,
+        Timeout,
     )
 }
 
@@ -166,8 +173,22 @@ def error_reply(request_id: int | None, error: ControlError) -> dict[str, Any]:
 
 
 def encode_frame(message: dict[str, Any]) -> bytes:
-    body = msgpack.packb(message, use_bin_type=True, datetime=False)
+    try:
+        body = msgpack.packb(message, use_bin_type=True, datetime=False)
+    except UnicodeEncodeError:
+        # A file name that is not UTF-8 slipped into a message (an error text, say): send it readable.
+        body = msgpack.packb(_readable_strings(message), use_bin_type=True, datetime=False)
     return HEADER.pack(len(body)) + body
+
+
+def _readable_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {_readable_strings(k): _readable_strings(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_readable_strings(v) for v in value]
+    return value
 
 
 def decode_body(body: bytes) -> Any:

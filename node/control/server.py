@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from ..threads import IOTimeout
 from .protocol import (
     HEADER,
     ControlError,
@@ -26,6 +27,7 @@ from .protocol import (
     InternalError,
     Request,
     ShuttingDown,
+    Timeout,
     UnknownMethod,
     decode_body,
     encode_frame,
@@ -56,6 +58,10 @@ class TruncatedFrame(Exception):
     """The peer closed the connection, or stalled, in the middle of a frame."""
 
 
+class ClientGone(Exception):
+    """The client of a streaming request disconnected: the request is abandoned."""
+
+
 class FrameReader:
     """Reads whole frames from a trio stream, enforcing the size limit before buffering."""
 
@@ -82,6 +88,18 @@ class FrameReader:
         body = bytes(self._buffer[HEADER.size : HEADER.size + length])
         del self._buffer[: HEADER.size + length]
         return body
+
+    async def watch_for_hangup(self) -> None:
+        """Return when the peer closes the connection; bytes it sends meanwhile are kept for the next frame."""
+        while len(self._buffer) <= self._max + HEADER.size:
+            try:
+                chunk = await self._stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not chunk:
+                return
+            self._buffer += chunk
+        await trio.sleep_forever()  # a client that floods us while it waits is dealt with at the next frame
 
     async def _fill(self, size: int) -> None:
         while len(self._buffer) < size:
@@ -179,11 +197,12 @@ class ControlServer:
                     return
                 except trio.BrokenResourceError:
                     return
-                reply = await self._handle(body, stream)
-                if not await self._send(stream, reply):
+                reply = await self._handle(body, stream, reader)
+                if reply is None or not await self._send(stream, reply):
                     return
 
-    async def _handle(self, body: bytes, stream: trio.SocketStream) -> dict[str, Any]:
+    async def _handle(self, body: bytes, stream: trio.SocketStream, reader: FrameReader) -> dict[str, Any] | None:
+        """The reply to one request; None when its client has gone and nobody is left to answer."""
         request_id = None
         try:
             request = Request.from_wire(decode_body(body))
@@ -202,26 +221,57 @@ class ControlServer:
         self._busy += 1
         try:
             if isinstance(handler, Streaming):
-
-                async def emit(event: Any) -> None:
-                    await self._send(stream, event_frame(request.id, event))
-
-                with trio.CancelScope() as scope:
-                    self._streaming_scopes.add(scope)
-                    try:
-                        return result_reply(request.id, await handler.fn(request.params, emit))
-                    finally:
-                        self._streaming_scopes.discard(scope)
-                return error_reply(request.id, ShuttingDown("the daemon is shutting down"))
+                return await self._stream_request(handler, request, stream, reader)
             return result_reply(request.id, await handler(request.params))
         except ControlError as exc:
             log.info("control: %s failed: %s: %s", request.method, exc.code, exc)
             return error_reply(request.id, exc)
+        except IOTimeout as exc:
+            log.warning("control: %s timed out: %s", request.method, exc)
+            return error_reply(request.id, Timeout(str(exc)))
         except Exception:
             log.exception("control: %s raised", request.method)
             return error_reply(request.id, InternalError(f"{request.method} failed; see the daemon log"))
         finally:
             self._busy -= 1
+
+    async def _stream_request(
+        self, handler: Streaming, request: Request, stream: trio.SocketStream, reader: FrameReader
+    ) -> dict[str, Any] | None:
+        """Run a streaming method while watching its connection: a client that hangs up cancels it."""
+        outcome: dict[str, Any] = {}
+
+        async def emit(event: Any) -> None:
+            if not await self._send(stream, event_frame(request.id, event)):
+                raise ClientGone()
+
+        async def run(cancel_all: trio.CancelScope) -> None:
+            try:
+                outcome["reply"] = result_reply(request.id, await handler.fn(request.params, emit))
+            except ClientGone:
+                pass
+            except Exception as exc:  # reported below like any method's error, not as a nursery's group
+                outcome["error"] = exc
+            cancel_all.cancel()
+
+        with trio.CancelScope() as scope:
+            self._streaming_scopes.add(scope)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(run, nursery.cancel_scope)
+                    await reader.watch_for_hangup()
+                    log.info("control: client of %s went away; request cancelled", request.method)
+                    nursery.cancel_scope.cancel()
+                    return None
+            finally:
+                self._streaming_scopes.discard(scope)
+        if "error" in outcome:
+            raise outcome["error"]
+        if "reply" in outcome:
+            return outcome["reply"]
+        if scope.cancelled_caught:
+            return error_reply(request.id, ShuttingDown("the daemon is shutting down"))
+        return None
 
     async def _send(self, stream: trio.SocketStream, message: dict[str, Any]) -> bool:
         try:

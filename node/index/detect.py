@@ -29,12 +29,20 @@ _TEXT_EXTENSIONS = {
     ".rst": "text/x-rst", ".html": "text/html", ".htm": "text/html", ".xhtml": "text/html",
 }
 _CONTAINER_AMBIGUOUS = {".m4a": "audio/mp4", ".opus": "audio/opus", ".oga": "audio/ogg", ".ogg": "audio/ogg"}
+# Extensions that claim a kind of media: a file wearing one whose bytes match nothing is broken, not "other".
+CLAIMED_BY_SUFFIX = {
+    **dict.fromkeys((".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp", ".heic", ".heif", ".avif"), "image"),
+    **dict.fromkeys((".mp3", ".flac", ".ogg", ".oga", ".opus", ".wav", ".m4a", ".aac", ".aif", ".aiff"), "audio"),
+    **dict.fromkeys((".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi"), "video"),
+    **dict.fromkeys((".pdf", ".epub"), "text"),
+}
 
 
 @dataclass(frozen=True)
 class Detected:
     modality: Modality
     mime: str | None
+    claimed: Modality | None = None  # for "other": the kind its extension claims, if any
 
 
 def detect(path: Path, head: bytes) -> Detected:
@@ -61,7 +69,7 @@ def detect(path: Path, head: bytes) -> Detected:
         return Detected("other", mime)
     if suffix in _TEXT_EXTENSIONS and _looks_like_text(head):
         return Detected("text", _TEXT_EXTENSIONS[suffix])
-    return Detected("other", None)
+    return Detected("other", None, CLAIMED_BY_SUFFIX.get(suffix))
 
 
 def _looks_like_text(head: bytes) -> bool:

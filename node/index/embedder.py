@@ -31,7 +31,13 @@ from ..catalog.embeddings import PendingItem, Segment
 from ..catalog.items import document_text
 from ..config import Config
 from ..models import ModelManager, ModelUnavailable
+from ..files import open_regular
+from ..pathnames import display
+from ..threads import run_io
 from .conversion import convert_base_vectors
+from .inspect import HEAD_BYTES
+
+PREPARE_TIMEOUT_SECONDS = 120.0  # decoding one item (a stalled disk must not stall the pipeline)
 
 log = logging.getLogger("peerlight.embed")
 
@@ -179,10 +185,16 @@ class Embedder:
         prepared: list[Any] = [None] * len(batch)
 
         async def prepare_one(index: int, item: PendingItem) -> None:
-            try:
-                prepared[index] = await prepare(item)
-            except (DecodeError, OSError) as exc:
-                prepared[index] = DecodeError(str(exc))
+            with trio.move_on_after(PREPARE_TIMEOUT_SECONDS):
+                try:
+                    prepared[index] = await prepare(item)
+                except (DecodeError, OSError) as exc:
+                    prepared[index] = DecodeError(str(exc))
+                except Exception as exc:  # a decoder's bug on hostile input fails this item, not the batch
+                    log.warning("decoding failed unexpectedly", exc_info=True, extra={"path": display(item.path)})
+                    prepared[index] = DecodeError(f"{type(exc).__name__}: {exc}")
+                return
+            prepared[index] = DecodeError(f"decoding took longer than {PREPARE_TIMEOUT_SECONDS:g} s")
 
         async with trio.open_nursery() as nursery:
             for index, item in enumerate(batch):
@@ -197,9 +209,9 @@ class Embedder:
         results: list[list[Segment]] = []
         if good:
             try:
-                # Never abandoned (shutdown waits for the batch): a thread left inside torch
-                # when the process exits aborts it.
-                results = await trio.to_thread.run_sync(encode, [payload for _, payload in good])
+                # Abandoned on shutdown like a model load: the process exits without interpreter
+                # teardown, so a thread still inside torch cannot abort it (see __main__).
+                results = await trio.to_thread.run_sync(encode, [payload for _, payload in good], abandon_on_cancel=True)
             except Exception as exc:  # a model failing on a batch must not stop the service
                 log.exception("encoding a batch failed", extra={"model_id": model_id})
                 failures += [(item, f"encoding failed: {exc}") for item, _ in good]
@@ -224,8 +236,8 @@ class Embedder:
         from ..index.detect import detect
         from ..index.metadata import MediaError, audio_metadata, extract_metadata
 
-        with open(path, "rb") as handle:
-            detected = detect(Path(path), handle.read(8192))
+        head = await run_io(_read_head, path, what=f"reading {display(path)}")
+        detected = detect(Path(path), head)
         item = PendingItem(-1, detected.modality, path)
         encode: Callable[[], list[list[Segment]]]
         if detected.modality in ("image", "video"):
@@ -257,8 +269,8 @@ class Embedder:
                 raise DecodeError("the document has no text")
             encode = partial(self._encode_document, model, [[(sp.start, sp.end, document.text[sp.start : sp.end]) for sp in spans]])
         else:
-            raise DecodeError(f"{path} is not a media file Peerlight can embed")
-        segments = await trio.to_thread.run_sync(encode)
+            raise DecodeError(f"{display(path)} is not a media file Peerlight can embed")
+        segments = await trio.to_thread.run_sync(encode, abandon_on_cancel=True)
         return model.model_id, segments[0][0].vector
 
     # --- per kind: preparation (worker threads) and encoding (model thread) ---
@@ -267,7 +279,7 @@ class Embedder:
         return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._workers, abandon_on_cancel=True)
 
     async def _prepare_file(self, model: Encoder, item: PendingItem) -> Any:
-        return await self._in_worker(model.prepare, item.path)
+        return await self._in_worker(_decode_regular, model.prepare, item.path)
 
     def _encode_whole(self, model: Encoder, batch: list[Any]) -> list[list[Segment]]:
         """One vector per item (images, audio, tag texts)."""
@@ -277,6 +289,7 @@ class Embedder:
         video = self._config.video
 
         def frames() -> list[tuple[float, Any]]:
+            open_regular(item.path).close()
             sampled = sample_video_frames(item.path, video.frame_interval_seconds, video.max_frames)
             return [(frame.time, model.preprocess(frame.image)) for frame in sampled]
 
@@ -317,3 +330,14 @@ class Embedder:
 
     async def _prepare_tags(self, model: Any, item: PendingItem) -> Any:
         return await self._catalog.read(partial(store.describe_text, item_id=item.item_id))
+
+
+def _read_head(path: str) -> bytes:
+    with open_regular(path) as handle:
+        return handle.read(HEAD_BYTES)
+
+
+def _decode_regular(decode: Callable[[str], Any], path: str) -> Any:
+    """``decode(path)``, once the path is known to be a regular file (a FIFO put in its place is refused)."""
+    open_regular(path).close()
+    return decode(path)

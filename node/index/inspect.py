@@ -1,50 +1,92 @@
-"""Inspecting one file: content hash, media type, metadata. Runs in a worker thread."""
+"""Inspecting one file: content hash, media type, metadata. Runs in a worker thread.
+
+Any file may be hostile, so every outcome is a value, never an exception that could lose
+the rest of a batch: an :class:`IndexedFile`, a :class:`SkippedFile` with its kind and
+reason, :class:`Vanished` (gone before it could be read: a deletion) or :class:`Changing`
+(written to while it was read: retried once it settles).
+"""
 
 from __future__ import annotations
 
+import logging
+import mmap
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import blake3
 
 from ..catalog.items import IndexedFile, SkippedFile
+from ..files import NotRegularFile, open_regular
 from .detect import detect
 from .metadata import MediaError, extract_metadata
 from .scanner import FileStat
 
+log = logging.getLogger("peerlight.index")
+
 HEAD_BYTES = 8192
 
 
-def content_hash(path: str) -> str:
-    """BLAKE3 of the whole file (hex): the item's identity, wherever the file lives."""
+@dataclass(frozen=True)
+class Vanished:
+    path: str
+
+
+@dataclass(frozen=True)
+class Changing:
+    path: str
+
+
+Inspected = IndexedFile | SkippedFile | Vanished | Changing
+
+
+def content_hash(handle: BinaryIO) -> str:
+    """BLAKE3 of the whole open file (hex): the item's identity, wherever the file lives."""
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    if os.path.getsize(path):
-        hasher.update_mmap(path)
+    if os.fstat(handle.fileno()).st_size:
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            hasher.update(mapped)
     return hasher.hexdigest()
 
 
-def inspect_file(file: FileStat, *, store_gps: bool) -> IndexedFile | SkippedFile:
+def inspect_file(file: FileStat, *, store_gps: bool) -> Inspected:
+    def skipped(kind: str, reason: str) -> SkippedFile:
+        return SkippedFile(file.path, file.size, file.mtime_ns, kind, reason)
+
     path = Path(file.path)
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
+            before = os.fstat(handle.fileno())
             head = handle.read(HEAD_BYTES)
-        detected = detect(path, head)
-        if detected.modality == "other":
-            return SkippedFile(file.path, file.size, file.mtime_ns, "unsupported", f"not a media file ({detected.mime or 'unknown type'})")
-        metadata, document = extract_metadata(path, detected.modality, detected.mime, store_gps=store_gps)
-        digest = content_hash(file.path)
-        # The file may have changed while we read it; its new state is picked up by the next scan.
-        st = os.stat(path)
+            detected = detect(path, head)
+            if detected.modality == "other" and detected.claimed and not detected.mime:
+                what = "empty" if not head else "its content matches no known format"
+                return skipped("corrupt", f"named like {detected.claimed} but {what}")
+            if detected.modality == "other":
+                return skipped("unsupported", f"not a media file ({detected.mime or 'unknown type'})")
+            metadata, document = extract_metadata(path, detected.modality, detected.mime, store_gps=store_gps)
+            digest = content_hash(handle)
+            after = os.fstat(handle.fileno())
+    except FileNotFoundError:
+        return Vanished(file.path)
+    except NotRegularFile as exc:
+        return skipped("special", f"not a regular file ({exc.kind}); never opened")
     except MediaError as exc:
-        return SkippedFile(file.path, file.size, file.mtime_ns, "error", str(exc))
+        return skipped(exc.kind, str(exc))
     except OSError as exc:
-        return SkippedFile(file.path, file.size, file.mtime_ns, "error", f"cannot read: {exc.strerror or exc}")
+        return skipped("unreadable", f"cannot read: {exc.strerror or exc}")
+    except Exception as exc:  # a parser's bug on hostile input: this file is skipped, the scan goes on
+        log.warning("inspecting a file failed unexpectedly", exc_info=True, extra={"path": file.path})
+        return skipped("corrupt", f"cannot be parsed: {type(exc).__name__}: {exc}")
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        return Changing(file.path)  # what was hashed is not what is there now
     return IndexedFile(
         path=file.path,
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        inode=st.st_ino,
-        device=st.st_dev,
+        size=after.st_size,
+        mtime_ns=after.st_mtime_ns,
+        inode=after.st_ino,
+        device=after.st_dev,
         content_hash=digest,
         modality=detected.modality,
         mime=detected.mime,

@@ -16,8 +16,20 @@ from .text_extract import Document, TextExtractionError, extract_document
 Metadata = dict[str, Any]
 
 
+# Limits on what a file may claim: beyond them decoding would exhaust memory (a
+# "decompression bomb": a few kilobytes that declare gigapixels), so the file is skipped.
+MAX_VIDEO_PIXELS = 8192 * 8192
+
+
 class MediaError(Exception):
-    """The file claims a media type but cannot be decoded as one."""
+    """The file claims a media type but cannot be decoded as one.
+
+    ``kind`` is ``corrupt`` (unparsable, truncated) or ``too_large`` (a bomb, absurd dimensions).
+    """
+
+    def __init__(self, message: str, kind: str = "corrupt") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def extract_metadata(path: Path, modality: str, mime: str | None, *, store_gps: bool) -> tuple[Metadata, Document | None]:
@@ -32,7 +44,7 @@ def extract_metadata(path: Path, modality: str, mime: str | None, *, store_gps: 
         try:
             document = extract_document(path, mime or "text/plain")
         except TextExtractionError as exc:
-            raise MediaError(str(exc)) from None
+            raise MediaError(str(exc), exc.kind) from None
         words = len(document.text.split())
         return {"title": document.title, "characters": len(document.text), "words": words}, document
     return {}, None
@@ -42,7 +54,7 @@ _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 
 
 def image_metadata(path: Path, *, store_gps: bool) -> Metadata:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from peerlight.embeddings.media import register_image_plugins
 
@@ -53,7 +65,9 @@ def image_metadata(path: Path, *, store_gps: bool) -> Metadata:
         with Image.open(path) as image:
             meta: Metadata = {"width": image.width, "height": image.height, "format": image.format}
             exif = image.getexif()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise MediaError(f"image too large to decode: {exc}", "too_large") from None
+    except Exception as exc:  # Pillow's decoders raise many types on hostile input
         raise MediaError(f"not a readable image: {exc}") from None
     camera = " ".join(str(exif[tag]).strip() for tag in (271, 272) if exif.get(tag))  # Make, Model
     if camera:
@@ -125,6 +139,8 @@ def video_metadata(path: Path) -> Metadata:
             if video is None:
                 raise MediaError("no video stream")
             meta["width"], meta["height"] = video.codec_context.width, video.codec_context.height
+            if meta["width"] * meta["height"] > MAX_VIDEO_PIXELS:
+                raise MediaError(f"video frames of {meta['width']}x{meta['height']} pixels are too large to decode", "too_large")
             meta["codec"] = video.codec_context.name
             if video.average_rate:
                 meta["fps"] = round(float(video.average_rate), 3)

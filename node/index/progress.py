@@ -14,7 +14,8 @@ class LibraryProgress:
     phase: str = "idle"  # idle | scanning | indexing
     files_total: int = 0  # files needing work in the current scan
     files_done: int = 0
-    files_skipped: int = 0
+    files_skipped: int = 0  # inspected and found unusable
+    refused: int = 0  # skipped by the walk without reading (FIFOs, links out, sparse files, ...)
     bytes_done: int = 0
     unchanged: int = 0
     deleted: int = 0
@@ -24,7 +25,7 @@ class LibraryProgress:
 
     def begin(self) -> None:
         self.phase = "scanning"
-        self.files_total = self.files_done = self.files_skipped = self.bytes_done = 0
+        self.files_total = self.files_done = self.files_skipped = self.refused = self.bytes_done = 0
         self.unchanged = self.deleted = 0
         self.started_at, self.finished_at = time.time(), None
 

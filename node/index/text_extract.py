@@ -11,10 +11,16 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 MAX_TEXT_CHARS = 2_000_000  # a document larger than this is indexed by its first 2 M characters
+MAX_TEXT_BYTES = MAX_TEXT_CHARS * 4  # what is read of a plain-text file (UTF-8: at most 4 bytes a character)
+MAX_EPUB_BYTES = 64 << 20  # inflated bytes read from an EPUB: a zip "bomb" inflates to gigabytes
 
 
 class TextExtractionError(Exception):
-    """The document cannot be read as text (corrupt, encrypted, no text layer)."""
+    """The document cannot be read as text (corrupt, encrypted, no text layer, or a bomb: ``kind`` too_large)."""
+
+    def __init__(self, message: str, kind: str = "corrupt") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,8 @@ def extract_document(path: Path, mime: str) -> Document:
             return _pdf(path)
         if mime == "application/epub+zip":
             return _epub(path)
-        raw = path.read_bytes()[: MAX_TEXT_CHARS * 4].decode("utf-8", errors="replace")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_TEXT_BYTES).decode("utf-8", errors="replace")
         if mime == "text/html":
             title, text = html_to_text(raw)
             return Document(title or _first_line(text, path), text[:MAX_TEXT_CHARS])
@@ -72,9 +79,23 @@ def _pdf(path: Path) -> Document:
 
 def _epub(path: Path) -> Document:
     with zipfile.ZipFile(path) as book:
-        container = ElementTree.fromstring(book.read("META-INF/container.xml"))
+        budget = [MAX_EPUB_BYTES]
+
+        def read(name: str) -> bytes:
+            # The sizes in the zip's directory can lie; the read itself is bounded too.
+            info = book.getinfo(name)
+            if info.file_size > budget[0]:
+                raise TextExtractionError(f"{name} inflates to {info.file_size:,} bytes (a zip bomb?)", "too_large")
+            with book.open(info) as member:
+                data = member.read(budget[0] + 1)
+            if len(data) > budget[0]:
+                raise TextExtractionError(f"{name} inflates past {MAX_EPUB_BYTES:,} bytes (a zip bomb?)", "too_large")
+            budget[0] -= len(data)
+            return data
+
+        container = ElementTree.fromstring(read("META-INF/container.xml"))
         rootfile = next(el for el in container.iter() if el.tag.endswith("rootfile")).attrib["full-path"]
-        opf = ElementTree.fromstring(book.read(rootfile))
+        opf = ElementTree.fromstring(read(rootfile))
         base = posixpath.dirname(rootfile)
         manifest = {
             el.attrib["id"]: posixpath.normpath(posixpath.join(base, el.attrib["href"]))
@@ -85,7 +106,7 @@ def _epub(path: Path) -> Document:
         title_el = next((el for el in opf.iter() if el.tag.endswith("title")), None)
         parts, total = [], 0
         for name in spine:
-            _, text = html_to_text(book.read(name).decode("utf-8", errors="replace"))
+            _, text = html_to_text(read(name).decode("utf-8", errors="replace"))
             parts.append(text)
             total += len(text)
             if total > MAX_TEXT_CHARS:

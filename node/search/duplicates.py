@@ -9,19 +9,22 @@ import numpy as np
 
 from peerlight.embeddings.vectors import from_blob
 
+from ..pathnames import decode_path, path_fields
+
 
 def find_duplicates(conn: sqlite3.Connection, threshold: float, modalities: tuple[str, ...]) -> dict[str, Any]:
     marks = ",".join("?" * len(modalities))
-    identical = [
-        {"content_hash": content_hash, "modality": modality, "paths": paths.split("\x1f")}
-        for content_hash, modality, paths in conn.execute(
-            f"""SELECT i.content_hash, i.modality, group_concat(l.path, char(31))
-                FROM items AS i JOIN locations AS l ON l.item_id = i.id
-                WHERE i.modality IN ({marks}) AND i.missing_since IS NULL
-                GROUP BY i.id HAVING COUNT(l.id) > 1""",
-            modalities,
-        )
-    ]
+    copies: dict[int, dict[str, Any]] = {}
+    for item_id, content_hash, modality, path in conn.execute(
+        f"""SELECT i.id, i.content_hash, i.modality, l.path FROM items AS i JOIN locations AS l ON l.item_id = i.id
+            WHERE i.modality IN ({marks}) AND i.missing_since IS NULL
+              AND (SELECT COUNT(*) FROM locations WHERE item_id = i.id) > 1
+            ORDER BY i.id, l.id""",
+        modalities,
+    ):
+        group = copies.setdefault(item_id, {"content_hash": content_hash, "modality": modality, "paths": []})
+        group["paths"].append(path_fields(decode_path(path)))
+    identical = list(copies.values())
     near = []
     model_ids = [row[0] for row in conn.execute("SELECT id FROM models")]
     for model_id in model_ids:
@@ -72,5 +75,5 @@ def _describe(conn: sqlite3.Connection, item_ids: list[int], vectors: np.ndarray
     out = []
     for item_id, vector in zip(item_ids, vectors):
         (path,) = conn.execute("SELECT path FROM locations WHERE item_id = ? ORDER BY id LIMIT 1", (item_id,)).fetchone()
-        out.append({"item_id": item_id, "path": path, "similarity_to_group": round(float(vector @ centre / np.linalg.norm(centre)), 4)})
+        out.append({"item_id": item_id, **path_fields(decode_path(path)), "similarity_to_group": round(float(vector @ centre / np.linalg.norm(centre)), 4)})
     return out

@@ -26,6 +26,8 @@ from peerlight.embeddings.vectors import from_blob
 from ..catalog.database import Catalog
 from ..catalog.items import document_text
 from ..models import ModelManager, ModelUnavailable
+from ..pathnames import decode_path, display, encode_path, path_fields, readable
+from ..threads import IOTimeout
 from .filters import MODALITIES, Filters, allowed_items
 from .fulltext import fulltext_ranking
 from .fusion import reciprocal_rank_fusion
@@ -37,6 +39,7 @@ log = logging.getLogger("peerlight.search")
 # role -> the kinds of media its vector space holds
 ROLE_MODALITIES = {"image": ("image", "video"), "text": ("text", "audio"), "audio": ("audio",)}
 MODES = ("semantic", "text", "hybrid")
+EXAMPLE_TIMEOUT_SECONDS = 120.0  # embedding a file given as an example (a stalled mount fails the request)
 PASSAGES_PER_SEARCH = 10  # each passage costs an encoding of the chunk's sentences
 
 
@@ -105,7 +108,7 @@ class SearchEngine:
 
     async def _semantic(self, role: str, query: str, modalities: tuple[str, ...], filters: Filters, fetch: int) -> Ranking:
         model = await self._models.get(role)
-        vector = (await trio.to_thread.run_sync(model.encode_queries, [query]))[0]
+        vector = (await trio.to_thread.run_sync(model.encode_queries, [query], abandon_on_cancel=True))[0]
         hits = best_per_item(await self.indexes.search(model.model_id, model.dimension, vector, fetch * 4))
         restricted = dataclasses.replace(filters, modalities=modalities)
         allowed = await self._catalog.read(partial(allowed_items, item_ids=[h.item_id for h in hits], filters=restricted))
@@ -127,21 +130,26 @@ class SearchEngine:
         kept = [h for h in hits if h.item_id in allowed][:limit]
         ranking = Ranking([h.item_id for h in kept], {h.item_id: h for h in kept})
         results = await self._results([(h.item_id, h.score) for h in kept], [ranking])
-        return {"path": path, "results": results, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+        return {**path_fields(path), "results": results, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     async def _vector_of_example(self, path: str) -> tuple[str, np.ndarray]:
         from peerlight.embeddings.errors import DecodeError
 
         if self.embed_example is None:
-            raise SearchError(f"{path} is not indexed")
+            raise SearchError(f"{display(path)} is not indexed")
+        shown = display(path)
         try:
-            return await self.embed_example(path)
+            with trio.move_on_after(EXAMPLE_TIMEOUT_SECONDS):
+                return await self.embed_example(path)
+        except IOTimeout:
+            raise
         except FileNotFoundError:
-            raise SearchError(f"{path} does not exist") from None
+            raise SearchError(f"{shown} does not exist") from None
         except (DecodeError, OSError) as exc:
-            raise SearchError(f"{path} cannot be used as an example: {exc}") from None
+            raise SearchError(f"{shown} cannot be used as an example: {exc}") from None
         except ModelUnavailable as exc:
-            raise SearchError(f"no model can embed {path}: {exc}") from None
+            raise SearchError(f"no model can embed {shown}: {exc}") from None
+        raise IOTimeout(f"embedding {shown} took longer than {EXAMPLE_TIMEOUT_SECONDS:g} s")
 
     async def _results(self, fused: Sequence[tuple[int, float]], rankings: list[Ranking]) -> list[dict[str, Any]]:
         details = await self._catalog.read(partial(_item_details, item_ids=[item_id for item_id, _ in fused]))
@@ -192,7 +200,7 @@ class SearchEngine:
             chunk = await self._catalog.read(partial(_best_chunk, item_id=item_id, query_vector=query_vector)) or chunk
         windows = sentence_windows(text, chunk)
         model = await self._models.get("text")
-        vectors = await trio.to_thread.run_sync(model.encode, [text[w.start : w.end] for w in windows])
+        vectors = await trio.to_thread.run_sync(model.encode, [text[w.start : w.end] for w in windows], abandon_on_cancel=True)
         best = windows[int(np.argmax(vectors @ query_vector))]
         return {"passage": text[best.start : best.end].strip(), "start": best.start, "end": best.end}
 
@@ -209,13 +217,14 @@ def _item_details(conn, item_ids: list[int]) -> dict[int, dict[str, Any]]:  # ty
         ).fetchone()
         if row is None or row[5] is None:
             continue
-        content_hash, modality, mime, size, state, path, rating = row
+        content_hash, modality, mime, size, state, stored_path, rating = row
+        path = decode_path(stored_path)
         metadata = dict(conn.execute("SELECT key, value FROM item_metadata WHERE item_id = ?", (item_id,)).fetchall())
         details[item_id] = {
             "item_id": item_id,
             "content_hash": content_hash,
-            "path": path,
-            "name": path.rsplit("/", 1)[-1],
+            **path_fields(path),
+            "name": readable(path.rsplit("/", 1)[-1]),
             "modality": modality,
             "mime": mime,
             "size": size,
@@ -252,6 +261,6 @@ def _item_vector_at(conn, path: str) -> tuple[int, str, np.ndarray] | None:  # t
     row = conn.execute(
         """SELECT e.item_id, e.model_id, e.vector FROM locations AS l JOIN embeddings AS e ON e.item_id = l.item_id
            WHERE l.path = ? AND e.segment = 0 ORDER BY e.source = 'content' DESC LIMIT 1""",
-        (path,),
+        (encode_path(path),),
     ).fetchone()
     return (row[0], row[1], from_blob(row[2])) if row else None

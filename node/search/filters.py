@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..pathnames import prefix_bytes
+
 MODALITIES = ("image", "audio", "video", "text")
 
 
@@ -57,8 +59,8 @@ def where_clause(filters: Filters) -> tuple[str, list[Any]]:
         clauses.append("i.size <= ?")
         args.append(filters.size_max)
     if filters.folder:
-        prefix = filters.folder.rstrip("/") + "/"
-        clauses.append("EXISTS (SELECT 1 FROM locations WHERE item_id = i.id AND substr(path, 1, ?) = ?)")
+        prefix = prefix_bytes(filters.folder)
+        clauses.append("EXISTS (SELECT 1 FROM locations WHERE item_id = i.id AND substr(CAST(path AS BLOB), 1, ?) = ?)")
         args += [len(prefix), prefix]
     return " AND ".join(clauses), args
 

@@ -35,7 +35,7 @@ from peerlight.embeddings.model_ids import is_ordered
 from peerlight.embeddings.prefix_index import PrefixIndex
 from peerlight.embeddings.vectors import from_blob
 
-from ..catalog.database import Catalog
+from ..catalog.database import Catalog, DiskFull
 from ..files import replace_dir_atomic
 from ..catalog import embeddings as store
 from ..catalog.embeddings import split_vector_id, vector_id
@@ -44,6 +44,7 @@ from .hits import VectorHit
 log = logging.getLogger("peerlight.search.indexes")
 
 BUILD_BATCH = 65536
+SHUTDOWN_SAVE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class VectorIndexes:
         self._live: dict[str, _Live] = {}
         self._opening: dict[str, trio.Lock] = {}
         self._saves_running = 0  # staging folders of running saves must not be taken for leftovers
+        self.save_failure: str | None = None  # why the last save failed, until one succeeds
 
     # --- searching ---
 
@@ -206,7 +208,10 @@ class VectorIndexes:
                     continue
             if live.dirty:
                 await self._save(model_id, live)
-        await self._forget_unindexed()
+        try:
+            await self._forget_unindexed()
+        except DiskFull:
+            pass  # pruning can wait for space
 
     async def maintain(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Background task: saves changed indexes every ``save_interval_seconds``, and once more when cancelled."""
@@ -216,23 +221,38 @@ class VectorIndexes:
                 await trio.sleep(self._settings.save_interval_seconds)
                 await self.save_changed()
         finally:
-            with trio.CancelScope(shield=True):
+            # Bounded: a stalled disk must not hold up shutdown; what is not saved is replayed from the journal.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + SHUTDOWN_SAVE_SECONDS):
                 try:
                     await self.save_changed()
                 except Exception:
-                    log.exception("saving vector indexes at shutdown failed; they are rebuilt at next start")
+                    log.exception("saving vector indexes at shutdown failed; they catch up from the journal at next start")
 
     async def _save(self, model_id: str, live: _Live) -> None:
+        """Write one index; on failure (a full disk) it stays unsaved and the next round tries again."""
         async with live.lock:
             position = live.applied
             live.index.annotations = {"journal": position}
             self._saves_running += 1
             try:
-                await trio.to_thread.run_sync(replace_dir_atomic, self._folder_of(model_id), live.index.write_files)
+                await trio.to_thread.run_sync(
+                    replace_dir_atomic, self._folder_of(model_id), live.index.write_files, abandon_on_cancel=True
+                )
+            except OSError as exc:
+                if self.save_failure is None:
+                    log.warning("cannot save a vector index; retrying later", extra={"model_id": model_id, "error": str(exc)})
+                self.save_failure = str(exc)
+                return
             finally:
                 self._saves_running -= 1
             live.saved = position
-        await self._catalog.write(partial(_prune_journal, model_id=model_id, up_to=position))
+        if self.save_failure is not None:
+            log.info("vector indexes are saved again")
+            self.save_failure = None
+        try:
+            await self._catalog.write(partial(_prune_journal, model_id=model_id, up_to=position))
+        except DiskFull:
+            pass  # the saved index simply replays a few more entries next time
 
     async def _forget_unindexed(self) -> None:
         """Journal entries of models without an index are not needed (a build reads the catalog);
