@@ -24,3 +24,32 @@ def percentile(values: list[float], q: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def make_note_library(root, files: int) -> None:  # type: ignore[no-untyped-def]
+    """``files`` tiny text notes in folders of 500: a large library that is cheap to build."""
+    for i in range(files):
+        folder = root / f"d{i // 500:03d}"
+        if i % 500 == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"note{i:05d}.txt").write_text(f"note {i}\n")
+
+
+async def indexed_note_library(base, files: int):  # type: ignore[no-untyped-def]
+    """A catalog in ``base`` that has indexed a fresh note library: (catalog, indexer, library, seconds)."""
+    import time
+    from dataclasses import replace
+
+    from peerlight.node.catalog import Catalog, libraries
+    from peerlight.node.config import Config
+    from peerlight.node.index.indexer import Indexer
+
+    root = base / "library"
+    make_note_library(root, files)
+    catalog = await Catalog.open(base / "catalog.sqlite3")
+    indexer = Indexer(catalog, replace(Config().index, watch=False))
+    library = await catalog.write(lambda conn: libraries.add_library(conn, root))
+    started = time.perf_counter()
+    progress = await indexer.scan_library(library)
+    assert progress.files_done == files, progress
+    return catalog, indexer, library, time.perf_counter() - started

@@ -13,41 +13,21 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, median  # noqa: E402
+from common import emit, indexed_note_library, median  # noqa: E402
 
-from peerlight.node.catalog import Catalog  # noqa: E402
-from peerlight.node.catalog import libraries  # noqa: E402
-from peerlight.node.config import Config  # noqa: E402
-from peerlight.node.index.indexer import Indexer  # noqa: E402
 from peerlight.node.index.scanner import walk_library  # noqa: E402
-
-
-def make_library(root: Path, files: int) -> None:
-    for i in range(files):
-        folder = root / f"d{i // 500:03d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"note{i:05d}.txt").write_text(f"note {i}\n")
 
 
 async def run(files: int, rounds: int) -> None:
     base = Path(tempfile.mkdtemp(prefix="pl-bench-"))
     try:
         library_root = base / "library"
-        make_library(library_root, files)
-        catalog = await Catalog.open(base / "catalog.sqlite3")
-        options = replace(Config().index, watch=False)
-        indexer = Indexer(catalog, options)
-        library = await catalog.write(lambda conn: libraries.add_library(conn, library_root))
-        started = time.perf_counter()
-        first = await indexer.scan_library(library)
-        first_seconds = time.perf_counter() - started
-        assert first.files_done == files, first
+        catalog, indexer, library, first_seconds = await indexed_note_library(base, files)
 
         rescans, walks = [], []
         for _ in range(rounds):

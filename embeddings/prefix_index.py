@@ -43,6 +43,9 @@ def prefix_of(vectors: np.ndarray, prefix_len: int) -> np.ndarray:
     return normalize(np.asarray(vectors, dtype=np.float32)[..., :prefix_len])
 
 
+_NO_HITS = PrefixHits(np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
 class PrefixIndex:
     def __init__(self, model_id: str, dimension: int, prefix_len: int, quantizer: str = "int8") -> None:
         import faiss
@@ -148,7 +151,19 @@ class PrefixIndex:
         prefix_len: int | None = None,
         shortlist: int = 200,
         mode: str = "funnel",
+        *,
+        group_size: int = 1,
+        allowed: np.ndarray | None = None,
     ) -> PrefixHits:
+        """The best ``k`` groups for ``query``, each by its best id (best first).
+
+        Ids are grouped by ``id // group_size`` (the node gives an item's vectors — the whole,
+        its chunks, its moments — consecutive ids), so ``k`` means k distinct items and a few
+        items with many vectors cannot crowd the others out. ``allowed`` (group ids) restricts
+        the search *inside* the index (a FAISS selector over the prefix scan, a mask for the
+        exact scan): a restrictive filter still gets its true top k, not what survives of a
+        fixed number of unrestricted candidates.
+        """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         if prefix_len is not None and prefix_len != self.prefix_len:
@@ -157,24 +172,56 @@ class PrefixIndex:
         with self._lock:
             n = self._count
             if n == 0 or k <= 0:
-                return PrefixHits(np.zeros(0, np.int64), np.zeros(0, np.float32))
+                return _NO_HITS
+            groups = self._ids // group_size
+            mask = np.isin(groups, np.asarray(allowed, dtype=np.int64)) if allowed is not None else None
+            eligible = int(mask.sum()) if mask is not None else n
+            if eligible == 0:
+                return _NO_HITS
             if mode == "exact":
-                return self._top(np.arange(n), self._full @ query, k)
-            rows, prefix_scores = self._prefix_rows(query, k if mode == "prefix" else max(shortlist, k))
-            if mode == "prefix":
-                return PrefixHits(self._ids[rows], prefix_scores)
-            return self._top(rows, self._full[rows] @ query, k)
+                rows = np.flatnonzero(mask) if mask is not None else np.arange(n)
+                scores = self._full[rows] @ query
+                count = 8 * k  # sorting only the best few rows is enough unless groups repeat a lot
+                while True:
+                    top = np.argpartition(-scores, count - 1)[:count] if count < len(rows) else np.arange(len(rows))
+                    hits = self._best_per_group(rows[top], scores[top], groups, k)
+                    if len(hits.ids) >= k or count >= len(rows):
+                        return hits
+                    count *= 4
+            selector = self._selector(mask) if mask is not None else None
+            # Widen the prefix shortlist until it holds k groups (or everything eligible).
+            count = k if mode == "prefix" else max(shortlist, k)
+            while True:
+                rows, prefix_scores = self._prefix_rows(query, min(count, eligible), selector)
+                scores = prefix_scores if mode == "prefix" else self._full[rows] @ query
+                hits = self._best_per_group(rows, scores, groups, k)
+                if len(hits.ids) >= k or count >= eligible:
+                    return hits
+                count *= 4
 
-    def _prefix_rows(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, rows = self._prefixes.search(prefix_of(query, self.prefix_len).reshape(1, -1), min(count, self._count))
+    def _selector(self, mask: np.ndarray):  # type: ignore[no-untyped-def]
+        import faiss
+
+        bits = np.packbits(mask, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+        selector.referenced_bits = bits  # FAISS keeps a pointer: the array must outlive the selector
+        return selector
+
+    def _prefix_rows(self, query: np.ndarray, count: int, selector=None) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+        import faiss
+
+        params = faiss.SearchParameters(sel=selector) if selector is not None else None
+        scores, rows = self._prefixes.search(prefix_of(query, self.prefix_len).reshape(1, -1), count, params=params)
         valid = rows[0] >= 0
         return rows[0][valid], scores[0][valid]
 
-    def _top(self, rows: np.ndarray, scores: np.ndarray, k: int) -> PrefixHits:
-        k = min(k, len(rows))
-        best = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return PrefixHits(self._ids[rows[best]], scores[best].astype(np.float32))
+    def _best_per_group(self, rows: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int) -> PrefixHits:
+        """The best row of each group among ``rows``, the ``k`` best groups, best first."""
+        order = rows[np.argsort(-scores, kind="stable")]
+        ranked = -np.sort(-scores, kind="stable")
+        _, first = np.unique(groups[order], return_index=True)
+        first = np.sort(first)[:k]
+        return PrefixHits(self._ids[order[first]], ranked[first].astype(np.float32))
 
     def vector(self, vid: int) -> np.ndarray:
         with self._lock:

@@ -92,3 +92,31 @@ def test_a_shared_prefix_costs_one_byte_per_value() -> None:
         PrefixIndex("m", 64, 65)
     with pytest.raises(ValueError):
         PrefixIndex("m", 64, 8).search(np.ones(64), 5, mode="fuzzy")
+
+
+def test_results_are_per_group_and_restricted_inside_the_search() -> None:
+    rng = np.random.default_rng(7)
+    query = rng.normal(size=64).astype(np.float32)
+    vectors = rng.normal(size=(3000, 64)).astype(np.float32)
+    vectors[:400] = query + 0.3 * rng.normal(size=(400, 64))  # group 0: 400 segments, all close to the query
+    groups = np.concatenate([np.zeros(400, np.int64), np.repeat(np.arange(1, 651), 4)])
+    ids = groups * 1000 + np.concatenate([np.arange(400), np.tile(np.arange(4), 650)])
+    index = PrefixIndex("m", 64, 16)
+    index.add("m", ids, vectors)
+    cosines = normalize(vectors) @ normalize(query[None])[0]
+
+    def truth(allowed: set[int] | None, k: int) -> list[int]:
+        best: dict[int, float] = {}
+        for group, score in zip(groups.tolist(), cosines.tolist()):
+            if allowed is None or group in allowed:
+                best[group] = max(best.get(group, -2.0), score)
+        return sorted(best, key=lambda g: -best[g])[:k]
+
+    for mode in ("exact", "funnel"):  # (a shortlist of everything: random vectors have no ordered prefix)
+        hits = index.search(query, 10, shortlist=3000, mode=mode, group_size=1000)
+        assert (hits.ids // 1000).tolist() == truth(None, 10)  # group 0 once, not 400 times
+    allowed = set(rng.choice(np.arange(1, 651), 20, replace=False).tolist())
+    for mode in ("exact", "funnel"):  # 80 allowed rows: a shortlist of 100 is all of them, whatever the rest
+        hits = index.search(query, 10, shortlist=100, mode=mode, group_size=1000, allowed=np.array(sorted(allowed)))
+        assert (hits.ids // 1000).tolist() == truth(allowed, 10)
+    assert len(index.search(query, 10, group_size=1000, allowed=np.array([999999])).ids) == 0

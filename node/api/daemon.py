@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..callers import Caller
 from ..control.params import Params
-from ..control.server import Handler, Streaming
+from ..control.server import Handler, Streaming, local_only
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -17,13 +18,13 @@ class DaemonMethods:
         self._daemon = daemon
 
     def methods(self) -> dict[str, Handler | Streaming]:
-        return {"daemon.status": self.status, "daemon.stop": self.stop}
+        return {"daemon.status": local_only(self.status), "daemon.stop": local_only(self.stop)}
 
-    async def status(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def status(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         Params(raw).done()
         return await self._daemon.status()
 
-    async def stop(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def stop(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         Params(raw).done()
         self._daemon.request_stop("control request")
         return {"stopping": True, "pid": os.getpid()}

@@ -11,9 +11,10 @@ import trio
 from ..catalog import libraries
 from ..catalog.database import Catalog
 from ..catalog.items import item_counts, list_problems
+from ..callers import Caller
 from ..control.params import Params
 from ..control.protocol import InvalidParams, NotFound, Unavailable
-from ..control.server import Emit, Handler, Streaming
+from ..control.server import Emit, Handler, Streaming, local_only
 
 ROLES = ("image", "text", "audio")
 
@@ -30,14 +31,15 @@ class IndexMethods:
         self._embedder = embedder
 
     def methods(self) -> dict[str, Handler | Streaming]:
-        return {
+        methods: dict[str, Handler | Streaming] = {
             "index.run": self.run,
             "index.status": self.status,
             "index.wait": Streaming(self.wait),
             "index.problems": self.problems,
         }
+        return {name: local_only(method) for name, method in methods.items()}
 
-    async def wait(self, raw: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    async def wait(self, raw: dict[str, Any], caller: Caller, emit: Emit) -> dict[str, Any]:
         """Stream the index status as progress events until scanning and embedding are done.
 
         Each check reads in-memory progress and the catalog's trigger-kept counters (a few
@@ -49,7 +51,7 @@ class IndexMethods:
         params.done()
         last = None
         while True:
-            status = await self.status({})
+            status = await self.status({}, caller)
             if not status["busy"]:
                 return status
             if status != last:
@@ -57,7 +59,7 @@ class IndexMethods:
                 last = status
             await trio.sleep(interval)
 
-    async def problems(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def problems(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """Files that could not be indexed, with why, and items whose embedding failed."""
         params = Params(raw)
         include_unsupported = params.flag("all", False)
@@ -65,7 +67,7 @@ class IndexMethods:
         params.done()
         return await self._catalog.read(partial(list_problems, include_unsupported=include_unsupported, limit=limit))
 
-    async def run(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """Ask for a rescan of one library (id, path or name) or all; returns at once."""
         params = Params(raw)
         key = params.key("library", None)
@@ -79,7 +81,7 @@ class IndexMethods:
         self._indexer.request_scan(library_id)
         return {"requested": True, "library_id": library_id}
 
-    async def status(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def status(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         Params(raw).done()
         counts = await self._catalog.read(item_counts)
         scanning = self._indexer.progress.busy or self._indexer.scan_requested
@@ -102,9 +104,9 @@ class ModelMethods:
         self._adapters_dir = adapters_dir
 
     def methods(self) -> dict[str, Handler | Streaming]:
-        return {"models.list": self.list, "models.train_adapter": Streaming(self.train_adapter)}
+        return {"models.list": local_only(self.list), "models.train_adapter": local_only(Streaming(self.train_adapter))}
 
-    async def train_adapter(self, raw: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    async def train_adapter(self, raw: dict[str, Any], caller: Caller, emit: Emit) -> dict[str, Any]:
         """Train an importance-ordering adapter for one encoder, streaming progress events."""
         from peerlight.embeddings.adapter_training import TrainingOptions
 
@@ -156,7 +158,7 @@ class ModelMethods:
             raise outcome["error"]
         return outcome["result"]
 
-    async def list(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
+    async def list(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Every configured model, loaded now if it can be; pending items are retried at once."""
         params = Params(raw)
         check = params.flag("check", True)

@@ -10,9 +10,10 @@ from typing import Any
 
 from ..catalog import libraries
 from ..catalog.database import Catalog
+from ..callers import Caller
 from ..control.params import Params
 from ..control.protocol import Conflict, InvalidParams, NotFound
-from ..control.server import Handler, Streaming
+from ..control.server import Handler, Streaming, local_only
 from ..pathnames import display
 from ..threads import run_io
 
@@ -24,9 +25,9 @@ class LibraryMethods:
         self._on_change = on_change
 
     def methods(self) -> dict[str, Handler | Streaming]:
-        return {"library.add": self.add, "library.list": self.list, "library.remove": self.remove}
+        return {"library.add": local_only(self.add), "library.list": local_only(self.list), "library.remove": local_only(self.remove)}
 
-    async def add(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def add(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         params = Params(raw)
         path = await _library_path(params.path("path"), self._data_dir)
         name = params.text("name", None, max_length=200)
@@ -38,11 +39,11 @@ class LibraryMethods:
         self._on_change()
         return library.to_wire()
 
-    async def list(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
+    async def list(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         Params(raw).done()
         return [lib.to_wire() for lib in await self._catalog.read(libraries.list_libraries)]
 
-    async def remove(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def remove(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         params = Params(raw)
         key = params.key("library")
         params.done()

@@ -7,9 +7,10 @@ from typing import Any
 
 from ..catalog.database import Catalog
 from ..catalog.items import item_info, rate
+from ..callers import Caller
 from ..control.params import Params
 from ..control.protocol import InvalidParams, NotFound, Unavailable
-from ..control.server import Handler, Streaming
+from ..control.server import Handler, Streaming, local_only
 from ..search.duplicates import find_duplicates
 from ..search.engine import MODES, SearchEngine, SearchError, SearchRequest
 from ..search.filters import MODALITIES, Filters, parse_date
@@ -22,14 +23,14 @@ class SearchMethods:
 
     def methods(self) -> dict[str, Handler | Streaming]:
         return {
-            "search.query": self.query,
-            "search.similar": self.similar,
-            "search.duplicates": self.duplicates,
-            "items.rate": self.rate,
-            "items.info": self.info,
+            "search.query": self.query,  # for any caller, within its scope
+            "search.similar": local_only(self.similar),  # an example file on this machine
+            "search.duplicates": local_only(self.duplicates),
+            "items.rate": local_only(self.rate),  # ratings never leave the machine
+            "items.info": local_only(self.info),
         }
 
-    async def info(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def info(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         params = Params(raw)
         path = params.path("path")
         params.done()
@@ -38,7 +39,7 @@ class SearchMethods:
         except LookupError as exc:
             raise NotFound(str(exc)) from None
 
-    async def rate(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def rate(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """The user's rating of an item (0-10). It stays on this machine, keyed by content hash."""
         params = Params(raw)
         path = params.path("path")
@@ -49,7 +50,7 @@ class SearchMethods:
         except LookupError as exc:
             raise NotFound(str(exc)) from None
 
-    async def query(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def query(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         params = Params(raw)
         query = params.text("query", max_length=1000)
         if not query.strip():
@@ -63,7 +64,7 @@ class SearchMethods:
         except SearchError as exc:
             raise Unavailable(str(exc)) from None
 
-    async def similar(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def similar(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         params = Params(raw)
         path = params.path("path")
         limit = params.number("limit", 20, min=1, max=1000, integer=True)
@@ -74,7 +75,7 @@ class SearchMethods:
         except SearchError as exc:
             raise NotFound(str(exc)) from None
 
-    async def duplicates(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def duplicates(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         params = Params(raw)
         threshold = params.number("threshold", 0.95, min=0.5, max=1.0)
         modalities = params.choices("modality", MODALITIES) or MODALITIES

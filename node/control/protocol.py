@@ -92,6 +92,12 @@ class Unavailable(ControlError):
     code = "unavailable"
 
 
+class Forbidden(ControlError):
+    """The caller may not do this (a peer asking for what only the node's user may)."""
+
+    code = "forbidden"
+
+
 class Timeout(ControlError):
     """The request waited too long on something outside the node (a stalled disk or network mount)."""
 
@@ -111,6 +117,7 @@ ERROR_TYPES: dict[str, type[ControlError]] = {
         Conflict,
         ShuttingDown,
         Unavailable,
+        Forbidden,
         Timeout,
     )
 }

@@ -19,10 +19,12 @@ from typing import Any
 
 import trio
 
+from ..callers import Caller
 from ..threads import IOTimeout
 from .protocol import (
     HEADER,
     ControlError,
+    Forbidden,
     FrameTooLarge,
     InternalError,
     Request,
@@ -39,19 +41,42 @@ from .protocol import (
 
 log = logging.getLogger("peerlight.control")
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Handler = Callable[[dict[str, Any], Caller], Awaitable[Any]]
 Emit = Callable[[Any], Awaitable[None]]
 
 
 class Streaming:
-    """A method that sends progress events before its result: ``fn(params, emit)``.
+    """A method that sends progress events before its result: ``fn(params, caller, emit)``.
 
     Each ``await emit(event)`` sends ``{"v", "id", "event"}`` on the connection; the final
     reply follows as for any method. Clients that ignore events still get the result.
     """
 
-    def __init__(self, fn: Callable[[dict[str, Any], Emit], Awaitable[Any]]) -> None:
+    def __init__(self, fn: Callable[[dict[str, Any], Caller, Emit], Awaitable[Any]]) -> None:
         self.fn = fn
+
+
+def local_only(method: Handler | Streaming) -> Handler | Streaming:
+    """The method, refused with ``forbidden`` to anyone but the local user (it shows paths or changes the node)."""
+
+    def check(caller: Caller) -> None:
+        if not caller.is_local:
+            raise Forbidden("only the node's own user may do this")
+
+    if isinstance(method, Streaming):
+        inner = method.fn
+
+        async def streaming(params: dict[str, Any], caller: Caller, emit: Emit) -> Any:
+            check(caller)
+            return await inner(params, caller, emit)
+
+        return Streaming(streaming)
+
+    async def handler(params: dict[str, Any], caller: Caller) -> Any:
+        check(caller)
+        return await method(params, caller)
+
+    return handler
 
 
 class TruncatedFrame(Exception):
@@ -121,6 +146,7 @@ class ControlServer:
         frame_timeout: float,
     ) -> None:
         self.socket_path = socket_path
+        self._caller = Caller.local()  # whoever can open the 0600 socket is the node's user
         self._methods = methods
         self._max_frame_bytes = max_frame_bytes
         self._frame_timeout = frame_timeout
@@ -222,7 +248,7 @@ class ControlServer:
         try:
             if isinstance(handler, Streaming):
                 return await self._stream_request(handler, request, stream, reader)
-            return result_reply(request.id, await handler(request.params))
+            return result_reply(request.id, await handler(request.params, self._caller))
         except ControlError as exc:
             log.info("control: %s failed: %s: %s", request.method, exc.code, exc)
             return error_reply(request.id, exc)
@@ -247,7 +273,7 @@ class ControlServer:
 
         async def run(cancel_all: trio.CancelScope) -> None:
             try:
-                outcome["reply"] = result_reply(request.id, await handler.fn(request.params, emit))
+                outcome["reply"] = result_reply(request.id, await handler.fn(request.params, self._caller, emit))
             except ClientGone:
                 pass
             except Exception as exc:  # reported below like any method's error, not as a nursery's group
