@@ -199,6 +199,21 @@ class PrefixIndex:
                     return hits
                 count *= 4
 
+    def similarity_spread(self, query: np.ndarray, sample: int = 2048) -> tuple[float, float]:
+        """Mean and standard deviation of the query's cosine over (an even sample of) all vectors.
+
+        A cosine means little alone: CLIP's text-to-image cosines sit near 0.25, MiniLM's
+        text-to-text ones near 0.5. Measured against its own space's spread for this query,
+        a match becomes a z-score that can be compared across spaces.
+        """
+        query = normalize(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
+        with self._lock:
+            if self._count == 0:
+                return 0.0, 1.0
+            rows = np.linspace(0, self._count - 1, min(sample, self._count)).astype(np.int64)
+            scores = self._full[rows] @ query
+        return float(scores.mean()), float(scores.std())
+
     def _selector(self, mask: np.ndarray):  # type: ignore[no-untyped-def]
         import faiss
 

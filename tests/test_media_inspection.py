@@ -14,8 +14,6 @@ from peerlight.node.index.detect import detect
 from peerlight.node.index.inspect import inspect_file
 from peerlight.node.index.metadata import extract_metadata
 from peerlight.node.index.scanner import FileStat, plan_scan, walk_library
-from peerlight.node.search.fulltext import fts_query
-from peerlight.node.search.fusion import reciprocal_rank_fusion
 
 from . import media
 
@@ -192,14 +190,3 @@ def test_chunks_overlap_and_cover_the_text() -> None:
     doc = "First sentence here. Second one! Third?\n\nNew paragraph"
     windows = [doc[w.start : w.end] for w in sentence_windows(doc, chunk_text(doc, 100, 0)[0])]
     assert "First sentence here." in windows and "Second one! Third?" in windows and "New paragraph" in windows
-
-
-def test_rank_fusion_rewards_agreement() -> None:
-    fused = reciprocal_rank_fusion([[1, 2, 3], [3, 2, 4]])
-    # Found by both lists beats found by one: 3 (ranks 3 and 1) just ahead of 2 (ranks 2 and 2).
-    assert [item for item, _ in fused] == [3, 2, 1, 4]
-
-
-def test_fts_query_quotes_words() -> None:
-    assert fts_query('kind of "blue') == '"kind" OR "of" OR "blue"*'
-    assert fts_query("   ...  ") is None

@@ -60,7 +60,7 @@ class SearchMethods:
         filters = _filters(params)
         params.done()
         try:
-            return await self._engine.search(SearchRequest(query, mode, limit, filters))
+            return await self._engine.search(SearchRequest(query, mode, limit, filters), caller)
         except SearchError as exc:
             raise Unavailable(str(exc)) from None
 
@@ -71,7 +71,7 @@ class SearchMethods:
         filters = _filters(params)
         params.done()
         try:
-            return await self._engine.similar(path, limit, filters)
+            return await self._engine.similar(path, limit, filters, caller)
         except SearchError as exc:
             raise NotFound(str(exc)) from None
 

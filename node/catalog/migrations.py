@@ -29,6 +29,8 @@ Design notes that later features rely on:
   rescans pass it until its size or mtime changes.
 - ``item_counts`` and ``skipped_counts`` are kept by triggers, so status and progress read a
   few rows instead of counting the whole catalog on every poll.
+- ``items_fts_vocab`` gives each full-text word's document frequency, from which search weighs
+  words (common ones carry no match).
 """
 
 from __future__ import annotations
@@ -219,8 +221,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         5,
-        "hardening: skipped files by kind and library, item and problem counters kept by triggers",
+        "hardening: skipped files by kind and library, item and problem counters kept by triggers, FTS vocabulary",
         """
+        CREATE VIRTUAL TABLE items_fts_vocab USING fts5vocab (items_fts, 'row');
+
         CREATE TABLE skipped_files (
             path        NOT NULL PRIMARY KEY,
             library_id  INTEGER REFERENCES libraries (id) ON DELETE CASCADE,

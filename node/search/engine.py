@@ -1,10 +1,21 @@
 """Answering searches: semantic, full-text or hybrid, with filters, highlights and moments.
 
+Retrieval and presentation are separate steps. Retrieval finds items (by id and content
+hash) with their scores and where they matched, within the caller's scope and the request's
+filters — both applied *inside* the searches: in the full-text SQL, and as the allowed set
+of the vector search (:mod:`.vector_indexes`), so a restrictive filter gets its true best
+items. Results are per item (its best chunk or moment), never per vector. Presentation then
+describes each item for its caller: paths and ratings for the local user only.
+
 A text query is embedded by each available model whose space holds the requested kinds of
 media — open_clip's text tower for images and videos, sentence-transformers for documents
-(and audio tags), CLAP for audio — and each space is searched in its own persisted prefix
-index (:mod:`.vector_indexes`: prefix shortlist, exact rerank). Rankings from different
-spaces and from BM25 are merged by reciprocal rank fusion.
+(and audio tags), CLAP for audio. Within each space, hybrid search scores every candidate
+(from either side) on both signals — its cosine and its text evidence, the share of the
+query's informative words it matches (:mod:`.fulltext`) — as ``cosine + TEXT_WEIGHT * evidence``,
+so a weak full-text match (one common word) cannot outrank a clear semantic winner. Spaces
+are merged on z-scores: each score measured against the spread of the query's cosines over
+its own space (CLIP's and MiniLM's cosines live on different scales), so the strongest
+evidence wins, wherever it was found.
 """
 
 from __future__ import annotations
@@ -23,15 +34,15 @@ import trio
 from peerlight.embeddings.chunking import Span, sentence_windows
 from peerlight.embeddings.vectors import from_blob
 
+from ..callers import Caller, Scope
 from ..catalog.database import Catalog
 from ..catalog.items import document_text
 from ..models import ModelManager, ModelUnavailable
 from ..pathnames import decode_path, display, encode_path, path_fields, readable
 from ..threads import IOTimeout
-from .filters import MODALITIES, Filters, allowed_items
-from .fulltext import fulltext_ranking
-from .fusion import reciprocal_rank_fusion
-from .hits import VectorHit, best_per_item
+from .filters import MODALITIES, Filters, allowed_among, allowed_items, where_clause
+from .fulltext import TextQuery, fulltext_ranking, plan_query, text_evidence
+from .hits import VectorHit
 from .vector_indexes import VectorIndexes
 
 log = logging.getLogger("peerlight.search")
@@ -39,8 +50,12 @@ log = logging.getLogger("peerlight.search")
 # role -> the kinds of media its vector space holds
 ROLE_MODALITIES = {"image": ("image", "video"), "text": ("text", "audio"), "audio": ("audio",)}
 MODES = ("semantic", "text", "hybrid")
+TEXT_WEIGHT = 0.5  # hybrid: what matching all of a query's informative words adds to a cosine
+UNEMBEDDED_MIN_EVIDENCE = 0.5  # hybrid: an item without vectors is listed on at least this much text evidence
+TYPICAL_SPREAD = 0.1  # standard deviation of a query's cosines, for items no searched space holds
 EXAMPLE_TIMEOUT_SECONDS = 120.0  # embedding a file given as an example (a stalled mount fails the request)
 PASSAGES_PER_SEARCH = 10  # each passage costs an encoding of the chunk's sentences
+PRIVATE_METADATA = ("gps_lat", "gps_lon")  # never shown to peers
 
 
 class SearchError(Exception):
@@ -56,13 +71,21 @@ class SearchRequest:
 
 
 @dataclass
-class Ranking:
-    """One list of candidates, best first, with what made each match."""
+class Hit:
+    """An item retrieval found: why and how well, before it is described to anyone."""
 
-    items: list[int]
-    hits: dict[int, VectorHit] = field(default_factory=dict)
+    item_id: int
+    score: float  # what it was ranked by
+    vector: VectorHit | None = None  # its best vector in the space that matched
     role: str | None = None
-    query_vector: np.ndarray | None = None
+    evidence: float | None = None  # full-text evidence, 0 to 1
+
+
+@dataclass
+class Retrieved:
+    hits: list[Hit]
+    warnings: list[str]
+    query_vectors: dict[str, np.ndarray]  # role -> the query's vector in that space
 
 
 class SearchEngine:
@@ -74,48 +97,84 @@ class SearchEngine:
 
     # --- queries ---
 
-    async def search(self, request: SearchRequest) -> dict[str, Any]:
+    async def search(self, request: SearchRequest, caller: Caller) -> dict[str, Any]:
         started = time.perf_counter()
-        modalities = request.filters.modalities or MODALITIES
-        fetch = max(request.limit * 10, 200)
-        rankings: list[Ranking] = []
-        warnings: list[str] = []
-        if request.mode in ("semantic", "hybrid"):
-            for role, held in ROLE_MODALITIES.items():
-                wanted = tuple(m for m in held if m in modalities)
-                if not wanted:
-                    continue
-                try:
-                    rankings.append(await self._semantic(role, request.query, wanted, request.filters, fetch))
-                except ModelUnavailable as exc:
-                    if role != "audio":  # audio falls back to the text model's space
-                        warnings.append(f"{role} model unavailable, its media are searched by text only: {exc}")
-            if request.mode == "semantic" and not rankings:
-                raise SearchError("no embedding model is available for a semantic search: " + "; ".join(warnings))
-        if request.mode in ("text", "hybrid"):
-            ids = await self._catalog.read(partial(fulltext_ranking, text=request.query, limit=fetch))
-            allowed = await self._catalog.read(partial(allowed_items, item_ids=ids, filters=request.filters))
-            rankings.append(Ranking([i for i in ids if i in allowed]))
-        fused = reciprocal_rank_fusion([r.items for r in rankings])[: request.limit]
-        results = await self._results(fused, rankings)
+        found = await self.retrieve(request, caller.scope)
+        results = await self.present(found.hits[: request.limit], caller, found.query_vectors)
         return {
             "query": request.query,
             "mode": request.mode,
             "results": results,
-            "warnings": warnings,
+            "warnings": found.warnings,
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
         }
 
-    async def _semantic(self, role: str, query: str, modalities: tuple[str, ...], filters: Filters, fetch: int) -> Ranking:
-        model = await self._models.get(role)
-        vector = (await trio.to_thread.run_sync(model.encode_queries, [query], abandon_on_cancel=True))[0]
-        hits = best_per_item(await self.indexes.search(model.model_id, model.dimension, vector, fetch * 4))
-        restricted = dataclasses.replace(filters, modalities=modalities)
-        allowed = await self._catalog.read(partial(allowed_items, item_ids=[h.item_id for h in hits], filters=restricted))
-        kept = [h for h in hits if h.item_id in allowed][:fetch]
-        return Ranking([h.item_id for h in kept], {h.item_id: h for h in kept}, role, vector)
+    async def retrieve(self, request: SearchRequest, scope: Scope = Scope()) -> Retrieved:
+        """The best items for ``request`` within ``scope``, ranked (more than ``limit`` of them)."""
+        modalities = request.filters.modalities or MODALITIES
+        fetch = max(request.limit * 10, 200)
+        found = Retrieved([], [], {})
+        text_query = TextQuery()
+        text_hits: dict[int, float] = {}
+        if request.mode in ("text", "hybrid"):
+            text_query = await self._catalog.read(partial(plan_query, text=request.query))
+            where, args = where_clause(request.filters, scope)
+            ranked = await self._catalog.read(partial(fulltext_ranking, query=text_query, limit=fetch, where=where, args=args))
+            text_hits = dict(ranked)
+            if request.mode == "text":
+                found.hits = [Hit(item_id, evidence, evidence=evidence) for item_id, evidence in ranked]
+                return found
+        ranked: list[Hit] = []
+        spreads: list[float] = []
+        for role, held in ROLE_MODALITIES.items():
+            wanted = tuple(m for m in held if m in modalities)
+            if not wanted:
+                continue
+            try:
+                model = await self._models.get(role)
+            except ModelUnavailable as exc:
+                if role != "audio":  # audio falls back to the text model's space
+                    found.warnings.append(f"{role} model unavailable, its media are searched by text only: {exc}")
+                continue
+            vector = (await trio.to_thread.run_sync(model.encode_queries, [request.query], abandon_on_cancel=True))[0]
+            found.query_vectors[role] = vector
+            restricted = dataclasses.replace(request.filters, modalities=wanted)
+            unrestricted = request.filters.is_empty() and scope.is_everything and wanted == held
+            allowed = None if unrestricted else await self._catalog.read(partial(allowed_items, filters=restricted, scope=scope))
+            hits = await self.indexes.search(model.model_id, model.dimension, vector, fetch, allowed)
+            by_item = {hit.item_id: hit for hit in hits}
+            if text_hits:
+                # Candidates found by their words alone are scored on their vectors too.
+                others = [item_id for item_id in text_hits if item_id not in by_item]
+                if others:
+                    others = sorted(await self._catalog.read(partial(allowed_among, item_ids=others, filters=restricted, scope=scope)))
+                    for hit in await self.indexes.search(model.model_id, model.dimension, vector, len(others), others, exact=True):
+                        by_item[hit.item_id] = hit
+                missing = [item_id for item_id in by_item if item_id not in text_hits]
+                evidence = text_hits | await self._catalog.read(partial(text_evidence, query=text_query, item_ids=missing))
+            else:
+                evidence = {}
+            mean, spread = await self.indexes.spread(model.model_id, model.dimension, vector)
+            spread = max(spread, 1e-3)
+            spreads.append(spread)
+            for item_id, hit in by_item.items():
+                score = (hit.score + TEXT_WEIGHT * evidence.get(item_id, 0.0) - mean) / spread
+                ranked.append(Hit(item_id, score, hit, role, evidence.get(item_id)))
+        if request.mode == "semantic" and not spreads:
+            raise SearchError("no embedding model is available for a semantic search: " + "; ".join(found.warnings))
+        # Items found by their words that no searched space holds (not embedded yet, or no model):
+        # listed only on strong evidence, so that one common word cannot bring them up.
+        embedded = {hit.item_id for hit in ranked}
+        spread = float(np.median(spreads)) if spreads else TYPICAL_SPREAD
+        ranked += [
+            Hit(item_id, TEXT_WEIGHT * evidence / spread, evidence=evidence)
+            for item_id, evidence in text_hits.items()
+            if item_id not in embedded and evidence >= UNEMBEDDED_MIN_EVIDENCE
+        ]
+        found.hits = _best_first(ranked)
+        return found
 
-    async def similar(self, path: str, limit: int, filters: Filters) -> dict[str, Any]:
+    async def similar(self, path: str, limit: int, filters: Filters, caller: Caller) -> dict[str, Any]:
         """Items like the file at ``path``, in its model's space; the file need not be indexed."""
         started = time.perf_counter()
         found = await self._catalog.read(partial(_item_vector_at, path=path))
@@ -124,12 +183,12 @@ class SearchEngine:
         else:
             item_id = None
             model_id, vector = await self._vector_of_example(path)
-        found_hits = await self.indexes.search(model_id, len(vector), vector, max(limit * 10, 200))
-        hits = [h for h in best_per_item(found_hits) if h.item_id != item_id]
-        allowed = await self._catalog.read(partial(allowed_items, item_ids=[h.item_id for h in hits], filters=filters))
-        kept = [h for h in hits if h.item_id in allowed][:limit]
-        ranking = Ranking([h.item_id for h in kept], {h.item_id: h for h in kept})
-        results = await self._results([(h.item_id, h.score) for h in kept], [ranking])
+        allowed = None
+        if not filters.is_empty() or not caller.scope.is_everything:
+            allowed = await self._catalog.read(partial(allowed_items, filters=filters, scope=caller.scope))
+        vector_hits = await self.indexes.search(model_id, len(vector), vector, limit + 1, allowed)
+        hits = [Hit(h.item_id, h.score, h) for h in vector_hits if h.item_id != item_id][:limit]
+        results = await self.present(hits, caller, {})
         return {**path_fields(path), "results": results, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     async def _vector_of_example(self, path: str) -> tuple[str, np.ndarray]:
@@ -151,30 +210,31 @@ class SearchEngine:
             raise SearchError(f"no model can embed {shown}: {exc}") from None
         raise IOTimeout(f"embedding {shown} took longer than {EXAMPLE_TIMEOUT_SECONDS:g} s")
 
-    async def _results(self, fused: Sequence[tuple[int, float]], rankings: list[Ranking]) -> list[dict[str, Any]]:
-        details = await self._catalog.read(partial(_item_details, item_ids=[item_id for item_id, _ in fused]))
+    # --- presentation ---
+
+    async def present(self, hits: Sequence[Hit], caller: Caller, query_vectors: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+        """Describe found items for ``caller``: local paths and ratings for the local user only."""
+        details = await self._catalog.read(partial(_item_details, item_ids=[hit.item_id for hit in hits]))
         results = []
         passages_left = PASSAGES_PER_SEARCH
-        for item_id, score in fused:
-            if item_id not in details:
-                continue
-            result = details[item_id] | {"score": round(score, 6)}
-            for ranking in rankings:
-                hit = ranking.hits.get(item_id)
-                if hit is None:
-                    continue
-                result["similarity"] = round(hit.score, 4)
-                with_passage = passages_left > 0
-                match = await self._match(result, hit, ranking, with_passage)
-                passages_left -= bool(match and "passage" in match)
+        for hit in hits:
+            item = details.get(hit.item_id)
+            if item is None:
+                continue  # gone since it was found
+            result = item | {"score": round(hit.score, 6)}
+            if hit.evidence is not None:
+                result["text_evidence"] = round(hit.evidence, 4)
+            if hit.vector is not None:
+                result["similarity"] = round(hit.vector.score, 4)
+                match = await self._match(result, hit.vector, hit.role, query_vectors.get(hit.role or ""), passages_left > 0)
                 if match:
+                    passages_left -= "passage" in match
                     result["match"] = match
-                break
-            results.append(result)
+            results.append(result if caller.is_local else _for_peer(result))
         return results
 
     async def _match(
-        self, result: dict[str, Any], hit: VectorHit, ranking: Ranking, with_passage: bool
+        self, result: dict[str, Any], hit: VectorHit, role: str | None, query_vector: np.ndarray | None, with_passage: bool
     ) -> dict[str, Any] | None:
         """Where in the item the query matched: a video moment, or a document's passage."""
         if hit.segment == 0 and result["modality"] != "text":
@@ -185,8 +245,8 @@ class SearchEngine:
         start, end = span
         if result["modality"] == "video":
             return {"segment": hit.segment, "start": start, "end": end}
-        if with_passage and result["modality"] == "text" and ranking.role == "text" and ranking.query_vector is not None:
-            passage = await self._passage(hit.item_id, hit.segment, Span(int(start), int(end)), ranking.query_vector)
+        if with_passage and result["modality"] == "text" and role == "text" and query_vector is not None:
+            passage = await self._passage(hit.item_id, hit.segment, Span(int(start), int(end)), query_vector)
             if passage:
                 return {"segment": hit.segment, "chunk_start": int(start), "chunk_end": int(end), **passage}
         return None
@@ -264,3 +324,20 @@ def _item_vector_at(conn, path: str) -> tuple[int, str, np.ndarray] | None:  # t
         (encode_path(path),),
     ).fetchone()
     return (row[0], row[1], from_blob(row[2])) if row else None
+
+
+def _best_first(hits: list[Hit]) -> list[Hit]:
+    """Hits by score, each item once (an audio file may match in two spaces: its best counts)."""
+    best: dict[int, Hit] = {}
+    for hit in hits:
+        if hit.item_id not in best or hit.score > best[hit.item_id].score:
+            best[hit.item_id] = hit
+    return sorted(best.values(), key=lambda hit: -hit.score)
+
+
+def _for_peer(result: dict[str, Any]) -> dict[str, Any]:
+    """What a peer may see of a result: no local path or item id, no rating, no private metadata."""
+    hidden = {"item_id", "path", "path_bytes", "rating", "embedding"}
+    shown = {key: value for key, value in result.items() if key not in hidden}
+    shown["metadata"] = {k: v for k, v in result["metadata"].items() if k not in PRIVATE_METADATA}
+    return shown

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..callers import Scope
 from ..pathnames import prefix_bytes
 
 MODALITIES = ("image", "audio", "video", "text")
@@ -36,9 +37,25 @@ def _item_date_sql() -> str:
     )"""
 
 
-def where_clause(filters: Filters) -> tuple[str, list[Any]]:
-    """SQL conditions on ``items AS i`` for these filters (always excluding vanished items)."""
+def where_clause(filters: Filters, scope: Scope = Scope()) -> tuple[str, list[Any]]:
+    """SQL conditions on ``items AS i`` for these filters within this scope (always excluding vanished items)."""
     clauses, args = ["i.missing_since IS NULL"], []
+    if scope.libraries is not None:
+        libraries = sorted(scope.libraries) or [-1]
+        clauses.append(
+            f"EXISTS (SELECT 1 FROM locations WHERE item_id = i.id AND library_id IN ({','.join('?' * len(libraries))}))"
+        )
+        args += libraries
+    if scope.folders:
+        under = []
+        for folder in scope.folders:
+            prefix = prefix_bytes(folder)
+            under.append("substr(CAST(path AS BLOB), 1, ?) = ?")
+            args += [len(prefix), prefix]
+        clauses.append(f"EXISTS (SELECT 1 FROM locations WHERE item_id = i.id AND ({' OR '.join(under)}))")
+    if scope.modalities:
+        clauses.append(f"i.modality IN ({','.join('?' * len(scope.modalities))})")
+        args += list(scope.modalities)
     if filters.modalities:
         clauses.append(f"i.modality IN ({','.join('?' * len(filters.modalities))})")
         args += list(filters.modalities)
@@ -65,10 +82,17 @@ def where_clause(filters: Filters) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), args
 
 
-def allowed_items(conn: sqlite3.Connection, item_ids: Sequence[int], filters: Filters) -> set[int]:
+def allowed_items(conn: sqlite3.Connection, filters: Filters, scope: Scope = Scope()) -> list[int]:
+    """Every item id these filters and this scope allow (for a search restricted inside its index)."""
+    where, args = where_clause(filters, scope)
+    return [row[0] for row in conn.execute(f"SELECT i.id FROM items AS i WHERE {where}", args)]
+
+
+def allowed_among(conn: sqlite3.Connection, item_ids: Sequence[int], filters: Filters, scope: Scope = Scope()) -> set[int]:
+    """Which of ``item_ids`` these filters and this scope allow."""
     if not item_ids:
         return set()
-    where, args = where_clause(filters)
+    where, args = where_clause(filters, scope)
     allowed: set[int] = set()
     for start in range(0, len(item_ids), 500):
         chunk = list(item_ids[start : start + 500])

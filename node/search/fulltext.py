@@ -1,31 +1,108 @@
-"""Full-text search over file names, paths and metadata with SQLite FTS5 (BM25 ranking)."""
+"""Full-text search over file names, paths and metadata with SQLite FTS5, and how strong a match is.
+
+Only informative words count: English stop words ("in", "the", "how") and words found in a
+large share of the catalog (a folder name every path shares) are dropped from the query, so
+they can neither find an item nor lift it above a better one. What remains is weighed by
+inverse document frequency (BM25's idf, from the ``items_fts_vocab`` table): an item's
+*text evidence* is the share of the query's idf mass that it matches, 0 to 1, comparable
+across queries and computed for any item, not only for those the full-text ranking returned.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 # Column weights for bm25(): a match in the file name counts most, then metadata, then path.
 _WEIGHTS = (10.0, 2.0, 5.0)
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+COMMON_SHARE = 0.05  # a word in more than this share of the items says little about any of them
+COMMON_MIN_ITEMS = 20  # ... unless it is in so few items that the share means nothing
+
+STOP_WORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have having
+    he her here hers herself him himself his how i if in into is it its itself just me more most my myself no
+    nor not now of off on once only or other our ours ourselves out over own same she should so some such than
+    that the their theirs them themselves then there these they this those through to too under until up very
+    was we were what when where which while who whom why will with would you your yours yourself yourselves
+    get got getting s t""".split()
+)
 
 
-def fts_query(text: str) -> str | None:
-    """The user's words as an FTS5 query: any word may match, the last one as a prefix."""
-    tokens = _TOKEN.findall(text.lower())
-    if not tokens:
-        return None
-    quoted = [f'"{t}"' for t in tokens[:-1]] + [f'"{tokens[-1]}"*']
-    return " OR ".join(quoted)
+@dataclass(frozen=True)
+class TextQuery:
+    """The informative words of a query, each with its idf weight."""
+
+    terms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return sum(self.terms.values())
+
+    def match_expression(self) -> str | None:
+        """The FTS5 query: any informative word may match."""
+        return " OR ".join(f'"{term}"' for term in self.terms) or None
 
 
-def fulltext_ranking(conn: sqlite3.Connection, text: str, limit: int) -> list[int]:
-    """Item ids matching ``text``, best first."""
-    query = fts_query(text)
-    if query is None:
+def words(text: str) -> list[str]:
+    """The words FTS5's ``unicode61 remove_diacritics 2`` tokenizer makes of ``text``, lower-cased."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
+    return _TOKEN.findall(plain)
+
+
+def plan_query(conn: sqlite3.Connection, text: str) -> TextQuery:
+    """Drop stop words and common words from ``text``; weigh the rest by idf."""
+    candidates = list(dict.fromkeys(w for w in words(text) if w not in STOP_WORDS))
+    if not candidates:
+        return TextQuery()
+    (total,) = conn.execute("SELECT COALESCE(SUM(n), 0) FROM item_counts").fetchone()
+    marks = ",".join("?" * len(candidates))
+    frequency = dict(conn.execute(f"SELECT term, doc FROM items_fts_vocab WHERE term IN ({marks})", candidates).fetchall())
+    common = max(COMMON_MIN_ITEMS, COMMON_SHARE * total)
+    terms = {}
+    for word in candidates:
+        df = frequency.get(word, 0)
+        if df and df <= common:
+            terms[word] = math.log(1 + (total - df + 0.5) / (df + 0.5))
+    return TextQuery(terms)
+
+
+def fulltext_ranking(
+    conn: sqlite3.Connection, query: TextQuery, limit: int, where: str = "1", args: Sequence[Any] = ()
+) -> list[tuple[int, float]]:
+    """(item id, text evidence) of the best BM25 matches among the items ``where`` allows (on ``items AS i``)."""
+    expression = query.match_expression()
+    if expression is None:
         return []
     rows = conn.execute(
-        f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? ORDER BY bm25(items_fts, {', '.join(map(str, _WEIGHTS))}) LIMIT ?",
-        (query, limit),
+        f"""SELECT f.rowid FROM items_fts AS f JOIN items AS i ON i.id = f.rowid
+            WHERE items_fts MATCH ? AND {where}
+            ORDER BY bm25(items_fts, {", ".join(map(str, _WEIGHTS))}) LIMIT ?""",
+        (expression, *args, limit),
     )
-    return [row[0] for row in rows]
+    ranked = [row[0] for row in rows]
+    evidence = text_evidence(conn, query, ranked)
+    return [(item_id, evidence.get(item_id, 0.0)) for item_id in ranked]
+
+
+def text_evidence(conn: sqlite3.Connection, query: TextQuery, item_ids: Sequence[int]) -> dict[int, float]:
+    """The share of the query's idf mass each item matches (items matching nothing are left out)."""
+    if not query.terms or not item_ids:
+        return {}
+    matched: dict[int, float] = {}
+    for start in range(0, len(item_ids), 500):
+        chunk = list(item_ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        for term, idf in query.terms.items():
+            for (item_id,) in conn.execute(
+                f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? AND rowid IN ({marks})", (f'"{term}"', *chunk)
+            ):
+                matched[item_id] = matched.get(item_id, 0.0) + idf
+    total = query.total
+    return {item_id: weight / total for item_id, weight in matched.items()}

@@ -24,6 +24,7 @@ import re
 import shutil
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -38,7 +39,7 @@ from peerlight.embeddings.vectors import from_blob
 from ..catalog.database import Catalog, DiskFull
 from ..files import replace_dir_atomic
 from ..catalog import embeddings as store
-from ..catalog.embeddings import split_vector_id, vector_id
+from ..catalog.embeddings import MAX_SEGMENTS, split_vector_id, vector_id
 from .hits import VectorHit
 
 log = logging.getLogger("peerlight.search.indexes")
@@ -90,15 +91,41 @@ class VectorIndexes:
 
     # --- searching ---
 
-    async def search(self, model_id: str, dimension: int, query: np.ndarray, k: int) -> list[VectorHit]:
-        """The best ``k`` vectors of ``model_id`` for ``query``, as (item, segment, cosine), best first."""
+    async def search(
+        self,
+        model_id: str,
+        dimension: int,
+        query: np.ndarray,
+        k: int,
+        allowed: Sequence[int] | None = None,
+        *,
+        exact: bool = False,
+    ) -> list[VectorHit]:
+        """The ``k`` items of ``model_id`` most like ``query``, each by its best vector (segment), best first.
+
+        ``allowed`` (item ids) restricts the search inside the index. ``exact`` scores every
+        allowed vector in full (to score a few given items) instead of the prefix funnel.
+        """
         live = await self._current(model_id, dimension)
-        mode = "funnel" if is_ordered(model_id) else "exact"
+        mode = "funnel" if is_ordered(model_id) and not exact else "exact"
         shortlist = max(self._settings.shortlist, k)
         hits = await trio.to_thread.run_sync(
-            partial(live.index.search, query, k, shortlist=shortlist, mode=mode)
+            partial(
+                live.index.search,
+                query,
+                k,
+                shortlist=shortlist,
+                mode=mode,
+                group_size=MAX_SEGMENTS,
+                allowed=np.asarray(allowed, dtype=np.int64) if allowed is not None else None,
+            )
         )
         return [VectorHit(*split_vector_id(vid), float(score)) for vid, score in zip(hits.ids, hits.scores)]
+
+    async def spread(self, model_id: str, dimension: int, query: np.ndarray) -> tuple[float, float]:
+        """Mean and standard deviation of ``query``'s cosine over the model's vectors (see PrefixIndex)."""
+        live = await self._current(model_id, dimension)
+        return await trio.to_thread.run_sync(live.index.similarity_spread, query)
 
     async def index(self, model_id: str, dimension: int) -> PrefixIndex:
         """The index of ``model_id``, current with the catalog (loaded or built on first use)."""
