@@ -40,7 +40,6 @@ NEAR_COPY_RATIO = 0.8
 
 _SKIP_DIRS = {"test", "tests", "idle_test", "idlelib", "site-packages", "__pycache__", "turtledemo"}
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -218,15 +217,14 @@ def docstring_set(documents: int = 2000, queries: int = 200, seed: int = 0) -> R
 
 # --- man pages (held-out set) ---
 
+# roff named characters, each written as its two-letter name followed by the character
 _CHARS = {
-    "em": "—", "en": "–", "hy": "-", "aq": "'", "dq": '"', "lq": "“", "rq": "”", "oq": "‘", "cq": "’",
-    "bu": "•", "co": "©", "rg": "®", "tm": "™", "mu": "×", "di": "÷", "+-": "±", "<=": "≤", ">=": "≥",
-    "!=": "≠", "==": "==", "->": "→", "<-": "←", "de": "°", "ga": "`", "ti": "~", "ha": "^", "rs": "\\",
-    "sl": "/", "ba": "|", "br": "|", "bv": "|", "lB": "[", "rB": "]", "lC": "{", "rC": "}", "la": "⟨",
-    "ra": "⟩", "Fo": "«", "Fc": "»", "fo": "‹", "fc": "›", "ul": "_", "ru": "_", "pl": "+", "mi": "-",
-    "eq": "=", "ss": "ß", "at": "@", "sh": "#", "Do": "$", "ct": "¢", "Po": "£", "Eu": "€", "es": "∅",
-    "if": "∞", "ua": "↑", "da": "↓", "sc": "§", "ps": "¶", "dg": "†", "pc": "·", "aa": "´", "'e": "é",
-    "'a": "á", ":u": "ü", ":o": "ö", ":a": "ä", "`e": "è", ",c": "ç", "~n": "ñ",
+    p[:2]: p[2:]
+    for p in r"""
+    em— en– hy- aq' dq" lq“ rq” oq‘ cq’ bu• co© rg® tm™ mu× di÷ +-± <=≤ >=≥ !=≠ ==== ->→ <-← de° ga`
+    ti~ ha^ rs\ sl/ ba| br| bv| lB[ rB] lC{ rC} la⟨ ra⟩ Fo« Fc» fo‹ fc› ul_ ru_ pl+ mi- eq= ssß at@ sh#
+    Do$ ct¢ Po£ Eu€ es∅ if∞ ua↑ da↓ sc§ ps¶ dg† pc· aa´ 'eé 'aá :uü :oö :aä `eè ,cç ~nñ
+""".split()
 }
 _STRINGS = {"lq": "“", "rq": "”", "R": "®", "Tm": "™", "S": "", "Lq": "“", "Rq": "”", "Aq": "'", "dq": '"'}
 _ESCAPE = re.compile(
@@ -307,13 +305,14 @@ def _macro_args(rest: str) -> list[str]:
 
 
 _ALTERNATING = {"BR", "RB", "IR", "RI", "BI", "IB"}
-_INLINE = {"B", "I", "SM", "SB", "UR", "MT", "SY", "OP", "Nm", "Ar", "Pa", "Em", "Sy", "Ev", "Li", "Cm", "Dv", "Er",
-           "Ic", "Va", "Vt", "Ft", "Fn", "Fa", "Ad", "An", "Lk", "Ms", "Tn", "Ql", "Dq", "Sq", "Pq", "Qq", "Do", "Dc",
-           "Dl", "%T", "St", "Ux", "Bx", "Ox", "Nx", "Fx", "At", "Xr", "Fl", "Op", "Oo", "Oc", "Ns", "Ta", "It", "D1",
-           "No", "Mt", "Bq", "Brq", "Aq", "Cd", "Fd", "In", "Lb", "Rv", "Ex"}
-_BREAKS = {"PP", "P", "LP", "sp", "Pp", "Lp", "HP", "TP", "TQ", "IP", "SS", "Ss", "Bl", "El", "Bd", "Ed", "RS", "RE",
-           "nf", "fi", "EX", "EE", "br", "in", "ti", "YS", "UE", "ME"}
-_MDOC_CALLABLE = re.compile(r"^(?:Ar|Fl|Pa|Nm|Xr|Em|Sy|Cm|Ev|Li|Dv|Er|Ic|Va|Ql|Dq|Sq|Pq|Qq|Op|Oo|Oc|Ns|No|Ta|Aq|Bq|Brq|Do|Dc|Pf|Ux|Bx|Ox|Nx|Fx|At)$")
+_INLINE = frozenset(
+    """B I SM SB UR MT SY OP Nm Ar Pa Em Sy Ev Li Cm Dv Er Ic Va Vt Ft Fn Fa Ad An Lk Ms Tn Ql Dq Sq Pq Qq
+    Do Dc Dl %T St Ux Bx Ox Nx Fx At Xr Fl Op Oo Oc Ns Ta It D1 No Mt Bq Brq Aq Cd Fd In Lb Rv Ex""".split()
+)
+_BREAKS = frozenset("""PP P LP sp Pp Lp HP TP TQ IP SS Ss Bl El Bd Ed RS RE nf fi EX EE br in ti YS UE ME""".split())
+_MDOC_CALLABLE = re.compile(
+    r"^(?:Ar|Fl|Pa|Nm|Xr|Em|Sy|Cm|Ev|Li|Dv|Er|Ic|Va|Ql|Dq|Sq|Pq|Qq|Op|Oo|Oc|Ns|No|Ta|Aq|Bq|Brq|Do|Dc|Pf|Ux|Bx|Ox|Nx|Fx|At)$"
+)
 
 
 _PUNCTUATION = {".", ",", ";", ":", ")", "]", "?", "!"}

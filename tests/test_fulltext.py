@@ -31,8 +31,12 @@ def test_words_are_split_as_fts5_splits_them() -> None:
 
 def test_stop_words_and_common_words_carry_no_match(catalog: sqlite3.Connection) -> None:
     query = plan_query(catalog, "avoiding getting sick in winter photos")
-    # "in", "getting": stop words; "photos": in 41 of 43 items; "avoiding", "sick": in none.
-    assert set(query.terms) == {"winter"}
+    # "in", "getting": stop words; "photos": in 41 of 43 items; "avoiding", "sick": in none, but
+    # they still weigh: matching "winter" alone is not matching the query.
+    assert set(query.terms) == {"avoiding", "sick", "winter"} and query.found == {"winter"}
+    assert query.match_expression() == '"winter"'
+    assert text_evidence(catalog, query, [1]) == {1: pytest.approx(query.terms["winter"] / query.total)}
+    assert text_evidence(catalog, query, [1])[1] < 0.4
     assert plan_query(catalog, "in the of").terms == {}
 
 

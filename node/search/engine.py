@@ -50,7 +50,7 @@ log = logging.getLogger("peerlight.search")
 # role -> the kinds of media its vector space holds
 ROLE_MODALITIES = {"image": ("image", "video"), "text": ("text", "audio"), "audio": ("audio",)}
 MODES = ("semantic", "text", "hybrid")
-TEXT_WEIGHT = 0.5  # hybrid: what matching all of a query's informative words adds to a cosine
+TEXT_WEIGHT = 0.4  # hybrid: what matching all of a query's informative words adds to a cosine (tuned on docstrings)
 UNEMBEDDED_MIN_EVIDENCE = 0.5  # hybrid: an item without vectors is listed on at least this much text evidence
 TYPICAL_SPREAD = 0.1  # standard deviation of a query's cosines, for items no searched space holds
 EXAMPLE_TIMEOUT_SECONDS = 120.0  # embedding a file given as an example (a stalled mount fails the request)

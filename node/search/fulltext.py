@@ -6,6 +6,8 @@ they can neither find an item nor lift it above a better one. What remains is we
 inverse document frequency (BM25's idf, from the ``items_fts_vocab`` table): an item's
 *text evidence* is the share of the query's idf mass that it matches, 0 to 1, comparable
 across queries and computed for any item, not only for those the full-text ranking returned.
+Words no item contains stay in that mass: otherwise the one word of "avoiding getting sick
+in winter" that some file name contains ("winter") would count as the whole query.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 # Column weights for bm25(): a match in the file name counts most, then metadata, then path.
 _WEIGHTS = (10.0, 2.0, 5.0)
 _TOKEN = re.compile(r"\w+", re.UNICODE)
-COMMON_SHARE = 0.05  # a word in more than this share of the items says little about any of them
+COMMON_SHARE = 0.2  # a word in more than this share of the items says little about any of them
 COMMON_MIN_ITEMS = 20  # ... unless it is in so few items that the share means nothing
 
 STOP_WORDS = frozenset(
@@ -41,13 +43,15 @@ class TextQuery:
 
     terms: dict[str, float] = field(default_factory=dict)
 
+    found: frozenset[str] = frozenset()  # the terms some item contains
+
     @property
     def total(self) -> float:
         return sum(self.terms.values())
 
     def match_expression(self) -> str | None:
-        """The FTS5 query: any informative word may match."""
-        return " OR ".join(f'"{term}"' for term in self.terms) or None
+        """The FTS5 query: any informative word that some item contains may match."""
+        return " OR ".join(f'"{term}"' for term in self.terms if term in self.found) or None
 
 
 def words(text: str) -> list[str]:
@@ -68,9 +72,9 @@ def plan_query(conn: sqlite3.Connection, text: str) -> TextQuery:
     terms = {}
     for word in candidates:
         df = frequency.get(word, 0)
-        if df and df <= common:
+        if df <= common:
             terms[word] = math.log(1 + (total - df + 0.5) / (df + 0.5))
-    return TextQuery(terms)
+    return TextQuery(terms, frozenset(word for word in terms if frequency.get(word)))
 
 
 def fulltext_ranking(
@@ -100,6 +104,8 @@ def text_evidence(conn: sqlite3.Connection, query: TextQuery, item_ids: Sequence
         chunk = list(item_ids[start : start + 500])
         marks = ",".join("?" * len(chunk))
         for term, idf in query.terms.items():
+            if term not in query.found:
+                continue
             for (item_id,) in conn.execute(
                 f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? AND rowid IN ({marks})", (f'"{term}"', *chunk)
             ):
