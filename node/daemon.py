@@ -110,6 +110,7 @@ class Daemon:
             max_frame_bytes=self.config.control.max_frame_bytes,
             frame_timeout=self.config.control.frame_timeout_seconds,
         )
+        self.control = server
         async with trio.open_nursery() as control:
             await control.start(server.serve)
             async with trio.open_nursery() as services:
@@ -177,6 +178,7 @@ class Daemon:
             "catalog": {"path": str(self.paths.catalog), "schema_version": self._catalog.schema_version, **counts},
             "vector_indexes": self.search.indexes.describe(),
             "services": self.supervisor.describe(),
+            "requests_in_flight": self.control.requests_in_flight,
             "conditions": self.conditions(),
         }
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from peerlight.cli.client import ConnectionLost, ControlClient, DaemonNotRunning
-from peerlight.node.control.protocol import ShuttingDown
+from peerlight.node.control.protocol import ControlError, ShuttingDown
 from peerlight.node.paths import NodePaths
 
 from . import media
@@ -250,6 +250,45 @@ def test_stop_does_not_wait_for_a_model_load_that_never_ends(node: NodePaths, tm
         code = daemon.stop(timeout=30)
     assert code == 0, daemon.stderr()[-3000:]
     print(f"stop took {time.monotonic() - started:.2f} s with a model load in progress")
+
+
+def test_a_fifo_or_a_device_as_an_example_fails_at_once_and_others_are_served(daemon: DaemonProcess, tmp_path: Path) -> None:
+    fifo = tmp_path / "stream.jpg"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(ControlError) as caught:
+            daemon.call("search.similar", path=str(path))
+        assert caught.value.code == "not_found" and "not a regular file" in caught.value.message
+    assert daemon.call("daemon.status")["running"]
+
+
+def test_a_waiter_whose_client_hangs_up_stops(node: NodePaths, tmp_path: Path) -> None:
+    # An image model whose load never ends keeps the index busy, so index.wait would stream forever.
+    checkpoint = tmp_path / "stalled.pt"
+    os.mkfifo(checkpoint)
+    write_config(node.root, f'[image_model]\ncheckpoint = "{checkpoint}"\n')
+    media.image(tmp_path / "photos" / "red.jpg")
+    daemon = DaemonProcess(node.root)
+    assert daemon.wait_ready() == "ready"
+    try:
+        daemon.call("library.add", path=str(tmp_path / "photos"))
+        events: list[object] = []
+        client = ControlClient(daemon.socket_path, timeout=30)
+        waiting = threading.Thread(target=lambda: _wait_quietly(client, events), daemon=True)
+        waiting.start()
+        wait_until(lambda: bool(events))  # the wait streams progress...
+        assert daemon.call("daemon.status")["requests_in_flight"] == 2  # ...while status is asked too
+        client.close()  # the client hangs up mid-wait
+        wait_until(lambda: daemon.call("daemon.status")["requests_in_flight"] == 1)  # only the status call itself
+    finally:
+        assert daemon.stop() == 0
+
+
+def _wait_quietly(client: ControlClient, events: list[object]) -> None:
+    try:
+        client.call("index.wait", on_event=events.append)
+    except (OSError, ConnectionLost, ControlError):
+        pass
 
 
 def wait_until(condition, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]

@@ -190,3 +190,18 @@ def test_chunks_overlap_and_cover_the_text() -> None:
     doc = "First sentence here. Second one! Third?\n\nNew paragraph"
     windows = [doc[w.start : w.end] for w in sentence_windows(doc, chunk_text(doc, 100, 0)[0])]
     assert "First sentence here." in windows and "Second one! Third?" in windows and "New paragraph" in windows
+
+
+def test_a_file_that_vanishes_or_turns_into_a_fifo_is_never_an_error(tmp_path: Path) -> None:
+    from peerlight.node.index.inspect import Vanished
+
+    gone = media.image(tmp_path / "gone.jpg")
+    seen = stat_of(gone)
+    gone.unlink()  # deleted between the walk and the read: a deletion, not a problem
+    assert inspect_file(seen, store_gps=False) == Vanished(str(gone))
+    swapped = media.image(tmp_path / "swapped.jpg")
+    seen = stat_of(swapped)
+    swapped.unlink()
+    os.mkfifo(swapped)  # replaced by a FIFO after the walk: refused without blocking
+    result = inspect_file(seen, store_gps=False)
+    assert isinstance(result, SkippedFile) and result.kind == "special" and "FIFO" in result.reason

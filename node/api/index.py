@@ -15,6 +15,8 @@ from ..callers import Caller
 from ..control.params import Params
 from ..control.protocol import InvalidParams, NotFound, Unavailable
 from ..control.server import Emit, Handler, Streaming, local_only
+from ..pathnames import display
+from ..threads import run_io
 
 ROLES = ("image", "text", "audio")
 
@@ -123,8 +125,8 @@ class ModelMethods:
         corpus_path = None
         if corpus is not None:
             corpus_path = Path(corpus)
-            if not corpus_path.is_absolute() or not corpus_path.exists():
-                raise InvalidParams(f"corpus {corpus} must be an existing absolute path", data={"param": "corpus"})
+            if not await run_io(corpus_path.exists, what=f"checking {display(corpus)}"):
+                raise InvalidParams(f"corpus {display(corpus)} does not exist", data={"param": "corpus"})
         progress = TrainingProgress()
         outcome: dict[str, Any] = {}
         finished = trio.Event()

@@ -151,7 +151,7 @@ class ControlServer:
         self._max_frame_bytes = max_frame_bytes
         self._frame_timeout = frame_timeout
         self._closing = False
-        self._busy = 0
+        self._busy = 0  # requests being handled now
         self._idle_scopes: set[trio.CancelScope] = set()
         self._streaming_scopes: set[trio.CancelScope] = set()
         self._accepting = trio.CancelScope()
@@ -170,6 +170,10 @@ class ControlServer:
         finally:
             with trio.CancelScope(shield=True):
                 self.socket_path.unlink(missing_ok=True)
+
+    @property
+    def requests_in_flight(self) -> int:
+        return self._busy
 
     def close(self) -> None:
         """Stop accepting and end idle connections; running requests finish and reply."""

@@ -172,7 +172,7 @@ class VectorIndexes:
     async def _load(self, model_id: str, dimension: int) -> _Live | None:
         folder = self._folder_of(model_id)
         for candidate in (folder, folder.with_name(folder.name + ".old")):  # .old: a save interrupted mid-swap
-            if not (candidate / "meta.json").exists():
+            if not await trio.to_thread.run_sync((candidate / "meta.json").exists):
                 continue
             try:
                 index = await trio.to_thread.run_sync(PrefixIndex.load, candidate)
