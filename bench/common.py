@@ -53,3 +53,53 @@ async def indexed_note_library(base, files: int):  # type: ignore[no-untyped-def
     progress = await indexer.scan_library(library)
     assert progress.files_done == files, progress
     return catalog, indexer, library, time.perf_counter() - started
+
+
+async def time_pipeline(config, base, library_root, count: int, role: str, warm_up) -> float:  # type: ignore[no-untyped-def]
+    """Seconds the real indexer and embedder take to scan, inspect, embed and store ``count`` files.
+
+    The ``role``'s model is loaded and ``warm_up(model)`` run before the clock starts, as for
+    the bare-encoder baselines.
+    """
+    import time
+
+    import trio
+
+    from peerlight.node.catalog import Catalog, libraries
+    from peerlight.node.index.embedder import Embedder
+    from peerlight.node.index.indexer import Indexer
+    from peerlight.node.models import ModelManager
+
+    catalog = await Catalog.open(base / "catalog.sqlite3")
+    models = ModelManager(config)
+    warm_up(await models.get(role))
+    embedder = Embedder(catalog, models, config)
+    indexer = Indexer(catalog, config.index, on_items_recorded=embedder.wake)
+    library = await catalog.write(lambda conn: libraries.add_library(conn, library_root))
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(embedder.run)
+        await indexer.scan_library(library)
+        while True:
+            done = await catalog.read(lambda c: c.execute("SELECT COUNT(*) FROM items WHERE embedding_state = 'done'").fetchone()[0])
+            if done == count:
+                break
+            await trio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        nursery.cancel_scope.cancel()
+    await catalog.aclose()
+    return elapsed
+
+
+def note_library_main(run, description: str, *, files: int, rounds: int) -> None:  # type: ignore[no-untyped-def]
+    """The command line of the note-library benchmarks: ``run(files, rounds)`` under trio."""
+    import argparse
+
+    import trio
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--files", type=int, default=files)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    args = parser.parse_args()
+    trio.run(run, args.files, args.rounds)

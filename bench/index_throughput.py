@@ -22,15 +22,11 @@ import trio
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import emit, time_pipeline  # noqa: E402
 
 from peerlight.embeddings.clip import ClipModel, ClipSpec, resolve_clip_weights  # noqa: E402
 from peerlight.embeddings.media import load_image  # noqa: E402
-from peerlight.node.catalog import Catalog, libraries  # noqa: E402
 from peerlight.node.config import Config  # noqa: E402
-from peerlight.node.index.embedder import Embedder  # noqa: E402
-from peerlight.node.index.indexer import Indexer  # noqa: E402
-from peerlight.node.models import ModelManager  # noqa: E402
 
 
 def make_images(root: Path, count: int, size: tuple[int, int]) -> list[Path]:
@@ -57,29 +53,6 @@ def bare_encoder(model: ClipModel, paths: list[Path], batch: int) -> float:
     return len(tensors) / (time.perf_counter() - started)
 
 
-async def pipeline(config: Config, base: Path, library_root: Path, count: int) -> float:
-    catalog = await Catalog.open(base / "catalog.sqlite3")
-    models = ModelManager(config)
-    model = await models.get("image")  # loaded and warmed up before timing, as the bare encoder was
-    model.encode([model.prepare(str(next(library_root.iterdir())))] * 4)
-    embedder = Embedder(catalog, models, config)
-    indexer = Indexer(catalog, config.index, on_items_recorded=embedder.wake)
-    library = await catalog.write(lambda conn: libraries.add_library(conn, library_root))
-    started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(embedder.run)
-        await indexer.scan_library(library)
-        while True:
-            done = await catalog.read(lambda c: c.execute("SELECT COUNT(*) FROM items WHERE embedding_state = 'done'").fetchone()[0])
-            if done == count:
-                break
-            await trio.sleep(0.01)
-        elapsed = time.perf_counter() - started
-        nursery.cancel_scope.cancel()
-    await catalog.aclose()
-    return count / elapsed
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=256)
@@ -102,7 +75,12 @@ def main() -> None:
         device = "cuda" if args.device == "auto" and __import__("torch").cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
         spec = ClipSpec(args.model, args.pretrained, device=device)
         bare = bare_encoder(ClipModel(spec, resolve_clip_weights(spec)), paths, args.batch)
-        full = trio.run(pipeline, config, base, base / "library", args.images)
+        library = base / "library"
+        seconds = trio.run(
+            time_pipeline, config, base, library, args.images, "image",
+            lambda model: model.encode([model.prepare(str(next(library.iterdir())))] * 4),
+        )
+        full = args.images / seconds
         emit(
             "index_throughput",
             model=f"{args.model}/{args.pretrained}",

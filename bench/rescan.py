@@ -7,18 +7,15 @@ and on the same tree, is the bare walk that any rescan must do at least.
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, indexed_note_library, median  # noqa: E402
+from common import emit, indexed_note_library, median, note_library_main  # noqa: E402
 
 from peerlight.node.index.scanner import walk_library  # noqa: E402
 
@@ -54,14 +51,5 @@ async def run(files: int, rounds: int) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--files", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    trio.run(run, args.files, args.rounds)
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    main()
+    note_library_main(run, __doc__, files=20_000, rounds=5)

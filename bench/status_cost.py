@@ -8,8 +8,6 @@ counted from the items table as before schema 5 (the baseline, same process, sam
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -17,10 +15,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, indexed_note_library, median, percentile  # noqa: E402
+from common import emit, indexed_note_library, median, note_library_main, percentile  # noqa: E402
 
 from peerlight.node.api.index import IndexMethods  # noqa: E402
 from peerlight.node.callers import Caller  # noqa: E402
@@ -75,14 +72,5 @@ async def run(files: int, rounds: int) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--files", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=200)
-    args = parser.parse_args()
-    trio.run(run, args.files, args.rounds)
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    main()
+    note_library_main(run, __doc__, files=100_000, rounds=200)

@@ -22,15 +22,11 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import emit, time_pipeline  # noqa: E402
 from retrieval_sets import docstring_set  # noqa: E402
 
 from peerlight.embeddings.chunking import chunk_text  # noqa: E402
-from peerlight.node.catalog import Catalog, libraries  # noqa: E402
 from peerlight.node.config import Config  # noqa: E402
-from peerlight.node.index.embedder import Embedder  # noqa: E402
-from peerlight.node.index.indexer import Indexer  # noqa: E402
-from peerlight.node.models import ModelManager  # noqa: E402
 
 
 def make_documents(root: Path, count: int) -> list[str]:
@@ -54,29 +50,6 @@ def bare_encoder(model, texts: list[str], config: Config) -> tuple[int, float]: 
     return len(chunks), time.perf_counter() - started
 
 
-async def pipeline(config: Config, base: Path, library_root: Path, count: int) -> float:
-    catalog = await Catalog.open(base / "catalog.sqlite3")
-    models = ModelManager(config)
-    model = await models.get("text")  # loaded and warmed up before timing, as the bare encoder was
-    model.encode(["warm-up"] * 64)
-    embedder = Embedder(catalog, models, config)
-    indexer = Indexer(catalog, config.index, on_items_recorded=embedder.wake)
-    library = await catalog.write(lambda conn: libraries.add_library(conn, library_root))
-    started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(embedder.run)
-        await indexer.scan_library(library)
-        while True:
-            done = await catalog.read(lambda c: c.execute("SELECT COUNT(*) FROM items WHERE embedding_state = 'done'").fetchone()[0])
-            if done == count:
-                break
-            await trio.sleep(0.01)
-        elapsed = time.perf_counter() - started
-        nursery.cancel_scope.cancel()
-    await catalog.aclose()
-    return elapsed
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--documents", type=int, default=300)
@@ -93,7 +66,9 @@ def main() -> None:
 
         weights = resolve_sentence_weights(HubModelSpec(config.text_model.name))
         chunks, bare_seconds = bare_encoder(SentenceTransformer(weights.path, device="cpu"), texts, config)
-        seconds = trio.run(pipeline, config, base, base / "library", args.documents)
+        seconds = trio.run(
+            time_pipeline, config, base, base / "library", args.documents, "text", lambda model: model.encode(["warm-up"] * 64)
+        )
         emit(
             "text_index_throughput",
             documents=args.documents,

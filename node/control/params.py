@@ -29,28 +29,20 @@ class Params:
 
     def path(self, key: str, default: Any = _MISSING) -> Any:
         """An absolute path: a string, or its exact bytes (msgpack bin) for a name that is not UTF-8."""
-        value = self._get(key, default)
-        if value is default and default is not _MISSING:
-            return value
-        if isinstance(value, bytes):
-            value = os.fsdecode(value)
-        if not isinstance(value, str):
-            raise InvalidParams(f"{key!r} must be a path (a string or bytes)", data={"param": key})
-        if not value or len(value) > 4096 or "\x00" in value:
-            raise InvalidParams(f"{key!r} is empty, too long or contains NUL", data={"param": key})
-        if not value.startswith("/"):
+        value = self.key(key, default)
+        if value is not default and not value.startswith("/"):
             raise InvalidParams(f"{key!r} must be an absolute path", data={"param": key})
         return value
 
     def key(self, key: str, default: Any = _MISSING) -> Any:
-        """Something named by id, name or path: a string, or bytes for a path that is not UTF-8."""
+        """Something named by id, name or path: a non-empty string, or bytes for a path that is not UTF-8."""
         value = self._get(key, default)
         if value is default and default is not _MISSING:
             return value
         if isinstance(value, bytes):
             value = os.fsdecode(value)
         if not isinstance(value, str) or not value or len(value) > 4096 or "\x00" in value:
-            raise InvalidParams(f"{key!r} must be a non-empty id, name or path", data={"param": key})
+            raise InvalidParams(f"{key!r} must be a non-empty string (or bytes), without NUL, of 4096 characters at most", data={"param": key})
         return value
 
     def flag(self, key: str, default: bool) -> bool:
