@@ -253,7 +253,9 @@ class PrefixIndex:
         import faiss
 
         with self._lock:
-            faiss.write_index(self._prefixes, str(folder / "prefixes.faiss"))
+            # Serialised here and written by Python, so a failed write raises (faiss's own file
+            # writer only prints a failed close, and a full disk would leave a torn file).
+            (folder / "prefixes.faiss").write_bytes(faiss.serialize_index(self._prefixes).tobytes())
             np.save(folder / "full.npy", self._full)
             np.save(folder / "ids.npy", self._ids)
             meta = {
@@ -275,7 +277,7 @@ class PrefixIndex:
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"{folder}: unsupported index format {meta.get('format')!r}")
         index = cls(meta["model_id"], meta["dimension"], meta["prefix_len"], meta["quantizer"])
-        index._prefixes = faiss.read_index(str(folder / "prefixes.faiss"))
+        index._prefixes = faiss.deserialize_index(np.fromfile(folder / "prefixes.faiss", dtype=np.uint8))
         index._vector_buffer = np.load(folder / "full.npy")
         index._id_buffer = np.load(folder / "ids.npy")
         index._count = len(index._id_buffer)

@@ -61,7 +61,11 @@ def hub_folder(weights: Weights, spec: HubModelSpec) -> str:
         return weights.path
     from huggingface_hub import snapshot_download
 
-    return snapshot_download(spec.name, cache_dir=spec.cache_dir)
+    # The PyTorch weights and their configuration, not every other format a repository ships.
+    return snapshot_download(spec.name, cache_dir=spec.cache_dir, ignore_patterns=_OTHER_FORMATS)
+
+
+_OTHER_FORMATS = ["onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*.ot", "tf_model*", "flax_model*", "rust_model*"]
 
 
 def require_local_path(path: Path, what: str) -> Weights:

@@ -40,6 +40,16 @@ def decode_path(value: str | bytes) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
+def is_within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (a textual test: resolve both first if links matter)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def storable(value: object) -> object:
+    """A value the catalog can store as it is: strings with undecodable bytes made readable."""
+    return readable(value) if isinstance(value, str) else value
+
+
 def prefix_bytes(folder: str) -> bytes:
     """The exact bytes every path under ``folder`` starts with (to compare with ``CAST(path AS BLOB)``)."""
     return os.fsencode(folder.rstrip("/") + "/")

@@ -472,6 +472,8 @@ class _Maker:
         """Case 9: zero bytes. mmap of an empty file fails; 'no content' must not mean 'text'."""
         self.write(b"empty/empty.jpg", b"", skipped("corrupt"))
         self.write(b"empty/empty.txt", b"", indexed("text", "corrupt"))
+        # Blank text under a Latin-1 name: its title falls back to the file name, which is not UTF-8.
+        self.write(b"empty/blank-caf\xe9.txt", b"  \n\n", indexed("text", "corrupt"))
 
 
 # ---------------------------------------------------------------- formats and tables

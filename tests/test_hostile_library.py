@@ -122,3 +122,27 @@ def test_watcher_failures_fall_back_to_rescans(node: NodePaths, tmp_path: Path) 
 def indexed_names(node: NodePaths) -> set[bytes]:
     with sqlite3.connect(f"file:{node.catalog}?mode=ro", uri=True) as conn:
         return {os.path.basename(p if isinstance(p, bytes) else p.encode()) for (p,) in conn.execute("SELECT path FROM locations")}
+
+
+@pytest.mark.slow
+def test_a_library_whose_own_name_is_not_utf8(node: NodePaths, tmp_path: Path) -> None:
+    root = os.fsencode(tmp_path) + b"/M\xfasica"  # Latin-1 "Música", as an old archive leaves it
+    os.mkdir(root)
+    with open(root + b"/notas.txt", "wb") as out:
+        out.write(b"Notes on the guitar pieces to practise this week.")
+    folder = os.fsdecode(root)
+    write_config(node.root)
+    daemon = DaemonProcess(node.root)
+    assert daemon.wait_ready() == "ready", daemon.stop() or daemon.stderr()
+    try:
+        added = cli_json(node.root, "library", "add", folder)
+        assert added["path"] == os.fsencode(folder).decode("utf-8", "backslashreplace")
+        assert base64.b64decode(added["path_bytes"]) == root
+        assert cli_json(node.root, "index", folder, "--wait")["items"] == 1
+        info = cli_json(node.root, "info", folder + "/notas.txt")
+        assert base64.b64decode(info["paths"][0]["path_bytes"]) == root + b"/notas.txt"
+        results = cli_json(node.root, "search", "guitar practice", "--folder", folder)["results"]
+        assert [r["name"] for r in results] == ["notas.txt"]
+        assert cli_json(node.root, "library", "remove", folder)["id"] == added["id"]
+    finally:
+        assert daemon.stop() == 0, daemon.stderr()[-4000:]

@@ -205,3 +205,27 @@ def test_a_file_that_vanishes_or_turns_into_a_fifo_is_never_an_error(tmp_path: P
     os.mkfifo(swapped)  # replaced by a FIFO after the walk: refused without blocking
     result = inspect_file(seen, store_gps=False)
     assert isinstance(result, SkippedFile) and result.kind == "special" and "FIFO" in result.reason
+
+
+def test_changed_paths_are_walked_like_a_full_walk_would(tmp_path: Path) -> None:
+    from peerlight.node.index.scanner import walk_paths
+
+    (tmp_path / ".cache").mkdir()
+    hidden = media.image(tmp_path / ".cache" / "thumb.jpg")
+    excluded = tmp_path / "data"
+    excluded.mkdir()
+    (excluded / "catalog.sqlite3-wal").write_bytes(b"x")
+    shown = media.image(tmp_path / "photo.jpg")
+    walked = list(walk_paths(tmp_path, [str(hidden), str(excluded / "catalog.sqlite3-wal"), str(shown), "/etc/hostname"],
+                             skip_hidden=True, exclude=(excluded,)))
+    assert [entry.path for entry in walked] == [str(shown)]
+
+
+def test_files_under_a_folder_that_cannot_be_listed_are_not_deleted(tmp_path: Path) -> None:
+    known = {str(tmp_path / "locked" / "a.jpg"): (1, 2, 3, 4), str(tmp_path / "gone.jpg"): (1, 2, 3, 4)}
+    locked = SkippedFile(str(tmp_path / "locked"), 0, 0, "unreadable", "cannot read: Permission denied")
+    plan = plan_scan([locked], known, {})
+    assert plan.deleted == [str(tmp_path / "gone.jpg")]
+    # Also when the folder's skip is already recorded (passed over as known-bad this time).
+    plan = plan_scan([locked], known, {locked.path: (0, 0, "unreadable")})
+    assert plan.deleted == [str(tmp_path / "gone.jpg")] and plan.known_bad == 1

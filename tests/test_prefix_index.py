@@ -120,3 +120,17 @@ def test_results_are_per_group_and_restricted_inside_the_search() -> None:
         hits = index.search(query, 10, shortlist=100, mode=mode, group_size=1000, allowed=np.array(sorted(allowed)))
         assert (hits.ids // 1000).tolist() == truth(allowed, 10)
     assert len(index.search(query, 10, group_size=1000, allowed=np.array([999999])).ids) == 0
+
+
+def test_writing_an_index_to_a_full_disk_raises_instead_of_leaving_a_torn_file(small_disk) -> None:
+    from peerlight.node.files import replace_dir_atomic
+
+    from .helpers import fill_disk
+
+    disk = small_disk(1 << 20)
+    index = PrefixIndex("m", 64, 16)
+    index.add("m", np.arange(2000), data(2000))  # about half a megabyte
+    fill_disk(disk)
+    with pytest.raises(OSError):
+        replace_dir_atomic(disk / "idx", index.write_files)
+    assert not (disk / "idx").exists() and sorted(p.name for p in disk.iterdir()) == ["filler"]

@@ -9,13 +9,16 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from peerlight.embeddings.vectors import normalize
+from peerlight.node.api.search import SearchMethods
 from peerlight.node.callers import Caller, Scope
 from peerlight.node.catalog import Catalog
 from peerlight.node.catalog.embeddings import Segment, register_model, store_vectors
 from peerlight.node.catalog.items import IndexedFile, record_files
 from peerlight.node.config import Config
+from peerlight.node.control.protocol import Forbidden
 from peerlight.node.models import ModelManager
 from peerlight.node.search.engine import SearchEngine
 from peerlight.node.search.filters import Filters
@@ -70,6 +73,14 @@ async def test_a_restricted_search_finds_the_true_best_of_its_folder(tmp_path: P
         assert len(names) == len(set(names)) == 50
         everything = np.argsort(-(vectors @ vectors[7]))
         assert names[:10] == [f"item{i}.txt" for i in everything if i != 7][:10]
+        # What only the node's user may ask: rating and folder filters, files by path.
+        table = SearchMethods(catalog, engine).methods()
+        for params in ({"query": "x", "rating_min": 5}, {"query": "x", "folder": FOLDER}):
+            with pytest.raises(Forbidden):
+                await table["search.query"](params, peer)
+        for method, params in (("search.similar", {"path": example}), ("items.info", {"path": example})):
+            with pytest.raises(Forbidden):
+                await table[method](params, peer)
         # A library scope: nothing from the other library.
         library_only = await engine.similar(example, 30, Filters(), Caller("peer", "p", Scope(libraries=frozenset({2}))))
         assert len(library_only["results"]) == 30

@@ -9,7 +9,7 @@ from ..catalog.database import Catalog
 from ..catalog.items import item_info, rate
 from ..callers import Caller
 from ..control.params import Params
-from ..control.protocol import InvalidParams, NotFound, Unavailable
+from ..control.protocol import Forbidden, InvalidParams, NotFound, Unavailable
 from ..control.server import Handler, Streaming, local_only
 from ..search.duplicates import find_duplicates
 from ..search.engine import MODES, SearchEngine, SearchError, SearchRequest
@@ -57,7 +57,7 @@ class SearchMethods:
             raise InvalidParams("the query is empty", data={"param": "query"})
         mode = params.choice("mode", MODES, "hybrid")
         limit = params.number("limit", 20, min=1, max=1000, integer=True)
-        filters = _filters(params)
+        filters = _filters(params, caller)
         params.done()
         try:
             return await self._engine.search(SearchRequest(query, mode, limit, filters), caller)
@@ -68,7 +68,7 @@ class SearchMethods:
         params = Params(raw)
         path = params.path("path")
         limit = params.number("limit", 20, min=1, max=1000, integer=True)
-        filters = _filters(params)
+        filters = _filters(params, caller)
         params.done()
         try:
             return await self._engine.similar(path, limit, filters, caller)
@@ -83,7 +83,9 @@ class SearchMethods:
         return await self._catalog.read(partial(find_duplicates, threshold=threshold, modalities=modalities))
 
 
-def _filters(params: Params) -> Filters:
+def _filters(params: Params, caller: Caller) -> Filters:
+    """The request's filters; a peer may not filter by rating (ratings never leave the machine)
+    or by folder (this machine's paths are not its business)."""
     def date(key: str) -> str | None:
         value = params.text(key, None, max_length=40)
         if value is None:
@@ -94,7 +96,7 @@ def _filters(params: Params) -> Filters:
             raise InvalidParams(str(exc), data={"param": key}) from None
 
     folder = params.path("folder", None)
-    return Filters(
+    filters = Filters(
         modalities=params.choices("modality", MODALITIES),
         rating_min=params.number("rating_min", None, min=0, max=10),
         rating_max=params.number("rating_max", None, min=0, max=10),
@@ -104,3 +106,7 @@ def _filters(params: Params) -> Filters:
         size_max=params.number("size_max", None, min=0, integer=True),
         folder=folder,
     )
+    private = ("rating_min", "rating_max", "folder")
+    if not caller.is_local and any(getattr(filters, key) is not None for key in private):
+        raise Forbidden("rating and folder filters are for the node's own user only")
+    return filters

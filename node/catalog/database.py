@@ -36,7 +36,7 @@ class DiskFull(CatalogError):
     """A write failed because the disk (or the database's size limit) is full; it was rolled back.
 
     Nothing of it was stored, so the caller can keep what it meant to write and try again once
-    space returns (background services do: see :func:`write_patiently`).
+    space returns (background services do: see :meth:`Catalog.write_when_space`).
     """
 
 

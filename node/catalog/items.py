@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..pathnames import decode_path, display, encode_path, path_fields, prefix_bytes, readable
+from ..pathnames import decode_path, display, encode_path, path_fields, prefix_bytes, readable, storable
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def record_files(conn: sqlite3.Connection, library_id: int, files: list[IndexedF
         conn.executemany(
             "INSERT INTO item_metadata (item_id, key, value) VALUES (?, ?, ?)"
             " ON CONFLICT (item_id, key) DO UPDATE SET value = excluded.value",
-            [(item_id, key, value) for key, value in file.metadata.items()],
+            [(item_id, key, storable(value)) for key, value in file.metadata.items()],
         )
         if file.document_text is not None:
             conn.execute(
@@ -134,7 +134,7 @@ def record_skipped(conn: sqlite3.Connection, library_id: int, skipped: list[Skip
         """INSERT INTO skipped_files (path, library_id, size, mtime_ns, kind, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (path) DO UPDATE SET library_id = excluded.library_id, size = excluded.size,
                mtime_ns = excluded.mtime_ns, kind = excluded.kind, reason = excluded.reason, at = excluded.at""",
-        [(encode_path(f.path), library_id, f.size, f.mtime_ns, f.kind, f.reason, now) for f in skipped],
+        [(encode_path(f.path), library_id, f.size, f.mtime_ns, f.kind, readable(f.reason), now) for f in skipped],
     )
     remove_locations(conn, [f.path for f in skipped])  # a file that became unreadable
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..pathnames import decode_path, display, encode_path, path_fields, readable
+from ..pathnames import decode_path, display, encode_path, is_utf8, is_within, path_fields, readable
 
 
 class LibraryError(Exception):
@@ -64,7 +64,7 @@ def add_library(conn: sqlite3.Connection, path: Path, name: str | None = None) -
         existing = decode_path(stored)
         if existing == text:
             raise LibraryExists(f"{display(text)} is already a library")
-        if _contains(existing, text) or _contains(text, existing):
+        if is_within(text, existing) or is_within(existing, text):
             raise LibraryOverlaps(f"{display(text)} overlaps the library {display(existing)}; libraries must not nest")
     cursor = conn.execute(
         "INSERT INTO libraries (path, name, added_at) VALUES (?, ?, ?)",
@@ -85,7 +85,7 @@ def find_library(conn: sqlite3.Connection, key: str) -> Library:
     if key.isdigit():
         row = conn.execute(_SELECT + " WHERE l.id = ?", (int(key),)).fetchone()
     else:
-        row = conn.execute(_SELECT + " WHERE l.path = ? OR l.name = ? ORDER BY l.id", (encode_path(key), key)).fetchone()
+        row = conn.execute(_SELECT + " WHERE l.path = ? OR l.name = ? ORDER BY l.id", (encode_path(key), key if is_utf8(key) else None)).fetchone()
     if row is None:
         raise LibraryNotFound(f"no library {display(key)!r}")
     return _library(row)
@@ -110,6 +110,3 @@ def remove_library(conn: sqlite3.Connection, key: str) -> Library:
     conn.execute("DELETE FROM libraries WHERE id = ?", (library.id,))  # its skipped files go with it (cascade)
     return library
 
-
-def _contains(outer: str, inner: str) -> bool:
-    return inner.startswith(outer.rstrip("/") + "/")

@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from ..pathnames import readable
+
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
 HEADER = struct.Struct(">I")
@@ -190,7 +192,7 @@ def encode_frame(message: dict[str, Any]) -> bytes:
 
 def _readable_strings(value: Any) -> Any:
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return readable(value)
     if isinstance(value, dict):
         return {_readable_strings(k): _readable_strings(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

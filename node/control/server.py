@@ -278,10 +278,13 @@ class ControlServer:
         async def run(cancel_all: trio.CancelScope) -> None:
             try:
                 outcome["reply"] = result_reply(request.id, await handler.fn(request.params, self._caller, emit))
-            except ClientGone:
-                pass
-            except Exception as exc:  # reported below like any method's error, not as a nursery's group
-                outcome["error"] = exc
+            except* ClientGone:
+                pass  # (raised by emit, perhaps inside a nursery of the method's: hence except*)
+            except* Exception as group:  # reported below like any method's error, not as a nursery's group
+                error: BaseException = group
+                while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+                    error = error.exceptions[0]
+                outcome["error"] = error
             cancel_all.cancel()
 
         with trio.CancelScope() as scope:

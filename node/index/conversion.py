@@ -25,10 +25,10 @@ async def convert_base_vectors(catalog: Catalog, base_id: str, adapter: Adapter)
     """Replace every stored vector of ``base_id`` by its ordered form; returns how many were converted."""
     if not await catalog.read(partial(_has_vectors, model_id=base_id)):
         return 0
-    await catalog.write(partial(_register_ordered_model, base_id=base_id, adapter=adapter))
+    await catalog.write_when_space(partial(_register_ordered_model, base_id=base_id, adapter=adapter))
     converted, after = 0, 0
     while True:
-        done, after = await catalog.write(partial(_convert_batch, base_id=base_id, adapter=adapter, after_item=after))
+        done, after = await catalog.write_when_space(partial(_convert_batch, base_id=base_id, adapter=adapter, after_item=after))
         if not done:
             return converted
         converted += done

@@ -38,6 +38,7 @@ from .conversion import convert_base_vectors
 from .inspect import HEAD_BYTES
 
 PREPARE_TIMEOUT_SECONDS = 120.0  # decoding one item (a stalled disk must not stall the pipeline)
+TIMED_OUT = object()  # what a decoding that missed its deadline leaves in its batch
 
 log = logging.getLogger("peerlight.embed")
 
@@ -79,7 +80,8 @@ class Embedder:
         self._models = models
         self._config = config
         self._wake = trio.Event()
-        self._workers = trio.CapacityLimiter(config.index.workers)
+        self._workers = trio.CapacityLimiter(config.index.workers)  # items decoded at once
+        self._decode_threads = trio.CapacityLimiter(config.index.workers * 8)
         self.progress = EmbedProgress()
         self.pass_requested = False
         self.pass_running = False
@@ -140,7 +142,7 @@ class Embedder:
         self, model: Any, kind: str, modalities: tuple[str, ...], prepare: Prepare, encode: Encode, source: str = "content"
     ) -> None:
         progress = self.progress.of(kind)
-        await self._catalog.write(
+        await self._catalog.write_when_space(
             partial(
                 store.register_model, model_id=model.model_id, name=model.spec.name, space=model.space, dimension=model.dimension
             )
@@ -185,16 +187,19 @@ class Embedder:
         prepared: list[Any] = [None] * len(batch)
 
         async def prepare_one(index: int, item: PendingItem) -> None:
-            with trio.move_on_after(PREPARE_TIMEOUT_SECONDS):
-                try:
-                    prepared[index] = await prepare(item)
-                except (DecodeError, OSError) as exc:
-                    prepared[index] = DecodeError(str(exc))
-                except Exception as exc:  # a decoder's bug on hostile input fails this item, not the batch
-                    log.warning("decoding failed unexpectedly", exc_info=True, extra={"path": display(item.path)})
-                    prepared[index] = DecodeError(f"{type(exc).__name__}: {exc}")
-                return
-            prepared[index] = DecodeError(f"decoding took longer than {PREPARE_TIMEOUT_SECONDS:g} s")
+            async with self._workers:  # the deadline counts decoding, not waiting for a turn
+                with trio.move_on_after(PREPARE_TIMEOUT_SECONDS):
+                    try:
+                        prepared[index] = await prepare(item)
+                    except (DecodeError, OSError) as exc:
+                        prepared[index] = DecodeError(str(exc))
+                    except Exception as exc:  # a decoder's bug on hostile input fails this item, not the batch
+                        log.warning("decoding failed unexpectedly", exc_info=True, extra={"path": display(item.path)})
+                        prepared[index] = DecodeError(f"{type(exc).__name__}: {exc}")
+                    return
+            # A stalled disk, not a bad file: the item stays pending and is tried again next pass.
+            log.warning("decoding took too long; tried again later", extra={"path": display(item.path)})
+            prepared[index] = TIMED_OUT
 
         async with trio.open_nursery() as nursery:
             for index, item in enumerate(batch):
@@ -204,6 +209,7 @@ class Embedder:
     async def _encode_and_store(
         self, batch: list[tuple[PendingItem, Any]], model_id: str, encode: Encode, source: str, progress: RoleProgress
     ) -> None:
+        batch = [(item, payload) for item, payload in batch if payload is not TIMED_OUT]
         good = [(item, payload) for item, payload in batch if not isinstance(payload, DecodeError)]
         failures = [(item, str(payload)) for item, payload in batch if isinstance(payload, DecodeError)]
         results: list[list[Segment]] = []
@@ -223,7 +229,8 @@ class Embedder:
             for item, error in failures:
                 store.record_failure(conn, item.item_id, model_id, error)
 
-        await self._catalog.write(write)  # vector indexes follow through the catalog's journal
+        # Waits out a full disk with the vectors in memory; vector indexes follow through the journal.
+        await self._catalog.write_when_space(write)
         progress.embedded += len(good)
         progress.failed += len(failures)
         for item, error in failures:
@@ -276,7 +283,8 @@ class Embedder:
     # --- per kind: preparation (worker threads) and encoding (model thread) ---
 
     async def _in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._workers, abandon_on_cancel=True)
+        # Decoding threads have their own limiter: one abandoned on a stalled disk keeps its token.
+        return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._decode_threads, abandon_on_cancel=True)
 
     async def _prepare_file(self, model: Encoder, item: PendingItem) -> Any:
         return await self._in_worker(_decode_regular, model.prepare, item.path)

@@ -30,7 +30,7 @@ from ..catalog import items, libraries
 from ..catalog.database import Catalog
 from ..catalog.items import PROBLEM_KINDS, IndexedFile, SkippedFile
 from ..config import IndexOptions
-from ..pathnames import display
+from ..pathnames import display, is_within
 from ..supervisor import describe_error
 from ..threads import IOTimeout, run_io
 from .inspect import Changing, Inspected, Vanished, inspect_file
@@ -41,7 +41,9 @@ log = logging.getLogger("peerlight.index")
 
 BATCH_SIZE = 64
 MAX_CHANGED_PATHS = 256  # more changed paths than this in one library: rescan it whole
-RETRY_CHANGING_SECONDS = 5.0  # a file written to while it was read is tried again this much later
+RETRY_CHANGING_SECONDS = 5.0  # a file written to while it was read is tried again this much later,
+RETRY_CHANGING_MAX_SECONDS = 300.0  # ... twice as late each time it is still changing
+WALK_TIMEOUT_SECONDS = 600.0  # a walk that takes longer is a stalled mount: the scan is given up
 INSPECT_BASE_SECONDS = 60.0  # time allowed to inspect a file: this, plus its size at INSPECT_MIN_RATE
 INSPECT_MIN_RATE = 10 << 20  # bytes/s
 WATCH_RETRY_FIRST, WATCH_RETRY_MAX = 30.0, 3600.0
@@ -69,6 +71,8 @@ class Indexer:
         self._wake = trio.Event()
         self._libraries_changed = trio.Event()
         self._workers = trio.CapacityLimiter(options.workers)
+        self._inspection_threads = trio.CapacityLimiter(options.workers * 8)
+        self._retry_delays: dict[str, float] = {}  # path -> wait before the next look at a changing file
         self._watch_stop: Any = None  # anyio.Event of the running watcher
         self._nursery: trio.Nursery | None = None
         self.watching: str = "off" if not options.watch else "starting"  # for status: watching | failed: … | off
@@ -104,11 +108,15 @@ class Indexer:
                 nursery.start_soon(self._watch)
             task_status.started()
             self.request_scan()
+            next_full_scan = trio.current_time()
             while True:
-                with trio.move_on_after(self._options.rescan_interval_seconds) as timer:
+                # The periodic full rescan keeps its own deadline: events do not postpone it.
+                with trio.move_on_at(next_full_scan):
                     await self._wake.wait()
-                if timer.cancelled_caught:
-                    self._everything = True  # the periodic rescan
+                if trio.current_time() >= next_full_scan:
+                    self._everything = True
+                if self._everything:
+                    next_full_scan = trio.current_time() + self._options.rescan_interval_seconds
                 self._wake = trio.Event()
                 self._scanning = True
                 try:
@@ -133,20 +141,17 @@ class Indexer:
         progress.begin()
         root = Path(library.path)
         try:
-            try:
-                reachable = await run_io(root.is_dir, what=f"checking {display(library.path)}")
-            except IOTimeout as exc:
-                log.warning("library folder does not answer; skipping its scan: %s", exc)
-                return progress
+            reachable = await run_io(root.is_dir, what=f"checking {display(library.path)}")
             if not reachable:
                 log.warning("library folder is not reachable; skipping its scan", extra={"library": display(library.path)})
                 return progress
             known = await self._catalog.read(partial(items.known_locations, library_id=library.id, under=paths))
             skipped = await self._catalog.read(partial(items.known_skips, library_id=library.id, under=paths))
             walk = partial(walk_paths, root, paths if paths is not None else [str(root)])
-            entries = await trio.to_thread.run_sync(
+            entries = await run_io(
                 lambda: list(walk(skip_hidden=self._options.skip_hidden, exclude=self._exclude)),
-                abandon_on_cancel=True,
+                timeout=WALK_TIMEOUT_SECONDS,
+                what=f"walking {display(library.path)}",
             )
             plan = plan_scan(entries, known, skipped)
             progress.unchanged, progress.deleted = plan.unchanged + plan.known_bad, len(plan.deleted)
@@ -170,6 +175,8 @@ class Indexer:
                     "seconds": round(time.time() - (progress.started_at or time.time()), 3),
                 },
             )
+        except IOTimeout as exc:
+            log.warning("library folder does not answer; its scan is skipped until the next: %s", exc)
         finally:
             progress.finish()
         return progress
@@ -201,6 +208,9 @@ class Indexer:
         await self._catalog.write_when_space(
             partial(_record, library_id=library_id, indexed=indexed, skipped=skipped, vanished=vanished)
         )
+        for result in results:
+            if not isinstance(result, Changing):
+                self._retry_delays.pop(result.path, None)
         changing = {r.path for r in results if isinstance(r, Changing)}
         if changing and self._nursery is not None:
             self._nursery.start_soon(self._retry_later, library_id, changing)
@@ -208,20 +218,29 @@ class Indexer:
             self._on_items_recorded()
 
     async def _inspect(self, file: FileStat) -> Inspected:
-        """Inspect one file in a worker thread; one that takes too long (a stalled mount) is skipped."""
+        """Inspect one file in a worker thread; one that takes too long (a stalled mount) is skipped.
+
+        Inspection threads have their own limiter: one abandoned on a stalled mount keeps its
+        token until it returns, and must not starve the threads the rest of the daemon uses.
+        """
         limit = INSPECT_BASE_SECONDS + file.size / INSPECT_MIN_RATE
         async with self._workers:
             with trio.move_on_after(limit):
                 # Abandoned on timeout or shutdown: it only reads, so its thread may finish on its own.
                 return await trio.to_thread.run_sync(
-                    partial(inspect_file, file, store_gps=self._options.store_gps), abandon_on_cancel=True
+                    partial(inspect_file, file, store_gps=self._options.store_gps),
+                    abandon_on_cancel=True,
+                    limiter=self._inspection_threads,
                 )
-        return SkippedFile(
-            file.path, file.size, file.mtime_ns, "unreadable", f"reading took longer than {limit:.0f} s (a stalled disk?)"
-        )
+        # Recorded with an impossible mtime, so the next scan tries again (the mount may be back).
+        return SkippedFile(file.path, file.size, -1, "unreadable", f"reading took longer than {limit:.0f} s (a stalled disk?)")
 
     async def _retry_later(self, library_id: int, paths: set[str]) -> None:
-        await trio.sleep(RETRY_CHANGING_SECONDS)
+        """Look again at files that were being written, backing off while they keep changing."""
+        delays = {path: self._retry_delays.get(path, RETRY_CHANGING_SECONDS) for path in paths}
+        await trio.sleep(min(delays.values()))
+        for path, delay in delays.items():
+            self._retry_delays[path] = min(delay * 2, RETRY_CHANGING_MAX_SECONDS)
         self.request_scan(library_id, paths)
 
     async def _forget_long_missing(self) -> None:
@@ -305,10 +324,7 @@ def _log_skips(skips: list[SkippedFile]) -> None:
 
 
 def _library_of(path: str, roots: dict[str, int]) -> int | None:
-    for root, library_id in roots.items():
-        if path == root or path.startswith(root.rstrip("/") + "/"):
-            return library_id
-    return None
+    return next((library_id for root, library_id in roots.items() if is_within(path, root)), None)
 
 
 def _remove(conn, deleted: list[str], vanished: list[str]) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,6 @@ reason, :class:`Vanished` (gone before it could be read: a deletion) or :class:`
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from .scanner import FileStat
 log = logging.getLogger("peerlight.index")
 
 HEAD_BYTES = 8192
+HASH_CHUNK_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,17 @@ Inspected = IndexedFile | SkippedFile | Vanished | Changing
 
 
 def content_hash(handle: BinaryIO) -> str:
-    """BLAKE3 of the whole open file (hex): the item's identity, wherever the file lives."""
+    """BLAKE3 of the whole open file (hex): the item's identity, wherever the file lives.
+
+    Read in chunks rather than mapped: a file truncated while a mapping of it is read
+    kills the process with SIGBUS; a read just returns less.
+    """
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    if os.fstat(handle.fileno()).st_size:
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            hasher.update(mapped)
+    handle.seek(0)
+    buffer = bytearray(HASH_CHUNK_BYTES)
+    view = memoryview(buffer)
+    while read := handle.readinto(buffer):
+        hasher.update(view[:read])
     return hasher.hexdigest()
 
 
@@ -58,6 +64,8 @@ def inspect_file(file: FileStat, *, store_gps: bool) -> Inspected:
     try:
         with open_regular(path) as handle:
             before = os.fstat(handle.fileno())
+            if (before.st_ino, before.st_dev) != (file.inode, file.device):
+                return Changing(file.path)  # replaced since the walk (by another file, or a link elsewhere)
             head = handle.read(HEAD_BYTES)
             detected = detect(path, head)
             if detected.modality == "other" and detected.claimed and not detected.mime:
@@ -68,6 +76,8 @@ def inspect_file(file: FileStat, *, store_gps: bool) -> Inspected:
             metadata, document = extract_metadata(path, detected.modality, detected.mime, store_gps=store_gps)
             digest = content_hash(handle)
             after = os.fstat(handle.fileno())
+            # The extractors open the file by its path: make sure that was still this file.
+            now = os.stat(path)
     except FileNotFoundError:
         return Vanished(file.path)
     except NotRegularFile as exc:
@@ -79,8 +89,11 @@ def inspect_file(file: FileStat, *, store_gps: bool) -> Inspected:
     except Exception as exc:  # a parser's bug on hostile input: this file is skipped, the scan goes on
         log.warning("inspecting a file failed unexpectedly", exc_info=True, extra={"path": file.path})
         return skipped("corrupt", f"cannot be parsed: {type(exc).__name__}: {exc}")
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
-        return Changing(file.path)  # what was hashed is not what is there now
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or (now.st_ino, now.st_dev) != (
+        after.st_ino,
+        after.st_dev,
+    ):
+        return Changing(file.path)  # what was read is not what is there now
     return IndexedFile(
         path=file.path,
         size=after.st_size,

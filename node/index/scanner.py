@@ -22,15 +22,17 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from ..catalog.items import SkippedFile as Skip
 from ..files import kind_of
-from ..pathnames import display
+from ..pathnames import display, is_within
 
 # A file this large whose allocated blocks cover less than an eighth of it is sparse: an
 # unfinished download or a disk image, whose hash would read gigabytes of holes. (Compressing
 # file systems allocate less than the size too, but media barely compress.)
+UNLISTED_KINDS = ("unreadable", "path")  # skips of an entry the walk could not look into
 SPARSE_MIN_BYTES = 64 << 20
 SPARSE_ALLOCATED_SHARE = 1 / 8
 
@@ -64,12 +66,6 @@ class ScanPlan:
 Entry = FileStat | Skip
 
 
-def within(folder: str) -> Callable[[str], bool]:
-    """A test for "this real path lies inside ``folder``" (both resolved)."""
-    prefix = folder.rstrip("/") + "/"
-    return lambda real: real == folder or real.startswith(prefix)
-
-
 def walk_library(root: Path, *, skip_hidden: bool, exclude: tuple[Path, ...] = ()) -> Iterator[Entry]:
     """Every entry under ``root`` that is not a folder: files to inspect, and skips."""
     return walk_paths(root, [str(root)], skip_hidden=skip_hidden, exclude=exclude)
@@ -77,10 +73,16 @@ def walk_library(root: Path, *, skip_hidden: bool, exclude: tuple[Path, ...] = (
 
 def walk_paths(root: Path, paths: Iterable[str], *, skip_hidden: bool, exclude: tuple[Path, ...] = ()) -> Iterator[Entry]:
     """The entries at ``paths`` (inside ``root``), each folder among them walked whole; gone paths yield nothing."""
-    inside = within(os.path.realpath(root))
+    real_root = os.path.realpath(root)
+    inside = partial(is_within, folder=real_root)
     excluded = {str(p) for p in exclude}
     stack: list[str] = []
     for path in paths:
+        # What a full walk would not visit is not visited for a changed path either.
+        if not is_within(path, str(root)) or any(is_within(path, folder) for folder in excluded):
+            continue
+        if skip_hidden and any(part.startswith(".") for part in Path(os.path.relpath(path, root)).parts):
+            continue
         try:
             lst = os.lstat(path)
         except FileNotFoundError:
@@ -191,6 +193,14 @@ def plan_scan(
             plan.known_bad += 1
         else:
             plan.changed.append(entry)
-    plan.deleted = [path for path in known if path not in seen]
-    plan.vanished_skips = [path for path in skipped if path not in seen]
+    # Files under a folder that could not be listed this time are not known to be gone.
+    unlisted = [skip.path for skip in plan.skips if skip.kind in UNLISTED_KINDS] + [
+        path for path, (_, _, kind) in skipped.items() if path in seen and kind in UNLISTED_KINDS
+    ]
+
+    def gone(path: str) -> bool:
+        return path not in seen and not any(is_within(path, folder) for folder in unlisted)
+
+    plan.deleted = [path for path in known if gone(path)]
+    plan.vanished_skips = [path for path in skipped if gone(path)]
     return plan

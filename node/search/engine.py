@@ -40,8 +40,8 @@ from ..catalog.items import document_text
 from ..models import ModelManager, ModelUnavailable
 from ..pathnames import decode_path, display, encode_path, path_fields, readable
 from ..threads import IOTimeout
-from .filters import MODALITIES, Filters, allowed_among, allowed_items, where_clause
-from .fulltext import TextQuery, fulltext_ranking, plan_query, text_evidence
+from .filters import MODALITIES, Filters, allowed_among, allowed_items, location_in_scope, where_clause
+from .fulltext import ALL_COLUMNS, TextQuery, fulltext_ranking, plan_query, text_evidence
 from .hits import VectorHit
 from .vector_indexes import VectorIndexes
 
@@ -56,6 +56,7 @@ TYPICAL_SPREAD = 0.1  # standard deviation of a query's cosines, for items no se
 EXAMPLE_TIMEOUT_SECONDS = 120.0  # embedding a file given as an example (a stalled mount fails the request)
 PASSAGES_PER_SEARCH = 10  # each passage costs an encoding of the chunk's sentences
 PRIVATE_METADATA = ("gps_lat", "gps_lon")  # never shown to peers
+PEER_COLUMNS = ("name", "metadata")  # what a peer's words may match (not this machine's paths)
 
 
 class SearchError(Exception):
@@ -99,7 +100,7 @@ class SearchEngine:
 
     async def search(self, request: SearchRequest, caller: Caller) -> dict[str, Any]:
         started = time.perf_counter()
-        found = await self.retrieve(request, caller.scope)
+        found = await self.retrieve(request, caller)
         results = await self.present(found.hits[: request.limit], caller, found.query_vectors)
         return {
             "query": request.query,
@@ -109,15 +110,21 @@ class SearchEngine:
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
         }
 
-    async def retrieve(self, request: SearchRequest, scope: Scope = Scope()) -> Retrieved:
-        """The best items for ``request`` within ``scope``, ranked (more than ``limit`` of them)."""
+    async def retrieve(self, request: SearchRequest, caller: Caller) -> Retrieved:
+        """The best items for ``request`` within the caller's scope, ranked (more than ``limit`` of them).
+
+        A peer's words match names and metadata only: the words of this machine's folder names
+        are not for it to probe.
+        """
+        scope = caller.scope
         modalities = request.filters.modalities or MODALITIES
         fetch = max(request.limit * 10, 200)
         found = Retrieved([], [], {})
         text_query = TextQuery()
         text_hits: dict[int, float] = {}
         if request.mode in ("text", "hybrid"):
-            text_query = await self._catalog.read(partial(plan_query, text=request.query))
+            columns = ALL_COLUMNS if caller.is_local else PEER_COLUMNS
+            text_query = await self._catalog.read(partial(plan_query, text=request.query, columns=columns))
             where, args = where_clause(request.filters, scope)
             ranked = await self._catalog.read(partial(fulltext_ranking, query=text_query, limit=fetch, where=where, args=args))
             text_hits = dict(ranked)
@@ -214,7 +221,7 @@ class SearchEngine:
 
     async def present(self, hits: Sequence[Hit], caller: Caller, query_vectors: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         """Describe found items for ``caller``: local paths and ratings for the local user only."""
-        details = await self._catalog.read(partial(_item_details, item_ids=[hit.item_id for hit in hits]))
+        details = await self._catalog.read(partial(_item_details, item_ids=[hit.item_id for hit in hits], scope=caller.scope))
         results = []
         passages_left = PASSAGES_PER_SEARCH
         for hit in hits:
@@ -265,15 +272,17 @@ class SearchEngine:
         return {"passage": text[best.start : best.end].strip(), "start": best.start, "end": best.end}
 
 
-def _item_details(conn, item_ids: list[int]) -> dict[int, dict[str, Any]]:  # type: ignore[no-untyped-def]
+def _item_details(conn, item_ids: list[int], scope: Scope) -> dict[int, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """What the catalog holds about each item; its file is one the scope lets the caller see."""
+    visible, visible_args = location_in_scope(scope)
     details: dict[int, dict[str, Any]] = {}
     for item_id in item_ids:
         row = conn.execute(
-            """SELECT i.content_hash, i.modality, i.mime, i.size, i.embedding_state,
-                      (SELECT path FROM locations WHERE item_id = i.id ORDER BY id LIMIT 1),
-                      (SELECT rating FROM ratings WHERE content_hash = i.content_hash)
-               FROM items AS i WHERE i.id = ? AND i.missing_since IS NULL""",
-            (item_id,),
+            f"""SELECT i.content_hash, i.modality, i.mime, i.size, i.embedding_state,
+                       (SELECT path FROM locations WHERE item_id = i.id AND {visible} ORDER BY id LIMIT 1),
+                       (SELECT rating FROM ratings WHERE content_hash = i.content_hash)
+                FROM items AS i WHERE i.id = ? AND i.missing_since IS NULL""",
+            (*visible_args, item_id),
         ).fetchone()
         if row is None or row[5] is None:
             continue

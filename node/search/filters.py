@@ -37,14 +37,13 @@ def _item_date_sql() -> str:
     )"""
 
 
-def where_clause(filters: Filters, scope: Scope = Scope()) -> tuple[str, list[Any]]:
-    """SQL conditions on ``items AS i`` for these filters within this scope (always excluding vanished items)."""
-    clauses, args = ["i.missing_since IS NULL"], []
+def location_in_scope(scope: Scope) -> tuple[str, list[Any]]:
+    """SQL conditions on a ``locations`` row (unqualified columns) for a file the scope lets a caller see."""
+    clauses: list[str] = []
+    args: list[Any] = []
     if scope.libraries is not None:
         libraries = sorted(scope.libraries) or [-1]
-        clauses.append(
-            f"EXISTS (SELECT 1 FROM locations WHERE item_id = i.id AND library_id IN ({','.join('?' * len(libraries))}))"
-        )
+        clauses.append(f"library_id IN ({','.join('?' * len(libraries))})")
         args += libraries
     if scope.folders:
         under = []
@@ -52,7 +51,17 @@ def where_clause(filters: Filters, scope: Scope = Scope()) -> tuple[str, list[An
             prefix = prefix_bytes(folder)
             under.append("substr(CAST(path AS BLOB), 1, ?) = ?")
             args += [len(prefix), prefix]
-        clauses.append(f"EXISTS (SELECT 1 FROM locations WHERE item_id = i.id AND ({' OR '.join(under)}))")
+        clauses.append(f"({' OR '.join(under)})")
+    return " AND ".join(clauses) or "1", args
+
+
+def where_clause(filters: Filters, scope: Scope = Scope()) -> tuple[str, list[Any]]:
+    """SQL conditions on ``items AS i`` for these filters within this scope (always excluding vanished items)."""
+    clauses, args = ["i.missing_since IS NULL"], []
+    if scope.libraries is not None or scope.folders:
+        visible, visible_args = location_in_scope(scope)
+        clauses.append(f"EXISTS (SELECT 1 FROM locations WHERE item_id = i.id AND {visible})")
+        args += visible_args
     if scope.modalities:
         clauses.append(f"i.modality IN ({','.join('?' * len(scope.modalities))})")
         args += list(scope.modalities)

@@ -22,7 +22,9 @@ from typing import Any
 
 # Column weights for bm25(): a match in the file name counts most, then metadata, then path.
 _WEIGHTS = (10.0, 2.0, 5.0)
-_TOKEN = re.compile(r"\w+", re.UNICODE)
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)  # letters and digits: unicode61 splits at "_" too
+PREFIX_MIN_CHARS = 3  # the last word of a query also matches longer words (as typed: "holi" finds holiday)
+ALL_COLUMNS = ("name", "path", "metadata")
 COMMON_SHARE = 0.2  # a word in more than this share of the items says little about any of them
 COMMON_MIN_ITEMS = 20  # ... unless it is in so few items that the share means nothing
 
@@ -39,11 +41,12 @@ STOP_WORDS = frozenset(
 
 @dataclass(frozen=True)
 class TextQuery:
-    """The informative words of a query, each with its idf weight."""
+    """The informative words of a query (as FTS5 terms: ``"word"``, or ``"word"*`` for the
+    last, typed-as-you-go one), each with its idf weight, and the columns they may match."""
 
     terms: dict[str, float] = field(default_factory=dict)
-
     found: frozenset[str] = frozenset()  # the terms some item contains
+    columns: tuple[str, ...] = ALL_COLUMNS
 
     @property
     def total(self) -> float:
@@ -51,7 +54,12 @@ class TextQuery:
 
     def match_expression(self) -> str | None:
         """The FTS5 query: any informative word that some item contains may match."""
-        return " OR ".join(f'"{term}"' for term in self.terms if term in self.found) or None
+        return self.restrict(" OR ".join(term for term in self.terms if term in self.found) or None)
+
+    def restrict(self, expression: str | None) -> str | None:
+        if expression is None or self.columns == ALL_COLUMNS:
+            return expression
+        return f"{{{' '.join(self.columns)}}} : ({expression})"
 
 
 def words(text: str) -> list[str]:
@@ -60,21 +68,31 @@ def words(text: str) -> list[str]:
     return _TOKEN.findall(plain)
 
 
-def plan_query(conn: sqlite3.Connection, text: str) -> TextQuery:
+def plan_query(conn: sqlite3.Connection, text: str, columns: tuple[str, ...] = ALL_COLUMNS) -> TextQuery:
     """Drop stop words and common words from ``text``; weigh the rest by idf."""
-    candidates = list(dict.fromkeys(w for w in words(text) if w not in STOP_WORDS))
+    all_words = words(text)
+    candidates = list(dict.fromkeys(w for w in all_words if w not in STOP_WORDS))
     if not candidates:
-        return TextQuery()
+        return TextQuery(columns=columns)
     (total,) = conn.execute("SELECT COALESCE(SUM(n), 0) FROM item_counts").fetchone()
     marks = ",".join("?" * len(candidates))
-    frequency = dict(conn.execute(f"SELECT term, doc FROM items_fts_vocab WHERE term IN ({marks})", candidates).fetchall())
+    frequency = {
+        f'"{term}"': doc
+        for term, doc in conn.execute(f"SELECT term, doc FROM items_fts_vocab WHERE term IN ({marks})", candidates)
+    }
+    expressions = [f'"{word}"' for word in candidates]
+    if all_words[-1] == candidates[-1] and len(candidates[-1]) >= PREFIX_MIN_CHARS:
+        expressions[-1] += "*"
+        (frequency[expressions[-1]],) = conn.execute(
+            "SELECT COUNT(*) FROM items_fts WHERE items_fts MATCH ?", (expressions[-1],)
+        ).fetchone()
     common = max(COMMON_MIN_ITEMS, COMMON_SHARE * total)
     terms = {}
-    for word in candidates:
-        df = frequency.get(word, 0)
+    for expression in expressions:
+        df = frequency.get(expression, 0)
         if df <= common:
-            terms[word] = math.log(1 + (total - df + 0.5) / (df + 0.5))
-    return TextQuery(terms, frozenset(word for word in terms if frequency.get(word)))
+            terms[expression] = math.log(1 + (total - df + 0.5) / (df + 0.5))
+    return TextQuery(terms, frozenset(term for term in terms if frequency.get(term)), columns)
 
 
 def fulltext_ranking(
@@ -107,7 +125,7 @@ def text_evidence(conn: sqlite3.Connection, query: TextQuery, item_ids: Sequence
             if term not in query.found:
                 continue
             for (item_id,) in conn.execute(
-                f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? AND rowid IN ({marks})", (f'"{term}"', *chunk)
+                f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? AND rowid IN ({marks})", (query.restrict(term), *chunk)
             ):
                 matched[item_id] = matched.get(item_id, 0.0) + idf
     total = query.total

@@ -265,7 +265,7 @@ class VectorIndexes:
                 await trio.to_thread.run_sync(
                     replace_dir_atomic, self._folder_of(model_id), live.index.write_files, abandon_on_cancel=True
                 )
-            except OSError as exc:
+            except (OSError, RuntimeError) as exc:  # a full disk; RuntimeError is how FAISS reports one
                 if self.save_failure is None:
                     log.warning("cannot save a vector index; retrying later", extra={"model_id": model_id, "error": str(exc)})
                 self.save_failure = str(exc)
