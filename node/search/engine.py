@@ -315,7 +315,9 @@ def _segment_span(conn, item_id: int, segment: int) -> tuple[float, float] | Non
 def _best_chunk(conn, item_id: int, query_vector: np.ndarray) -> Span | None:  # type: ignore[no-untyped-def]
     best, best_score = None, -np.inf
     for start, end, blob in conn.execute(
-        "SELECT start, end, vector FROM embeddings WHERE item_id = ? AND start IS NOT NULL AND end IS NOT NULL", (item_id,)
+        # Chunks only: segment 0 spans the whole document, whose every sentence would then be encoded.
+        "SELECT start, end, vector FROM embeddings WHERE item_id = ? AND segment > 0 AND start IS NOT NULL AND end IS NOT NULL",
+        (item_id,),
     ):
         vector = from_blob(blob)
         if len(vector) != len(query_vector):
