@@ -30,6 +30,7 @@ from peerlight.node.catalog.embeddings import register_model  # noqa: E402
 from peerlight.node.config import Config  # noqa: E402
 from peerlight.node.models import ModelManager  # noqa: E402
 from peerlight.node.search.vector_indexes import VectorIndexes  # noqa: E402
+from peerlight.node.callers import Caller  # noqa: E402
 from peerlight.node.search.engine import SearchEngine, SearchRequest  # noqa: E402
 from peerlight.node.search.filters import Filters  # noqa: E402
 
@@ -75,11 +76,11 @@ async def measure(count: int, queries: int) -> dict[str, float]:
         index = await engine.indexes.index(text.model_id, text.dimension)
         figures: dict[str, float] = {"index_build_and_save_s": round(time.perf_counter() - started, 2)}
         for mode in ("semantic", "hybrid", "text"):
-            await engine.search(SearchRequest("warm up", mode, 20, Filters(modalities=("text",))))
+            await engine.search(SearchRequest("warm up", mode, 20, Filters(modalities=("text",))), Caller.local())
             latencies = []
             for i in range(queries):
                 started = time.perf_counter()
-                reply = await engine.search(SearchRequest(QUERIES[i % len(QUERIES)], mode, 20, Filters(modalities=("text",))))
+                reply = await engine.search(SearchRequest(QUERIES[i % len(QUERIES)], mode, 20, Filters(modalities=("text",))), Caller.local())
                 latencies.append((time.perf_counter() - started) * 1000)
                 assert reply["results"], mode
             figures[f"{mode}_p50_ms"] = round(percentile(latencies, 50), 2)

@@ -180,7 +180,7 @@ class PrefixIndex:
                 return _NO_HITS
             if mode == "exact":
                 rows = np.flatnonzero(mask) if mask is not None else np.arange(n)
-                scores = self._full[rows] @ query
+                scores = (self._full[rows] if mask is not None else self._full) @ query  # no copy of everything
                 count = 8 * k  # sorting only the best few rows is enough unless groups repeat a lot
                 while True:
                     top = np.argpartition(-scores, count - 1)[:count] if count < len(rows) else np.arange(len(rows))

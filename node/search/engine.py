@@ -36,7 +36,7 @@ from peerlight.embeddings.vectors import from_blob
 
 from ..callers import Caller, Scope
 from ..catalog.database import Catalog
-from ..catalog.items import document_text
+from ..catalog.items import document_text, item_counts
 from ..models import ModelManager, ModelUnavailable
 from ..pathnames import decode_path, display, encode_path, path_fields, readable
 from ..threads import IOTimeout
@@ -125,7 +125,7 @@ class SearchEngine:
         if request.mode in ("text", "hybrid"):
             columns = ALL_COLUMNS if caller.is_local else PEER_COLUMNS
             text_query = await self._catalog.read(partial(plan_query, text=request.query, columns=columns))
-            where, args = where_clause(request.filters, scope)
+            where, args = (None, []) if request.filters.is_empty() and scope.is_everything else where_clause(request.filters, scope)
             ranked = await self._catalog.read(partial(fulltext_ranking, query=text_query, limit=fetch, where=where, args=args))
             text_hits = dict(ranked)
             if request.mode == "text":
@@ -133,6 +133,7 @@ class SearchEngine:
                 return found
         ranked: list[Hit] = []
         spreads: list[float] = []
+        present_kinds = {kind for kind, n in (await self._catalog.read(item_counts))["by_modality"].items() if n}
         for role, held in ROLE_MODALITIES.items():
             wanted = tuple(m for m in held if m in modalities)
             if not wanted:
@@ -146,7 +147,13 @@ class SearchEngine:
             vector = (await trio.to_thread.run_sync(model.encode_queries, [request.query], abandon_on_cancel=True))[0]
             found.query_vectors[role] = vector
             restricted = dataclasses.replace(request.filters, modalities=wanted)
-            unrestricted = request.filters.is_empty() and scope.is_everything and wanted == held
+            # Restricting costs a pass over the allowed items: skip it when it could exclude nothing
+            # (the only restriction is the kind, and no item of the other kinds this space holds exists).
+            unrestricted = (
+                dataclasses.replace(request.filters, modalities=()).is_empty()
+                and scope.is_everything
+                and not (set(held) - set(wanted)) & present_kinds
+            )
             allowed = None if unrestricted else await self._catalog.read(partial(allowed_items, filters=restricted, scope=scope))
             hits = await self.indexes.search(model.model_id, model.dimension, vector, fetch, allowed)
             by_item = {hit.item_id: hit for hit in hits}

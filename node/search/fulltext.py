@@ -82,9 +82,11 @@ def plan_query(conn: sqlite3.Connection, text: str, columns: tuple[str, ...] = A
     }
     expressions = [f'"{word}"' for word in candidates]
     if all_words[-1] == candidates[-1] and len(candidates[-1]) >= PREFIX_MIN_CHARS:
+        # The items holding some word that starts so: at most the sum of those words' counts.
+        prefix = candidates[-1]
         expressions[-1] += "*"
         (frequency[expressions[-1]],) = conn.execute(
-            "SELECT COUNT(*) FROM items_fts WHERE items_fts MATCH ?", (expressions[-1],)
+            "SELECT COALESCE(SUM(doc), 0) FROM items_fts_vocab WHERE term >= ? AND term < ?", (prefix, prefix + "\U0010ffff")
         ).fetchone()
     common = max(COMMON_MIN_ITEMS, COMMON_SHARE * total)
     terms = {}
@@ -96,37 +98,54 @@ def plan_query(conn: sqlite3.Connection, text: str, columns: tuple[str, ...] = A
 
 
 def fulltext_ranking(
-    conn: sqlite3.Connection, query: TextQuery, limit: int, where: str = "1", args: Sequence[Any] = ()
+    conn: sqlite3.Connection, query: TextQuery, limit: int, where: str | None = None, args: Sequence[Any] = ()
 ) -> list[tuple[int, float]]:
-    """(item id, text evidence) of the best BM25 matches among the items ``where`` allows (on ``items AS i``)."""
+    """(item id, text evidence) of the best BM25 matches among the items ``where`` allows (on ``items AS i``).
+
+    With no ``where``, every live item is allowed: the ranking then runs on the full-text
+    index alone and drops the few items whose files are gone, instead of joining every match.
+    """
     expression = query.match_expression()
     if expression is None:
         return []
-    rows = conn.execute(
-        f"""SELECT f.rowid FROM items_fts AS f JOIN items AS i ON i.id = f.rowid
-            WHERE items_fts MATCH ? AND {where}
-            ORDER BY bm25(items_fts, {", ".join(map(str, _WEIGHTS))}) LIMIT ?""",
-        (expression, *args, limit),
-    )
-    ranked = [row[0] for row in rows]
+    order = f"ORDER BY bm25(items_fts, {', '.join(map(str, _WEIGHTS))})"
+    if where is None:
+        rows = conn.execute(f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? {order} LIMIT ?", (expression, limit * 2))
+        candidates = [row[0] for row in rows]
+        marks = ",".join("?" * len(candidates))
+        gone = {row[0] for row in conn.execute(f"SELECT id FROM items WHERE id IN ({marks}) AND missing_since IS NOT NULL", candidates)}
+        ranked = [item_id for item_id in candidates if item_id not in gone][:limit]
+    else:
+        rows = conn.execute(
+            f"""SELECT f.rowid FROM items_fts AS f JOIN items AS i ON i.id = f.rowid
+                WHERE items_fts MATCH ? AND {where} {order} LIMIT ?""",
+            (expression, *args, limit),
+        )
+        ranked = [row[0] for row in rows]
     evidence = text_evidence(conn, query, ranked)
     return [(item_id, evidence.get(item_id, 0.0)) for item_id in ranked]
 
 
 def text_evidence(conn: sqlite3.Connection, query: TextQuery, item_ids: Sequence[int]) -> dict[int, float]:
-    """The share of the query's idf mass each item matches (items matching nothing are left out)."""
-    if not query.terms or not item_ids:
+    """The share of the query's idf mass each item matches (items matching nothing are left out).
+
+    Read from the candidates' own indexed text, split as FTS5 splits it: a MATCH per word
+    would walk every item holding that word, however few candidates there are.
+    """
+    found = {term: idf for term, idf in query.terms.items() if term in query.found}
+    if not found or not item_ids:
         return {}
-    matched: dict[int, float] = {}
+    exact = {term.strip('"'): idf for term, idf in found.items() if not term.endswith("*")}
+    prefixes = {term[1:-2]: idf for term, idf in found.items() if term.endswith("*")}
+    columns = ", ".join(query.columns)
+    evidence: dict[int, float] = {}
     for start in range(0, len(item_ids), 500):
         chunk = list(item_ids[start : start + 500])
         marks = ",".join("?" * len(chunk))
-        for term, idf in query.terms.items():
-            if term not in query.found:
-                continue
-            for (item_id,) in conn.execute(
-                f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? AND rowid IN ({marks})", (query.restrict(term), *chunk)
-            ):
-                matched[item_id] = matched.get(item_id, 0.0) + idf
-    total = query.total
-    return {item_id: weight / total for item_id, weight in matched.items()}
+        for item_id, *texts in conn.execute(f"SELECT rowid, {columns} FROM items_fts WHERE rowid IN ({marks})", chunk):
+            held = set(words(" ".join(text or "" for text in texts)))
+            weight = sum(idf for word, idf in exact.items() if word in held)
+            weight += sum(idf for prefix, idf in prefixes.items() if any(word.startswith(prefix) for word in held))
+            if weight:
+                evidence[item_id] = weight / query.total
+    return evidence
