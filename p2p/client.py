@@ -1,0 +1,172 @@
+"""Asking a peer: open a stream for a protocol, send one request frame, read the answer.
+
+The requester's side of :mod:`.server`. Every wait has a deadline, every frame a size
+limit, and an error frame comes back as its :class:`~.errors.WireError` type, so a peer
+that vanishes, stalls or misbehaves costs the caller at most the deadline it chose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import trio
+
+from . import wire
+from .errors import Malformed, Timeout, Unreachable, Unsupported, WireError, from_wire
+from .host import connect
+
+REPLY_LIMIT = 8 * 1024 * 1024  # a unary answer (search results, a catalog page)
+
+
+class Exchange:
+    """One open stream to a peer: frames out, frames in."""
+
+    def __init__(self, stream: Any, timeout: float) -> None:
+        self.stream = stream
+        self.timeout = timeout
+        self.reader = wire.FrameReader(stream.read)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        with trio.move_on_after(self.timeout) as waited:
+            try:
+                await self.stream.write(wire.pack(message))
+            except Exception as exc:
+                raise Unreachable(f"the peer closed the stream: {type(exc).__name__}: {exc}") from None
+        if waited.cancelled_caught:
+            raise Timeout(f"the peer took no data for {self.timeout:g} s")
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(1) as cleanup:
+            cleanup.shield = True
+            try:
+                await self.stream.reset()
+            except Exception:
+                pass
+
+    async def receive(self, max_bytes: int = REPLY_LIMIT) -> dict[str, Any]:
+        """The next frame; an error frame is raised as its type."""
+        try:
+            message = await self.reader.message(max_bytes, self.timeout)
+        except wire.StreamClosed as exc:
+            raise Unreachable(f"the peer closed the stream: {exc}") from None
+        if message.get("ok") is False:
+            raise from_wire(message.get("error"))
+        return message
+
+
+class Requester:
+    """The requester's side of one host: requests and replies, over streams kept open for reuse.
+
+    A stream stays open after its reply and carries the next request to the same peer and
+    protocol (the server answers requests on a stream one after another), so a round trip
+    costs one frame each way, not a new stream's negotiation. A reused stream the server has
+    closed meanwhile (idle, restarted) is replaced once, transparently: every protocol here
+    is a read, safe to repeat.
+    """
+
+    def __init__(self, host: Any, max_idle_per_peer: int = 4) -> None:
+        self.host = host
+        self._idle: dict[tuple[str, str], list[Exchange]] = {}
+        self._max_idle = max_idle_per_peer
+
+    async def request(
+        self,
+        peer_id: str,
+        addresses: Sequence[str],
+        protocol_id: str,
+        body: dict[str, Any],
+        *,
+        timeout: float = 10.0,
+        max_bytes: int = REPLY_LIMIT,
+    ) -> dict[str, Any]:
+        """One request, its one-frame answer (without the ``ok`` field)."""
+        frames = [frame async for frame in self.frames(peer_id, addresses, protocol_id, body, timeout=timeout, max_bytes=max_bytes)]
+        if len(frames) != 1:
+            raise Malformed(f"a reply of {len(frames)} frames where one was expected")
+        return frames[0]
+
+    async def frames(
+        self,
+        peer_id: str,
+        addresses: Sequence[str],
+        protocol_id: str,
+        body: dict[str, Any],
+        *,
+        timeout: float = 10.0,
+        max_bytes: int = REPLY_LIMIT,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The frames of one reply (without ``ok`` and ``more``), in order.
+
+        Iterate it to the end, or under ``contextlib.aclosing`` when stopping early: a stream
+        left mid-reply is reset, never reused.
+        """
+        key = (peer_id, protocol_id)
+        for attempt in (1, 2):
+            idle = self._idle.get(key) or []
+            reused = bool(idle) and attempt == 1
+            current = idle.pop() if reused else await self._open(peer_id, addresses, protocol_id, timeout)
+            current.timeout = timeout
+            received = 0
+            finished = False
+            try:
+                await current.send(body)
+                while True:
+                    frame = await current.receive(max_bytes)
+                    received += 1
+                    more = frame.pop("more", False) is True
+                    if received == 1 and frame.pop("ok", None) is not True:
+                        raise Malformed("a reply without ok: true")
+                    frame.pop("ok", None)
+                    if not more:
+                        finished = True
+                    yield frame
+                    if finished:
+                        break
+            except Unreachable:
+                await current.aclose()
+                if reused and received == 0:
+                    continue  # the server closed the idle stream: once more on a new one
+                raise
+            except WireError as error:
+                # A typed error frame ends the reply; the stream stays usable unless it was a framing error.
+                if not isinstance(error, (Malformed, Timeout)) and received == 0 and error.code not in ("too_large", "rate_limited"):
+                    await self._keep(key, current)
+                else:
+                    await current.aclose()
+                raise
+            except BaseException:
+                await current.aclose()
+                raise
+            else:
+                await self._keep(key, current)
+            return
+
+    async def _open(self, peer_id: str, addresses: Sequence[str], protocol_id: str, timeout: float) -> Exchange:
+        from libp2p.peer.id import ID
+
+        await connect(self.host, peer_id, addresses, timeout)
+        with trio.move_on_after(timeout) as waited:
+            try:
+                stream = await self.host.new_stream(ID.from_base58(peer_id), [protocol_id])
+            except Exception as exc:
+                chain = f"{exc} {exc.__cause__} {exc.__context__}".lower()
+                if "not supported" in chain:
+                    raise Unsupported(f"{peer_id} does not speak {protocol_id}") from None
+                raise Unreachable(f"cannot open a stream to {peer_id}: {type(exc).__name__}: {exc}") from None
+        if waited.cancelled_caught:
+            raise Timeout(f"no stream to {peer_id} within {timeout:g} s")
+        return Exchange(stream, timeout)
+
+    async def _keep(self, key: tuple[str, str], current: Exchange) -> None:
+        idle = self._idle.setdefault(key, [])
+        if len(idle) < self._max_idle:
+            idle.append(current)
+        else:
+            await current.aclose()
+
+    async def forget(self, peer_id: str) -> None:
+        """Drop idle streams to ``peer_id`` (it went away, or changed address)."""
+        for key in [key for key in self._idle if key[0] == peer_id]:
+            for current in self._idle.pop(key):
+                await current.aclose()

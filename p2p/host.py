@@ -1,0 +1,134 @@
+"""A libp2p host as Peerlight runs it: TCP, Noise and Yamux only, with the 0.8.1 workarounds applied.
+
+``new_host`` offers TLS, secio and plaintext as well unless told otherwise; a Data Server
+offers Noise alone (and Yamux alone as its muxer), so no connection to it is ever
+unencrypted or weaker than Noise. Hosts are created by :func:`open_host`, which also
+applies the fixes of :mod:`.quirks` to the host's swarm.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from . import quirks
+from .errors import Unreachable
+
+log = logging.getLogger("peerlight.p2p")
+
+DIAL_TIMEOUT_SECONDS = 10.0
+
+
+def _libp2p_key_pair(seed: bytes) -> Any:
+    from libp2p.crypto.ed25519 import Ed25519PrivateKey
+    from libp2p.crypto.keys import KeyPair
+
+    private = Ed25519PrivateKey.from_bytes(seed)
+    return KeyPair(private, private.get_public_key())
+
+
+def new_host(seed: bytes, *, max_connections: int = 1000, per_peer: int = 3) -> Any:
+    """A host for the Ed25519 key with the 32-byte ``seed``: Noise + Yamux over TCP, nothing else."""
+    from libp2p import new_host as libp2p_new_host
+    from libp2p.crypto import x25519
+    from libp2p.custom_types import TProtocol
+    from libp2p.network.config import ConnectionConfig
+    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE, Transport as NoiseTransport
+    from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX, Yamux
+
+    quirks.tune_bulk_transfer()
+    quirks.no_dial_delay()
+    key_pair = _libp2p_key_pair(seed)
+    host = libp2p_new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE: NoiseTransport(key_pair, noise_privkey=x25519.create_new_key_pair().private_key)},
+        muxer_opt={TProtocol(YAMUX): Yamux},
+        connection_config=ConnectionConfig(
+            max_connections=max_connections,
+            min_connections=0,
+            max_connections_per_peer=per_peer,
+            dial_timeout=DIAL_TIMEOUT_SECONDS,
+        ),
+        enable_mDNS=False,
+    )
+    network = host.get_network()
+    quirks.release_inbound_slots(network)
+    network.retry_config.max_retries = 0  # :func:`connect` tries each address once, under its own deadline
+    return host
+
+
+@asynccontextmanager
+async def running(host: Any, listen: Sequence[str]) -> AsyncIterator[Any]:
+    """Run ``host`` listening on ``listen`` (multiaddrs) until the block ends."""
+    from multiaddr import Multiaddr
+
+    async with host.run(listen_addrs=[Multiaddr(address) for address in listen]):
+        yield host
+
+
+def listen_addresses(host: Any) -> list[str]:
+    """Where the host listens, as dialable multiaddrs ending in ``/p2p/<peer id>``."""
+    return [str(address) for address in host.get_addrs()]
+
+
+async def connect(host: Any, peer_id: str, addresses: Sequence[str], timeout: float = DIAL_TIMEOUT_SECONDS) -> str:
+    """Connect to ``peer_id`` by trying each address in turn; the one that worked.
+
+    One address at a time (py-libp2p's dialer would try only one per transport), each with
+    its own deadline, and a failure is forgotten before the next try (see :mod:`.quirks`).
+    An existing connection is reused.
+    """
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerinfo import PeerInfo
+    from multiaddr import Multiaddr
+
+    try:
+        target = ID.from_base58(peer_id)
+    except Exception:
+        raise Unreachable(f"not a peer id: {peer_id!r:.80}") from None
+    network = host.get_network()
+    if network.connections.get(target):
+        return ""
+    failures = []
+    for address in addresses:
+        try:
+            multiaddr = _without_peer(Multiaddr(address))
+        except Exception as exc:
+            failures.append(f"{address}: {exc}")
+            continue
+        quirks.replace_addresses(host, target, [multiaddr])
+        quirks.forget_failed_dial(network, target)
+        with trio.move_on_after(timeout):
+            try:
+                await host.connect(PeerInfo(target, [multiaddr]))
+                return address
+            except Exception as exc:
+                failures.append(f"{address}: {type(exc).__name__}: {exc}")
+                continue
+        failures.append(f"{address}: no answer within {timeout:g} s")
+    quirks.forget_failed_dial(network, target)
+    raise Unreachable(f"cannot reach {peer_id}: " + ("; ".join(failures) or "no address known"), {"tried": len(failures)})
+
+
+def _without_peer(address: Any) -> Any:
+    """The transport part of a multiaddr (``/ip4/…/tcp/…``), without its ``/p2p/…`` suffix."""
+    text = str(address)
+    return type(address)(text.split("/p2p/")[0]) if "/p2p/" in text else address
+
+
+def split_peer_address(text: str) -> tuple[str, str]:
+    """(peer id, transport address) of a full multiaddr ``/ip4/…/tcp/…/p2p/<id>``; ValueError if it has no peer id."""
+    from multiaddr import Multiaddr
+
+    try:
+        address = Multiaddr(text)
+        peer_id = address.value_for_protocol("p2p")
+    except Exception as exc:
+        raise ValueError(f"not a multiaddr with a peer id (/ip4/…/tcp/…/p2p/…): {text!r:.120} ({exc})") from None
+    if not peer_id:
+        raise ValueError(f"the multiaddr names no peer (/p2p/…): {text!r:.120}")
+    return str(peer_id), str(_without_peer(address))

@@ -1,0 +1,288 @@
+"""Serving Peerlight's protocols on a host: one request frame in, one or more frames out.
+
+Every inbound stream goes through :meth:`ProtocolServer.serve_stream`, the single place
+where a request is limited (streams per peer, requests per minute, frame size, deadlines),
+decoded, dispatched and answered, and where failures become typed error frames and are
+counted. A handler raises :class:`~.errors.WireError` subclasses; anything else is an
+internal error, logged with its traceback, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from . import wire
+from .errors import Internal, Malformed, RateLimited, Timeout, WireError
+
+log = logging.getLogger("peerlight.p2p")
+
+Reply = dict[str, Any] | AsyncIterator[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Request:
+    peer_id: str
+    protocol: str
+    body: dict[str, Any]
+
+
+Handler = Callable[[Request], Awaitable[dict[str, Any]] | AsyncIterator[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    id: str  # e.g. /peerlight/query/1.0.0
+    handler: Handler
+    max_request_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    streams_per_peer: int = 16  # open streams at once
+    requests_per_minute: int = 1200  # per peer, refilled continuously
+    request_timeout: float = 10.0  # to receive the request frame
+    write_timeout: float = 30.0  # for the peer to take one frame of the answer
+    handler_timeout: float = 60.0  # for a unary answer to be computed
+    idle_timeout: float = 60.0  # a stream with no new request is closed after this
+
+
+class _Bucket:
+    """A token bucket: ``rate`` per minute, bursts up to a minute's worth."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.tokens = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """0 if a request may go now, else the seconds until it may."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+@dataclass
+class ProtocolStats:
+    requests: int = 0
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    bytes_in: int = 0
+    bytes_out: int = 0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
+
+    def describe(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+
+        def quantile(q: float) -> float | None:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3) if ordered else None
+
+        return {
+            "requests": self.requests,
+            "errors": dict(self.errors),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "latency_ms": {"p50": quantile(0.5), "p99": quantile(0.99)},
+        }
+
+
+class ProtocolServer:
+    """The protocols of one host, their limits and their counters."""
+
+    def __init__(self, protocols: list[Protocol], limits: Limits = Limits()) -> None:
+        self.protocols = {protocol.id: protocol for protocol in protocols}
+        self.limits = limits
+        self.stats: dict[str, ProtocolStats] = {pid: ProtocolStats() for pid in self.protocols}
+        self._streams: dict[str, int] = defaultdict(int)
+        self._buckets: dict[str, _Bucket] = {}
+        self._cancels: dict[str, set[trio.CancelScope]] = defaultdict(set)
+
+    def attach(self, host: Any) -> None:
+        for protocol_id in self.protocols:
+            host.set_stream_handler(protocol_id, self._stream_handler(protocol_id))
+
+    def _stream_handler(self, protocol_id: str) -> Callable[[Any], Awaitable[None]]:
+        async def handle(stream: Any) -> None:
+            await self.serve_stream(stream, protocol_id)
+
+        return handle
+
+    def cancel_peer(self, peer_id: str) -> int:
+        """Stop every request ``peer_id`` has running (e.g. its access was revoked)."""
+        scopes = list(self._cancels.get(peer_id, ()))
+        for scope in scopes:
+            scope.cancel()
+        return len(scopes)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "protocols": {pid.rsplit("/", 2)[-2]: stats.describe() for pid, stats in self.stats.items()},
+            "streams_open": sum(self._streams.values()),
+        }
+
+    async def serve_stream(self, stream: Any, protocol_id: str) -> None:
+        """Answer requests on ``stream`` one after another until the peer closes it or goes idle.
+
+        A stream carries any number of requests, each answered before the next is read, so a
+        client pays the stream's set-up (~4 ms here) once, not per request. After a framing
+        error (a frame too large or not msgpack) the stream's position is unknown: it is closed.
+        """
+        peer_id = str(stream.muxed_conn.peer_id)
+        stats = self.stats[protocol_id]
+        self._streams[peer_id] += 1
+        reader = wire.FrameReader(stream.read)
+        counted = 0  # bytes of the stream already added to the stats
+        try:
+            while True:
+                try:
+                    body = await self._next_request(reader, peer_id, protocol_id)
+                except (wire.StreamClosed, Timeout):
+                    return  # the peer is done with the stream, or idle
+                except WireError as error:
+                    self._count_error(stats, error, peer_id, protocol_id)
+                    await self._send(stream, error.to_wire(), stats)
+                    return
+                if body is None:
+                    return
+                stats.bytes_in += reader.bytes_read - counted
+                counted = reader.bytes_read
+                if not await self._serve_request(stream, peer_id, protocol_id, body, stats):
+                    return
+        except wire.StreamClosed:
+            stats.errors["closed"] += 1
+        finally:
+            stats.bytes_in += reader.bytes_read - counted
+            self._streams[peer_id] -= 1
+            if not self._streams[peer_id]:
+                del self._streams[peer_id]
+            with trio.move_on_after(1) as cleanup:
+                cleanup.shield = True
+                try:
+                    await stream.close()
+                except Exception:
+                    pass
+
+    async def _next_request(self, reader: wire.FrameReader, peer_id: str, protocol_id: str) -> dict[str, Any] | None:
+        protocol = self.protocols[protocol_id]
+        if self._streams[peer_id] > self.limits.streams_per_peer:
+            raise RateLimited(f"at most {self.limits.streams_per_peer} streams at once per peer", {"retry_after": 1})
+        first = reader.bytes_read == 0
+        try:
+            body = await reader.message(protocol.max_request_bytes, self.limits.request_timeout if first else self.limits.idle_timeout)
+        except wire.StreamClosed:
+            return None
+        bucket = self._buckets.setdefault(peer_id, _Bucket(self.limits.requests_per_minute))
+        wait = bucket.take()
+        if wait:
+            raise RateLimited(f"at most {self.limits.requests_per_minute} requests a minute", {"retry_after": round(wait, 3)})
+        return body
+
+    async def _serve_request(self, stream: Any, peer_id: str, protocol_id: str, body: dict[str, Any], stats: ProtocolStats) -> bool:
+        """Answer one request; False when the stream cannot carry another."""
+        started = time.perf_counter()
+        stats.requests += 1
+        scope = trio.CancelScope()
+        self._cancels[peer_id].add(scope)
+        try:
+            with scope:
+                try:
+                    await self._answer(stream, Request(peer_id, protocol_id, body), stats)
+                    return True
+                except WireError as error:
+                    self._count_error(stats, error, peer_id, protocol_id)
+                    await self._send(stream, error.to_wire(), stats)
+                    return True
+                except wire.StreamClosed:
+                    raise
+                except Exception as exc:
+                    stats.errors["internal"] += 1
+                    log.exception("request failed", extra={"peer": peer_id, "protocol": protocol_id})
+                    await self._send(stream, Internal(f"the server failed: {type(exc).__name__}").to_wire(), stats)
+                    return True
+            stats.errors["cancelled"] += 1  # revoked or shutting down: the reply is cut short
+            return False
+        finally:
+            stats.latencies.append(time.perf_counter() - started)
+            self._cancels[peer_id].discard(scope)
+            if not self._cancels[peer_id]:
+                del self._cancels[peer_id]
+
+    def _count_error(self, stats: ProtocolStats, error: WireError, peer_id: str, protocol_id: str) -> None:
+        stats.errors[error.code] += 1
+        log.info("request refused", extra={"peer": peer_id, "protocol": protocol_id, "code": error.code, "reason": error.message})
+
+    async def _answer(self, stream: Any, request: Request, stats: ProtocolStats) -> None:
+        """The reply: one frame, or several of which all but the last say ``more: true``."""
+        reply = self.protocols[request.protocol].handler(request)
+        if inspect.isawaitable(reply):
+            with trio.move_on_after(self.limits.handler_timeout) as waited:
+                answer = await reply
+            if waited.cancelled_caught:
+                raise Timeout(f"the answer took longer than {self.limits.handler_timeout:g} s")
+            await self._send(stream, {"ok": True, **answer}, stats)
+            return
+        if not inspect.isasyncgen(reply):
+            raise TypeError(f"handler of {request.protocol} returned {type(reply).__name__}")
+        async with _closing(reply) as frames:
+            pending: dict[str, Any] | None = None
+            async for frame in frames:
+                if pending is not None:
+                    await self._send(stream, {"ok": True, **pending, "more": True}, stats)
+                pending = frame
+            await self._send(stream, {"ok": True, **(pending or {})}, stats)
+
+    async def _send(self, stream: Any, message: dict[str, Any], stats: ProtocolStats) -> None:
+        data = wire.pack(message)
+        with trio.move_on_after(self.limits.write_timeout) as waited:
+            try:
+                await stream.write(data)
+            except Exception as exc:
+                raise wire.StreamClosed(f"{type(exc).__name__}: {exc}") from None
+        if waited.cancelled_caught:
+            raise wire.StreamClosed(f"the peer took no data for {self.limits.write_timeout:g} s")
+        stats.bytes_out += len(data)
+
+
+class _closing:
+    """``async with`` that closes an async generator (its ``finally`` runs) however the loop ends."""
+
+    def __init__(self, generator: AsyncIterator[dict[str, Any]]) -> None:
+        self._generator = generator
+
+    async def __aenter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._generator
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._generator.aclose()  # type: ignore[attr-defined]
+
+
+def require(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ..., *, max_length: int | None = None) -> Any:
+    """A field of a request, of the given type (and length), or :class:`Malformed` naming it."""
+    if key not in body:
+        if default is ...:
+            raise Malformed(f"the request has no {key!r}", {"field": key})
+        return default
+    value = body[key]
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise Malformed(f"{key!r} must be {_kind_name(kind)}, not a boolean", {"field": key})
+    if not isinstance(value, kind):
+        raise Malformed(f"{key!r} must be {_kind_name(kind)}, not {type(value).__name__}", {"field": key})
+    if max_length is not None and hasattr(value, "__len__") and len(value) > max_length:
+        raise Malformed(f"{key!r} is longer than {max_length}", {"field": key})
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)

@@ -1,0 +1,125 @@
+"""Frames on a libp2p stream: an unsigned varint length, then that many bytes of msgpack.
+
+The framing is the one libp2p's own protocols use (multiformats unsigned varint prefix), so
+any implementation can read it. Every read has a size limit, checked from the length prefix
+before a byte of the body is read, and a deadline; decoding accepts maps with string keys
+only, never msgpack extension types, so a peer cannot make us build arbitrary objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+import trio
+
+from .errors import Malformed, Timeout, TooLarge
+
+MAX_VARINT_BYTES = 9  # lengths up to 2**63: longer prefixes are malformed
+
+
+class StreamClosed(Exception):
+    """The other side closed its end (cleanly or not) before a whole frame arrived."""
+
+
+def encode_varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("varints are unsigned")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def decode_varint(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """(value, bytes used) from the start of ``data``; None while it is incomplete."""
+    value = shift = 0
+    for used, byte in enumerate(data[:MAX_VARINT_BYTES], 1):
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            if used > 1 and byte == 0:
+                raise Malformed("a varint with a redundant trailing byte")
+            return value, used
+        shift += 7
+    if len(data) >= MAX_VARINT_BYTES:
+        raise Malformed("a length prefix longer than 9 bytes")
+    return None
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    """One frame: the varint length and the msgpack body."""
+    body = msgpack.packb(message, use_bin_type=True)
+    return encode_varint(len(body)) + body
+
+
+def unpack(body: bytes) -> dict[str, Any]:
+    """A frame's body as a map with string keys, or :class:`Malformed`."""
+    try:
+        message = msgpack.unpackb(
+            body,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            ext_hook=_refuse_ext,
+        )
+    except Malformed:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        raise Malformed(f"not a msgpack message: {type(exc).__name__}: {str(exc)[:120]}") from None
+    if not isinstance(message, dict):
+        raise Malformed(f"a message must be a map, not {type(message).__name__}")
+    return message
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise Malformed(f"msgpack extension types are not part of the protocol (type {code})")
+
+
+class FrameReader:
+    """Reads whole frames from a stream's ``read(n)``, keeping what arrives beyond a frame."""
+
+    def __init__(self, read: Callable[[int], Awaitable[bytes]], read_size: int = 256 * 1024) -> None:
+        self._read = read
+        self._read_size = read_size
+        self._buffer = bytearray()
+        self.bytes_read = 0
+
+    async def _fill(self) -> None:
+        try:
+            data = await self._read(self._read_size)
+        except EOFError:
+            data = b""
+        except Exception as exc:  # StreamReset and friends: the peer or the connection is gone
+            raise StreamClosed(f"{type(exc).__name__}: {exc}") from None
+        if not data:
+            raise StreamClosed("the stream ended")
+        self.bytes_read += len(data)
+        self._buffer += data
+
+    async def frame(self, max_bytes: int, timeout: float) -> bytes:
+        """The next frame's body. :class:`TooLarge` is raised from the prefix alone."""
+        with trio.move_on_after(timeout) as waited:
+            while True:
+                prefix = decode_varint(self._buffer)
+                if prefix is not None:
+                    break
+                await self._fill()
+            length, used = prefix
+            if length > max_bytes:
+                raise TooLarge(f"a frame of {length} bytes; at most {max_bytes} are accepted here", {"limit": max_bytes})
+            while len(self._buffer) < used + length:
+                await self._fill()
+            body = bytes(self._buffer[used : used + length])
+            del self._buffer[: used + length]
+            return body
+        assert waited.cancelled_caught
+        raise Timeout(f"no whole frame within {timeout:g} s")
+
+    async def message(self, max_bytes: int, timeout: float) -> dict[str, Any]:
+        return unpack(await self.frame(max_bytes, timeout))

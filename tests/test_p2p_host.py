@@ -1,0 +1,145 @@
+"""Real libp2p hosts on loopback: the protocol server, the requester, and py-libp2p 0.8.1's defects worked around."""
+
+from __future__ import annotations
+
+import os
+from contextlib import AsyncExitStack
+
+import pytest
+import trio
+
+from peerlight.p2p import errors, wire
+from peerlight.p2p.client import Requester
+from peerlight.p2p.host import connect, listen_addresses, new_host, running, split_peer_address
+from peerlight.p2p.server import Limits, Protocol, ProtocolServer
+
+ECHO = "/peerlight-test/echo/1.0.0"
+COUNT = "/peerlight-test/count/1.0.0"
+LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
+
+
+async def echo(request):
+    return {"echo": request.body, "peer": request.peer_id}
+
+
+async def count(request):
+    for n in range(request.body["n"]):
+        yield {"n": n}
+
+
+def _task_count() -> int:
+    def walk(task) -> int:
+        return 1 + sum(walk(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
+
+    return walk(trio.lowlevel.current_root_task())
+
+
+@pytest.fixture
+async def pair():
+    server = ProtocolServer([Protocol(ECHO, echo, max_request_bytes=1024), Protocol(COUNT, count)], Limits(requests_per_minute=100_000))
+    a, b = new_host(os.urandom(32)), new_host(os.urandom(32))
+    server.attach(a)
+    async with running(a, LOOPBACK), running(b, LOOPBACK):
+        yield server, a, b
+
+
+async def test_requests_share_a_stream_and_replies_may_have_many_frames(pair) -> None:
+    server, a, b = pair
+    requester = Requester(b)
+    peer = str(a.get_id())
+    for n in range(20):
+        answer = await requester.request(peer, listen_addresses(a), ECHO, {"n": n})
+        assert answer == {"echo": {"n": n}, "peer": str(b.get_id())}
+    assert server.describe()["streams_open"] == 1  # one stream carried all twenty
+    frames = [frame async for frame in requester.frames(peer, listen_addresses(a), COUNT, {"n": 5})]
+    assert frames == [{"n": n} for n in range(5)]
+    stats = server.describe()["protocols"]
+    assert stats["echo"]["requests"] == 20 and stats["echo"]["bytes_in"] > 0 and stats["echo"]["latency_ms"]["p50"] is not None
+
+
+async def test_bad_requests_get_typed_errors_and_the_server_keeps_serving(pair) -> None:
+    server, a, b = pair
+    requester = Requester(b)
+    peer, addresses = str(a.get_id()), listen_addresses(a)
+    with pytest.raises(errors.Unsupported):
+        await requester.request(peer, addresses, "/peerlight-test/nothing/1.0.0", {})
+    with pytest.raises(errors.TooLarge):
+        await requester.request(peer, addresses, ECHO, {"blob": b"x" * 5000})
+    # Raw bytes that are not msgpack, sent on a stream of our own.
+    from libp2p.peer.id import ID
+
+    stream = await b.new_stream(ID.from_base58(peer), [ECHO])
+    await stream.write(wire.encode_varint(3) + b"\xc1\xc1\xc1")
+    reply = await wire.FrameReader(stream.read).message(10_000, 5)
+    assert reply["ok"] is False and reply["error"]["code"] == "malformed"
+    assert (await requester.request(peer, addresses, ECHO, {"still": "serving"}))["echo"] == {"still": "serving"}
+    errors_seen = server.describe()["protocols"]["echo"]["errors"]
+    assert errors_seen["too_large"] == 1 and errors_seen["malformed"] == 1
+
+
+async def test_rate_limits_refuse_with_a_retry_time() -> None:
+    server = ProtocolServer([Protocol(ECHO, echo)], Limits(requests_per_minute=5))
+    a, b = new_host(os.urandom(32)), new_host(os.urandom(32))
+    server.attach(a)
+    async with running(a, LOOPBACK), running(b, LOOPBACK):
+        requester = Requester(b)
+        for _ in range(5):
+            await requester.request(str(a.get_id()), listen_addresses(a), ECHO, {})
+        with pytest.raises(errors.RateLimited) as refused:
+            await requester.request(str(a.get_id()), listen_addresses(a), ECHO, {})
+        assert refused.value.data["retry_after"] > 0
+
+
+async def test_a_stale_address_first_does_not_hide_the_good_one(pair) -> None:
+    _, a, b = pair
+    # Port 9 on loopback: nothing listens there (a closed port is refused at once).
+    stale = "/ip4/127.0.0.1/tcp/9"
+    used = await connect(b, str(a.get_id()), [stale, *listen_addresses(a)])
+    assert used == listen_addresses(a)[0]
+
+
+async def test_an_unreachable_peer_is_a_typed_error_and_can_be_retried(pair) -> None:
+    _, a, b = pair
+    with pytest.raises(errors.Unreachable):
+        await connect(b, str(a.get_id()), ["/ip4/127.0.0.1/tcp/9"], timeout=2)
+    # No 60 s negative cache: the good address works at once.
+    await connect(b, str(a.get_id()), listen_addresses(a), timeout=5)
+
+
+def test_multiaddrs_are_split_into_peer_and_address() -> None:
+    peer, address = split_peer_address("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWSoxEZGDuterNzQ4Vkpzin8NiuaCUZACvtBwpCjNC8Hd3")
+    assert peer.startswith("12D3KooW") and address == "/ip4/127.0.0.1/tcp/4001"
+    for bad in ("/ip4/127.0.0.1/tcp/4001", "not an address", ""):
+        with pytest.raises(ValueError):
+            split_peer_address(bad)
+
+
+@pytest.mark.slow
+async def test_a_host_keeps_accepting_after_thousands_of_inbound_connections() -> None:
+    """py-libp2p 0.8.1 kept every inbound connection's slot and task for the host's lifetime:
+    the 251st inbound connection ever was refused. 2,000 come and go here; tasks stay flat."""
+    server = ProtocolServer([Protocol(ECHO, echo)], Limits(requests_per_minute=1_000_000))
+    a = new_host(os.urandom(32))
+    server.attach(a)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(running(a, LOOPBACK))
+        clients = [new_host(os.urandom(32)) for _ in range(16)]
+        for client in clients:
+            await stack.enter_async_context(running(client, LOOPBACK))
+        peer, addresses = a.get_id(), listen_addresses(a)
+        tasks_after = []
+
+        async def come_and_go(client) -> None:
+            await connect(client, str(peer), addresses)
+            await client.disconnect(peer)  # ~200 ms in py-libp2p: the clients overlap
+
+        for round_ in range(2000 // len(clients)):
+            async with trio.open_nursery() as nursery:
+                for client in clients:
+                    nursery.start_soon(come_and_go, client)
+            if round_ in (10, 2000 // len(clients) - 1):
+                await trio.sleep(0.5)
+                tasks_after.append(_task_count())
+        answer = await Requester(clients[0]).request(str(peer), addresses, ECHO, {"last": True})
+        assert answer["echo"] == {"last": True}
+        assert tasks_after[1] <= tasks_after[0] + 20, tasks_after
