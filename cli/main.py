@@ -19,7 +19,7 @@ from typing import NoReturn
 from peerlight.node.control.protocol import ControlError
 from peerlight.node.paths import NodePaths
 
-from . import daemon_commands, index_commands, library_commands, search_commands
+from . import daemon_commands, index_commands, library_commands, search_commands, share_commands
 from .client import ConnectionLost, DaemonNotRunning
 from .errors import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_USAGE, CliError, UsageError
 from .output import Output
@@ -104,10 +104,57 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="training steps (default 2000)")
     train.add_argument("--seed", type=int, default=0, help="random seed (training is deterministic given it)")
 
-    search = command("search", search_commands.cmd_search, "search the local index")
+    search = command("search", search_commands.cmd_search, "search the local index (and peers' shares with --peers)")
     search.add_argument("query", help="what to look for, in words")
     search.add_argument("--mode", choices=["semantic", "text", "hybrid"], default="hybrid", help="default: hybrid")
+    search.add_argument("--peers", action="store_true", help="also ask every known peer's share; slow peers are left out")
     search_commands.add_filter_arguments(search)
+
+    share = commands.add_parser("share", parents=[common], help="this node's Data Servers (shares)")
+    share_actions = share.add_subparsers(dest="share_command", required=True, metavar="ACTION")
+
+    def share_options(sub: argparse.ArgumentParser, creating: bool) -> None:
+        sub.add_argument("--scope", choices=["local", "lan", "global"], default="local" if creating else None,
+                         help="where it listens: loopback, LAN interfaces (mDNS), or everywhere (DHT)")
+        sub.add_argument("--permission", choices=["public", "members", "devices"], help="who may use it")
+        sub.add_argument("--collection", action="append", required=creating, metavar="PATH",
+                         help="a library or a folder in one (repeatable)")
+        sub.add_argument("--modality", action="append", choices=search_commands.MODALITIES, help="only these kinds (repeatable)")
+        sub.add_argument("--port", type=int, help="TCP port (default: chosen once, then kept)")
+
+    create = command("create", share_commands.cmd_share_create, "create a share", share_actions)
+    create.add_argument("name")
+    share_options(create, creating=True)
+    command("list", share_commands.cmd_share_list, "list this node's shares", share_actions)
+    for name, run, help in (
+        ("show", share_commands.cmd_share_show, "show a share: peer ID, addresses, traffic"),
+        ("pause", share_commands.cmd_share_pause, "stop serving a share (it stops listening)"),
+        ("resume", share_commands.cmd_share_resume, "serve a paused share again"),
+        ("remove", share_commands.cmd_share_remove, "remove a share and its identity"),
+    ):
+        command(name, run, help, share_actions).add_argument("name")
+    edit = command("edit", share_commands.cmd_share_edit, "change a share", share_actions)
+    edit.add_argument("name")
+    edit.add_argument("--rename", metavar="NEW_NAME", help="a new name")
+    share_options(edit, creating=False)
+
+    peers = commands.add_parser("peers", parents=[common], help="other nodes' shares this node knows")
+    peers_actions = peers.add_subparsers(dest="peers_command", required=False, metavar="ACTION")
+    peers.set_defaults(run=share_commands.cmd_peers_list)
+    add_peer = command("add", share_commands.cmd_peers_add, "add a share by its multiaddr (/ip4/…/tcp/…/p2p/…)", peers_actions)
+    add_peer.add_argument("address")
+    command("list", share_commands.cmd_peers_list, "list known shares", peers_actions)
+    forget = command("remove", share_commands.cmd_peers_remove, "forget a share", peers_actions)
+    forget.add_argument("peer", help="peer ID or name")
+
+    discover = command("discover", share_commands.cmd_discover, "ask every known share for its manifest now")
+    discover.add_argument("--lan", action="store_true", help="shares found on the LAN only")
+    discover.add_argument("--global", dest="global_", action="store_true", help="shares found on the DHT only")
+
+    fetch = command("fetch", share_commands.cmd_fetch, "download a file from a peer's share, verified, resumable")
+    fetch.add_argument("share", help="the share's name or peer ID")
+    fetch.add_argument("item", help="a file name in the share, or a content hash")
+    fetch.add_argument("--to", default=".", help="folder to save into (default: here)")
 
     similar = command("similar", search_commands.cmd_similar, "find items like a file (indexed or not)")
     similar.add_argument("path", help="an example media file")

@@ -44,7 +44,10 @@ def _filter_params(args: Namespace) -> dict[str, Any]:
 
 
 def cmd_search(args: Namespace, paths: NodePaths, out: Output) -> int:
-    reply = call(paths.control_socket, "search.query", timeout=300, query=args.query, mode=args.mode, **_filter_params(args))
+    params = _filter_params(args)
+    if args.peers:
+        params["peers"] = True
+    reply = call(paths.control_socket, "search.query", timeout=300, query=args.query, mode=args.mode, **params)
     out.result(reply, _render_results)
     return 0
 
@@ -73,7 +76,11 @@ def _render_results(console: Console, reply: dict[str, Any]) -> None:
         else:
             meta = result["metadata"]
             where = escape(" · ".join(str(meta[k]) for k in ("title", "artist", "camera", "date") if meta.get(k)))
-        table.add_row(str(rank), result["modality"], shown(result["path"]), where)
+        if "path" in result:
+            file = shown(result["path"])
+        else:  # a peer's item: its share and name, never a path
+            file = f"[cyan]{escape(result.get('share') or result.get('peer_id', '')[:12])}:[/] {escape(str(result.get('name')))}"
+        table.add_row(str(rank), result["modality"], file, where)
     console.print(table)
     console.print(f"[dim]{len(results)} results in {reply['took_ms']:.0f} ms[/]")
 

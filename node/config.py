@@ -195,6 +195,19 @@ class VideoOptions:
 
 
 @dataclass(frozen=True)
+class NetworkOptions:
+    """Data Servers (this node's shares) and the client that asks other nodes' shares."""
+
+    enabled: bool = _option(True, "Run the Data Servers and the peer client; false keeps the node off every network, loopback included.")
+    query_timeout_seconds: float = _option(
+        5.0, "How long a search waits for peers; those that do not answer in time are left out (and named).", min=0.1, max=120
+    )
+    requests_per_minute: int = _option(1200, "Requests one peer may make per minute to a share.", min=1)
+    streams_per_peer: int = _option(16, "Streams one peer may have open at once to a share.", min=1, max=1024)
+    max_connections: int = _option(1000, "Connections a share accepts at once.", min=1, max=100_000)
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated node configuration. Every section has working defaults."""
 
@@ -209,6 +222,7 @@ class Config:
     text_model: TextModelOptions = field(default_factory=TextModelOptions)
     audio_model: AudioModelOptions = field(default_factory=AudioModelOptions)
     video: VideoOptions = field(default_factory=VideoOptions)
+    network: NetworkOptions = field(default_factory=NetworkOptions)
 
     def resolve_path(self, data_dir: Path, path: Path) -> Path:
         """A configured path, with relative paths taken inside the data directory."""

@@ -35,6 +35,9 @@ from .api.daemon import DaemonMethods
 from .api.index import IndexMethods, ModelMethods
 from .api.library import LibraryMethods
 from .api.search import SearchMethods
+from .api.shares import PeerMethods, ShareMethods
+from .dataserver.peers import PeerClient
+from .dataserver.runner import DataServers
 from .models import ModelManager
 from .search.engine import SearchEngine
 from .search.vector_indexes import IndexSettings, VectorIndexes
@@ -93,6 +96,15 @@ class Daemon:
         self.indexer = Indexer(
             self._catalog, self.config.index, exclude=(self.paths.root,), on_items_recorded=self.embedder.wake
         )
+        self.data_servers: DataServers | None = None
+        self.peers: PeerClient | None = None
+        network = self.config.network
+        if network.enabled:
+            from peerlight.p2p.server import Limits
+
+            limits = Limits(streams_per_peer=network.streams_per_peer, requests_per_minute=network.requests_per_minute)
+            self.data_servers = DataServers(self._catalog, self.search, self.paths.share_keys, self.name, limits, network.max_connections)
+            self.peers = PeerClient(self._catalog, self.identity.seed, network.query_timeout_seconds)
         try:
             async with trio.open_nursery() as daemon_scope:
                 await daemon_scope.start(self._watch_signals, daemon_scope.cancel_scope)
@@ -120,8 +132,11 @@ class Daemon:
                     ("indexer", self.indexer.run),
                     ("vector indexes", self.search.indexes.maintain),
                     ("adapters", self.auto_adapters.run),
+                    ("data servers", self.data_servers.run if self.data_servers else None),
+                    ("peer client", self.peers.run if self.peers else None),
                 ):
-                    await self.supervisor.start(services, name, service)
+                    if service is not None:
+                        await self.supervisor.start(services, name, service)
                 log.info(
                     "daemon ready",
                     extra={"peer_id": self.peer_id, "data_dir": str(self.paths.root), "pid": os.getpid()},
@@ -141,7 +156,9 @@ class Daemon:
             | LibraryMethods(catalog, self.paths.root, on_change=self.indexer.libraries_changed).methods()
             | IndexMethods(catalog, self.indexer, self.embedder).methods()
             | ModelMethods(self.models, self.embedder, catalog, self.paths.adapters).methods()
-            | SearchMethods(catalog, self.search).methods()
+            | SearchMethods(catalog, self.search, self.peers).methods()
+            | ShareMethods(catalog, self.data_servers, self.paths.share_keys).methods()
+            | PeerMethods(catalog, self.peers).methods()
         )
 
     async def _watch_signals(
@@ -179,6 +196,7 @@ class Daemon:
             "vector_indexes": self.search.indexes.describe(),
             "services": self.supervisor.describe(),
             "requests_in_flight": self.control.requests_in_flight,
+            "shares": self.data_servers.describe() if self.data_servers else [],
             "conditions": self.conditions(),
         }
 
@@ -192,6 +210,9 @@ class Daemon:
             found.append({"name": "index_save", "message": f"vector indexes cannot be saved: {self.search.indexes.save_failure}"})
         if self.indexer.watching.startswith("failed"):
             found.append({"name": "watcher", "message": f"filesystem notifications {self.indexer.watching}; periodic rescans go on"})
+        for share in self.data_servers.describe() if self.data_servers else []:
+            if share["state"] == "failed":
+                found.append({"name": "share", "message": f"share {share['name']} cannot serve ({share['error']}); retrying"})
         for service in self.supervisor.services.values():
             if service.state == "restarting":
                 found.append({"name": "service", "message": f"{service.name} failed ({service.last_error}); restarting"})

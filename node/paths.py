@@ -70,6 +70,10 @@ class NodePaths:
         return self.root / "adapters"
 
     @property
+    def share_keys(self) -> Path:
+        return self.root / "shares"
+
+    @property
     def log_dir(self) -> Path:
         return self.root / "logs"
 

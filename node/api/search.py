@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Any
+
+import trio
 
 from ..catalog.database import Catalog
 from ..catalog.items import item_info, rate
@@ -11,15 +14,17 @@ from ..callers import Caller
 from ..control.params import Params
 from ..control.protocol import Forbidden, InvalidParams, NotFound, Unavailable
 from ..control.server import Handler, Streaming, local_only
+from ..dataserver.peers import PeerClient
 from ..search.duplicates import find_duplicates
 from ..search.engine import MODES, SearchEngine, SearchError, SearchRequest
 from ..search.filters import MODALITIES, Filters, parse_date
 
 
 class SearchMethods:
-    def __init__(self, catalog: Catalog, engine: SearchEngine) -> None:
+    def __init__(self, catalog: Catalog, engine: SearchEngine, peers: PeerClient | None = None) -> None:
         self._catalog = catalog
         self._engine = engine
+        self._peers = peers
 
     def methods(self) -> dict[str, Handler | Streaming]:
         return {
@@ -58,11 +63,68 @@ class SearchMethods:
         mode = params.choice("mode", MODES, "hybrid")
         limit = params.number("limit", 20, min=1, max=1000, integer=True)
         filters = _filters(params, caller)
+        with_peers = params.flag("peers", False)
         params.done()
-        try:
-            return await self._engine.search(SearchRequest(query, mode, limit, filters), caller)
-        except SearchError as exc:
-            raise Unavailable(str(exc)) from None
+        request = SearchRequest(query, mode, limit, filters)
+        if not with_peers:
+            try:
+                return await self._engine.search(request, caller)
+            except SearchError as exc:
+                raise Unavailable(str(exc)) from None
+        if not caller.is_local:
+            raise Forbidden("only the node's own user may search through it")
+        if self._peers is None:
+            raise Unavailable("networking is off (network.enabled = false)")
+        if filters.folder is not None or filters.rating_min is not None or filters.rating_max is not None:
+            raise InvalidParams("folder and rating filters apply to this node only; search peers without them", data={"param": "peers"})
+        return await self._with_peers(request, caller)
+
+    async def _with_peers(self, request: SearchRequest, caller: Caller) -> dict[str, Any]:
+        """Local and peers' results in one ranking; peers that do not answer in time are named, not waited for.
+
+        Every node scores a query the same way (cosine plus text evidence, as a z-score against
+        the spread of the query's cosines over its own items), so scores compare across nodes.
+        """
+        assert self._peers is not None
+        started = time.perf_counter()
+        local: dict[str, Any] = {"results": [], "warnings": []}
+        answers = []
+
+        async def ask_local() -> None:
+            nonlocal local
+            try:
+                local = await self._engine.search(request, caller)
+            except SearchError as exc:
+                local["warnings"].append(str(exc))
+
+        async def ask_peers() -> None:
+            nonlocal answers
+            answers = await self._peers.search(peer_query(request))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask_local)
+            nursery.start_soon(ask_peers)
+        results = [result | {"source": "local"} for result in local["results"]]
+        peers, warnings = [], list(local["warnings"])
+        for answer in answers:
+            remote = answer.remote
+            peers.append({"peer_id": remote.peer_id, "name": remote.name, "answered": answer.results is not None, "results": len(answer.results or []), "error": answer.error})
+            if answer.results is None:
+                warnings.append(f"{remote.name or remote.peer_id} did not answer ({answer.error})")
+                continue
+            for result in answer.results:
+                score = result.get("score")
+                if isinstance(score, (int, float)) and not isinstance(score, bool):
+                    results.append(result | {"source": "peer", "peer_id": remote.peer_id, "share": remote.name})
+        results.sort(key=lambda r: -float(r["score"]))
+        return {
+            "query": request.query,
+            "mode": request.mode,
+            "results": results[: request.limit],
+            "warnings": warnings,
+            "peers": peers,
+            "took_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
 
     async def similar(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         params = Params(raw)
@@ -81,6 +143,22 @@ class SearchMethods:
         modalities = params.choices("modality", MODALITIES) or MODALITIES
         params.done()
         return await self._catalog.read(partial(find_duplicates, threshold=threshold, modalities=modalities))
+
+
+def peer_query(request: SearchRequest) -> dict[str, Any]:
+    """The query protocol's request for a search of the local user's (what peers may be asked)."""
+    filters = {
+        key: value
+        for key, value in {
+            "modality": list(request.filters.modalities),
+            "date_from": request.filters.date_from,
+            "date_to": request.filters.date_to,
+            "size_min": request.filters.size_min,
+            "size_max": request.filters.size_max,
+        }.items()
+        if value not in (None, [])
+    }
+    return {"text": request.query, "mode": request.mode, "k": min(request.limit, 200), "filters": filters}
 
 
 def _filters(params: Params, caller: Caller) -> Filters:

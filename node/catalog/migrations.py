@@ -29,6 +29,11 @@ Design notes that later features rely on:
   rescans pass it until its size or mtime changes.
 - ``item_counts`` and ``skipped_counts`` are kept by triggers, so status and progress read a
   few rows instead of counting the whole catalog on every poll.
+- ``shares`` are the node's Data Servers: a name, a scope (where it listens), a permission
+  level, its collections (``share_collections``: folders or whole libraries; none means
+  everything the node indexes) and the kinds of media it serves. A share's libp2p key lives in
+  its own file (``shares/<id>.key``), not in the catalog. ``remote_shares`` are other nodes'
+  shares this node has seen or been given, with their last manifest.
 - ``items_fts_vocab`` gives each full-text word's document frequency, from which search weighs
   words (common ones carry no match).
 """
@@ -288,6 +293,41 @@ MIGRATIONS: tuple[Migration, ...] = (
             UPDATE skipped_counts SET n = n - 1 WHERE kind = OLD.kind;
             INSERT INTO skipped_counts VALUES (NEW.kind, 1) ON CONFLICT DO UPDATE SET n = n + 1;
         END;
+        """,
+    ),
+    Migration(
+        6,
+        "data servers: shares with their collections and ports, remote shares seen",
+        """
+        DROP TABLE share_libraries;
+        DROP TABLE shares;
+        DROP TABLE peers;
+        CREATE TABLE shares (
+            id          INTEGER PRIMARY KEY,
+            name        TEXT NOT NULL UNIQUE,
+            scope       TEXT NOT NULL CHECK (scope IN ('local', 'lan', 'global')),
+            permission  TEXT NOT NULL CHECK (permission IN ('public', 'members', 'devices')),
+            modalities  TEXT NOT NULL DEFAULT '[]',
+            port        INTEGER CHECK (port BETWEEN 0 AND 65535),
+            automatic   INTEGER NOT NULL DEFAULT 0,
+            paused      INTEGER NOT NULL DEFAULT 0,
+            created_at  REAL NOT NULL
+        );
+        CREATE TABLE share_collections (
+            share_id  INTEGER NOT NULL REFERENCES shares (id) ON DELETE CASCADE,
+            path      TEXT NOT NULL,
+            PRIMARY KEY (share_id, path)
+        ) WITHOUT ROWID;
+        CREATE TABLE remote_shares (
+            peer_id     TEXT PRIMARY KEY,
+            name        TEXT,
+            addresses   TEXT NOT NULL DEFAULT '[]',
+            manifest    TEXT,
+            found_by    TEXT NOT NULL CHECK (found_by IN ('manual', 'mdns', 'dht')),
+            first_seen  REAL NOT NULL,
+            last_seen   REAL,
+            last_error  TEXT
+        ) WITHOUT ROWID;
         """,
     ),
 )

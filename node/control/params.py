@@ -34,6 +34,14 @@ class Params:
             raise InvalidParams(f"{key!r} must be an absolute path", data={"param": key})
         return value
 
+    def paths(self, key: str, *, max_items: int = 256) -> list[str]:
+        """A list of absolute paths (one path alone is accepted as a list of one); empty when absent."""
+        raw = self._get(key, [])
+        items = raw if isinstance(raw, list) else [raw]
+        if len(items) > max_items:
+            raise InvalidParams(f"{key!r} holds more than {max_items} paths", data={"param": key})
+        return [Params({key: item}).path(key) for item in items]
+
     def key(self, key: str, default: Any = _MISSING) -> Any:
         """Something named by id, name or path: a non-empty string, or bytes for a path that is not UTF-8."""
         value = self._get(key, default)

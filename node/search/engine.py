@@ -188,6 +188,19 @@ class SearchEngine:
         found.hits = _best_first(ranked)
         return found
 
+    async def search_vector(self, model_id: str, vector: np.ndarray, limit: int, filters: Filters, caller: Caller) -> list[dict[str, Any]]:
+        """Items nearest to ``vector`` in ``model_id``'s space, which may be a K-prefix (a peer's query)."""
+        dimension = await self._catalog.read(partial(_model_dimension, model_id=model_id))
+        if dimension is None:
+            raise SearchError(f"no vectors of model {model_id!r} here")
+        if len(vector) > dimension:
+            raise SearchError(f"model {model_id!r} has {dimension} dimensions, the query {len(vector)}")
+        allowed = None
+        if not filters.is_empty() or not caller.scope.is_everything:
+            allowed = await self._catalog.read(partial(allowed_items, filters=filters, scope=caller.scope))
+        vector_hits = await self.indexes.search(model_id, dimension, vector, limit, allowed)
+        return await self.present([Hit(h.item_id, h.score, h) for h in vector_hits], caller, {})
+
     async def similar(self, path: str, limit: int, filters: Filters, caller: Caller) -> dict[str, Any]:
         """Items like the file at ``path``, in its model's space; the file need not be indexed."""
         started = time.perf_counter()
@@ -333,6 +346,11 @@ def _best_chunk(conn, item_id: int, query_vector: np.ndarray) -> Span | None:  #
         if score > best_score:
             best, best_score = Span(int(start), int(end)), score
     return best
+
+
+def _model_dimension(conn, model_id: str) -> int | None:  # type: ignore[no-untyped-def]
+    row = conn.execute("SELECT dimension FROM models WHERE id = ?", (model_id,)).fetchone()
+    return row[0] if row else None
 
 
 def _item_vector_at(conn, path: str) -> tuple[int, str, np.ndarray] | None:  # type: ignore[no-untyped-def]

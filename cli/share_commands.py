@@ -1,0 +1,164 @@
+"""``peerlight share | peers | discover | fetch``: this node's Data Servers, and other nodes' shares."""
+
+from __future__ import annotations
+
+import datetime
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from peerlight.node.paths import NodePaths
+
+from .client import ControlClient, call
+from .output import Output, shown, wire_path
+
+
+def _share_params(args: Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if getattr(args, "scope", None):
+        params["scope"] = args.scope
+    if getattr(args, "permission", None):
+        params["permission"] = args.permission
+    if getattr(args, "collection", None):
+        params["collection"] = [wire_path(Path(c).expanduser().absolute()) for c in args.collection]
+    if getattr(args, "modality", None):
+        params["modality"] = args.modality
+    if getattr(args, "port", None) is not None:
+        params["port"] = args.port
+    return params
+
+
+def cmd_share_create(args: Namespace, paths: NodePaths, out: Output) -> int:
+    share = call(paths.control_socket, "share.create", name=args.name, **_share_params(args))
+    out.result(share, lambda console, s: console.print(f"Created share [bold]{escape(s['name'])}[/] ({s['scope']}, {s['permission']}).") or _render_share(console, s))
+    return 0
+
+
+def cmd_share_list(args: Namespace, paths: NodePaths, out: Output) -> int:
+    out.result(call(paths.control_socket, "share.list"), _render_shares)
+    return 0
+
+
+def cmd_share_show(args: Namespace, paths: NodePaths, out: Output) -> int:
+    out.result(call(paths.control_socket, "share.show", name=args.name), _render_share)
+    return 0
+
+
+def cmd_share_edit(args: Namespace, paths: NodePaths, out: Output) -> int:
+    params = _share_params(args)
+    if args.rename:
+        params["new_name"] = args.rename
+    out.result(call(paths.control_socket, "share.edit", name=args.name, **params), _render_share)
+    return 0
+
+
+def cmd_share_pause(args: Namespace, paths: NodePaths, out: Output) -> int:
+    share = call(paths.control_socket, "share.pause", name=args.name)
+    out.result(share, lambda console, s: console.print(f"Paused share [bold]{escape(s['name'])}[/]: it no longer listens."))
+    return 0
+
+
+def cmd_share_resume(args: Namespace, paths: NodePaths, out: Output) -> int:
+    share = call(paths.control_socket, "share.resume", name=args.name)
+    out.result(share, lambda console, s: console.print(f"Resumed share [bold]{escape(s['name'])}[/]."))
+    return 0
+
+
+def cmd_share_remove(args: Namespace, paths: NodePaths, out: Output) -> int:
+    share = call(paths.control_socket, "share.remove", name=args.name)
+    out.result(share, lambda console, s: console.print(f"Removed share [bold]{escape(s['name'])}[/]; its peer ID is gone for good."))
+    return 0
+
+
+def cmd_peers_add(args: Namespace, paths: NodePaths, out: Output) -> int:
+    remote = call(paths.control_socket, "peers.add", timeout=120, address=args.address)
+    out.result(remote, lambda console, r: _render_remotes(console, [r]))
+    return 0
+
+
+def cmd_peers_list(args: Namespace, paths: NodePaths, out: Output) -> int:
+    out.result(call(paths.control_socket, "peers.list"), _render_remotes)
+    return 0
+
+
+def cmd_peers_remove(args: Namespace, paths: NodePaths, out: Output) -> int:
+    remote = call(paths.control_socket, "peers.remove", peer=args.peer)
+    out.result(remote, lambda console, r: console.print(f"Forgot {escape(r['name'] or r['peer_id'])}."))
+    return 0
+
+
+def cmd_discover(args: Namespace, paths: NodePaths, out: Output) -> int:
+    source = {"source": "lan"} if args.lan else {"source": "global"} if args.global_ else {}
+    out.result(call(paths.control_socket, "peers.discover", timeout=120, **source), _render_remotes)
+    return 0
+
+
+def cmd_fetch(args: Namespace, paths: NodePaths, out: Output) -> int:
+    folder = Path(args.to).expanduser().absolute()
+    params = {"share": args.share, "item": args.item, "to": wire_path(folder)}
+    with ControlClient(paths.control_socket, timeout=None) as client:
+        if out.as_json:
+            result = client.call("peers.fetch", **params)
+        else:
+            progress = Progress(TextColumn("fetch"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=out.console)
+            task = progress.add_task("fetch", total=None)
+            with progress:
+                result = client.call(
+                    "peers.fetch", on_event=lambda e: progress.update(task, completed=e["received"], total=e["size"]), **params
+                )
+    out.result(result, lambda console, r: console.print(f"Fetched {shown(r['path'])} ({r['size']} bytes, BLAKE3 verified)."))
+    return 0
+
+
+def _render_share(console: Console, share: dict[str, Any]) -> None:
+    collections = ", ".join(shown(c["path"]) for c in share["collections"]) or "everything this node indexes"
+    lines = [
+        ("name", escape(share["name"])),
+        ("state", share.get("state", "")),
+        ("scope", share["scope"]),
+        ("permission", share["permission"]),
+        ("collections", collections),
+        ("kinds", ", ".join(share["modalities"]) or "all"),
+        ("peer id", share.get("peer_id") or "(not running)"),
+        ("port", str(share.get("port") or "chosen at first start")),
+    ]
+    for key, value in lines:
+        console.print(f"[bold]{key:>12}[/]  {value}")
+    for address in share.get("addresses") or []:
+        console.print(f"[bold]{'address':>12}[/]  {escape(address)}")
+    if share.get("error"):
+        console.print(f"[yellow]{'error':>12}[/]  {escape(share['error'])}")
+
+
+def _render_shares(console: Console, shares: list[dict[str, Any]]) -> None:
+    table = Table("name", "scope", "permission", "state", "collections", "connections", box=None, header_style="bold")
+    for share in shares:
+        collections = ", ".join(shown(c["path"]) for c in share["collections"]) or "everything"
+        table.add_row(escape(share["name"]), share["scope"], share["permission"], share.get("state", ""), collections, str(share.get("connections", 0)))
+    console.print(table)
+
+
+def _render_remotes(console: Console, remotes: list[dict[str, Any]]) -> None:
+    if not remotes:
+        console.print("No peers' shares known yet; add one with `peerlight peers add MULTIADDR`.")
+        return
+    table = Table("name", "peer id", "scope", "items", "kinds", "models", "last seen", box=None, header_style="bold")
+    for remote in remotes:
+        seen = datetime.datetime.fromtimestamp(remote["last_seen"]).strftime("%Y-%m-%d %H:%M") if remote["last_seen"] else "never"
+        if remote.get("last_error"):
+            seen += f" [yellow]({escape(remote['last_error'][:60])})[/]"
+        table.add_row(
+            escape(remote["name"] or "?"),
+            remote["peer_id"][:16] + "…",
+            remote["scope"] or "?",
+            str(remote["items"] if remote["items"] is not None else "?"),
+            ", ".join(remote["modalities"]),
+            escape(", ".join(m[:24] for m in remote["models"])),
+            seen,
+        )
+    console.print(table)

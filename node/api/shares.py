@@ -1,0 +1,265 @@
+"""``share.*``, ``peers.*`` and ``fetch``: the node's Data Servers, and other nodes' shares.
+
+All of them are for the node's own user (``local_only``): they show this machine's paths
+or change what it serves. Peers reach shares through the Data Server protocols, never here.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from peerlight.p2p.errors import Malformed, NotFound as PeerNotFound, Unreachable, WireError
+
+from ..callers import Caller
+from ..catalog import shares
+from ..catalog.database import Catalog
+from ..control.params import Params
+from ..control.protocol import Conflict, InvalidParams, NotFound, Unavailable
+from ..control.server import Emit, Handler, Streaming, local_only
+from ..dataserver.peers import FetchError, PeerClient
+from ..dataserver.runner import DataServers, key_path
+from ..pathnames import display
+from ..search.filters import MODALITIES
+from ..threads import run_io
+
+
+SETTLE_SECONDS = 10.0  # how long share.create/edit wait for the share's host to start listening
+
+
+class ShareMethods:
+    def __init__(self, catalog: Catalog, servers: DataServers | None, keys: Path) -> None:
+        self._catalog = catalog
+        self._servers = servers
+        self._keys = keys
+
+    def methods(self) -> dict[str, Handler | Streaming]:
+        return {
+            f"share.{name}": local_only(method)
+            for name, method in {
+                "create": self.create,
+                "list": self.list,
+                "show": self.show,
+                "edit": self.edit,
+                "pause": self.pause,
+                "resume": self.resume,
+                "remove": self.remove,
+            }.items()
+        }
+
+    async def _changed(self, share: shares.Share | None = None) -> None:
+        """Tell the Data Servers; for a share that should run, wait (briefly) until it serves or fails."""
+        if self._servers is None:
+            return
+        self._servers.changed()
+        if share is None or share.paused:
+            return
+        with trio.move_on_after(SETTLE_SECONDS):
+            while True:
+                running = self._servers.running_share(share.name)
+                settled = running is not None and running.state in ("serving", "failed")
+                if settled and running.share.scope == share.scope and share.port in (None, 0, running.share.port):
+                    return
+                await trio.sleep(0.02)
+
+    def _describe(self, share: shares.Share) -> dict[str, Any]:
+        described = share.to_wire()
+        running = self._servers.running_share(share.name) if self._servers is not None else None
+        if running is not None:
+            described.update(running.describe())
+        else:
+            described.update({"state": "paused" if share.paused else "off", "addresses": [], "peer_id": None})
+        described["name"] = share.name
+        return described
+
+    async def create(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        params = Params(raw)
+        name = _share_name(params.text("name", max_length=100))
+        scope = params.choice("scope", shares.SCOPES, "local")
+        permission = params.choice("permission", shares.PERMISSIONS, "public")
+        collections = await _collections(params)
+        if not collections:
+            raise InvalidParams("a share needs at least one collection (a library, or a folder in one)", data={"param": "collection"})
+        modalities = params.choices("modality", MODALITIES)
+        port = params.number("port", None, min=0, max=65535, integer=True)
+        params.done()
+        try:
+            share = await self._catalog.write(
+                partial(shares.create_share, name=name, scope=scope, permission=permission, collections=collections, modalities=modalities, port=port)
+            )
+        except shares.ShareError as exc:
+            raise Conflict(str(exc)) from None
+        await self._changed(share)
+        return self._describe(share)
+
+    async def list(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
+        Params(raw).done()
+        return [self._describe(share) for share in await self._catalog.read(shares.list_shares)]
+
+    async def show(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        params = Params(raw)
+        name = params.text("name", max_length=100)
+        params.done()
+        return self._describe(await self._get(name))
+
+    async def _get(self, name: str) -> shares.Share:
+        try:
+            return await self._catalog.read(partial(shares.get_share, name=name))
+        except shares.ShareNotFound as exc:
+            raise NotFound(str(exc)) from None
+
+    async def edit(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        params = Params(raw)
+        name = params.text("name", max_length=100)
+        new_name = params.text("new_name", None, max_length=100)
+        edit = shares.ShareEdit(
+            new_name=_share_name(new_name) if new_name is not None else None,
+            scope=params.choice("scope", shares.SCOPES, None),
+            permission=params.choice("permission", shares.PERMISSIONS, None),
+            collections=(await _collections(params)) or None,
+            modalities=params.choices("modality", MODALITIES) or None,
+            port=params.number("port", None, min=0, max=65535, integer=True),
+        )
+        params.done()
+        return await self._edit(name, edit)
+
+    async def _edit(self, name: str, edit: shares.ShareEdit) -> dict[str, Any]:
+        try:
+            share = await self._catalog.write(partial(shares.edit_share, name=name, edit=edit))
+        except shares.ShareNotFound as exc:
+            raise NotFound(str(exc)) from None
+        except shares.ShareError as exc:
+            raise Conflict(str(exc)) from None
+        await self._changed(share)
+        return self._describe(share)
+
+    async def pause(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        params = Params(raw)
+        name = params.text("name", max_length=100)
+        params.done()
+        return await self._edit(name, shares.ShareEdit(paused=True))
+
+    async def resume(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        params = Params(raw)
+        name = params.text("name", max_length=100)
+        params.done()
+        return await self._edit(name, shares.ShareEdit(paused=False))
+
+    async def remove(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        params = Params(raw)
+        name = params.text("name", max_length=100)
+        params.done()
+        try:
+            share = await self._catalog.write(partial(shares.remove_share, name=name))
+        except shares.ShareNotFound as exc:
+            raise NotFound(str(exc)) from None
+        except shares.ShareError as exc:
+            raise Conflict(str(exc)) from None
+        await self._changed()
+        # Its key goes too: a later share given the same row id must not inherit its peer id.
+        await run_io(partial(key_path(self._keys, share.id).unlink, missing_ok=True))
+        return share.to_wire()
+
+
+class PeerMethods:
+    def __init__(self, catalog: Catalog, client: PeerClient | None) -> None:
+        self._catalog = catalog
+        self._client = client
+
+    def methods(self) -> dict[str, Handler | Streaming]:
+        return {
+            "peers.add": local_only(self.add),
+            "peers.list": local_only(self.list),
+            "peers.remove": local_only(self.remove),
+            "peers.discover": local_only(self.discover),
+            "peers.fetch": local_only(Streaming(self.fetch)),
+        }
+
+    def _need_client(self) -> PeerClient:
+        if self._client is None:
+            raise Unavailable("networking is off (network.enabled = false)")
+        return self._client
+
+    async def add(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        params = Params(raw)
+        address = params.text("address", max_length=1000)
+        params.done()
+        try:
+            return await self._need_client().add(address)
+        except Malformed as exc:
+            raise InvalidParams(exc.message, data={"param": "address"}) from None
+
+    async def list(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
+        Params(raw).done()
+        return [remote.to_wire() for remote in await self._catalog.read(shares.list_remote)]
+
+    async def discover(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
+        """Every known share asked for its manifest now (LAN and DHT discovery add to what is known)."""
+        params = Params(raw)
+        found_by = {"lan": "mdns", "global": "dht", "manual": "manual"}.get(params.choice("source", ("lan", "global", "manual"), None))
+        params.done()
+        remotes = await self._need_client().refresh_all()
+        return [remote for remote in remotes if found_by is None or remote["found_by"] == found_by]
+
+    async def remove(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        params = Params(raw)
+        key = params.text("peer", max_length=200)
+        params.done()
+        try:
+            return (await self._catalog.write(partial(shares.forget_remote, key=key))).to_wire()
+        except shares.ShareNotFound as exc:
+            raise NotFound(str(exc)) from None
+
+    async def fetch(self, raw: dict[str, Any], caller: Caller, emit: Emit) -> dict[str, Any]:
+        params = Params(raw)
+        key = params.text("share", max_length=200)
+        item = params.text("item", max_length=4096)
+        folder = Path(params.path("to"))
+        params.done()
+        if not folder.is_absolute():
+            raise InvalidParams("the target folder must be an absolute path", data={"param": "to"})
+        if not await run_io(folder.is_dir):
+            raise InvalidParams(f"{display(str(folder))} is not a folder", data={"param": "to"})
+
+        async def progress(received: int, size: int) -> None:
+            await emit({"received": received, "size": size})
+
+        try:
+            return await self._need_client().fetch(key, item, folder, progress)
+        except shares.ShareNotFound as exc:
+            raise NotFound(str(exc)) from None
+        except PeerNotFound as exc:
+            raise NotFound(exc.message) from None
+        except (FetchError, Unreachable) as exc:
+            raise Unavailable(str(exc)) from None
+        except WireError as exc:
+            raise Unavailable(f"{exc.code}: {exc.message}") from None
+
+
+def _share_name(name: str) -> str:
+    name = name.strip()
+    if not name or any(not ch.isprintable() for ch in name):
+        raise InvalidParams("a share name must be printable and not empty", data={"param": "name"})
+    return name
+
+
+async def _collections(params: Params) -> tuple[str, ...]:
+    """The collections named in a request, resolved (they must exist and be folders)."""
+    found = [await run_io(_collection_path, text, what=f"checking {display(text)}") for text in params.paths("collection")]
+    return tuple(dict.fromkeys(found))
+
+
+def _collection_path(text: str) -> str:
+    shown = display(text)
+    try:
+        resolved = Path(text).resolve(strict=True)
+    except FileNotFoundError:
+        raise NotFound(f"{shown} does not exist") from None
+    except (OSError, RuntimeError) as exc:
+        raise InvalidParams(f"{shown} cannot be resolved: {exc}", data={"param": "collection"}) from None
+    if not resolved.is_dir():
+        raise InvalidParams(f"{shown} is not a folder", data={"param": "collection"})
+    return str(resolved)

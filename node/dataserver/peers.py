@@ -1,0 +1,290 @@
+"""This node as a client of other nodes' shares: adding them, asking them, downloading from them.
+
+One libp2p host with the node's own identity does the asking (grants will be bound to that
+peer id). Every answer from a peer is hostile until checked: names are sanitised before they
+touch the disk, each data frame is checked against its BLAKE3, and the whole file against
+the content hash it was asked by before it appears under its final name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import blake3
+import trio
+
+from peerlight.p2p.client import Requester
+from peerlight.p2p.errors import Malformed, NotFound, Timeout, Unreachable, WireError
+from peerlight.p2p.host import new_host, running, split_peer_address
+
+from ..catalog.database import Catalog
+from ..catalog.shares import RemoteShare, get_remote, list_remote, record_contact, remember_remote
+from ..threads import run_io
+from . import protocol_ids as ids
+
+log = logging.getLogger("peerlight.peers")
+
+HASH = re.compile(r"^[0-9a-f]{64}$")
+FETCH_ATTEMPTS = 5  # an interrupted or corrupted transfer is resumed this many times
+RESUME_BACKOFF = (0.2, 1, 3, 10)
+
+Progress = Callable[[int, int], Awaitable[None]]
+
+
+class FetchError(Exception):
+    """A download that cannot complete (the partial file is kept for a later resume, unless it was wrong)."""
+
+
+@dataclass
+class PeerAnswer:
+    remote: RemoteShare
+    results: list[dict[str, Any]] | None = None
+    error: str | None = None
+
+
+class PeerClient:
+    def __init__(self, catalog: Catalog, seed: bytes, query_timeout: float) -> None:
+        self._catalog = catalog
+        self._seed = seed
+        self.query_timeout = query_timeout
+        self.requester: Requester | None = None
+        self._ready = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        host = new_host(self._seed)
+        # A client host listens on loopback only: peers it asks answer on the same connection.
+        async with running(host, ["/ip4/127.0.0.1/tcp/0"]):
+            self.requester = Requester(host)
+            self._ready.set()
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.requester = None
+                self._ready = trio.Event()
+
+    async def _requester(self) -> Requester:
+        with trio.move_on_after(30):
+            await self._ready.wait()
+        if self.requester is None:
+            raise Unreachable("the node's network client is not running")
+        return self.requester
+
+    # --- remote shares ---
+
+    async def add(self, multiaddr: str) -> dict[str, Any]:
+        """Remember the share at ``multiaddr`` and read its manifest (a share that does not answer is kept, with the error)."""
+        try:
+            peer_id, address = split_peer_address(multiaddr)
+        except ValueError as exc:
+            raise Malformed(str(exc)) from None
+        remote = await self._catalog.write(partial(remember_remote, peer_id=peer_id, addresses=[address], found_by="manual"))
+        await self.refresh(remote)
+        return (await self._catalog.read(partial(get_remote, key=peer_id))).to_wire()
+
+    async def refresh(self, remote: RemoteShare) -> dict[str, Any] | None:
+        """Ask a remote share for its manifest; remember what it said, or why it did not answer."""
+        requester = await self._requester()
+        try:
+            manifest = await requester.request(remote.peer_id, remote.addresses, ids.MANIFEST, {}, timeout=self.query_timeout)
+        except WireError as exc:
+            await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, error=f"{exc.code}: {exc.message}"))
+            return None
+        manifest = _checked_manifest(manifest)
+        await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, manifest=manifest, address=remote.addresses[0] if remote.addresses else None))
+        return manifest
+
+    async def refresh_all(self) -> list[dict[str, Any]]:
+        remotes = await self._catalog.read(list_remote)
+        async with trio.open_nursery() as nursery:
+            for remote in remotes:
+                nursery.start_soon(self.refresh, remote)
+        return [remote.to_wire() for remote in await self._catalog.read(list_remote)]
+
+    # --- searching ---
+
+    async def search(self, body: dict[str, Any]) -> list[PeerAnswer]:
+        """Ask every known share at once; those that do not answer within the deadline are left out."""
+        requester = await self._requester()
+        remotes = await self._catalog.read(list_remote)
+        answers = [PeerAnswer(remote) for remote in remotes]
+
+        async def ask(answer: PeerAnswer) -> None:
+            try:
+                reply = await requester.request(answer.remote.peer_id, answer.remote.addresses, ids.QUERY, body, timeout=self.query_timeout)
+                results = reply.get("results")
+                if not isinstance(results, list):
+                    raise Malformed("an answer without results")
+                answer.results = [r for r in results if isinstance(r, dict) and isinstance(r.get("content_hash"), str)]
+            except WireError as exc:
+                answer.error = f"{exc.code}: {exc.message}"
+
+        with trio.move_on_after(self.query_timeout + 1):
+            async with trio.open_nursery() as nursery:
+                for answer in answers:
+                    nursery.start_soon(ask, answer)
+        for answer in answers:
+            if answer.results is None and answer.error is None:
+                answer.error = f"timeout: no answer within {self.query_timeout:g} s"
+        return answers
+
+    # --- downloading ---
+
+    async def resolve(self, remote: RemoteShare, item: str) -> tuple[str, str, int | None]:
+        """(content hash, file name, size) of ``item``: a content hash, or a file name in the share."""
+        if HASH.match(item.lower()):
+            return item.lower(), item.lower(), None
+        requester = await self._requester()
+        name = item.rsplit("/", 1)[-1]
+        reply = await requester.request(remote.peer_id, remote.addresses, ids.QUERY, {"text": name, "mode": "text", "k": ids.MAX_QUERY_K}, timeout=self.query_timeout)
+        matches = {r["content_hash"]: r for r in reply.get("results") or [] if isinstance(r, dict) and r.get("name") == name and isinstance(r.get("content_hash"), str)}
+        if not matches:
+            raise NotFound(f"{remote.name or remote.peer_id} has no file named {name!r}")
+        if len(matches) > 1:
+            raise NotFound(f"{len(matches)} different files are named {name!r} there; fetch one by its content hash: {', '.join(sorted(matches))}")
+        found = next(iter(matches.values()))
+        size = found.get("size") if isinstance(found.get("size"), int) else None
+        return found["content_hash"], name, size
+
+    async def fetch(self, key: str, item: str, folder: Path, progress: Progress) -> dict[str, Any]:
+        """Download ``item`` from the share ``key`` into ``folder``; resumes after interruptions."""
+        remote = await self._catalog.read(partial(get_remote, key=key))
+        content_hash, name, _ = await self.resolve(remote, item)
+        target = folder / safe_name(name, content_hash)
+        partial_path = folder / f".{content_hash}.peerlight-partial"
+        requester = await self._requester()
+        last_error = ""
+        for attempt in range(FETCH_ATTEMPTS):
+            try:
+                size = await self._transfer(requester, remote, content_hash, partial_path, progress)
+                break
+            except (Unreachable, Timeout, ChunkCorrupted) as exc:
+                last_error = str(exc)
+                log.info("transfer interrupted; resuming", extra={"peer": remote.peer_id, "reason": last_error, "attempt": attempt + 1})
+                await trio.sleep(RESUME_BACKOFF[min(attempt, len(RESUME_BACKOFF) - 1)])
+        else:
+            raise FetchError(f"the transfer failed {FETCH_ATTEMPTS} times (last: {last_error}); run fetch again to resume")
+        digest = await run_io(_file_hash, partial_path, timeout=3600, what="verifying the download")
+        if digest != content_hash:
+            await run_io(partial_path.unlink)
+            raise FetchError(f"the downloaded file's BLAKE3 is {digest}, not {content_hash}: it was discarded")
+        final = await run_io(_place, partial_path, target)
+        return {"path": str(final), "content_hash": content_hash, "size": size, "peer_id": remote.peer_id}
+
+    async def _transfer(self, requester: Requester, remote: RemoteShare, content_hash: str, path: Path, progress: Progress) -> int:
+        """Append the rest of the file to ``path`` (what it holds was verified chunk by chunk); its size."""
+        have = await run_io(_size_or_zero, path)
+        frames = requester.frames(remote.peer_id, remote.addresses, ids.FETCH, {"hash": content_hash, "offset": have}, timeout=30, max_bytes=ids.CHUNK_BYTES + 1024)
+        async with _aclosing(frames):
+            header = await frames.__anext__()
+            size = header.get("size")
+            if not isinstance(size, int) or header.get("offset") != have or size < have:
+                raise Malformed(f"a fetch header that does not fit the request: {header!r:.200}")
+            handle = await run_io(open, path, "ab")
+            try:
+                received = have
+                await progress(received, size)
+                async for frame in frames:
+                    if frame.get("done") is True:
+                        break
+                    data, digest = frame.get("data"), frame.get("hash")
+                    if not isinstance(data, bytes) or not isinstance(digest, bytes):
+                        raise Malformed("a data frame without data and hash")
+                    if blake3.blake3(data).digest() != digest:
+                        raise ChunkCorrupted(f"a chunk at byte {received} does not match its BLAKE3; fetching it again")
+                    if received + len(data) > size:
+                        raise Malformed("more data than the file's size")
+                    await run_io(handle.write, data)
+                    received += len(data)
+                    await progress(received, size)
+                await run_io(handle.flush)
+                await run_io(os.fsync, handle.fileno())
+            finally:
+                await run_io(handle.close)
+        if received != size:
+            raise Unreachable(f"the transfer stopped at {received} of {size} bytes")
+        return size
+
+
+class ChunkCorrupted(WireError):
+    code = "corrupted"
+
+
+class _aclosing:
+    def __init__(self, generator: Any) -> None:
+        self._generator = generator
+
+    async def __aenter__(self) -> Any:
+        return self._generator
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._generator.aclose()
+
+
+def safe_name(name: Any, content_hash: str) -> str:
+    """A file name from a peer made harmless: no folders, no hidden or special names, at most 255 bytes."""
+    text = name if isinstance(name, str) else ""
+    text = text.replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(ch for ch in text if ch.isprintable() and ch not in "\x00")
+    text = text.strip().lstrip(".")
+    if not text:
+        return content_hash
+    encoded = text.encode("utf-8", "surrogateescape")
+    if len(encoded) > 255:
+        stem, dot, suffix = text.rpartition(".")
+        suffix = suffix if dot and len(suffix) <= 16 else ""
+        text = encoded[: 255 - len(suffix) - 1].decode("utf-8", "ignore") + ("." + suffix if suffix else "")
+    return text
+
+
+def _checked_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a peer's manifest we keep, with their types checked."""
+    counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
+    models = [m for m in manifest.get("models") or [] if isinstance(m, dict) and isinstance(m.get("id"), str)][:16]
+    name = manifest.get("name")
+    return {
+        "name": name[:200] if isinstance(name, str) else None,
+        "scope": manifest.get("scope") if manifest.get("scope") in ("local", "lan", "global") else None,
+        "permission": manifest.get("permission") if isinstance(manifest.get("permission"), str) else None,
+        "items": manifest.get("items") if isinstance(manifest.get("items"), int) else None,
+        "counts": {str(k)[:20]: v for k, v in counts.items() if isinstance(v, int)},
+        "models": [{"id": m["id"][:200], "dimension": m.get("dimension") if isinstance(m.get("dimension"), int) else None} for m in models],
+        "capabilities": [c for c in manifest.get("capabilities") or [] if isinstance(c, str)][:32],
+    }
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _file_hash(path: Path) -> str:
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    with open(path, "rb") as handle:
+        while block := handle.read(8 * 1024 * 1024):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def _place(partial_path: Path, target: Path) -> Path:
+    """Give the verified file its final name, never replacing an existing file."""
+    stem, suffix = target.stem, target.suffix
+    candidate, n = target, 1
+    while True:
+        try:
+            os.link(partial_path, candidate)  # fails if the name exists: no race with another writer
+            break
+        except FileExistsError:
+            candidate = target.with_name(f"{stem} ({n}){suffix}")
+            n += 1
+    partial_path.unlink()
+    return candidate

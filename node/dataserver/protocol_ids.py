@@ -1,0 +1,9 @@
+"""Protocol ids of a Data Server (see ``docs/protocol.md``). A new major version is a new id."""
+
+MANIFEST = "/peerlight/manifest/1.0.0"
+QUERY = "/peerlight/query/1.0.0"
+FETCH = "/peerlight/fetch/1.0.0"
+
+CHUNK_BYTES = 1024 * 1024  # fetch: data per frame, each with its own BLAKE3
+MAX_QUERY_K = 200
+MAX_VECTOR_VALUES = 4096

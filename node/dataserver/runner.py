@@ -1,0 +1,161 @@
+"""The Data Servers service: one libp2p host per active share, kept in step with the catalog.
+
+Each share has its own Ed25519 key (``shares/<id>.key``), so its peer id cannot be linked
+to the node's or to the user's other shares, and its own listening port, remembered after
+the first start so peers find it again after a restart. A change of scope or port re-binds
+the share's listeners; other edits (collections, kinds, permission) take effect on the next
+request without dropping connections. A share that cannot start (its port is taken) is
+reported in ``status`` and retried with backoff; it never stops the daemon or other shares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from peerlight.p2p.host import listen_addresses, new_host, running
+from peerlight.p2p.server import Limits, ProtocolServer
+
+from ..catalog.database import Catalog
+from ..catalog.shares import Share, ensure_automatic_share, list_shares, set_port
+from ..identity import IdentityError, create_identity, load_identity
+from ..search.engine import SearchEngine
+from ..supervisor import describe_error
+from .listen import listen_multiaddrs
+from .serving import ShareService
+
+log = logging.getLogger("peerlight.dataserver")
+
+RETRY_SECONDS = (1, 5, 30, 120)
+
+
+@dataclass
+class RunningShare:
+    share: Share
+    service: ShareService
+    server: ProtocolServer | None = None
+    host: Any = None
+    peer_id: str | None = None
+    addresses: list[str] = field(default_factory=list)
+    state: str = "starting"  # starting | serving | failed
+    error: str | None = None
+    cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def describe(self) -> dict[str, Any]:
+        network = self.host.get_network() if self.host is not None and self.state == "serving" else None
+        return {
+            "name": self.share.name,
+            "scope": self.share.scope,
+            "state": self.state,
+            "error": self.error,
+            "peer_id": self.peer_id,
+            "addresses": self.addresses,
+            "connections": sum(len(c) for c in network.connections.values()) if network is not None else 0,
+            **(self.server.describe() if self.server is not None else {}),
+        }
+
+
+def key_path(folder: Path, share_id: int) -> Path:
+    return folder / f"{share_id}.key"
+
+
+def share_identity(folder: Path, share_id: int):  # -> NodeIdentity
+    """The share's key, created on its first start; never replaced (it is the share's peer id)."""
+    path = key_path(folder, share_id)
+    try:
+        return load_identity(path)
+    except IdentityError:
+        if path.exists():
+            raise
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return create_identity(path)
+
+
+class DataServers:
+    def __init__(self, catalog: Catalog, engine: SearchEngine, keys: Path, node_name: str, limits: Limits, max_connections: int = 1000) -> None:
+        self._catalog = catalog
+        self._engine = engine
+        self._keys = keys
+        self._node_name = node_name
+        self._limits = limits
+        self._max_connections = max_connections
+        self.shares: dict[int, RunningShare] = {}
+        self._changed = trio.Event()
+
+    def changed(self) -> None:
+        """Shares were created, edited or removed: bring the running hosts in step."""
+        self._changed.set()
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [running.describe() for running in self.shares.values()]
+
+    def running_share(self, name: str) -> RunningShare | None:
+        return next((r for r in self.shares.values() if r.share.name == name), None)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self._catalog.write(ensure_automatic_share)
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            try:
+                while True:
+                    self._changed = trio.Event()
+                    wanted = {share.id: share for share in await self._catalog.read(list_shares) if not share.paused}
+                    for share_id, current in list(self.shares.items()):
+                        share = wanted.get(share_id)
+                        if share is None or (share.scope, share.port) != (current.share.scope, current.share.port or share.port):
+                            current.cancel.cancel()
+                            del self.shares[share_id]
+                        else:
+                            current.share = current.service.share = share  # takes effect on the next request
+                    for share_id, share in wanted.items():
+                        if share_id not in self.shares:
+                            current = RunningShare(share, ShareService(share, self._catalog, self._engine, self._node_name))
+                            self.shares[share_id] = current
+                            nursery.start_soon(self._serve, current)
+                    await self._changed.wait()
+            finally:
+                self.shares.clear()
+
+    async def _serve(self, current: RunningShare) -> None:
+        """Run the share's host until it is cancelled; retry with backoff when it cannot start."""
+        attempt = 0
+        with current.cancel:
+            while True:
+                try:
+                    await self._host(current)
+                except Exception as exc:  # a port in use, no LAN interface, an unreadable key...
+                    current.state, current.error = "failed", describe_error(exc)
+                    current.host = None
+                    delay = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
+                    log.warning("a share cannot serve", extra={"share": current.share.name, "reason": current.error, "retry_in": delay})
+                    attempt += 1
+                    await trio.sleep(delay)
+
+    async def _host(self, current: RunningShare) -> None:
+        share = current.share
+        identity = await trio.to_thread.run_sync(share_identity, self._keys, share.id)
+        listen = listen_multiaddrs(share.scope, share.port)
+        host = new_host(identity.seed, max_connections=self._max_connections, per_peer=3)
+        server = ProtocolServer(current.service.protocols(), self._limits)
+        server.attach(host)
+        async with running(host, listen):
+            addresses = listen_addresses(host)
+            if not addresses:
+                raise OSError(f"could not listen on {', '.join(listen)}")
+            current.host, current.server, current.peer_id = host, server, identity.peer_id
+            current.addresses, current.state, current.error = addresses, "serving", None
+            port = int(addresses[0].split("/tcp/")[1].split("/")[0])
+            if share.port != port:
+                await self._catalog.write(partial(set_port, share_id=share.id, port=port))
+                current.share = current.service.share = dataclasses.replace(share, port=port)
+            log.info("share serving", extra={"share": share.name, "scope": share.scope, "peer_id": identity.peer_id, "addresses": addresses})
+            try:
+                await trio.sleep_forever()
+            finally:
+                current.state = "stopped"

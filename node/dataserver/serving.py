@@ -1,0 +1,222 @@
+"""What a Data Server answers: the handlers of its protocols, for one share.
+
+Every handler sees the requesting peer as a :class:`~peerlight.node.callers.Caller` whose
+scope is the share, and goes through the same request path as the local API: the search
+engine applies the scope inside retrieval and presents results without this machine's
+paths, ratings or private metadata. Any field a peer sends is checked here before use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+import blake3
+import numpy as np
+
+from peerlight.p2p.errors import Forbidden, Malformed, NotFound, Unavailable
+from peerlight.p2p.server import Protocol, Request, require
+
+from ..callers import Caller
+from ..catalog.database import Catalog
+from ..catalog.shares import Share
+from ..files import open_regular
+from ..pathnames import decode_path
+from ..search.engine import MODES, SearchEngine, SearchError, SearchRequest
+from ..search.filters import MODALITIES, Filters, location_in_scope, parse_date, where_clause
+from ..threads import run_io
+from . import protocol_ids as ids
+
+log = logging.getLogger("peerlight.dataserver")
+
+CAPABILITIES = ("manifest", "query.text", "query.vector", "fetch.range")
+
+
+class ShareService:
+    """The protocols of one share, answered from this node's catalog and search engine."""
+
+    def __init__(self, share: Share, catalog: Catalog, engine: SearchEngine, node_name: str) -> None:
+        self.share = share
+        self._catalog = catalog
+        self._engine = engine
+        self._node_name = node_name
+
+    def protocols(self) -> list[Protocol]:
+        return [
+            Protocol(ids.MANIFEST, self.manifest, max_request_bytes=1024),
+            Protocol(ids.QUERY, self.query, max_request_bytes=64 * 1024),
+            Protocol(ids.FETCH, self.fetch, max_request_bytes=4 * 1024),
+        ]
+
+    def caller(self, peer_id: str) -> Caller:
+        return Caller("peer", peer_id, self.share.item_scope)
+
+    def _check_open(self) -> None:
+        if self.share.paused:
+            raise Unavailable(f"the share {self.share.name!r} is paused")
+
+    # --- manifest ---
+
+    async def manifest(self, request: Request) -> dict[str, Any]:
+        self._check_open()
+        counts, models = await self._catalog.read(partial(_offer, scope=self.caller(request.peer_id).scope))
+        return {
+            "name": self.share.name,
+            "scope": self.share.scope,
+            "permission": self.share.permission,
+            "items": sum(counts.values()),
+            "counts": counts,
+            "models": models,
+            "capabilities": list(CAPABILITIES),
+            "protocols": [ids.MANIFEST, ids.QUERY, ids.FETCH],
+            "chunk_bytes": ids.CHUNK_BYTES,
+        }
+
+    # --- query ---
+
+    async def query(self, request: Request) -> dict[str, Any]:
+        self._check_open()
+        body = request.body
+        k = require(body, "k", int, 20)
+        if not 1 <= k <= ids.MAX_QUERY_K:
+            raise Malformed(f"k must be within 1..{ids.MAX_QUERY_K}", {"field": "k"})
+        filters = _filters(require(body, "filters", dict, {}))
+        caller = self.caller(request.peer_id)
+        started = time.perf_counter()
+        if "vector" in body:
+            vector = _vector(require(body, "vector", bytes, max_length=4 * ids.MAX_VECTOR_VALUES))
+            model_id = require(body, "model_id", str, max_length=200)
+            try:
+                results = await self._engine.search_vector(model_id, vector, k, filters, caller)
+            except SearchError as exc:
+                raise NotFound(str(exc)) from None
+            return {"results": results, "warnings": [], "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+        text = require(body, "text", str, max_length=1000)
+        if not text.strip():
+            raise Malformed("the query text is empty", {"field": "text"})
+        mode = require(body, "mode", str, "hybrid")
+        if mode not in MODES:
+            raise Malformed(f"mode must be one of {', '.join(MODES)}", {"field": "mode"})
+        try:
+            answer = await self._engine.search(SearchRequest(text, mode, k, filters), caller)
+        except SearchError as exc:
+            raise Unavailable(str(exc)) from None
+        return {"results": answer["results"], "warnings": answer["warnings"], "took_ms": answer["took_ms"]}
+
+    # --- fetch ---
+
+    async def fetch(self, request: Request) -> AsyncIterator[dict[str, Any]]:
+        """Header ``{size, offset, length}``, then ``{data, hash}`` frames of at most CHUNK_BYTES, then ``{done}``."""
+        self._check_open()
+        body = request.body
+        content_hash = require(body, "hash", str, max_length=64)
+        offset = require(body, "offset", int, 0)
+        length = require(body, "length", (int, type(None)), None)
+        if offset < 0 or (length is not None and length < 0):
+            raise Malformed("offset and length must not be negative", {"field": "offset"})
+        paths = await self._catalog.read(partial(_paths_of, content_hash=content_hash, caller=self.caller(request.peer_id)))
+        if not paths:
+            raise NotFound(f"this share has no item {content_hash}")
+        handle, size = await _open_first(paths)
+        try:
+            if offset > size:
+                raise Malformed(f"offset {offset} is beyond the end ({size} bytes)", {"field": "offset"})
+            end = size if length is None else min(size, offset + length)
+            yield {"hash": content_hash, "size": size, "offset": offset, "length": end - offset, "chunk_bytes": ids.CHUNK_BYTES}
+            position = offset
+            await run_io(handle.seek, offset)
+            while position < end:
+                data = await run_io(handle.read, min(ids.CHUNK_BYTES, end - position), what="reading a shared file")
+                if not data:
+                    raise Unavailable("the file became shorter while it was sent; try again after it is re-indexed")
+                yield {"data": data, "hash": blake3.blake3(data).digest()}
+                position += len(data)
+            yield {"done": True}
+        finally:
+            await run_io(handle.close)
+
+
+def _offer(conn, scope) -> tuple[dict[str, int], list[dict[str, Any]]]:  # type: ignore[no-untyped-def]
+    """Counts per kind of media in the scope, and the models whose vectors it holds."""
+    where, args = where_clause(Filters(), scope)
+    counts = {modality: 0 for modality in MODALITIES}
+    for modality, n in conn.execute(f"SELECT i.modality, COUNT(*) FROM items AS i WHERE {where} GROUP BY 1", args):
+        counts[modality] = n
+    models = [
+        {"id": model_id, "dimension": dimension, "space": space}
+        for model_id, dimension, space in conn.execute(
+            "SELECT id, dimension, space FROM models WHERE EXISTS (SELECT 1 FROM embeddings WHERE model_id = models.id) ORDER BY id"
+        )
+    ]
+    return counts, models
+
+
+def _paths_of(conn, content_hash: str, caller: Caller) -> list[str]:  # type: ignore[no-untyped-def]
+    """The files of the item with ``content_hash`` that the caller's scope lets it fetch."""
+    where, args = where_clause(Filters(), caller.scope)
+    row = conn.execute(f"SELECT i.id FROM items AS i WHERE i.content_hash = ? AND {where}", (content_hash, *args)).fetchone()
+    if row is None:
+        return []
+    visible, visible_args = location_in_scope(caller.scope)
+    rows = conn.execute(f"SELECT path FROM locations WHERE item_id = ? AND {visible} ORDER BY id", (row[0], *visible_args))
+    return [decode_path(path) for (path,) in rows]
+
+
+async def _open_first(paths: list[str]) -> tuple[Any, int]:
+    """The first of an item's files that can still be opened as a regular file, and its size."""
+    for path in paths:
+        try:
+            handle = await run_io(open_regular, path, what="opening a shared file")
+        except OSError as exc:
+            log.info("a shared file cannot be opened", extra={"reason": str(exc)})
+            continue
+        size = (await run_io(os.fstat, handle.fileno())).st_size
+        return handle, size
+    raise NotFound("the item's files are gone from this machine; try again after it is re-indexed")
+
+
+def _vector(data: bytes) -> np.ndarray:
+    if not data or len(data) % 4:
+        raise Malformed("a vector is float32 values, little-endian (a multiple of 4 bytes)", {"field": "vector"})
+    vector = np.frombuffer(data, dtype="<f4").astype(np.float32)
+    if not np.isfinite(vector).all() or not np.any(vector):
+        raise Malformed("a vector must be finite and not all zero", {"field": "vector"})
+    return vector
+
+
+def _filters(raw: dict[str, Any]) -> Filters:
+    """A peer's filters: kinds, dates and sizes only (no rating or folder: not a peer's business)."""
+    known = {"modality", "date_from", "date_to", "size_min", "size_max"}
+    unknown = set(raw) - known
+    if {"rating_min", "rating_max", "folder"} & unknown:
+        raise Forbidden("rating and folder filters are for the node's own user only")
+    if unknown:
+        raise Malformed(f"unknown filters: {', '.join(sorted(map(str, unknown)))[:200]}", {"field": "filters"})
+    modalities = require(raw, "modality", list, [], max_length=len(MODALITIES))
+    if any(m not in MODALITIES for m in modalities):
+        raise Malformed(f"modality must be among {', '.join(MODALITIES)}", {"field": "filters.modality"})
+
+    def date(key: str) -> str | None:
+        value = require(raw, key, (str, type(None)), None, max_length=40)
+        try:
+            return parse_date(value) if value is not None else None
+        except ValueError as exc:
+            raise Malformed(str(exc), {"field": f"filters.{key}"}) from None
+
+    def size(key: str) -> int | None:
+        value = require(raw, key, (int, type(None)), None)
+        if value is not None and value < 0:
+            raise Malformed(f"{key} must not be negative", {"field": f"filters.{key}"})
+        return value
+
+    return Filters(
+        modalities=tuple(modalities),
+        date_from=date("date_from"),
+        date_to=date("date_to"),
+        size_min=size("size_min"),
+        size_max=size("size_max"),
+    )
