@@ -143,20 +143,30 @@ class Requester:
             return
 
     async def _open(self, peer_id: str, addresses: Sequence[str], protocol_id: str, timeout: float) -> Exchange:
+        """A new stream; a connection that has died unnoticed (the peer restarted, or stopped without
+        closing its sockets) is dropped and dialled again, once."""
         from libp2p.peer.id import ID
 
-        await connect(self.host, peer_id, addresses, timeout)
-        with trio.move_on_after(timeout) as waited:
-            try:
-                stream = await self.host.new_stream(ID.from_base58(peer_id), [protocol_id])
-            except Exception as exc:
-                chain = f"{exc} {exc.__cause__} {exc.__context__}".lower()
-                if "not supported" in chain:
-                    raise Unsupported(f"{peer_id} does not speak {protocol_id}") from None
-                raise Unreachable(f"cannot open a stream to {peer_id}: {type(exc).__name__}: {exc}") from None
-        if waited.cancelled_caught:
-            raise Timeout(f"no stream to {peer_id} within {timeout:g} s")
-        return Exchange(stream, timeout)
+        target = ID.from_base58(peer_id)
+        for attempt in (1, 2):
+            reused = await connect(self.host, peer_id, addresses, timeout) == ""
+            with trio.move_on_after(timeout) as waited:
+                try:
+                    return Exchange(await self.host.new_stream(target, [protocol_id]), timeout)
+                except Exception as exc:
+                    chain = f"{exc} {exc.__cause__} {exc.__context__}".lower()
+                    if "not supported" in chain:
+                        raise Unsupported(f"{peer_id} does not speak {protocol_id}") from None
+                    if not (reused and attempt == 1):
+                        raise Unreachable(f"cannot open a stream to {peer_id}: {type(exc).__name__}: {exc}") from None
+            if waited.cancelled_caught and not (reused and attempt == 1):
+                raise Timeout(f"no stream to {peer_id} within {timeout:g} s")
+            with trio.move_on_after(2):
+                try:
+                    await self.host.disconnect(target)
+                except Exception:
+                    pass
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _keep(self, key: tuple[str, str], current: Exchange) -> None:
         idle = self._idle.setdefault(key, [])

@@ -164,6 +164,7 @@ class PeerClient:
         for attempt in range(FETCH_ATTEMPTS):
             try:
                 size = await self._transfer(requester, remote, content_hash, partial_path, progress)
+                attempts = attempt + 1
                 break
             except (Unreachable, Timeout, ChunkCorrupted) as exc:
                 last_error = str(exc)
@@ -176,7 +177,7 @@ class PeerClient:
             await run_io(partial_path.unlink)
             raise FetchError(f"the downloaded file's BLAKE3 is {digest}, not {content_hash}: it was discarded")
         final = await run_io(_place, partial_path, target)
-        return {"path": str(final), "content_hash": content_hash, "size": size, "peer_id": remote.peer_id}
+        return {"path": str(final), "content_hash": content_hash, "size": size, "peer_id": remote.peer_id, "attempts": attempts}
 
     async def _transfer(self, requester: Requester, remote: RemoteShare, content_hash: str, path: Path, progress: Progress) -> int:
         """Append the rest of the file to ``path`` (what it holds was verified chunk by chunk); its size."""

@@ -52,6 +52,7 @@ class RunningShare:
         return {
             "name": self.share.name,
             "scope": self.share.scope,
+            "port": self.share.port,
             "state": self.state,
             "error": self.error,
             "peer_id": self.peer_id,
@@ -159,3 +160,10 @@ class DataServers:
                 await trio.sleep_forever()
             finally:
                 current.state = "stopped"
+                # Close the connections explicitly, so that peers learn at once that the share is gone
+                # (leaving the host's context alone does not close its sockets).
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    try:
+                        await host.close()
+                    except Exception as exc:
+                        log.debug("closing a share's host: %s", exc)

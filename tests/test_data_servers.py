@@ -1,0 +1,188 @@
+"""Two nodes in separate processes talk over real libp2p hosts on loopback.
+
+Node A shares a folder of its library; node B adds the share by multiaddr, searches it
+together with its own items, and fetches files, verified, across an interruption and a
+restart of A. Nothing here is mocked: two daemons, their catalogs, models and hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import wave
+from pathlib import Path
+
+import blake3
+import numpy as np
+import pytest
+
+from peerlight.cli.client import ControlClient
+from peerlight.node.control.protocol import ControlError
+
+from .helpers import DaemonProcess, cli_json, index_and_wait, write_config
+from .media import image
+
+pytestmark = pytest.mark.slow
+
+NOTES = {
+    "flu.txt": "Influenza spreads fast in winter. Wash your hands, sleep enough and stay home when you have a fever.",
+    "bread.txt": "A bread recipe: flour, water, yeast and salt. Knead for ten minutes and bake in a hot oven.",
+    "garden.txt": "Tomatoes need sun, water and support; prune the side shoots every week in summer.",
+}
+
+
+def _start(data_dir: Path) -> DaemonProcess:
+    process = DaemonProcess(data_dir)
+    assert process.wait_ready() == "ready", process.stop() or process.stderr()
+    return process
+
+
+def _noise_wav(path: Path, megabytes: int) -> Path:
+    """A long WAV of noise: a big item whose bytes do not compress, for transfers that take a while."""
+    rng = np.random.default_rng(7)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(48000)
+        for _ in range(megabytes):
+            out.writeframes(rng.integers(-3000, 3000, size=512 * 1024, dtype=np.int16).tobytes())
+    return path
+
+
+@pytest.fixture
+def two_nodes(tmp_path_factory):
+    from peerlight.node.paths import NodePaths
+    from peerlight.node.setup import init_node
+
+    base = tmp_path_factory.mktemp("nodes")
+    nodes = []
+    for name in ("a", "b"):
+        paths = NodePaths(base / name)
+        init_node(paths)
+        write_config(paths.root)
+        nodes.append(paths.root)
+    library = base / "library"
+    (library / "notes").mkdir(parents=True)
+    (library / "private").mkdir()
+    for name, text in NOTES.items():
+        (library / "notes" / name).write_text(text)
+    (library / "private" / "diary.txt").write_text("My private diary: influenza kept me in bed all winter.")
+    image(library / "notes" / "photo.png", size=(1200, 900))
+    _noise_wav(library / "notes" / "long.wav", 160)  # ~0.5 s to send: time to kill the server mid-way
+    a = _start(nodes[0])
+    b = _start(nodes[1])
+    try:
+        yield nodes[0], nodes[1], library, a, b
+    finally:
+        for process in (a, b):
+            process.stop()
+
+
+def _share_address(data_dir: Path, name: str) -> str:
+    share = cli_json(data_dir, "share", "show", name)
+    assert share["state"] == "serving", share
+    return share["addresses"][0]
+
+
+def test_a_share_is_searched_and_fetched_by_another_node(two_nodes, tmp_path) -> None:
+    a_dir, b_dir, library, a, b = two_nodes
+    cli_json(a_dir, "library", "add", str(library))
+    index_and_wait(a_dir)
+
+    # Every node serves its whole library on loopback through the automatic local share.
+    shares = cli_json(a_dir, "share", "list")
+    assert [(s["name"], s["scope"], s["automatic"], s["state"]) for s in shares] == [("local", "local", True, "serving")]
+    assert all(address.startswith("/ip4/127.0.0.1/") for address in shares[0]["addresses"])
+
+    created = cli_json(a_dir, "share", "create", "notes", "--collection", str(library / "notes"))
+    assert created["state"] == "serving" and created["peer_id"] != shares[0]["peer_id"]  # shares cannot be linked
+    address = _share_address(a_dir, "notes")
+
+    remote = cli_json(b_dir, "peers", "add", address)
+    assert remote["name"] == "notes" and remote["last_error"] is None
+    assert remote["items"] == 5 and remote["modalities"] == ["audio", "image", "text"]  # the private folder is not counted
+
+    found = cli_json(b_dir, "search", "how do I avoid getting sick in winter", "--peers", "--limit", "10")
+    names = [r["name"] for r in found["results"] if r["source"] == "peer"]
+    assert names[0] == "flu.txt", names
+    assert "diary.txt" not in names  # outside the share's collection
+    assert all("path" not in r and "rating" not in r for r in found["results"] if r["source"] == "peer")
+    assert found["peers"] == [{"peer_id": remote["peer_id"], "name": "notes", "answered": True, "results": len(names), "error": None}]
+
+    target = tmp_path / "downloads"
+    target.mkdir()
+    fetched = cli_json(b_dir, "fetch", "notes", "flu.txt", "--to", str(target))
+    assert Path(fetched["path"]).read_text() == NOTES["flu.txt"]
+    photo = (library / "notes" / "photo.png").read_bytes()
+    by_hash = cli_json(b_dir, "fetch", remote["peer_id"], blake3.blake3(photo).hexdigest(), "--to", str(target))
+    assert Path(by_hash["path"]).read_bytes() == photo
+    # The same name again gets a new name, never replacing the first download.
+    again = cli_json(b_dir, "fetch", "notes", "flu.txt", "--to", str(target))
+    assert again["path"] != fetched["path"] and Path(again["path"]).read_text() == NOTES["flu.txt"]
+    assert not [p for p in target.iterdir() if p.name.endswith(".peerlight-partial")]
+
+    # A file outside the share cannot be fetched, even by its exact content hash.
+    diary_hash = blake3.blake3((library / "private" / "diary.txt").read_bytes()).hexdigest()
+    missing = cli_json(b_dir, "fetch", "notes", diary_hash, "--to", str(target), expect_rc=1)
+    assert missing["error"]["code"] == "not_found", missing
+
+
+def test_a_share_keeps_its_identity_and_port_and_a_client_recovers_from_a_killed_server(two_nodes, tmp_path) -> None:
+    a_dir, b_dir, library, a, b = two_nodes
+    cli_json(a_dir, "library", "add", str(library))
+    index_and_wait(a_dir)
+    before = cli_json(a_dir, "share", "create", "notes", "--collection", str(library / "notes"))
+    cli_json(b_dir, "peers", "add", before["addresses"][0])
+    wav = (library / "notes" / "long.wav").read_bytes()
+    wav_hash = blake3.blake3(wav).hexdigest()
+    target = tmp_path / "downloads"
+    target.mkdir()
+
+    # Kill A (SIGKILL: no goodbye) while B downloads, then restart it: B resumes where it was.
+    killed = threading.Event()
+    progress: list[int] = []
+
+    def on_event(event: dict) -> None:
+        progress.append(event["received"])
+        if 0 < event["received"] < event["size"] and not killed.is_set():
+            killed.set()
+            os.kill(a.pid, signal.SIGKILL)
+
+    result: dict = {}
+
+    def download() -> None:
+        with ControlClient(b_dir / "control.sock", timeout=None) as client:
+            try:
+                result["ok"] = client.call("peers.fetch", share="notes", item=wav_hash, to=str(target), on_event=on_event)
+            except ControlError as exc:
+                result["error"] = exc
+
+    worker = threading.Thread(target=download)
+    worker.start()
+    assert killed.wait(120), "the download never started"
+    a.proc.wait(30)
+    restarted = _start(a_dir)
+    try:
+        worker.join(180)
+        assert "ok" in result, result
+        assert result["ok"]["attempts"] > 1
+        assert Path(result["ok"]["path"]).read_bytes() == wav
+        first_data = next(i for i, received in enumerate(progress) if received > 0)
+        assert 0 not in progress[first_data:], "the transfer started over instead of resuming"
+
+        after = cli_json(a_dir, "share", "show", "notes")
+        assert (after["peer_id"], after["port"], after["addresses"]) == (before["peer_id"], before["port"], before["addresses"])
+        assert before["addresses"][0].startswith(f"/ip4/127.0.0.1/tcp/{before['port']}/p2p/")
+        found = cli_json(b_dir, "search", "wash your hands", "--peers")
+        assert any(r.get("name") == "flu.txt" for r in found["results"]), found
+
+        # A paused share stops listening: B's search says so, and still answers from B's own index.
+        cli_json(a_dir, "share", "pause", "notes")
+        paused = cli_json(b_dir, "search", "wash your hands", "--peers")
+        assert paused["peers"][0]["answered"] is False and any("did not answer" in w for w in paused["warnings"])
+        cli_json(a_dir, "share", "resume", "notes")
+        resumed = cli_json(b_dir, "search", "wash your hands", "--peers")
+        assert resumed["peers"][0]["answered"] is True, resumed["peers"][0]["error"]
+    finally:
+        restarted.stop()
