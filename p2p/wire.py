@@ -58,7 +58,7 @@ def pack(message: dict[str, Any]) -> bytes:
     return encode_varint(len(body)) + body
 
 
-def unpack(body: bytes) -> dict[str, Any]:
+def unpack(body: bytes | memoryview) -> dict[str, Any]:
     """A frame's body as a map with string keys, or :class:`Malformed`."""
     try:
         message = msgpack.unpackb(
@@ -102,8 +102,8 @@ class FrameReader:
         self.bytes_read += len(data)
         self._buffer += data
 
-    async def frame(self, max_bytes: int, timeout: float) -> bytes:
-        """The next frame's body. :class:`TooLarge` is raised from the prefix alone."""
+    async def _next(self, max_bytes: int, timeout: float) -> tuple[int, int]:
+        """Wait until a whole frame is buffered: (body start, body length)."""
         with trio.move_on_after(timeout) as waited:
             while True:
                 prefix = decode_varint(self._buffer)
@@ -115,11 +115,25 @@ class FrameReader:
                 raise TooLarge(f"a frame of {length} bytes; at most {max_bytes} are accepted here", {"limit": max_bytes})
             while len(self._buffer) < used + length:
                 await self._fill()
-            body = bytes(self._buffer[used : used + length])
-            del self._buffer[: used + length]
-            return body
+            return used, length
         assert waited.cancelled_caught
         raise Timeout(f"no whole frame within {timeout:g} s")
 
+    async def frame(self, max_bytes: int, timeout: float) -> bytes:
+        """The next frame's body. :class:`TooLarge` is raised from the prefix alone."""
+        used, length = await self._next(max_bytes, timeout)
+        body = bytes(memoryview(self._buffer)[used : used + length])
+        del self._buffer[: used + length]
+        return body
+
     async def message(self, max_bytes: int, timeout: float) -> dict[str, Any]:
-        return unpack(await self.frame(max_bytes, timeout))
+        """The next frame, decoded straight from the buffer (a 1 MiB data frame is copied once, not three times)."""
+        used, length = await self._next(max_bytes, timeout)
+        view = memoryview(self._buffer)
+        body = view[used : used + length]
+        try:
+            return unpack(body)
+        finally:
+            body.release()  # the buffer cannot shrink while a view of it exists
+            view.release()
+            del self._buffer[: used + length]

@@ -174,6 +174,8 @@ def test_a_share_keeps_its_identity_and_port_and_a_client_recovers_from_a_killed
         after = cli_json(a_dir, "share", "show", "notes")
         assert (after["peer_id"], after["port"], after["addresses"]) == (before["peer_id"], before["port"], before["addresses"])
         assert before["addresses"][0].startswith(f"/ip4/127.0.0.1/tcp/{before['port']}/p2p/")
+        # B's search waits 5 s for peers; the restarted A loads its text model first (8-10 s cold).
+        cli_json(a_dir, "search", "load the model")
         found = cli_json(b_dir, "search", "wash your hands", "--peers")
         assert any(r.get("name") == "flu.txt" for r in found["results"]), found
 

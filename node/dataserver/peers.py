@@ -34,6 +34,7 @@ log = logging.getLogger("peerlight.peers")
 HASH = re.compile(r"^[0-9a-f]{64}$")
 FETCH_ATTEMPTS = 5  # an interrupted or corrupted transfer is resumed this many times
 RESUME_BACKOFF = (0.2, 1, 3, 10)
+WRITE_BATCH_BYTES = 8 * 1024 * 1024  # verified chunks are written (and hashed into the whole) this many at a time
 
 Progress = Callable[[int, int], Awaitable[None]]
 
@@ -161,57 +162,99 @@ class PeerClient:
         partial_path = folder / f".{content_hash}.peerlight-partial"
         requester = await self._requester()
         last_error = ""
-        for attempt in range(FETCH_ATTEMPTS):
-            try:
-                size = await self._transfer(requester, remote, content_hash, partial_path, progress)
-                attempts = attempt + 1
-                break
-            except (Unreachable, Timeout, ChunkCorrupted) as exc:
-                last_error = str(exc)
-                log.info("transfer interrupted; resuming", extra={"peer": remote.peer_id, "reason": last_error, "attempt": attempt + 1})
-                await trio.sleep(RESUME_BACKOFF[min(attempt, len(RESUME_BACKOFF) - 1)])
-        else:
-            raise FetchError(f"the transfer failed {FETCH_ATTEMPTS} times (last: {last_error}); run fetch again to resume")
-        digest = await run_io(_file_hash, partial_path, timeout=3600, what="verifying the download")
+        download = await run_io(_Partial, partial_path, timeout=3600, what="opening the partial download")
+        try:
+            for attempt in range(FETCH_ATTEMPTS):
+                try:
+                    size = await self._transfer(requester, remote, content_hash, download, progress)
+                    attempts = attempt + 1
+                    break
+                except (Unreachable, Timeout, ChunkCorrupted) as exc:
+                    last_error = str(exc)
+                    log.info("transfer interrupted; resuming", extra={"peer": remote.peer_id, "reason": last_error, "attempt": attempt + 1})
+                    await trio.sleep(RESUME_BACKOFF[min(attempt, len(RESUME_BACKOFF) - 1)])
+            else:
+                raise FetchError(f"the transfer failed {FETCH_ATTEMPTS} times (last: {last_error}); run fetch again to resume")
+            digest = download.hasher.hexdigest()
+        finally:
+            await run_io(download.close)
         if digest != content_hash:
             await run_io(partial_path.unlink)
             raise FetchError(f"the downloaded file's BLAKE3 is {digest}, not {content_hash}: it was discarded")
         final = await run_io(_place, partial_path, target)
         return {"path": str(final), "content_hash": content_hash, "size": size, "peer_id": remote.peer_id, "attempts": attempts}
 
-    async def _transfer(self, requester: Requester, remote: RemoteShare, content_hash: str, path: Path, progress: Progress) -> int:
-        """Append the rest of the file to ``path`` (what it holds was verified chunk by chunk); its size."""
-        have = await run_io(_size_or_zero, path)
-        frames = requester.frames(remote.peer_id, remote.addresses, ids.FETCH, {"hash": content_hash, "offset": have}, timeout=30, max_bytes=ids.CHUNK_BYTES + 1024)
+    async def _transfer(self, requester: Requester, remote: RemoteShare, content_hash: str, partial: _Partial, progress: Progress) -> int:
+        """Append the rest of the file to the partial download (all it holds was verified chunk by chunk); its size."""
+        frames = requester.frames(
+            remote.peer_id, remote.addresses, ids.FETCH, {"hash": content_hash, "offset": partial.size}, timeout=30, max_bytes=ids.CHUNK_BYTES + 1024
+        )
         async with _aclosing(frames):
             header = await frames.__anext__()
             size = header.get("size")
-            if not isinstance(size, int) or header.get("offset") != have or size < have:
+            if not isinstance(size, int) or header.get("offset") != partial.size or size < partial.size:
                 raise Malformed(f"a fetch header that does not fit the request: {header!r:.200}")
-            handle = await run_io(open, path, "ab")
+            await progress(partial.size, size)
             try:
-                received = have
-                await progress(received, size)
                 async for frame in frames:
                     if frame.get("done") is True:
                         break
                     data, digest = frame.get("data"), frame.get("hash")
                     if not isinstance(data, bytes) or not isinstance(digest, bytes):
                         raise Malformed("a data frame without data and hash")
-                    if blake3.blake3(data).digest() != digest:
-                        raise ChunkCorrupted(f"a chunk at byte {received} does not match its BLAKE3; fetching it again")
-                    if received + len(data) > size:
+                    if partial.size + partial.pending_bytes + len(data) > size:
                         raise Malformed("more data than the file's size")
-                    await run_io(handle.write, data)
-                    received += len(data)
-                    await progress(received, size)
-                await run_io(handle.flush)
-                await run_io(os.fsync, handle.fileno())
+                    if blake3.blake3(data).digest() != digest:
+                        raise ChunkCorrupted(f"a chunk at byte {partial.size + partial.pending_bytes} does not match its BLAKE3; fetching it again")
+                    partial.pending.append(data)
+                    partial.pending_bytes += len(data)
+                    if partial.pending_bytes >= WRITE_BATCH_BYTES:
+                        await run_io(partial.write_pending, what="writing a download")
+                        await progress(partial.size, size)
             finally:
-                await run_io(handle.close)
-        if received != size:
-            raise Unreachable(f"the transfer stopped at {received} of {size} bytes")
+                # What was verified is kept, also when the transfer broke off: a resume starts after it.
+                with trio.CancelScope(shield=True):
+                    await run_io(partial.write_pending, what="writing a download")
+        await run_io(partial.sync)
+        await progress(partial.size, size)
+        if partial.size != size:
+            raise Unreachable(f"the transfer stopped at {partial.size} of {size} bytes")
         return size
+
+
+class _Partial:
+    """A download in progress: the verified bytes so far, on disk, and the BLAKE3 of all of them.
+
+    Work on it runs in worker threads (hashing and writing stay off the event loop). Resuming
+    re-reads what is on disk once, to bring the whole-file hash up to date.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self.handle = open(path, "a+b")
+        self.handle.seek(0)
+        while block := self.handle.read(8 * 1024 * 1024):
+            self.hasher.update(block)
+        self.size = self.handle.tell()
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+
+    def write_pending(self) -> None:
+        """Write and hash the verified chunks received since the last call (one trip to a thread for several)."""
+        for data in self.pending:
+            self.handle.write(data)
+            self.hasher.update(data)
+            self.size += len(data)
+        self.pending.clear()
+        self.pending_bytes = 0
+
+    def sync(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
 
 
 class ChunkCorrupted(WireError):
@@ -266,14 +309,6 @@ def _size_or_zero(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def _file_hash(path: Path) -> str:
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    with open(path, "rb") as handle:
-        while block := handle.read(8 * 1024 * 1024):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def _place(partial_path: Path, target: Path) -> Path:

@@ -130,14 +130,31 @@ class ShareService:
             position = offset
             await run_io(handle.seek, offset)
             while position < end:
-                data = await run_io(handle.read, min(ids.CHUNK_BYTES, end - position), what="reading a shared file")
-                if not data:
+                # Several chunks per trip to a worker thread: a trip costs about as much as hashing a chunk.
+                chunks = await run_io(_read_chunks, handle, end - position, what="reading a shared file")
+                if not chunks:
                     raise Unavailable("the file became shorter while it was sent; try again after it is re-indexed")
-                yield {"data": data, "hash": blake3.blake3(data).digest()}
-                position += len(data)
+                for data, digest in chunks:
+                    yield {"data": data, "hash": digest}
+                    position += len(data)
             yield {"done": True}
         finally:
             await run_io(handle.close)
+
+
+READ_AHEAD_CHUNKS = 8
+
+
+def _read_chunks(handle: Any, left: int) -> list[tuple[bytes, bytes]]:
+    """Up to READ_AHEAD_CHUNKS chunks (of at most ``left`` bytes in all), each with its BLAKE3."""
+    chunks = []
+    while left > 0 and len(chunks) < READ_AHEAD_CHUNKS:
+        data = handle.read(min(ids.CHUNK_BYTES, left))
+        if not data:
+            break
+        chunks.append((data, blake3.blake3(data).digest()))
+        left -= len(data)
+    return chunks
 
 
 def _offer(conn, scope) -> tuple[dict[str, int], list[dict[str, Any]]]:  # type: ignore[no-untyped-def]

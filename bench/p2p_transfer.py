@@ -1,0 +1,185 @@
+"""Fetching a file from another node's share, against a plain TCP copy, and a query's round trip.
+
+Two real daemons (separate processes) on loopback: node A shares a library holding one big
+file of noise, node B fetches it with ``peers.fetch`` (libp2p Noise + Yamux, a BLAKE3 per
+1 MiB chunk, written to disk, the whole file verified against its content hash before it is
+named). The baseline, in the same run: a child process sends the same file over a plain TCP
+socket on loopback to this process, which writes it to disk (no encryption, no hashing).
+The ratio is ours / plain TCP.
+
+The round trip is measured from this process with the node's own client (a libp2p host
+asking A's share over one kept stream): a manifest request, and a K-prefix vector query.
+
+    python bench/p2p_transfer.py [--megabytes 1024] [--queries 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import emit, percentile  # noqa: E402
+
+from tests.helpers import DaemonProcess, cli_json, write_config  # noqa: E402
+
+from peerlight.cli.client import ControlClient  # noqa: E402
+from peerlight.node.paths import NodePaths  # noqa: E402
+from peerlight.node.setup import init_node  # noqa: E402
+
+SENDER = """
+import socket, sys
+path, port = sys.argv[1], int(sys.argv[2])
+with socket.create_connection(("127.0.0.1", port)) as conn, open(path, "rb") as f:
+    while block := f.read(1 << 20):
+        conn.sendall(block)
+"""
+
+
+def noise_wav(path: Path, megabytes: int) -> None:
+    rng = np.random.default_rng(1)
+    block = rng.integers(-3000, 3000, size=512 * 1024, dtype=np.int16).tobytes()
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(48000)
+        for i in range(megabytes):
+            out.writeframes(block[i % 7 :] + block[: i % 7])  # distinct blocks, cheap to make
+
+
+def plain_tcp_copy(source: Path, target: Path) -> float:
+    """Seconds to receive ``source`` over loopback TCP from a child process and write it to ``target``."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        started = time.perf_counter()
+        sender = subprocess.Popen([sys.executable, "-c", SENDER, str(source), str(listener.getsockname()[1])])
+        conn, _ = listener.accept()
+        buffer = bytearray(1 << 20)
+        view = memoryview(buffer)
+        with conn, open(target, "wb") as out:
+            while received := conn.recv_into(buffer):
+                out.write(view[:received])
+            out.flush()
+            os.fsync(out.fileno())
+        elapsed = time.perf_counter() - started
+        sender.wait()
+    return elapsed
+
+
+def round_trips(address: str, queries: int, model: dict | None) -> dict[str, float]:
+    from peerlight.node.dataserver import protocol_ids as ids
+    from peerlight.p2p.client import Requester
+    from peerlight.p2p.host import new_host, running, split_peer_address
+
+    peer_id, transport = split_peer_address(address)
+    figures: dict[str, float] = {}
+
+    async def run() -> None:
+        host = new_host(os.urandom(32))
+        async with running(host, ["/ip4/127.0.0.1/tcp/0"]):
+            requester = Requester(host)
+            cases = [("manifest", ids.MANIFEST, {})]
+            if model:
+                prefix = np.random.default_rng(0).normal(size=model["dimension"] // 8).astype("<f4")
+                cases.append(("query", ids.QUERY, {"vector": prefix.tobytes(), "model_id": model["id"], "k": 10}))
+            for name, protocol, body in cases:
+                for _ in range(20):
+                    await requester.request(peer_id, [transport], protocol, body)
+                times = []
+                for _ in range(queries):
+                    started = time.perf_counter()
+                    await requester.request(peer_id, [transport], protocol, body)
+                    times.append(time.perf_counter() - started)
+                figures[f"{name}_p50_ms"] = round(percentile(times, 50) * 1000, 3)
+                figures[f"{name}_p99_ms"] = round(percentile(times, 99) * 1000, 3)
+
+    trio.run(run)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=int, default=1024)
+    parser.add_argument("--queries", type=int, default=500)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="pl-bench-", dir="/tmp"))
+    daemons: list[DaemonProcess] = []
+    try:
+        library = base / "library"
+        library.mkdir()
+        big = library / "big.wav"
+        noise_wav(big, args.megabytes)
+        (library / "note.txt").write_text("a note so that the share has a text vector space to query")
+        nodes = []
+        for name in ("a", "b"):
+            paths = NodePaths(base / name)
+            init_node(paths)
+            write_config(paths.root)
+            nodes.append(paths.root)
+            daemons.append(DaemonProcess(paths.root))
+            assert daemons[-1].wait_ready() == "ready"
+        a_dir, b_dir = nodes
+        cli_json(a_dir, "library", "add", str(library))
+        cli_json(a_dir, "index", "--wait")
+        share = cli_json(a_dir, "share", "create", "bench", "--collection", str(library))
+        remote = cli_json(b_dir, "peers", "add", share["addresses"][0])
+        size = big.stat().st_size
+        content_hash = __import__("blake3").blake3(big.read_bytes(), max_threads=-1).hexdigest()
+
+        rounds = []
+        for round_ in range(2):  # interleaved: this VM's speed drifts between processes
+            target = base / f"down{round_}"
+            target.mkdir()
+            started = time.perf_counter()
+            with ControlClient(b_dir / "control.sock", timeout=None) as client:
+                result = client.call("peers.fetch", share="bench", item=content_hash, to=str(target))
+            ours = time.perf_counter() - started
+            assert Path(result["path"]).stat().st_size == size
+            shutil.rmtree(target)
+            plain = plain_tcp_copy(big, base / "plain.bin")
+            (base / "plain.bin").unlink()
+            rounds.append((ours, plain))
+        ours = min(r[0] for r in rounds)
+        plain = min(r[1] for r in rounds)
+        model = next((m for m in remote["models"] if m), None)
+        manifest_models = cli_json(b_dir, "peers", "list")[0]
+        text_model = None
+        if manifest_models["models"]:
+            from peerlight.node.catalog.shares import get_remote  # noqa: F401 - documents where models come from
+        with ControlClient(a_dir / "control.sock") as client:
+            for described in client.call("share.list"):
+                pass
+        dims = {"text": 384}
+        if model:
+            text_model = {"id": model, "dimension": dims["text"]}
+        rtt = round_trips(share["addresses"][0], args.queries, text_model)
+        emit(
+            "p2p_transfer",
+            megabytes=args.megabytes,
+            fetch_mb_s=round(size / ours / 1e6, 1),
+            plain_tcp_mb_s=round(size / plain / 1e6, 1),
+            ratio=round(plain / ours, 3),
+            fetch_seconds=round(ours, 2),
+            **rtt,
+        )
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
