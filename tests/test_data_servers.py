@@ -102,10 +102,13 @@ def test_a_share_is_searched_and_fetched_by_another_node(two_nodes, tmp_path) ->
     remote = cli_json(b_dir, "peers", "add", address)
     assert remote["name"] == "notes" and remote["last_error"] is None
     assert remote["items"] == 5 and remote["modalities"] == ["audio", "image", "text"]  # the private folder is not counted
+    # Adding a share copies its catalog (items and K-prefixes), the private folder excepted.
+    assert cli_json(b_dir, "peers")[0]["cached_items"] == 5
 
-    found = cli_json(b_dir, "search", "how do I avoid getting sick in winter", "--peers", "--limit", "10")
+    # (The image model is randomly initialised here: its cosines mean nothing, so the notes are searched alone.)
+    found = cli_json(b_dir, "search", "how do I avoid getting sick in winter", "--peers", "--limit", "10", "--modality", "text")
     names = [r["name"] for r in found["results"] if r["source"] == "peer"]
-    assert names[0] == "flu.txt", names
+    assert names and names[0] == "flu.txt", (found["peers"], found["warnings"])
     assert "diary.txt" not in names  # outside the share's collection
     assert all("path" not in r and "rating" not in r for r in found["results"] if r["source"] == "peer")
     assert found["peers"] == [{"peer_id": remote["peer_id"], "name": "notes", "answered": True, "results": len(names), "error": None}]
@@ -181,8 +184,11 @@ def test_a_share_keeps_its_identity_and_port_and_a_client_recovers_from_a_killed
 
         # A paused share stops listening: B's search says so, and still answers from B's own index.
         cli_json(a_dir, "share", "pause", "notes")
-        paused = cli_json(b_dir, "search", "wash your hands", "--peers")
+        paused = cli_json(b_dir, "search", "wash your hands", "--peers", "--modality", "text")
         assert paused["peers"][0]["answered"] is False and any("did not answer" in w for w in paused["warnings"])
+        # ... and ranks the share's items from its cached catalog instead.
+        cached = [r for r in paused["results"] if r.get("from_cache")]
+        assert cached and cached[0]["name"] == "flu.txt", (paused["warnings"], [(p["cached_items"], p["models"]) for p in cli_json(b_dir, "peers")])
         cli_json(a_dir, "share", "resume", "notes")
         resumed = cli_json(b_dir, "search", "wash your hands", "--peers")
         assert resumed["peers"][0]["answered"] is True, resumed["peers"][0]["error"]

@@ -14,7 +14,7 @@ from ..callers import Caller
 from ..control.params import Params
 from ..control.protocol import Forbidden, InvalidParams, NotFound, Unavailable
 from ..control.server import Handler, Streaming, local_only
-from ..dataserver.peers import PeerClient
+from ..dataserver.peers import PeerClient, result_score
 from ..search.duplicates import find_duplicates
 from ..search.engine import MODES, SearchEngine, SearchError, SearchRequest
 from ..search.filters import MODALITIES, Filters, parse_date
@@ -82,8 +82,10 @@ class SearchMethods:
     async def _with_peers(self, request: SearchRequest, caller: Caller) -> dict[str, Any]:
         """Local and peers' results in one ranking; peers that do not answer in time are named, not waited for.
 
-        Every node scores a query the same way (cosine plus text evidence, as a z-score against
-        the spread of the query's cosines over its own items), so scores compare across nodes.
+        Results are merged on z-scores: a cosine measured against the spread of the query's cosines
+        in its model's space, as local search merges its spaces (a peer asked by vector scores with
+        its full vectors; a peer that did not answer is ranked from our cached K-prefixes of its
+        catalog). A peer asked by text (no model in common) contributes its own z-scores.
         """
         assert self._peers is not None
         started = time.perf_counter()
@@ -99,7 +101,8 @@ class SearchMethods:
 
         async def ask_peers() -> None:
             nonlocal answers
-            answers = await self._peers.search(peer_query(request))
+            vectors = await self._engine.query_vectors(request.query) if request.mode != "text" else {}
+            answers = await self._peers.search(peer_query(request), vectors)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ask_local)
@@ -108,15 +111,16 @@ class SearchMethods:
         peers, warnings = [], list(local["warnings"])
         for answer in answers:
             remote = answer.remote
-            peers.append({"peer_id": remote.peer_id, "name": remote.name, "answered": answer.results is not None, "results": len(answer.results or []), "error": answer.error})
+            given = answer.results if answer.results is not None else answer.cached
+            peers.append(
+                {"peer_id": remote.peer_id, "name": remote.name, "answered": answer.results is not None, "results": len(given), "error": answer.error}
+            )
             if answer.results is None:
-                warnings.append(f"{remote.name or remote.peer_id} did not answer ({answer.error})")
-                continue
-            for result in answer.results:
-                score = result.get("score")
-                if isinstance(score, (int, float)) and not isinstance(score, bool):
-                    results.append(result | {"source": "peer", "peer_id": remote.peer_id, "share": remote.name})
-        results.sort(key=lambda r: -float(r["score"]))
+                shown = f"{len(given)} results from its cached catalog" if given else "left out"
+                warnings.append(f"{remote.name or remote.peer_id} did not answer ({answer.error}); {shown}")
+            for result in given:
+                results.append(result | {"source": "peer", "peer_id": remote.peer_id, "share": remote.name})
+        results.sort(key=result_score, reverse=True)
         return {
             "query": request.query,
             "mode": request.mode,

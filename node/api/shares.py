@@ -15,7 +15,7 @@ import trio
 from peerlight.p2p.errors import Malformed, NotFound as PeerNotFound, Unreachable, WireError
 
 from ..callers import Caller
-from ..catalog import shares
+from ..catalog import remote_items, shares
 from ..catalog.database import Catalog
 from ..control.params import Params
 from ..control.protocol import Conflict, InvalidParams, NotFound, Unavailable
@@ -194,7 +194,8 @@ class PeerMethods:
 
     async def list(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         Params(raw).done()
-        return [remote.to_wire() for remote in await self._catalog.read(shares.list_remote)]
+        cached = await self._catalog.read(remote_items.catalog_counts)
+        return [remote.to_wire() | {"cached_items": cached.get(remote.peer_id, 0)} for remote in await self._catalog.read(shares.list_remote)]
 
     async def discover(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Every known share asked for its manifest now (LAN and DHT discovery add to what is known)."""

@@ -34,6 +34,10 @@ Design notes that later features rely on:
   everything the node indexes) and the kinds of media it serves. A share's libp2p key lives in
   its own file (``shares/<id>.key``), not in the catalog. ``remote_shares`` are other nodes'
   shares this node has seen or been given, with their last manifest.
+- ``items.changed_seq`` is the value of ``change_clock`` when the item last changed in a way a
+  peer's copy of the catalog cares about (kind, size, embedding, vanishing, a file added or
+  removed), kept by triggers: the catalog protocol pages through items by it. Peers' shares are
+  cached in ``remote_items`` and ``remote_vectors`` (K-prefixes, float16).
 - ``items_fts_vocab`` gives each full-text word's document frequency, from which search weighs
   words (common ones carry no match).
 """
@@ -328,6 +332,62 @@ MIGRATIONS: tuple[Migration, ...] = (
             last_seen   REAL,
             last_error  TEXT
         ) WITHOUT ROWID;
+        """,
+    ),
+    Migration(
+        7,
+        "catalog sync: a change sequence on items, cached remote catalogs",
+        """
+        CREATE TABLE change_clock (n INTEGER NOT NULL);
+        INSERT INTO change_clock SELECT COALESCE(MAX(id), 0) FROM items;
+        ALTER TABLE items ADD COLUMN changed_seq INTEGER NOT NULL DEFAULT 0;
+        UPDATE items SET changed_seq = id;
+        CREATE INDEX items_changed ON items (changed_seq);
+        CREATE TRIGGER items_changed_insert AFTER INSERT ON items BEGIN
+            UPDATE change_clock SET n = n + 1;
+            UPDATE items SET changed_seq = (SELECT n FROM change_clock) WHERE id = NEW.id;
+        END;
+        CREATE TRIGGER items_changed_update AFTER UPDATE OF size, modality, mime, embedding_state, missing_since ON items BEGIN
+            UPDATE change_clock SET n = n + 1;
+            UPDATE items SET changed_seq = (SELECT n FROM change_clock) WHERE id = NEW.id;
+        END;
+        CREATE TRIGGER locations_changed_insert AFTER INSERT ON locations BEGIN
+            UPDATE change_clock SET n = n + 1;
+            UPDATE items SET changed_seq = (SELECT n FROM change_clock) WHERE id = NEW.item_id;
+        END;
+        CREATE TRIGGER locations_changed_delete AFTER DELETE ON locations BEGIN
+            UPDATE change_clock SET n = n + 1;
+            UPDATE items SET changed_seq = (SELECT n FROM change_clock) WHERE id = OLD.item_id;
+        END;
+        CREATE TRIGGER embeddings_changed_insert AFTER INSERT ON embeddings WHEN NEW.segment = 0 BEGIN
+            UPDATE change_clock SET n = n + 1;
+            UPDATE items SET changed_seq = (SELECT n FROM change_clock) WHERE id = NEW.item_id;
+        END;
+
+        DROP TABLE remote_items;
+        CREATE TABLE remote_items (
+            peer_id       TEXT NOT NULL REFERENCES remote_shares (peer_id) ON DELETE CASCADE,
+            content_hash  TEXT NOT NULL,
+            name          TEXT NOT NULL,
+            size          INTEGER NOT NULL,
+            modality      TEXT NOT NULL,
+            mime          TEXT,
+            metadata      TEXT NOT NULL DEFAULT '{}',
+            synced_at     REAL NOT NULL,
+            PRIMARY KEY (peer_id, content_hash)
+        ) WITHOUT ROWID;
+        CREATE TABLE remote_vectors (
+            id            INTEGER PRIMARY KEY,
+            peer_id       TEXT NOT NULL,
+            content_hash  TEXT NOT NULL,
+            model_id      TEXT NOT NULL,
+            prefix        BLOB NOT NULL,
+            UNIQUE (peer_id, content_hash, model_id),
+            FOREIGN KEY (peer_id, content_hash) REFERENCES remote_items (peer_id, content_hash) ON DELETE CASCADE
+        );
+        CREATE INDEX remote_vectors_model ON remote_vectors (model_id);
+        ALTER TABLE remote_shares ADD COLUMN sync_cursor INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE remote_shares ADD COLUMN synced_at REAL;
         """,
     ),
 )

@@ -12,20 +12,25 @@ import logging
 import os
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import blake3
+import numpy as np
 import trio
+
+from peerlight.embeddings.vectors import normalize
 
 from peerlight.p2p.client import Requester
 from peerlight.p2p.errors import Malformed, NotFound, Timeout, Unreachable, WireError
 from peerlight.p2p.host import new_host, running, split_peer_address
 
+from ..catalog import remote_items
 from ..catalog.database import Catalog
 from ..catalog.shares import RemoteShare, get_remote, list_remote, record_contact, remember_remote
+from ..search.engine import ROLE_MODALITIES
 from ..threads import run_io
 from . import protocol_ids as ids
 
@@ -34,6 +39,9 @@ log = logging.getLogger("peerlight.peers")
 HASH = re.compile(r"^[0-9a-f]{64}$")
 FETCH_ATTEMPTS = 5  # an interrupted or corrupted transfer is resumed this many times
 RESUME_BACKOFF = (0.2, 1, 3, 10)
+TYPICAL_SPREAD = 0.1  # the standard deviation of a query's cosines, when no items tell it
+SYNC_PAGE = 500  # items per catalog page
+SYNC_PREFIX_K = 48  # the prefix length cached of each peer's vectors (D/8 for MiniLM's 384)
 WRITE_BATCH_BYTES = 8 * 1024 * 1024  # verified chunks are written (and hashed into the whole) this many at a time
 
 Progress = Callable[[int, int], Awaitable[None]]
@@ -46,15 +54,17 @@ class FetchError(Exception):
 @dataclass
 class PeerAnswer:
     remote: RemoteShare
-    results: list[dict[str, Any]] | None = None
-    error: str | None = None
+    results: list[dict[str, Any]] | None = None  # the share's own answer
+    error: str | None = None  # why there is none
+    cached: list[dict[str, Any]] = field(default_factory=list)  # ranked from our copy of its catalog instead
 
 
 class PeerClient:
-    def __init__(self, catalog: Catalog, seed: bytes, query_timeout: float) -> None:
+    def __init__(self, catalog: Catalog, seed: bytes, query_timeout: float, sync_interval: float = 300.0) -> None:
         self._catalog = catalog
         self._seed = seed
         self.query_timeout = query_timeout
+        self.sync_interval = sync_interval
         self.requester: Requester | None = None
         self._ready = trio.Event()
 
@@ -66,7 +76,9 @@ class PeerClient:
             self._ready.set()
             task_status.started()
             try:
-                await trio.sleep_forever()
+                while True:  # keep manifests and cached catalogs current
+                    await trio.sleep(self.sync_interval)
+                    await self.refresh_all()
             finally:
                 self.requester = None
                 self._ready = trio.Event()
@@ -100,7 +112,41 @@ class PeerClient:
             return None
         manifest = _checked_manifest(manifest)
         await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, manifest=manifest, address=remote.addresses[0] if remote.addresses else None))
+        if "catalog" in manifest["capabilities"]:
+            try:
+                await self.sync(remote)
+            except WireError as exc:
+                await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, error=f"catalog sync: {exc.code}: {exc.message}"))
         return manifest
+
+    async def sync(self, remote: RemoteShare, k: int = SYNC_PREFIX_K) -> int:
+        """Bring our copy of the share's catalog up to date, page by page from where the last sync ended.
+
+        When our copy's size disagrees with the share's at the end (items removed or moved out of
+        it, which pages of changes cannot name without leaking what lies outside), it is rebuilt
+        from scratch once. Returns the items received.
+        """
+        requester = await self._requester()
+        received = 0
+        for fresh_start in (False, True):
+            if fresh_start:
+                await self._catalog.write(partial(remote_items.forget_catalog, peer_id=remote.peer_id))
+            cursor = await self._catalog.read(partial(remote_items.sync_cursor, peer_id=remote.peer_id))
+            while True:
+                page = await requester.request(
+                    remote.peer_id, remote.addresses, ids.CATALOG, {"cursor": cursor, "limit": SYNC_PAGE, "k": k}, timeout=self.query_timeout * 4
+                )
+                items, next_cursor = page.get("items"), page.get("cursor")
+                if not isinstance(items, list) or not isinstance(next_cursor, int) or next_cursor < cursor:
+                    raise Malformed("a catalog page without items or with a cursor going back")
+                received += await self._catalog.write(partial(remote_items.store_page, peer_id=remote.peer_id, items=items, k=k))
+                cursor = next_cursor
+                if page.get("last_page") is True:
+                    break
+            total = page.get("total") if isinstance(page.get("total"), int) else None
+            if await self._catalog.write(partial(remote_items.finish_sync, peer_id=remote.peer_id, cursor=cursor, total=total)):
+                return received
+        raise Malformed("the share's catalog changed size while it was copied; try again")
 
     async def refresh_all(self) -> list[dict[str, Any]]:
         remotes = await self._catalog.read(list_remote)
@@ -111,19 +157,51 @@ class PeerClient:
 
     # --- searching ---
 
-    async def search(self, body: dict[str, Any]) -> list[PeerAnswer]:
-        """Ask every known share at once; those that do not answer within the deadline are left out."""
+    async def search(self, body: dict[str, Any], vectors: dict[str, tuple[np.ndarray, float, float]]) -> list[PeerAnswer]:
+        """Ask every known share at once; those that do not answer within the deadline are left out.
+
+        A share whose items live in one of our models' spaces (``vectors``: model id -> this
+        query's vector, and the mean and spread of its cosine over our own items) is asked by
+        vector: it refines with its full vectors. If it does not answer, its items are ranked
+        from our cached copy of its catalog (K-prefixes) instead, and marked ``from_cache``.
+        Their cosines become z-scores against our spread, comparable with local results.
+        Other shares are asked by text, and score on their own z-scores.
+        """
         requester = await self._requester()
         remotes = await self._catalog.read(list_remote)
         answers = [PeerAnswer(remote) for remote in remotes]
+        k = body.get("k", 20)
+        vectors = {model: await self._with_spread(model, *known) for model, known in vectors.items()}
+
+        kinds = tuple(body.get("filters", {}).get("modality") or ())
+
+        def models_of(remote: RemoteShare) -> list[str]:
+            """The spaces we share with the remote share that hold the kinds of media asked for."""
+            offered = [m for m in (remote.manifest or {}).get("models") or [] if m.get("id") in vectors]
+            return [m["id"] for m in offered if not kinds or set(ROLE_MODALITIES.get(m.get("space") or "", ())) & set(kinds)]
 
         async def ask(answer: PeerAnswer) -> None:
+            models = models_of(answer.remote)
+            requests = [(None, body)] if not models else [
+                (model, {"vector": vectors[model][0].astype("<f4").tobytes(), "model_id": model, "k": k, "filters": body.get("filters", {})})
+                for model in models
+            ]
+            best: dict[str, dict[str, Any]] = {}
             try:
-                reply = await requester.request(answer.remote.peer_id, answer.remote.addresses, ids.QUERY, body, timeout=self.query_timeout)
-                results = reply.get("results")
-                if not isinstance(results, list):
-                    raise Malformed("an answer without results")
-                answer.results = [r for r in results if isinstance(r, dict) and isinstance(r.get("content_hash"), str)]
+                for model, request in requests:
+                    reply = await requester.request(answer.remote.peer_id, answer.remote.addresses, ids.QUERY, request, timeout=self.query_timeout)
+                    results = reply.get("results")
+                    if not isinstance(results, list):
+                        raise Malformed("an answer without results")
+                    for result in results:
+                        if not isinstance(result, dict) or not isinstance(result.get("content_hash"), str):
+                            continue
+                        if model is not None:
+                            result = _z_scored(result, *vectors[model][1:])
+                        known = best.get(result["content_hash"])
+                        if known is None or result_score(result) > result_score(known):
+                            best[result["content_hash"]] = result
+                answer.results = sorted(best.values(), key=result_score, reverse=True)[:k]
             except WireError as exc:
                 answer.error = f"{exc.code}: {exc.message}"
 
@@ -134,7 +212,42 @@ class PeerClient:
         for answer in answers:
             if answer.results is None and answer.error is None:
                 answer.error = f"timeout: no answer within {self.query_timeout:g} s"
+            if answer.results is None:
+                for model in models_of(answer.remote):
+                    vector, mean, spread = vectors[model]
+                    cached = await self._from_cache(answer.remote.peer_id, model, vector, k, kinds)
+                    answer.cached += [_z_scored(r, mean, spread) for r in cached]
+                answer.cached = sorted(answer.cached, key=result_score, reverse=True)[:k]
         return answers
+
+    async def _with_spread(self, model_id: str, vector: np.ndarray, mean: float | None, spread: float | None) -> tuple[np.ndarray, float, float]:
+        """The query's vector with the spread of its cosines: our own items', else the cached peers' items'."""
+        if mean is not None and spread is not None:
+            return vector, mean, spread
+        _, matrix = await self._catalog.read(partial(remote_items.cached_prefixes, model_id=model_id))
+        if len(matrix) < 2:
+            return vector, 0.0, TYPICAL_SPREAD
+        scores = normalize(matrix) @ normalize(vector[: matrix.shape[1]].reshape(1, -1))[0]
+        return vector, float(scores.mean()), max(float(scores.std()), 1e-3)
+
+    async def _from_cache(self, peer_id: str, model_id: str, vector: np.ndarray, k: int, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The share's items nearest to ``vector`` (of the given kinds; all if none), ranked from our
+        cached K-prefixes of its catalog. (Other filters need what a cache does not hold: dates.)"""
+        keys, matrix = await self._catalog.read(partial(remote_items.cached_prefixes, model_id=model_id))
+        rows = [i for i, (peer, _) in enumerate(keys) if peer == peer_id]
+        if not rows:
+            return []
+        prefixes = normalize(matrix[rows])
+        scores = prefixes @ normalize(vector[: prefixes.shape[1]].reshape(1, -1))[0]
+        best = np.argsort(-scores)
+        chosen = [keys[rows[i]] for i in best]
+        details = await self._catalog.read(partial(remote_items.cached_items, keys=chosen))
+        found = [
+            details[key] | {"similarity": round(float(scores[i]), 4), "from_cache": True}
+            for key, i in zip(chosen, best)
+            if key in details and (not kinds or details[key]["modality"] in kinds)
+        ]
+        return found[:k]
 
     # --- downloading ---
 
@@ -272,6 +385,19 @@ class _aclosing:
         await self._generator.aclose()
 
 
+def result_score(result: dict[str, Any]) -> float:
+    score = result.get("score")
+    return float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) and score == score else -10.0
+
+
+def _z_scored(result: dict[str, Any], mean: float, spread: float) -> dict[str, Any]:
+    """A peer's result scored as a z-score of its cosine against our spread for the query."""
+    similarity = result.get("similarity")
+    if not isinstance(similarity, (int, float)) or isinstance(similarity, bool) or not -1.01 <= similarity <= 1.01:
+        return result | {"score": -10.0}
+    return result | {"score": round((float(similarity) - mean) / spread, 6)}
+
+
 def safe_name(name: Any, content_hash: str) -> str:
     """A file name from a peer made harmless: no folders, no hidden or special names, at most 255 bytes."""
     text = name if isinstance(name, str) else ""
@@ -299,7 +425,14 @@ def _checked_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
         "permission": manifest.get("permission") if isinstance(manifest.get("permission"), str) else None,
         "items": manifest.get("items") if isinstance(manifest.get("items"), int) else None,
         "counts": {str(k)[:20]: v for k, v in counts.items() if isinstance(v, int)},
-        "models": [{"id": m["id"][:200], "dimension": m.get("dimension") if isinstance(m.get("dimension"), int) else None} for m in models],
+        "models": [
+            {
+                "id": m["id"][:200],
+                "dimension": m.get("dimension") if isinstance(m.get("dimension"), int) else None,
+                "space": m.get("space") if m.get("space") in ROLE_MODALITIES else None,
+            }
+            for m in models
+        ],
         "capabilities": [c for c in manifest.get("capabilities") or [] if isinstance(c, str)][:32],
     }
 

@@ -3,7 +3,10 @@
 MANIFEST = "/peerlight/manifest/1.0.0"
 QUERY = "/peerlight/query/1.0.0"
 FETCH = "/peerlight/fetch/1.0.0"
+CATALOG = "/peerlight/catalog/1.0.0"
 
 CHUNK_BYTES = 1024 * 1024  # fetch: data per frame, each with its own BLAKE3
 MAX_QUERY_K = 200
 MAX_VECTOR_VALUES = 4096
+MAX_CATALOG_PAGE = 1000
+MAX_PREFIX_K = 256

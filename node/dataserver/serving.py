@@ -18,6 +18,8 @@ from typing import Any
 import blake3
 import numpy as np
 
+from peerlight.embeddings.prefix_index import prefix_of
+from peerlight.embeddings.vectors import from_blob
 from peerlight.p2p.errors import Forbidden, Malformed, NotFound, Unavailable
 from peerlight.p2p.server import Protocol, Request, require
 
@@ -25,15 +27,15 @@ from ..callers import Caller
 from ..catalog.database import Catalog
 from ..catalog.shares import Share
 from ..files import open_regular
-from ..pathnames import decode_path
-from ..search.engine import MODES, SearchEngine, SearchError, SearchRequest
+from ..pathnames import decode_path, readable
+from ..search.engine import MODES, PRIVATE_METADATA, SearchEngine, SearchError, SearchRequest
 from ..search.filters import MODALITIES, Filters, location_in_scope, parse_date, where_clause
 from ..threads import run_io
 from . import protocol_ids as ids
 
 log = logging.getLogger("peerlight.dataserver")
 
-CAPABILITIES = ("manifest", "query.text", "query.vector", "fetch.range")
+CAPABILITIES = ("manifest", "query.text", "query.vector", "fetch.range", "catalog")
 
 
 class ShareService:
@@ -50,6 +52,7 @@ class ShareService:
             Protocol(ids.MANIFEST, self.manifest, max_request_bytes=1024),
             Protocol(ids.QUERY, self.query, max_request_bytes=64 * 1024),
             Protocol(ids.FETCH, self.fetch, max_request_bytes=4 * 1024),
+            Protocol(ids.CATALOG, self.catalog, max_request_bytes=1024),
         ]
 
     def caller(self, peer_id: str) -> Caller:
@@ -72,7 +75,7 @@ class ShareService:
             "counts": counts,
             "models": models,
             "capabilities": list(CAPABILITIES),
-            "protocols": [ids.MANIFEST, ids.QUERY, ids.FETCH],
+            "protocols": [ids.MANIFEST, ids.QUERY, ids.FETCH, ids.CATALOG],
             "chunk_bytes": ids.CHUNK_BYTES,
         }
 
@@ -106,6 +109,19 @@ class ShareService:
         except SearchError as exc:
             raise Unavailable(str(exc)) from None
         return {"results": answer["results"], "warnings": answer["warnings"], "took_ms": answer["took_ms"]}
+
+    # --- catalog ---
+
+    async def catalog(self, request: Request) -> dict[str, Any]:
+        """A page of the items changed since ``cursor``, with their K-prefixes (float16)."""
+        self._check_open()
+        body = request.body
+        cursor = require(body, "cursor", int, 0)
+        limit = require(body, "limit", int, 500)
+        k = require(body, "k", int, 48)
+        if cursor < 0 or not 1 <= limit <= ids.MAX_CATALOG_PAGE or not 1 <= k <= ids.MAX_PREFIX_K:
+            raise Malformed(f"cursor >= 0, limit within 1..{ids.MAX_CATALOG_PAGE} and k within 1..{ids.MAX_PREFIX_K}", {"field": "limit"})
+        return await self._catalog.read(partial(_catalog_page, scope=self.caller(request.peer_id).scope, cursor=cursor, limit=limit, k=k))
 
     # --- fetch ---
 
@@ -155,6 +171,36 @@ def _read_chunks(handle: Any, left: int) -> list[tuple[bytes, bytes]]:
         chunks.append((data, blake3.blake3(data).digest()))
         left -= len(data)
     return chunks
+
+
+def _catalog_page(conn, scope, cursor: int, limit: int, k: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    where, args = where_clause(Filters(), scope)
+    rows = conn.execute(
+        f"""SELECT i.id, i.content_hash, i.modality, i.mime, i.size, i.changed_seq FROM items AS i
+            WHERE {where} AND i.changed_seq > ? ORDER BY i.changed_seq LIMIT ?""",
+        (*args, cursor, limit),
+    ).fetchall()
+    visible, visible_args = location_in_scope(scope)
+    items = []
+    for item_id, content_hash, modality, mime, size, _ in rows:
+        path = conn.execute(f"SELECT path FROM locations WHERE item_id = ? AND {visible} ORDER BY id LIMIT 1", (item_id, *visible_args)).fetchone()
+        if path is None:
+            continue
+        metadata = {key: value for key, value in conn.execute("SELECT key, value FROM item_metadata WHERE item_id = ?", (item_id,)) if key not in PRIVATE_METADATA}
+        vectors = {
+            model_id: prefix_of(from_blob(blob), k).astype("<f2").tobytes()
+            for model_id, blob in conn.execute("SELECT model_id, vector FROM embeddings WHERE item_id = ? AND segment = 0", (item_id,))
+        }
+        name = readable(decode_path(path[0]).rsplit("/", 1)[-1])
+        items.append({"content_hash": content_hash, "name": name, "modality": modality, "mime": mime, "size": size, "metadata": metadata, "vectors": vectors})
+    last_page = len(rows) < limit
+    if last_page:
+        # Past every change, visible or not: the next sync starts from here.
+        next_cursor = conn.execute("SELECT n FROM change_clock").fetchone()[0]
+        total = conn.execute(f"SELECT COUNT(*) FROM items AS i WHERE {where}", args).fetchone()[0]
+    else:
+        next_cursor, total = rows[-1][5], None
+    return {"items": items, "cursor": next_cursor, "last_page": last_page, "total": total, "k": k}
 
 
 def _offer(conn, scope) -> tuple[dict[str, int], list[dict[str, Any]]]:  # type: ignore[no-untyped-def]

@@ -188,6 +188,27 @@ class SearchEngine:
         found.hits = _best_first(ranked)
         return found
 
+    async def query_vectors(self, query: str) -> dict[str, tuple[np.ndarray, float | None, float | None]]:
+        """The query embedded by every available model that embeds text queries.
+
+        Model id -> (vector, mean, spread): the mean and standard deviation of the query's cosine
+        over this node's items of that model (None when it has none), to turn a peer's cosines
+        into z-scores comparable with local results (as :meth:`retrieve` does across spaces).
+        """
+        vectors = {}
+        for role in ROLE_MODALITIES:
+            try:
+                model = await self._models.get(role)
+            except ModelUnavailable:
+                continue
+            vector = (await trio.to_thread.run_sync(model.encode_queries, [query], abandon_on_cancel=True))[0]
+            if not len(await self.indexes.index(model.model_id, model.dimension)):
+                vectors[model.model_id] = (vector, None, None)
+                continue
+            mean, spread = await self.indexes.spread(model.model_id, model.dimension, vector)
+            vectors[model.model_id] = (vector, mean, max(spread, 1e-3))
+        return vectors
+
     async def search_vector(self, model_id: str, vector: np.ndarray, limit: int, filters: Filters, caller: Caller) -> list[dict[str, Any]]:
         """Items nearest to ``vector`` in ``model_id``'s space, which may be a K-prefix (a peer's query)."""
         dimension = await self._catalog.read(partial(_model_dimension, model_id=model_id))

@@ -1,0 +1,104 @@
+"""Peers' catalogs, cached: the items of each remote share and their K-prefixes.
+
+Kept current by the catalog protocol's pages (``PeerClient.sync``); searched locally, so a
+search can rank a peer's items from their prefixes before asking the peer, and can still
+show them when the peer does not answer in time.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+import numpy as np
+
+from ..search.filters import MODALITIES
+
+MAX_NAME = 255
+MAX_METADATA_BYTES = 4096
+
+
+def store_page(conn: sqlite3.Connection, peer_id: str, items: list[Any], k: int) -> int:
+    """Store a page of a peer's catalog (every field checked: it comes from the network); items stored."""
+    now = time.time()
+    stored = 0
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        content_hash, name, size, modality = item.get("content_hash"), item.get("name"), item.get("size"), item.get("modality")
+        if not (isinstance(content_hash, str) and len(content_hash) == 64 and isinstance(name, str) and isinstance(size, int) and modality in MODALITIES):
+            continue
+        metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+        encoded = json.dumps({str(key)[:40]: value for key, value in metadata.items() if isinstance(value, (str, int, float))})[:MAX_METADATA_BYTES]
+        if not encoded.endswith("}"):
+            encoded = "{}"
+        mime = item.get("mime") if isinstance(item.get("mime"), str) else None
+        conn.execute(
+            """INSERT INTO remote_items (peer_id, content_hash, name, size, modality, mime, metadata, synced_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (peer_id, content_hash) DO UPDATE SET name = excluded.name, size = excluded.size,
+                   modality = excluded.modality, mime = excluded.mime, metadata = excluded.metadata, synced_at = excluded.synced_at""",
+            (peer_id, content_hash, name[:MAX_NAME], size, modality, mime and mime[:100], encoded, now),
+        )
+        vectors = item.get("vectors") if isinstance(item.get("vectors"), dict) else {}
+        for model_id, prefix in list(vectors.items())[:4]:
+            if isinstance(model_id, str) and isinstance(prefix, bytes) and len(prefix) == 2 * k:
+                values = np.frombuffer(prefix, dtype="<f2")
+                if np.isfinite(values).all() and np.any(values):
+                    conn.execute(
+                        """INSERT INTO remote_vectors (peer_id, content_hash, model_id, prefix) VALUES (?, ?, ?, ?)
+                           ON CONFLICT (peer_id, content_hash, model_id) DO UPDATE SET prefix = excluded.prefix""",
+                        (peer_id, content_hash, model_id[:200], prefix),
+                    )
+        stored += 1
+    return stored
+
+
+def finish_sync(conn: sqlite3.Connection, peer_id: str, cursor: int, total: int | None) -> bool:
+    """Record where the sync got to; False when our copy's size disagrees with the peer's (resync from scratch)."""
+    held = conn.execute("SELECT COUNT(*) FROM remote_items WHERE peer_id = ?", (peer_id,)).fetchone()[0]
+    if total is not None and held != total:
+        return False
+    conn.execute("UPDATE remote_shares SET sync_cursor = ?, synced_at = ? WHERE peer_id = ?", (cursor, time.time(), peer_id))
+    return True
+
+
+def forget_catalog(conn: sqlite3.Connection, peer_id: str) -> None:
+    conn.execute("DELETE FROM remote_vectors WHERE peer_id = ?", (peer_id,))
+    conn.execute("DELETE FROM remote_items WHERE peer_id = ?", (peer_id,))
+    conn.execute("UPDATE remote_shares SET sync_cursor = 0 WHERE peer_id = ?", (peer_id,))
+
+
+def sync_cursor(conn: sqlite3.Connection, peer_id: str) -> int:
+    row = conn.execute("SELECT sync_cursor FROM remote_shares WHERE peer_id = ?", (peer_id,)).fetchone()
+    return row[0] if row else 0
+
+
+def cached_prefixes(conn: sqlite3.Connection, model_id: str) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """Every cached K-prefix of ``model_id``: the (peer id, content hash) of each row, and the rows (float32)."""
+    rows = conn.execute("SELECT peer_id, content_hash, prefix FROM remote_vectors WHERE model_id = ?", (model_id,)).fetchall()
+    if not rows:
+        return [], np.zeros((0, 0), np.float32)
+    width = min(len(r[2]) for r in rows) // 2
+    matrix = np.stack([np.frombuffer(r[2][: 2 * width], dtype="<f2") for r in rows]).astype(np.float32)
+    return [(r[0], r[1]) for r in rows], matrix
+
+
+def cached_items(conn: sqlite3.Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    found = {}
+    for peer_id, content_hash in keys:
+        row = conn.execute(
+            "SELECT name, size, modality, mime, metadata FROM remote_items WHERE peer_id = ? AND content_hash = ?", (peer_id, content_hash)
+        ).fetchone()
+        if row:
+            name, size, modality, mime, metadata = row
+            found[(peer_id, content_hash)] = {
+                "content_hash": content_hash, "name": name, "size": size, "modality": modality, "mime": mime, "metadata": json.loads(metadata)
+            }
+    return found
+
+
+def catalog_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT peer_id, COUNT(*) FROM remote_items GROUP BY peer_id").fetchall())
