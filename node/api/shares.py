@@ -21,6 +21,7 @@ from ..control.params import Params
 from ..control.protocol import Conflict, InvalidParams, NotFound, Unavailable
 from ..control.server import Emit, Handler, Streaming, local_only
 from ..dataserver.peers import FetchError, PeerClient
+from ..dataserver.listen import NoLanInterface
 from ..dataserver.runner import DataServers, key_path
 from ..pathnames import display
 from ..search.filters import MODALITIES
@@ -200,9 +201,17 @@ class PeerMethods:
     async def discover(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Every known share asked for its manifest now (LAN and DHT discovery add to what is known)."""
         params = Params(raw)
-        found_by = {"lan": "mdns", "global": "dht", "manual": "manual"}.get(params.choice("source", ("lan", "global", "manual"), None))
+        source = params.choice("source", ("lan", "global", "manual"), None)
+        found_by = {"lan": "mdns", "global": "dht", "manual": "manual"}.get(source)
         params.done()
-        remotes = await self._need_client().refresh_all()
+        client = self._need_client()
+        if source in (None, "lan"):
+            try:
+                await client.discover_lan()
+            except NoLanInterface as exc:
+                if source == "lan":
+                    raise Unavailable(str(exc)) from None
+        remotes = await client.refresh_all()
         return [remote for remote in remotes if found_by is None or remote["found_by"] == found_by]
 
     async def remove(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:

@@ -29,16 +29,19 @@ from peerlight.p2p.host import new_host, running, split_peer_address
 
 from ..catalog import remote_items
 from ..catalog.database import Catalog
-from ..catalog.shares import RemoteShare, get_remote, list_remote, record_contact, remember_remote
+from ..catalog.shares import RemoteShare, forget_remote, get_remote, list_remote, record_contact, remember_remote
 from ..search.engine import ROLE_MODALITIES
 from ..threads import run_io
 from . import protocol_ids as ids
+from .lan import browse
+from .listen import lan_addresses
 
 log = logging.getLogger("peerlight.peers")
 
 HASH = re.compile(r"^[0-9a-f]{64}$")
 FETCH_ATTEMPTS = 5  # an interrupted or corrupted transfer is resumed this many times
 RESUME_BACKOFF = (0.2, 1, 3, 10)
+LAN_BROWSE_SECONDS = 3.0  # how long `discover --lan` listens for mDNS announcements
 TYPICAL_SPREAD = 0.1  # the standard deviation of a query's cosines, when no items tell it
 SYNC_PAGE = 500  # items per catalog page
 SYNC_PREFIX_K = 48  # the prefix length cached of each peer's vectors (D/8 for MiniLM's 384)
@@ -147,6 +150,23 @@ class PeerClient:
             if await self._catalog.write(partial(remote_items.finish_sync, peer_id=remote.peer_id, cursor=cursor, total=total)):
                 return received
         raise Malformed("the share's catalog changed size while it was copied; try again")
+
+    async def discover_lan(self, seconds: float = LAN_BROWSE_SECONDS) -> int:
+        """Listen for shares announced over mDNS on this machine's LAN interfaces; remember those that
+        answer as Peerlight shares (other libp2p nodes announce themselves the same way). How many."""
+        found = await browse(lan_addresses(), seconds)
+        known = {remote.peer_id for remote in await self._catalog.read(list_remote)}
+        remembered = 0
+        for peer_id, addresses in found.items():
+            transports = [a.split("/p2p/")[0] for a in addresses if a.startswith(("/ip4/", "/ip6/"))]
+            if not transports:
+                continue
+            remote = await self._catalog.write(partial(remember_remote, peer_id=peer_id, addresses=transports, found_by="mdns"))
+            if await self.refresh(remote) is None and peer_id not in known:
+                await self._catalog.write(partial(forget_remote, key=peer_id))  # not (or not now) a Peerlight share
+                continue
+            remembered += 1
+        return remembered
 
     async def refresh_all(self) -> list[dict[str, Any]]:
         remotes = await self._catalog.read(list_remote)

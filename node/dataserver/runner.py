@@ -27,6 +27,7 @@ from ..catalog.shares import Share, ensure_automatic_share, list_shares, set_por
 from ..identity import IdentityError, create_identity, load_identity
 from ..search.engine import SearchEngine
 from ..supervisor import describe_error
+from .lan import LanAnnouncement
 from .listen import listen_multiaddrs
 from .serving import ShareService
 
@@ -156,10 +157,17 @@ class DataServers:
                 await self._catalog.write(partial(set_port, share_id=share.id, port=port))
                 current.share = current.service.share = dataclasses.replace(share, port=port)
             log.info("share serving", extra={"share": share.name, "scope": share.scope, "peer_id": identity.peer_id, "addresses": addresses})
+            announcement = None
+            if share.scope == "lan":  # announced over mDNS on the interfaces it listens on, and only there
+                interfaces = [a.split("/")[2] for a in listen]
+                announcement = LanAnnouncement(host, interfaces, port, addresses)
+                await announcement.start()
             try:
                 await trio.sleep_forever()
             finally:
                 current.state = "stopped"
+                if announcement is not None:
+                    await announcement.stop()
                 # Close the connections explicitly, so that peers learn at once that the share is gone
                 # (leaving the host's context alone does not close its sockets).
                 with trio.CancelScope(shield=True), trio.move_on_after(2):

@@ -1,0 +1,96 @@
+"""Property tests on every decoder of peers' fields: requests a share receives, answers a client receives.
+
+Whatever a peer sends, the result is a typed error or a checked value, never a crash, and
+nothing unchecked reaches the catalog or the disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from peerlight.node.catalog import remote_items
+from peerlight.node.catalog.migrations import migrate
+from peerlight.node.dataserver.peers import _checked_manifest, safe_name
+from peerlight.node.dataserver.serving import _filters, _vector
+from peerlight.p2p.errors import Forbidden, Malformed
+
+values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(max_size=30) | st.binary(max_size=64),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+maps = st.dictionaries(st.sampled_from(["modality", "date_from", "date_to", "size_min", "size_max", "rating_min", "folder", "x"]), values, max_size=5)
+
+
+@given(maps)
+@settings(max_examples=300, deadline=None)
+def test_query_filters_are_checked_or_refused(raw) -> None:
+    try:
+        filters = _filters(raw)
+    except (Malformed, Forbidden):
+        return
+    assert all(m in ("image", "audio", "video", "text") for m in filters.modalities)
+    assert filters.rating_min is None and filters.folder is None
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=300, deadline=None)
+def test_query_vectors_are_finite_float32_or_refused(data: bytes) -> None:
+    try:
+        vector = _vector(data)
+    except Malformed:
+        return
+    assert vector.dtype == np.float32 and len(vector) * 4 == len(data) and np.isfinite(vector).all()
+
+
+@given(st.dictionaries(st.text(max_size=12), values, max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_manifests_keep_only_checked_fields(raw) -> None:
+    manifest = _checked_manifest(raw)
+    assert manifest["name"] is None or isinstance(manifest["name"], str)
+    assert all(isinstance(n, int) for n in manifest["counts"].values())
+    assert all(isinstance(m["id"], str) for m in manifest["models"])
+
+
+@given(values, st.text(alphabet="0123456789abcdef", min_size=64, max_size=64))
+@settings(max_examples=300, deadline=None)
+def test_file_names_from_peers_never_leave_the_folder(name, content_hash: str) -> None:
+    safe = safe_name(name, content_hash)
+    assert safe and "/" not in safe and "\x00" not in safe and not safe.startswith(".")
+    assert len(safe.encode("utf-8", "surrogateescape")) <= 255
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "..", ".", "a\\..\\b", ".bashrc", "\x00", "x" * 300 + ".jpg", "ok.txt"])
+def test_path_tricks_in_file_names(name: str) -> None:
+    safe = safe_name(name, "f" * 64)
+    assert "/" not in safe and safe not in (".", "..") and not safe.startswith(".") and len(safe.encode()) <= 255
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(["content_hash", "name", "size", "modality", "mime", "metadata", "vectors"]), values, max_size=7), max_size=5))
+@settings(max_examples=200, deadline=None)
+def test_hostile_catalog_pages_store_only_checked_rows(items) -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    conn.execute("INSERT INTO remote_shares (peer_id, found_by, first_seen) VALUES ('p', 'manual', 0)")
+    remote_items.store_page(conn, "p", items, k=4)
+    for content_hash, name, size, modality in conn.execute("SELECT content_hash, name, size, modality FROM remote_items"):
+        assert len(content_hash) == 64 and isinstance(name, str) and isinstance(size, int) and modality in ("image", "audio", "video", "text")
+    for (prefix,) in conn.execute("SELECT prefix FROM remote_vectors"):
+        assert len(prefix) == 8 and np.isfinite(np.frombuffer(prefix, "<f2")).all()
+
+
+def test_a_valid_catalog_page_is_stored() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    conn.execute("INSERT INTO remote_shares (peer_id, found_by, first_seen) VALUES ('p', 'manual', 0)")
+    prefix = np.array([0.5, 0.5, 0.5, 0.5], "<f2").tobytes()
+    item = {"content_hash": "a" * 64, "name": "x.jpg", "size": 3, "modality": "image", "metadata": {"date": "2024"}, "vectors": {"m": prefix}}
+    assert remote_items.store_page(conn, "p", [item], k=4) == 1
+    keys, matrix = remote_items.cached_prefixes(conn, "m")
+    assert keys == [("p", "a" * 64)] and matrix.shape == (1, 4)
+    assert remote_items.finish_sync(conn, "p", cursor=9, total=1) and remote_items.sync_cursor(conn, "p") == 9
+    assert not remote_items.finish_sync(conn, "p", cursor=10, total=2)
