@@ -79,7 +79,7 @@ def plain_tcp_copy(source: Path, target: Path) -> float:
     return elapsed
 
 
-def round_trips(address: str, queries: int, model: dict | None) -> dict[str, float]:
+def round_trips(address: str, queries: int) -> dict[str, float]:
     from peerlight.node.dataserver import protocol_ids as ids
     from peerlight.p2p.client import Requester
     from peerlight.p2p.host import new_host, running, split_peer_address
@@ -91,6 +91,8 @@ def round_trips(address: str, queries: int, model: dict | None) -> dict[str, flo
         host = new_host(os.urandom(32))
         async with running(host, ["/ip4/127.0.0.1/tcp/0"]):
             requester = Requester(host)
+            manifest = await requester.request(peer_id, [transport], ids.MANIFEST, {})
+            model = next((m for m in manifest["models"] if m["space"] == "text"), None)
             cases = [("manifest", ids.MANIFEST, {})]
             if model:
                 prefix = np.random.default_rng(0).normal(size=model["dimension"] // 8).astype("<f4")
@@ -135,7 +137,7 @@ def main() -> None:
         cli_json(a_dir, "library", "add", str(library))
         cli_json(a_dir, "index", "--wait")
         share = cli_json(a_dir, "share", "create", "bench", "--collection", str(library))
-        remote = cli_json(b_dir, "peers", "add", share["addresses"][0])
+        cli_json(b_dir, "peers", "add", share["addresses"][0])
         size = big.stat().st_size
         content_hash = __import__("blake3").blake3(big.read_bytes(), max_threads=-1).hexdigest()
 
@@ -154,18 +156,7 @@ def main() -> None:
             rounds.append((ours, plain))
         ours = min(r[0] for r in rounds)
         plain = min(r[1] for r in rounds)
-        model = next((m for m in remote["models"] if m), None)
-        manifest_models = cli_json(b_dir, "peers", "list")[0]
-        text_model = None
-        if manifest_models["models"]:
-            from peerlight.node.catalog.shares import get_remote  # noqa: F401 - documents where models come from
-        with ControlClient(a_dir / "control.sock") as client:
-            for described in client.call("share.list"):
-                pass
-        dims = {"text": 384}
-        if model:
-            text_model = {"id": model, "dimension": dims["text"]}
-        rtt = round_trips(share["addresses"][0], args.queries, text_model)
+        rtt = round_trips(share["addresses"][0], args.queries)
         emit(
             "p2p_transfer",
             megabytes=args.megabytes,

@@ -163,12 +163,17 @@ class PrefixIndex:
         the search *inside* the index (a FAISS selector over the prefix scan, a mask for the
         exact scan): a restrictive filter still gets its true top k, not what survives of a
         fixed number of unrestricted candidates.
+
+        A ``query`` shorter than the index's vectors is a K-prefix (what a peer sends): it is
+        compared with the renormalised K-prefix of every vector, the cosine peers agree on.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         if prefix_len is not None and prefix_len != self.prefix_len:
             raise ValueError(f"this index holds {self.prefix_len}-prefixes, not {prefix_len}")
         query = normalize(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
+        if not 1 <= len(query) <= self.dimension:
+            raise ValueError(f"a query of {len(query)} values for {self.dimension}-dimensional vectors")
         with self._lock:
             n = self._count
             if n == 0 or k <= 0:
@@ -180,7 +185,7 @@ class PrefixIndex:
                 return _NO_HITS
             if mode == "exact":
                 rows = np.flatnonzero(mask) if mask is not None else np.arange(n)
-                scores = (self._full[rows] if mask is not None else self._full) @ query  # no copy of everything
+                scores = self._scores(rows if mask is not None else None, query)
                 count = 8 * k  # sorting only the best few rows is enough unless groups repeat a lot
                 while True:
                     top = np.argpartition(-scores, count - 1)[:count] if count < len(rows) else np.arange(len(rows))
@@ -193,7 +198,7 @@ class PrefixIndex:
             count = k if mode == "prefix" else max(shortlist, k)
             while True:
                 rows, prefix_scores = self._prefix_rows(query, min(count, eligible), selector)
-                scores = prefix_scores if mode == "prefix" else self._full[rows] @ query
+                scores = prefix_scores if mode == "prefix" else self._scores(rows, query)
                 hits = self._best_per_group(rows, scores, groups, k)
                 if len(hits.ids) >= k or count >= eligible:
                     return hits
@@ -214,6 +219,14 @@ class PrefixIndex:
             scores = self._full[rows] @ query
         return float(scores.mean()), float(scores.std())
 
+    def _scores(self, rows: np.ndarray | None, query: np.ndarray) -> np.ndarray:
+        """Cosines of ``query`` with the vectors at ``rows`` (None: all, without copying them);
+        a shorter query is scored against the vectors' renormalised prefixes of its length."""
+        vectors = self._full if rows is None else self._full[rows]
+        if len(query) == self.dimension:
+            return vectors @ query
+        return prefix_of(vectors, len(query)) @ query
+
     def _selector(self, mask: np.ndarray):  # type: ignore[no-untyped-def]
         import faiss
 
@@ -226,6 +239,8 @@ class PrefixIndex:
         import faiss
 
         params = faiss.SearchParameters(sel=selector) if selector is not None else None
+        if len(query) < self.prefix_len:  # a peer's shorter prefix: the missing values count as zero
+            query = np.pad(query, (0, self.prefix_len - len(query)))
         scores, rows = self._prefixes.search(prefix_of(query, self.prefix_len).reshape(1, -1), count, params=params)
         valid = rows[0] >= 0
         return rows[0][valid], scores[0][valid]

@@ -205,6 +205,9 @@ class NetworkOptions:
     requests_per_minute: int = _option(1200, "Requests one peer may make per minute to a share.", min=1)
     streams_per_peer: int = _option(16, "Streams one peer may have open at once to a share.", min=1, max=1024)
     max_connections: int = _option(1000, "Connections a share accepts at once.", min=1, max=100_000)
+    metrics_port: int = _option(
+        0, "Serve Prometheus metrics at http://127.0.0.1:PORT/metrics (loopback only); 0 turns the endpoint off.", min=0, max=65535
+    )
 
 
 @dataclass(frozen=True)

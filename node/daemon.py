@@ -38,6 +38,7 @@ from .api.search import SearchMethods
 from .api.shares import PeerMethods, ShareMethods
 from .dataserver.peers import PeerClient
 from .dataserver.runner import DataServers
+from .metrics import serve_metrics
 from .models import ModelManager
 from .search.engine import SearchEngine
 from .search.vector_indexes import IndexSettings, VectorIndexes
@@ -134,6 +135,7 @@ class Daemon:
                     ("adapters", self.auto_adapters.run),
                     ("data servers", self.data_servers.run if self.data_servers else None),
                     ("peer client", self.peers.run if self.peers else None),
+                    ("metrics", partial(serve_metrics, self.config.network.metrics_port, self.metrics) if self.config.network.metrics_port else None),
                 ):
                     if service is not None:
                         await self.supervisor.start(services, name, service)
@@ -198,6 +200,14 @@ class Daemon:
             "requests_in_flight": self.control.requests_in_flight,
             "shares": self.data_servers.describe() if self.data_servers else [],
             "conditions": self.conditions(),
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        """What the metrics endpoint exposes: live counters only, cheap enough for every scrape."""
+        return {
+            "shares": self.data_servers.describe() if self.data_servers else [],
+            "requests_in_flight": self.control.requests_in_flight,
+            "services": self.supervisor.describe(),
         }
 
     def conditions(self) -> list[dict[str, str]]:

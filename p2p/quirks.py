@@ -94,15 +94,3 @@ def replace_addresses(host: Any, peer_id: Any, addresses: list[Any]) -> None:
     store = host.get_peerstore()
     store.clear_addrs(peer_id)
     store.add_addrs(peer_id, addresses, 3600)
-
-
-def unique_providers(providers: list[Any]) -> list[Any]:
-    """``find_providers`` returns the same provider several times: keep each peer once."""
-    seen: set[str] = set()
-    unique = []
-    for info in providers:
-        key = str(info.peer_id)
-        if key not in seen:
-            seen.add(key)
-            unique.append(info)
-    return unique

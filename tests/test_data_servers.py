@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
+import urllib.request
 import wave
 from pathlib import Path
 
@@ -60,7 +62,7 @@ def two_nodes(tmp_path_factory):
     for name in ("a", "b"):
         paths = NodePaths(base / name)
         init_node(paths)
-        write_config(paths.root)
+        write_config(paths.root, f"[network]\nmetrics_port = {_free_port()}\n" if name == "a" else "")
         nodes.append(paths.root)
     library = base / "library"
     (library / "notes").mkdir(parents=True)
@@ -77,6 +79,20 @@ def two_nodes(tmp_path_factory):
     finally:
         for process in (a, b):
             process.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _metrics(data_dir: Path) -> str:
+    import tomllib
+
+    port = tomllib.loads((data_dir / "node.toml").read_text())["network"]["metrics_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        return reply.read().decode()
 
 
 def _share_address(data_dir: Path, name: str) -> str:
@@ -124,6 +140,13 @@ def test_a_share_is_searched_and_fetched_by_another_node(two_nodes, tmp_path) ->
     again = cli_json(b_dir, "fetch", "notes", "flu.txt", "--to", str(target))
     assert again["path"] != fetched["path"] and Path(again["path"]).read_text() == NOTES["flu.txt"]
     assert not [p for p in target.iterdir() if p.name.endswith(".peerlight-partial")]
+
+    # The traffic shows in `share show` and on the metrics endpoint (loopback only).
+    shown = cli_json(a_dir, "share", "show", "notes")["protocols"]
+    assert shown["query"]["requests"] >= 1 and shown["fetch"]["bytes_out"] > len(photo)
+    metrics = _metrics(a_dir)
+    assert 'peerlight_share_requests_total{protocol="query",share="notes"}' in metrics
+    assert 'peerlight_share_bytes_total{direction="out",protocol="fetch",share="notes"}' in metrics
 
     # A file outside the share cannot be fetched, even by its exact content hash.
     diary_hash = blake3.blake3((library / "private" / "diary.txt").read_bytes()).hexdigest()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..callers import Scope
@@ -133,7 +133,6 @@ class ShareEdit:
     modalities: tuple[str, ...] | None = None
     port: int | None = None
     paused: bool | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def edit_share(conn: sqlite3.Connection, name: str, edit: ShareEdit) -> Share:
