@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("item", help="a file name in the share, or a content hash")
     fetch.add_argument("--to", default=".", help="folder to save into (default: here)")
 
+    preview = command("preview", share_commands.cmd_preview, "a peer's preview of an item: a thumbnail, an audio snippet or a text excerpt")
+    preview.add_argument("share", help="the share's name or peer ID")
+    preview.add_argument("item", help="a file name in the share, or a content hash")
+    preview.add_argument("--to", default=".", help="folder for a thumbnail or snippet (default: here)")
+
     similar = command("similar", search_commands.cmd_similar, "find items like a file (indexed or not)")
     similar.add_argument("path", help="an example media file")
     search_commands.add_filter_arguments(similar)

@@ -115,6 +115,20 @@ def cmd_fetch(args: Namespace, paths: NodePaths, out: Output) -> int:
     return 0
 
 
+def cmd_preview(args: Namespace, paths: NodePaths, out: Output) -> int:
+    folder = Path(args.to).expanduser().absolute()
+    preview = call(paths.control_socket, "peers.preview", timeout=120, share=args.share, item=args.item, to=wire_path(folder))
+
+    def render(console: Console, p: dict[str, Any]) -> None:
+        if "text" in p:
+            console.print(escape(p["text"]))
+        else:
+            console.print(f"Preview of {escape(p['name'])} ({p['mime']}, {p['size']} bytes) saved as {shown(p['path'])}.")
+
+    out.result(preview, render)
+    return 0
+
+
 def _render_share(console: Console, share: dict[str, Any]) -> None:
     collections = ", ".join(shown(c["path"]) for c in share["collections"]) or "everything this node indexes"
     lines = [

@@ -141,6 +141,18 @@ def test_a_share_is_searched_and_fetched_by_another_node(two_nodes, tmp_path) ->
     assert again["path"] != fetched["path"] and Path(again["path"]).read_text() == NOTES["flu.txt"]
     assert not [p for p in target.iterdir() if p.name.endswith(".peerlight-partial")]
 
+    # Previews: the opening of a document, a JPEG thumbnail of an image, ten seconds of audio.
+    excerpt = cli_json(b_dir, "preview", "notes", "flu.txt", "--to", str(target))
+    assert excerpt["text"] == NOTES["flu.txt"]
+    thumbnail = cli_json(b_dir, "preview", "notes", "photo.png", "--to", str(target))
+    from PIL import Image
+
+    with Image.open(thumbnail["path"]) as shrunk:
+        assert shrunk.format == "JPEG" and max(shrunk.size) == 256
+    snippet = cli_json(b_dir, "preview", "notes", "long.wav", "--to", str(target))
+    with wave.open(snippet["path"]) as audio:
+        assert audio.getnframes() == 10 * 16000
+
     # The traffic shows in `share show` and on the metrics endpoint (loopback only).
     shown = cli_json(a_dir, "share", "show", "notes")["protocols"]
     assert shown["query"]["requests"] >= 1 and shown["fetch"]["bytes_out"] > len(photo)

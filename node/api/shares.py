@@ -177,6 +177,7 @@ class PeerMethods:
             "peers.remove": local_only(self.remove),
             "peers.discover": local_only(self.discover),
             "peers.fetch": local_only(Streaming(self.fetch)),
+            "peers.preview": local_only(self.preview),
         }
 
     def _need_client(self) -> PeerClient:
@@ -222,6 +223,24 @@ class PeerMethods:
             return (await self._catalog.write(partial(shares.forget_remote, key=key))).to_wire()
         except shares.ShareNotFound as exc:
             raise NotFound(str(exc)) from None
+
+    async def preview(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        params = Params(raw)
+        key = params.text("share", max_length=200)
+        item = params.text("item", max_length=4096)
+        to = params.path("to", None)
+        params.done()
+        folder = Path(to) if to is not None else None
+        if folder is not None and not await run_io(folder.is_dir):
+            raise InvalidParams(f"{display(str(folder))} is not a folder", data={"param": "to"})
+        try:
+            return await self._need_client().preview(key, item, folder)
+        except shares.ShareNotFound as exc:
+            raise NotFound(str(exc)) from None
+        except PeerNotFound as exc:
+            raise NotFound(exc.message) from None
+        except WireError as exc:
+            raise Unavailable(f"{exc.code}: {exc.message}") from None
 
     async def fetch(self, raw: dict[str, Any], caller: Caller, emit: Emit) -> dict[str, Any]:
         params = Params(raw)

@@ -41,6 +41,7 @@ log = logging.getLogger("peerlight.peers")
 HASH = re.compile(r"^[0-9a-f]{64}$")
 FETCH_ATTEMPTS = 5  # an interrupted or corrupted transfer is resumed this many times
 RESUME_BACKOFF = (0.2, 1, 3, 10)
+PREVIEW_TYPES = {"image/jpeg": ".jpg", "audio/wav": ".wav"}  # what a preview may be (and its file's suffix)
 LAN_BROWSE_SECONDS = 3.0  # how long `discover --lan` listens for mDNS announcements
 TYPICAL_SPREAD = 0.1  # the standard deviation of a query's cosines, when no items tell it
 SYNC_PAGE = 500  # items per catalog page
@@ -287,6 +288,25 @@ class PeerClient:
         size = found.get("size") if isinstance(found.get("size"), int) else None
         return found["content_hash"], name, size
 
+    async def preview(self, key: str, item: str, folder: Path | None) -> dict[str, Any]:
+        """A share's preview of ``item``: its text, or a small file (thumbnail, snippet) saved in ``folder``."""
+        remote = await self._catalog.read(partial(get_remote, key=key))
+        content_hash, name, _ = await self.resolve(remote, item)
+        requester = await self._requester()
+        reply = await requester.request(remote.peer_id, remote.addresses, ids.PREVIEW, {"hash": content_hash}, timeout=self.query_timeout * 6)
+        mime = reply.get("mime")
+        if isinstance(reply.get("text"), str):
+            return {"content_hash": content_hash, "name": name, "mime": "text/plain", "text": reply["text"][:4000]}
+        data = reply.get("data")
+        extension = PREVIEW_TYPES.get(mime) if isinstance(mime, str) else None
+        if not isinstance(data, bytes) or extension is None:
+            raise Malformed("a preview without text, or with data of an unknown type")
+        result: dict[str, Any] = {"content_hash": content_hash, "name": name, "mime": mime, "size": len(data)}
+        if folder is not None:
+            target = folder / f"{safe_name(name, content_hash)}.preview{extension}"
+            result["path"] = str(await run_io(_write_new, target, data))
+        return result
+
     async def fetch(self, key: str, item: str, folder: Path, progress: Progress) -> dict[str, Any]:
         """Download ``item`` from the share ``key`` into ``folder``; resumes after interruptions."""
         remote = await self._catalog.read(partial(get_remote, key=key))
@@ -462,6 +482,20 @@ def _size_or_zero(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def _write_new(target: Path, data: bytes) -> Path:
+    """Write ``data`` under ``target``'s name, or a numbered variant of it: never over an existing file."""
+    stem, suffix = target.stem, target.suffix
+    candidate, n = target, 1
+    while True:
+        try:
+            with open(candidate, "xb") as out:
+                out.write(data)
+            return candidate
+        except FileExistsError:
+            candidate = target.with_name(f"{stem} ({n}){suffix}")
+            n += 1
 
 
 def _place(partial_path: Path, target: Path) -> Path:

@@ -18,6 +18,7 @@ from typing import Any
 import blake3
 import numpy as np
 
+from peerlight.embeddings.errors import DecodeError
 from peerlight.embeddings.prefix_index import prefix_of
 from peerlight.embeddings.vectors import from_blob
 from peerlight.p2p.errors import Forbidden, Malformed, NotFound, Unavailable
@@ -30,12 +31,15 @@ from ..files import open_regular
 from ..pathnames import decode_path, readable
 from ..search.engine import MODES, PRIVATE_METADATA, SearchEngine, SearchError, SearchRequest
 from ..search.filters import MODALITIES, Filters, location_in_scope, parse_date, where_clause
-from ..threads import run_io
+from ..catalog.items import document_text
+from ..threads import IOTimeout, run_io
+from .previews import media_preview, text_preview
 from . import protocol_ids as ids
 
 log = logging.getLogger("peerlight.dataserver")
 
-CAPABILITIES = ("manifest", "query.text", "query.vector", "fetch.range", "catalog")
+CAPABILITIES = ("manifest", "query.text", "query.vector", "fetch.range", "catalog", "preview")
+PREVIEW_SECONDS = 30.0  # a preview that takes longer to make (a huge or hostile file) is refused
 
 
 class ShareService:
@@ -53,6 +57,7 @@ class ShareService:
             Protocol(ids.QUERY, self.query, max_request_bytes=64 * 1024),
             Protocol(ids.FETCH, self.fetch, max_request_bytes=4 * 1024),
             Protocol(ids.CATALOG, self.catalog, max_request_bytes=1024),
+            Protocol(ids.PREVIEW, self.preview, max_request_bytes=1024),
         ]
 
     def caller(self, peer_id: str) -> Caller:
@@ -75,7 +80,7 @@ class ShareService:
             "counts": counts,
             "models": models,
             "capabilities": list(CAPABILITIES),
-            "protocols": [ids.MANIFEST, ids.QUERY, ids.FETCH, ids.CATALOG],
+            "protocols": [ids.MANIFEST, ids.QUERY, ids.FETCH, ids.CATALOG, ids.PREVIEW],
             "chunk_bytes": ids.CHUNK_BYTES,
         }
 
@@ -122,6 +127,30 @@ class ShareService:
         if cursor < 0 or not 1 <= limit <= ids.MAX_CATALOG_PAGE or not 1 <= k <= ids.MAX_PREFIX_K:
             raise Malformed(f"cursor >= 0, limit within 1..{ids.MAX_CATALOG_PAGE} and k within 1..{ids.MAX_PREFIX_K}", {"field": "limit"})
         return await self._catalog.read(partial(_catalog_page, scope=self.caller(request.peer_id).scope, cursor=cursor, limit=limit, k=k))
+
+    # --- preview ---
+
+    async def preview(self, request: Request) -> dict[str, Any]:
+        """A thumbnail, an audio snippet or a document's opening: ``{mime, data}`` or ``{mime, text}``."""
+        self._check_open()
+        content_hash = require(request.body, "hash", str, max_length=64)
+        found = await self._catalog.read(partial(_item_in_scope, content_hash=content_hash, caller=self.caller(request.peer_id)))
+        if found is None:
+            raise NotFound(f"this share has no item {content_hash}")
+        item_id, modality, paths = found
+        if modality == "text":
+            text = await self._catalog.read(partial(document_text, item_id=item_id))
+            if not text:
+                raise Unavailable("no text was extracted from this document")
+            return text_preview(text)
+        for path in paths:
+            try:
+                return await run_io(media_preview, path, modality, timeout=PREVIEW_SECONDS, what="making a preview")
+            except (DecodeError, OSError) as exc:
+                log.info("no preview", extra={"reason": str(exc)})
+            except IOTimeout:
+                raise Unavailable(f"the preview took longer than {PREVIEW_SECONDS:g} s") from None
+        raise Unavailable("no preview can be made of this item")
 
     # --- fetch ---
 
@@ -218,15 +247,21 @@ def _offer(conn, scope) -> tuple[dict[str, int], list[dict[str, Any]]]:  # type:
     return counts, models
 
 
-def _paths_of(conn, content_hash: str, caller: Caller) -> list[str]:  # type: ignore[no-untyped-def]
-    """The files of the item with ``content_hash`` that the caller's scope lets it fetch."""
+def _item_in_scope(conn, content_hash: str, caller: Caller) -> tuple[int, str, list[str]] | None:  # type: ignore[no-untyped-def]
+    """(id, kind, files) of the item with ``content_hash``, if the caller's scope lets it see it."""
     where, args = where_clause(Filters(), caller.scope)
-    row = conn.execute(f"SELECT i.id FROM items AS i WHERE i.content_hash = ? AND {where}", (content_hash, *args)).fetchone()
+    row = conn.execute(f"SELECT i.id, i.modality FROM items AS i WHERE i.content_hash = ? AND {where}", (content_hash, *args)).fetchone()
     if row is None:
-        return []
+        return None
     visible, visible_args = location_in_scope(caller.scope)
     rows = conn.execute(f"SELECT path FROM locations WHERE item_id = ? AND {visible} ORDER BY id", (row[0], *visible_args))
-    return [decode_path(path) for (path,) in rows]
+    return row[0], row[1], [decode_path(path) for (path,) in rows]
+
+
+def _paths_of(conn, content_hash: str, caller: Caller) -> list[str]:  # type: ignore[no-untyped-def]
+    """The files of the item with ``content_hash`` that the caller's scope lets it fetch."""
+    found = _item_in_scope(conn, content_hash, caller)
+    return found[2] if found else []
 
 
 async def _open_first(paths: list[str]) -> tuple[Any, int]:
