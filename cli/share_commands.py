@@ -57,22 +57,20 @@ def cmd_share_edit(args: Namespace, paths: NodePaths, out: Output) -> int:
     return 0
 
 
-def cmd_share_pause(args: Namespace, paths: NodePaths, out: Output) -> int:
-    share = call(paths.control_socket, "share.pause", name=args.name)
-    out.result(share, lambda console, s: console.print(f"Paused share [bold]{escape(s['name'])}[/]: it no longer listens."))
-    return 0
+def _share_action(method: str, message: str):  # type: ignore[no-untyped-def]
+    """A command that applies ``method`` to the named share and says ``message`` (with its name)."""
+
+    def run(args: Namespace, paths: NodePaths, out: Output) -> int:
+        share = call(paths.control_socket, method, name=args.name)
+        out.result(share, lambda console, s: console.print(message.format(name=f"[bold]{escape(s['name'])}[/]")))
+        return 0
+
+    return run
 
 
-def cmd_share_resume(args: Namespace, paths: NodePaths, out: Output) -> int:
-    share = call(paths.control_socket, "share.resume", name=args.name)
-    out.result(share, lambda console, s: console.print(f"Resumed share [bold]{escape(s['name'])}[/]."))
-    return 0
-
-
-def cmd_share_remove(args: Namespace, paths: NodePaths, out: Output) -> int:
-    share = call(paths.control_socket, "share.remove", name=args.name)
-    out.result(share, lambda console, s: console.print(f"Removed share [bold]{escape(s['name'])}[/]; its peer ID is gone for good."))
-    return 0
+cmd_share_pause = _share_action("share.pause", "Paused share {name}: it no longer listens.")
+cmd_share_resume = _share_action("share.resume", "Resumed share {name}.")
+cmd_share_remove = _share_action("share.remove", "Removed share {name}; its peer ID is gone for good.")
 
 
 def cmd_peers_add(args: Namespace, paths: NodePaths, out: Output) -> int:

@@ -10,6 +10,7 @@ internal error, logged with its traceback, and the server keeps serving.
 from __future__ import annotations
 
 import inspect
+from contextlib import aclosing
 import logging
 import time
 from collections import defaultdict, deque
@@ -234,7 +235,7 @@ class ProtocolServer:
             return
         if not inspect.isasyncgen(reply):
             raise TypeError(f"handler of {request.protocol} returned {type(reply).__name__}")
-        async with _closing(reply) as frames:
+        async with aclosing(reply) as frames:
             pending: dict[str, Any] | None = None
             async for frame in frames:
                 if pending is not None:
@@ -252,19 +253,6 @@ class ProtocolServer:
         if waited.cancelled_caught:
             raise wire.StreamClosed(f"the peer took no data for {self.limits.write_timeout:g} s")
         stats.bytes_out += len(data)
-
-
-class _closing:
-    """``async with`` that closes an async generator (its ``finally`` runs) however the loop ends."""
-
-    def __init__(self, generator: AsyncIterator[dict[str, Any]]) -> None:
-        self._generator = generator
-
-    async def __aenter__(self) -> AsyncIterator[dict[str, Any]]:
-        return self._generator
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._generator.aclose()  # type: ignore[attr-defined]
 
 
 def require(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ..., *, max_length: int | None = None) -> Any:

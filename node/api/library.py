@@ -63,16 +63,23 @@ async def _library_path(text: str, data_dir: Path) -> Path:
     return await run_io(_check_library_path, text, data_dir, what=f"checking {display(text)}")
 
 
-def _check_library_path(text: str, data_dir: Path) -> Path:
+def existing_folder(text: str, param: str) -> Path:
+    """The canonical path of an existing folder (links resolved), or a typed error naming ``param``. Blocking."""
     shown = display(text)
     try:
         resolved = Path(text).resolve(strict=True)
     except FileNotFoundError:
         raise NotFound(f"{shown} does not exist") from None
     except (OSError, RuntimeError) as exc:
-        raise InvalidParams(f"{shown} cannot be resolved: {exc}", data={"param": "path"}) from None
+        raise InvalidParams(f"{shown} cannot be resolved: {exc}", data={"param": param}) from None
     if not resolved.is_dir():
-        raise InvalidParams(f"{shown} is not a directory", data={"param": "path"})
+        raise InvalidParams(f"{shown} is not a directory", data={"param": param})
+    return resolved
+
+
+def _check_library_path(text: str, data_dir: Path) -> Path:
+    shown = display(text)
+    resolved = existing_folder(text, "path")
     if not os.access(resolved, os.R_OK | os.X_OK):
         raise InvalidParams(f"{shown} is not readable by the daemon", data={"param": "path"})
     data_dir = data_dir.resolve()

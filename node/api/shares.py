@@ -15,6 +15,7 @@ import trio
 from peerlight.p2p.errors import Malformed, NotFound as PeerNotFound, Unreachable, WireError
 
 from ..callers import Caller
+from .library import existing_folder
 from ..catalog import remote_items, shares
 from ..catalog.database import Catalog
 from ..control.params import Params
@@ -277,18 +278,5 @@ def _share_name(name: str) -> str:
 
 async def _collections(params: Params) -> tuple[str, ...]:
     """The collections named in a request, resolved (they must exist and be folders)."""
-    found = [await run_io(_collection_path, text, what=f"checking {display(text)}") for text in params.paths("collection")]
-    return tuple(dict.fromkeys(found))
-
-
-def _collection_path(text: str) -> str:
-    shown = display(text)
-    try:
-        resolved = Path(text).resolve(strict=True)
-    except FileNotFoundError:
-        raise NotFound(f"{shown} does not exist") from None
-    except (OSError, RuntimeError) as exc:
-        raise InvalidParams(f"{shown} cannot be resolved: {exc}", data={"param": "collection"}) from None
-    if not resolved.is_dir():
-        raise InvalidParams(f"{shown} is not a folder", data={"param": "collection"})
-    return str(resolved)
+    found = [await run_io(existing_folder, text, "collection", what=f"checking {display(text)}") for text in params.paths("collection")]
+    return tuple(dict.fromkeys(str(folder) for folder in found))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from contextlib import aclosing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -342,7 +343,7 @@ class PeerClient:
         frames = requester.frames(
             remote.peer_id, remote.addresses, ids.FETCH, {"hash": content_hash, "offset": partial.size}, timeout=30, max_bytes=ids.CHUNK_BYTES + 1024
         )
-        async with _aclosing(frames):
+        async with aclosing(frames):
             header = await frames.__anext__()
             size = header.get("size")
             if not isinstance(size, int) or header.get("offset") != partial.size or size < partial.size:
@@ -412,17 +413,6 @@ class _Partial:
 
 class ChunkCorrupted(WireError):
     code = "corrupted"
-
-
-class _aclosing:
-    def __init__(self, generator: Any) -> None:
-        self._generator = generator
-
-    async def __aenter__(self) -> Any:
-        return self._generator
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._generator.aclose()
 
 
 def result_score(result: dict[str, Any]) -> float:
