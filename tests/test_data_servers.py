@@ -227,5 +227,14 @@ def test_a_share_keeps_its_identity_and_port_and_a_client_recovers_from_a_killed
         cli_json(a_dir, "share", "resume", "notes")
         resumed = cli_json(b_dir, "search", "wash your hands", "--peers")
         assert resumed["peers"][0]["answered"] is True, resumed["peers"][0]["error"]
+
+        # The share moves to another port (a new address): B, told the new address, reaches it at
+        # once although the old one is still in its list (no 60 s block after the failed dial).
+        moved = cli_json(a_dir, "share", "edit", "notes", "--port", str(_free_port()))
+        assert moved["port"] != before["port"] and moved["peer_id"] == before["peer_id"]
+        cli_json(b_dir, "peers", "add", moved["addresses"][0])
+        again = cli_json(b_dir, "search", "wash your hands", "--peers")
+        assert again["peers"][0]["answered"] is True, again["peers"][0]["error"]
+        assert len(cli_json(b_dir, "peers")[0]["addresses"]) == 2
     finally:
         restarted.stop()
