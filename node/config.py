@@ -205,6 +205,12 @@ class NetworkOptions:
     requests_per_minute: int = _option(1200, "Requests one peer may make per minute to a share.", min=1)
     streams_per_peer: int = _option(16, "Streams one peer may have open at once to a share.", min=1, max=1024)
     max_connections: int = _option(1000, "Connections a share accepts at once.", min=1, max=100_000)
+    bootstrap: tuple[str, ...] = _option(
+        (),
+        "Multiaddrs (/ip4/…/tcp/…/p2p/…) of DHT nodes to join for global shares and `discover --global`; "
+        "public libp2p bootstrap nodes join the public DHT. Empty: no DHT.",
+    )
+    reprovide_seconds: float = _option(600.0, "How often a global share announces itself again on the DHT.", min=10, max=86400)
     metrics_port: int = _option(
         0, "Serve Prometheus metrics at http://127.0.0.1:PORT/metrics (loopback only); 0 turns the endpoint off.", min=0, max=65535
     )
@@ -281,6 +287,10 @@ def _convert(hint: Any, value: Any, meta: Any, file: Path, key: str) -> Any:
             allowed = ", ".join(repr(c) for c in choices)
             raise ConfigError(file, key, f"must be one of {allowed}, got {value!r}")
         return value
+    if get_origin(hint) is tuple:  # tuple[str, ...]: a TOML array of strings
+        if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+            raise ConfigError(file, key, f"expected an array of strings, got {_toml_type(value)}")
+        return tuple(value)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(file, key, f"expected true or false, got {_toml_type(value)}")
@@ -367,6 +377,8 @@ def render_default_config() -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if value is None:
         return '""'
     if isinstance(value, bool):

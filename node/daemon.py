@@ -104,8 +104,10 @@ class Daemon:
             from peerlight.p2p.server import Limits
 
             limits = Limits(streams_per_peer=network.streams_per_peer, requests_per_minute=network.requests_per_minute)
-            self.data_servers = DataServers(self._catalog, self.search, self.paths.share_keys, self.name, limits, network.max_connections)
-            self.peers = PeerClient(self._catalog, self.identity.seed, network.query_timeout_seconds)
+            self.data_servers = DataServers(
+                self._catalog, self.search, self.paths.share_keys, self.name, limits, network.max_connections, network.bootstrap, network.reprovide_seconds
+            )
+            self.peers = PeerClient(self._catalog, self.identity.seed, network.query_timeout_seconds, bootstrap=network.bootstrap)
         try:
             async with trio.open_nursery() as daemon_scope:
                 await daemon_scope.start(self._watch_signals, daemon_scope.cancel_scope)

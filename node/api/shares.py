@@ -213,6 +213,12 @@ class PeerMethods:
             except NoLanInterface as exc:
                 if source == "lan":
                     raise Unavailable(str(exc)) from None
+        if source in (None, "global"):
+            try:
+                await client.discover_global()
+            except Unreachable as exc:
+                if source == "global":
+                    raise Unavailable(exc.message) from None
         remotes = await client.refresh_all()
         return [remote for remote in remotes if found_by is None or remote["found_by"] == found_by]
 

@@ -9,19 +9,16 @@ class NoLanInterface(Exception):
     """A ``lan`` share on a machine with no private network address to listen on."""
 
 
-def lan_addresses() -> list[str]:
-    """This machine's private (RFC 1918 / unique local) IPv4 addresses, loopback and link-local excluded."""
+def interface_addresses() -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address of this machine's interfaces."""
     import ifaddr  # zeroconf's own interface lister (a dependency of zeroconf)
 
-    found = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if not isinstance(ip.ip, str):
-                continue  # IPv6 (a tuple): not yet
-            address = ipaddress.ip_address(ip.ip)
-            if address.is_private and not address.is_loopback and not address.is_link_local:
-                found.append(str(address))
-    return sorted(set(found))
+    return sorted({ipaddress.IPv4Address(ip.ip) for adapter in ifaddr.get_adapters() for ip in adapter.ips if isinstance(ip.ip, str)})
+
+
+def lan_addresses() -> list[str]:
+    """This machine's private (RFC 1918 / unique local) IPv4 addresses, loopback and link-local excluded."""
+    return [str(a) for a in interface_addresses() if a.is_private and not a.is_loopback and not a.is_link_local]
 
 
 def listen_multiaddrs(scope: str, port: int | None) -> list[str]:
@@ -35,5 +32,7 @@ def listen_multiaddrs(scope: str, port: int | None) -> list[str]:
             raise NoLanInterface("no LAN interface with a private IPv4 address: a lan share has nowhere to listen")
         return [f"/ip4/{address}{tcp}" for address in addresses]
     if scope == "global":
-        return [f"/ip4/0.0.0.0{tcp}"]
+        # Every interface, each by its own address (not 0.0.0.0): these are the addresses the
+        # share announces on the DHT, so they must be ones a peer can dial.
+        return [f"/ip4/{address}{tcp}" for address in interface_addresses() if not address.is_link_local]
     raise ValueError(f"unknown scope {scope!r}")

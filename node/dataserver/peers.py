@@ -26,6 +26,7 @@ from peerlight.embeddings.vectors import normalize
 
 from peerlight.p2p.client import Requester
 from peerlight.p2p.errors import Malformed, NotFound, Timeout, Unreachable, WireError
+from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, find_providers, running_dht
 from peerlight.p2p.host import new_host, running, split_peer_address
 
 from ..catalog import remote_items
@@ -65,8 +66,9 @@ class PeerAnswer:
 
 
 class PeerClient:
-    def __init__(self, catalog: Catalog, seed: bytes, query_timeout: float, sync_interval: float = 300.0) -> None:
+    def __init__(self, catalog: Catalog, seed: bytes, query_timeout: float, sync_interval: float = 300.0, bootstrap: tuple[str, ...] = ()) -> None:
         self._catalog = catalog
+        self._bootstrap = bootstrap
         self._seed = seed
         self.query_timeout = query_timeout
         self.sync_interval = sync_interval
@@ -158,12 +160,35 @@ class PeerClient:
         answer as Peerlight shares (other libp2p nodes announce themselves the same way). How many."""
         found = await browse(lan_addresses(), seconds)
         known = {remote.peer_id for remote in await self._catalog.read(list_remote)}
+        return await self._remember_found(found, "mdns", known)
+
+    async def discover_global(self) -> int:
+        """Find global shares on the DHT (providers of the Peerlight key); remember those that answer. How many.
+
+        The DHT is joined through the configured bootstrap nodes and the global shares already
+        known (each is a DHT server), for the duration of the lookup, as a client only.
+        """
+        known = await self._catalog.read(list_remote)
+        entry = list(self._bootstrap) + [
+            f"{address}/p2p/{remote.peer_id}" for remote in known if (remote.manifest or {}).get("scope") == "global" for address in remote.addresses[:2]
+        ]
+        if not entry:
+            raise Unreachable("no DHT node to start from: set network.bootstrap, or add a global share with `peers add`")
+        requester = await self._requester()
+        async with running_dht(requester.host, server=False) as dht:
+            if not await bootstrap(requester.host, dht, entry):
+                raise Unreachable("no bootstrap node of the DHT answered")
+            found = await find_providers(dht, PEERLIGHT_KEY)
+        return await self._remember_found(found, "dht", {remote.peer_id for remote in known})
+
+    async def _remember_found(self, found: dict[str, list[str]], found_by: str, known: set[str]) -> int:
+        """Remember discovered peers that answer as Peerlight shares; how many."""
         remembered = 0
         for peer_id, addresses in found.items():
             transports = [a.split("/p2p/")[0] for a in addresses if a.startswith(("/ip4/", "/ip6/"))]
             if not transports:
                 continue
-            remote = await self._catalog.write(partial(remember_remote, peer_id=peer_id, addresses=transports, found_by="mdns"))
+            remote = await self._catalog.write(partial(remember_remote, peer_id=peer_id, addresses=transports, found_by=found_by))
             if await self.refresh(remote) is None and peer_id not in known:
                 await self._catalog.write(partial(forget_remote, key=peer_id))  # not (or not now) a Peerlight share
                 continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import trio
 
+from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, running_dht, share_key
 from peerlight.p2p.host import listen_addresses, new_host, running
 from peerlight.p2p.server import Limits, ProtocolServer
 
@@ -47,6 +49,7 @@ class RunningShare:
     state: str = "starting"  # starting | serving | failed
     error: str | None = None
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+    dht: dict[str, Any] | None = None  # a global share's standing on the DHT
 
     def describe(self) -> dict[str, Any]:
         network = self.host.get_network() if self.host is not None and self.state == "serving" else None
@@ -59,8 +62,24 @@ class RunningShare:
             "peer_id": self.peer_id,
             "addresses": self.addresses,
             "connections": sum(len(c) for c in network.connections.values()) if network is not None else 0,
+            **({"dht": self.dht} if self.dht is not None else {}),
             **(self.server.describe() if self.server is not None else {}),
         }
+
+
+async def _provide_forever(current: RunningShare, host: Any, dht: Any, bootstrap_peers: tuple[str, ...], every: float) -> None:
+    """Join the DHT and provide the share's keys, again every ``every`` seconds (records expire)."""
+    while True:
+        if dht.get_routing_table_size() == 0:
+            await bootstrap(host, dht, bootstrap_peers)
+        provided = 0
+        for key in (PEERLIGHT_KEY, share_key(current.share.name)):
+            try:
+                provided += bool(await dht.provide(key))
+            except Exception as exc:  # no DHT peer reachable now: try again later
+                log.info("providing on the DHT failed", extra={"share": current.share.name, "reason": describe_error(exc)})
+        current.dht = {"routing_table": dht.get_routing_table_size(), "provided": provided == 2, "at": time.time()}
+        await trio.sleep(every if provided == 2 else min(every, 30))
 
 
 def key_path(folder: Path, share_id: int) -> Path:
@@ -80,13 +99,25 @@ def share_identity(folder: Path, share_id: int):  # -> NodeIdentity
 
 
 class DataServers:
-    def __init__(self, catalog: Catalog, engine: SearchEngine, keys: Path, node_name: str, limits: Limits, max_connections: int = 1000) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        engine: SearchEngine,
+        keys: Path,
+        node_name: str,
+        limits: Limits,
+        max_connections: int = 1000,
+        bootstrap: tuple[str, ...] = (),
+        reprovide_seconds: float = 600.0,
+    ) -> None:
         self._catalog = catalog
         self._engine = engine
         self._keys = keys
         self._node_name = node_name
         self._limits = limits
         self._max_connections = max_connections
+        self._bootstrap = bootstrap
+        self._reprovide_seconds = reprovide_seconds
         self.shares: dict[int, RunningShare] = {}
         self._changed = trio.Event()
 
@@ -139,6 +170,10 @@ class DataServers:
                     attempt += 1
                     await trio.sleep(delay)
 
+    async def _announce_globally(self, current: RunningShare, host: Any) -> None:
+        async with running_dht(host, server=True) as dht:
+            await _provide_forever(current, host, dht, self._bootstrap, self._reprovide_seconds)
+
     async def _host(self, current: RunningShare) -> None:
         share = current.share
         identity = await trio.to_thread.run_sync(share_identity, self._keys, share.id)
@@ -163,7 +198,10 @@ class DataServers:
                 announcement = LanAnnouncement(host, interfaces, port, addresses)
                 await announcement.start()
             try:
-                await trio.sleep_forever()
+                if share.scope == "global":
+                    await self._announce_globally(current, host)
+                else:
+                    await trio.sleep_forever()
             finally:
                 current.state = "stopped"
                 if announcement is not None:

@@ -1,0 +1,81 @@
+"""The Kademlia DHT (libp2p's ``/ipfs/kad/1.0.0``), as global shares and discovery use it.
+
+A global share is a DHT server on its own host and a *provider* of two keys: the well-known
+Peerlight key (every global share) and its own share key (derived from its name), so a
+node can find global shares it was never told about, or one share by name. Keys are
+multihashes (sha2-256) of fixed strings, as the DHT's provider records expect; the protocol
+is the standard one, so a node bootstrapped from public libp2p nodes joins the public DHT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from .host import connect, split_peer_address
+
+log = logging.getLogger("peerlight.dht")
+
+PEERLIGHT_KEY_TEXT = "peerlight:shares:v1"
+BOOTSTRAP_TIMEOUT = 10.0
+
+
+def provider_key(text: str) -> str:
+    """A DHT key for ``text``: the hex of its sha2-256 multihash (code 0x12, length 0x20)."""
+    return "1220" + hashlib.sha256(text.encode()).hexdigest()
+
+
+PEERLIGHT_KEY = provider_key(PEERLIGHT_KEY_TEXT)
+
+
+def share_key(name: str) -> str:
+    return provider_key(f"peerlight:share:{name}")
+
+
+@asynccontextmanager
+async def running_dht(host: Any, *, server: bool) -> AsyncIterator[Any]:
+    """A DHT node on ``host`` (server: it stores records for others) for the duration of the block."""
+    from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+    from libp2p.tools.anyio_service import background_trio_service
+
+    dht = KadDHT(host, DHTMode.SERVER if server else DHTMode.CLIENT)
+    async with background_trio_service(dht):
+        yield dht
+
+
+async def bootstrap(host: Any, dht: Any, peers: Sequence[str]) -> int:
+    """Connect to the given DHT nodes (full multiaddrs) and add them to the routing table; how many answered."""
+    joined = 0
+    for text in peers:
+        try:
+            peer_id, address = split_peer_address(text)
+        except ValueError as exc:
+            log.warning("a bootstrap address is not usable: %s", exc)
+            continue
+        if peer_id == str(host.get_id()):
+            continue
+        try:
+            await connect(host, peer_id, [address], timeout=BOOTSTRAP_TIMEOUT)
+            from libp2p.peer.id import ID
+
+            if await dht.add_peer(ID.from_base58(peer_id)):
+                joined += 1
+        except Exception as exc:  # a bootstrap node that is down: try the others
+            log.info("a bootstrap node did not answer: %s", exc)
+    return joined
+
+
+async def find_providers(dht: Any, key: str, count: int = 50, timeout: float = 15.0) -> dict[str, list[str]]:
+    """Providers of ``key``: peer id -> transport multiaddrs, each peer once (py-libp2p 0.8.1 repeats them)."""
+    found: dict[str, list[str]] = {}
+    with trio.move_on_after(timeout):
+        for info in await dht.find_providers(key, count):
+            addresses = [str(a).split("/p2p/")[0] for a in info.addrs]
+            found.setdefault(str(info.peer_id), [])
+            found[str(info.peer_id)] = list(dict.fromkeys(found[str(info.peer_id)] + addresses))
+    return found

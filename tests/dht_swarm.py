@@ -1,0 +1,39 @@
+"""A swarm of Kademlia DHT servers on loopback, for tests: ``python tests/dht_swarm.py N``.
+
+Prints one line of JSON, the full multiaddrs of its nodes, once they all know each other,
+then serves until its standard input closes. Run it only inside a network namespace of
+the test's own making, with the daemons that use it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from contextlib import AsyncExitStack
+
+import trio
+
+from peerlight.p2p.dht import bootstrap, running_dht
+from peerlight.p2p.host import listen_addresses, new_host, running
+
+
+async def main(count: int) -> None:
+    logging.disable(logging.WARNING)
+    async with AsyncExitStack() as stack:
+        hosts, dhts = [], []
+        for _ in range(count):
+            host = new_host(os.urandom(32))
+            await stack.enter_async_context(running(host, ["/ip4/127.0.0.1/tcp/0"]))
+            hosts.append(host)
+            dhts.append(await stack.enter_async_context(running_dht(host, server=True)))
+        for i in range(1, count):
+            # Each node joins through one that joined before it: a lookup must hop to cross the swarm.
+            await bootstrap(hosts[i], dhts[i], listen_addresses(hosts[(i - 1) // 2]))
+        print(json.dumps([listen_addresses(host)[0] for host in hosts]), flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)
+
+
+if __name__ == "__main__":
+    trio.run(main, int(sys.argv[1]))

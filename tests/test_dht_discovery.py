@@ -1,0 +1,86 @@
+"""Global discovery on a DHT of 20 nodes: a node finds a global share it was never told about.
+
+Everything runs inside a network namespace this test creates (loopback only) and deletes:
+the DHT swarm (``tests/dht_swarm.py``, 20 Kademlia servers) and two daemons. Node A's
+global share joins the DHT through one swarm node and provides the Peerlight key; node B,
+bootstrapped from another swarm node, looks the key up, and searches the share it found.
+No public bootstrap node is ever dialled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .helpers import DaemonProcess, cli_json, index_and_wait, write_config
+
+pytestmark = pytest.mark.slow
+
+SWARM = Path(__file__).with_name("dht_swarm.py")
+
+
+@pytest.fixture
+def namespace():
+    if os.geteuid() != 0:
+        pytest.skip("creating a network namespace needs root")
+    name = f"pldht{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def _node(base: Path, name: str, bootstrap: str):
+    from peerlight.node.paths import NodePaths
+    from peerlight.node.setup import init_node
+
+    paths = NodePaths(base / name)
+    init_node(paths)
+    write_config(paths.root, f'[network]\nbootstrap = ["{bootstrap}"]\n')
+    return paths.root
+
+
+def test_a_global_share_is_found_on_a_dht_of_twenty_nodes(namespace, tmp_path) -> None:
+    swarm = subprocess.Popen(
+        ["ip", "netns", "exec", namespace, sys.executable, str(SWARM), "20"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    daemons = []
+    try:
+        nodes = json.loads(swarm.stdout.readline())
+        assert len(nodes) == 20
+        a_dir, b_dir = _node(tmp_path, "a", nodes[19]), _node(tmp_path, "b", nodes[7])
+        library = tmp_path / "library"
+        library.mkdir()
+        (library / "flu.txt").write_text("Influenza spreads fast in winter: wash your hands and rest.")
+        for data_dir in (a_dir, b_dir):
+            daemons.append(DaemonProcess(data_dir, wrapper=("ip", "netns", "exec", namespace)))
+            assert daemons[-1].wait_ready() == "ready"
+        cli_json(a_dir, "library", "add", str(library))
+        index_and_wait(a_dir)
+        share = cli_json(a_dir, "share", "create", "world", "--scope", "global", "--collection", str(library))
+        assert share["state"] == "serving", share
+        deadline = time.monotonic() + 60
+        while not (cli_json(a_dir, "share", "show", "world").get("dht") or {}).get("provided"):
+            assert time.monotonic() < deadline, cli_json(a_dir, "share", "show", "world")
+            time.sleep(0.5)
+
+        # B was never told about A: it finds the share on the DHT.
+        assert cli_json(b_dir, "peers") == []
+        found = cli_json(b_dir, "discover", "--global")
+        assert [(r["name"], r["found_by"], r["scope"], r["peer_id"]) for r in found] == [("world", "dht", "global", share["peer_id"])]
+        answer = cli_json(b_dir, "search", "avoid the flu", "--peers", "--modality", "text")
+        assert [r["name"] for r in answer["results"]] == ["flu.txt"]
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        swarm.stdin.close()
+        swarm.wait(30)
