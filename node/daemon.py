@@ -37,6 +37,7 @@ from .api.library import LibraryMethods
 from .api.search import SearchMethods
 from .api.shares import PeerMethods, ShareMethods
 from .dataserver.peers import PeerClient
+from .dataserver.adapters import AdapterFiles, adapter_folders
 from .dataserver.runner import DataServers
 from .metrics import serve_metrics
 from .models import ModelManager
@@ -105,7 +106,15 @@ class Daemon:
 
             limits = Limits(streams_per_peer=network.streams_per_peer, requests_per_minute=network.requests_per_minute)
             self.data_servers = DataServers(
-                self._catalog, self.search, self.paths.share_keys, self.name, limits, network.max_connections, network.bootstrap, network.reprovide_seconds
+                self._catalog,
+                self.search,
+                self.paths.share_keys,
+                self.name,
+                limits,
+                network.max_connections,
+                network.bootstrap,
+                network.reprovide_seconds,
+                AdapterFiles(adapter_folders(self.paths.adapters)),
             )
             self.peers = PeerClient(self._catalog, self.identity.seed, network.query_timeout_seconds, bootstrap=network.bootstrap)
         try:

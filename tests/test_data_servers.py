@@ -238,3 +238,44 @@ def test_a_share_keeps_its_identity_and_port_and_a_client_recovers_from_a_killed
         assert len(cli_json(b_dir, "peers")[0]["addresses"]) == 2
     finally:
         restarted.stop()
+
+
+def test_a_node_with_another_adapter_joins_the_share_s_space_through_its_adapter(tmp_path) -> None:
+    """B stores base MiniLM vectors (no ordering adapter); A's share holds ordered ones. B fetches
+    A's adapter over the adapter protocol, checks it produces A's model id, and turns its own
+    base query vector into a query in A's space."""
+    from peerlight.node.paths import NodePaths
+    from peerlight.node.setup import init_node
+
+    dirs = []
+    for name, extra in (("a", ""), ("b", '[text_model]\nadapter = "none"\n')):
+        paths = NodePaths(tmp_path / name)
+        init_node(paths)
+        write_config(paths.root, extra)
+        dirs.append(paths.root)
+    a_dir, b_dir = dirs
+    library = tmp_path / "library"
+    library.mkdir()
+    for name, text in NOTES.items():
+        (library / name).write_text(text)
+    a, b = _start(a_dir), _start(b_dir)
+    try:
+        cli_json(a_dir, "library", "add", str(library))
+        index_and_wait(a_dir)
+        share = cli_json(a_dir, "share", "create", "notes", "--collection", str(library))
+        remote = cli_json(b_dir, "peers", "add", share["addresses"][0])
+        a_model = next(m for m in remote["models"] if m.startswith("ordered:"))
+        b_models = {m["role"]: m["model_id"] for m in cli_json(b_dir, "models") if m.get("model_id")}
+        assert b_models["text"] != a_model and not b_models["text"].startswith("ordered:")
+
+        found = cli_json(b_dir, "search", "how do I avoid getting sick in winter", "--peers", "--modality", "text")
+        names = [r["name"] for r in found["results"] if r["source"] == "peer"]
+        assert names and names[0] == "flu.txt", found
+        protocols = cli_json(a_dir, "share", "show", "notes")["protocols"]
+        assert protocols["adapter"]["requests"] == 1 and protocols["query"]["requests"] >= 1
+        # The adapter is fetched once and kept.
+        cli_json(b_dir, "search", "bread", "--peers", "--modality", "text")
+        assert cli_json(a_dir, "share", "show", "notes")["protocols"]["adapter"]["requests"] == 1
+    finally:
+        a.stop()
+        b.stop()

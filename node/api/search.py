@@ -101,8 +101,8 @@ class SearchMethods:
 
         async def ask_peers() -> None:
             nonlocal answers
-            vectors = await self._engine.query_vectors(request.query) if request.mode != "text" else {}
-            answers = await self._peers.search(peer_query(request), vectors)
+            vectors, bases = await self._engine.query_vectors(request.query) if request.mode != "text" else ({}, {})
+            answers = await self._peers.search(peer_query(request), vectors, bases)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ask_local)

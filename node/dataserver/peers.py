@@ -22,6 +22,8 @@ import blake3
 import numpy as np
 import trio
 
+from peerlight.embeddings.adapters import Adapter, AdapterError
+from peerlight.embeddings.model_ids import is_ordered
 from peerlight.embeddings.vectors import normalize
 
 from peerlight.p2p.client import Requester
@@ -35,6 +37,7 @@ from ..catalog.shares import RemoteShare, forget_remote, get_remote, list_remote
 from ..search.engine import ROLE_MODALITIES
 from ..threads import run_io
 from . import protocol_ids as ids
+from .adapters import MAX_ADAPTER_BYTES, verified_adapter
 from .lan import browse
 from .listen import lan_addresses
 
@@ -72,6 +75,7 @@ class PeerClient:
         self._seed = seed
         self.query_timeout = query_timeout
         self.sync_interval = sync_interval
+        self._adapters: dict[str, Adapter | None] = {}  # peers' ordering adapters by the model id they produce
         self.requester: Requester | None = None
         self._ready = trio.Event()
 
@@ -204,7 +208,9 @@ class PeerClient:
 
     # --- searching ---
 
-    async def search(self, body: dict[str, Any], vectors: dict[str, tuple[np.ndarray, float, float]]) -> list[PeerAnswer]:
+    async def search(
+        self, body: dict[str, Any], vectors: dict[str, tuple[np.ndarray, float | None, float | None]], bases: dict[str, np.ndarray] | None = None
+    ) -> list[PeerAnswer]:
         """Ask every known share at once; those that do not answer within the deadline are left out.
 
         A share whose items live in one of our models' spaces (``vectors``: model id -> this
@@ -212,25 +218,41 @@ class PeerClient:
         vector: it refines with its full vectors. If it does not answer, its items are ranked
         from our cached copy of its catalog (K-prefixes) instead, and marked ``from_cache``.
         Their cosines become z-scores against our spread, comparable with local results.
-        Other shares are asked by text, and score on their own z-scores.
+        A share whose space is our base model under another ordering adapter is joined: its
+        adapter (fetched once, verified against its model id) turns our base vector (``bases``)
+        into a query in its space. Other shares are asked by text, and score on their own z-scores.
         """
         requester = await self._requester()
         remotes = await self._catalog.read(list_remote)
         answers = [PeerAnswer(remote) for remote in remotes]
         k = body.get("k", 20)
-        vectors = {model: await self._with_spread(model, *known) for model, known in vectors.items()}
+        spaces = {model: await self._with_spread(model, *known) for model, known in vectors.items()}
+        bases = bases or {}
 
         kinds = tuple(body.get("filters", {}).get("modality") or ())
 
         def models_of(remote: RemoteShare) -> list[str]:
             """The spaces we share with the remote share that hold the kinds of media asked for."""
-            offered = [m for m in (remote.manifest or {}).get("models") or [] if m.get("id") in vectors]
+            offered = [m for m in (remote.manifest or {}).get("models") or [] if m.get("id") in spaces]
             return [m["id"] for m in offered if not kinds or set(ROLE_MODALITIES.get(m.get("space") or "", ())) & set(kinds)]
 
+        async def join_spaces(remote: RemoteShare) -> None:
+            """Add the share's ordered spaces whose adapter turns one of our base vectors into a query."""
+            for model in (remote.manifest or {}).get("models") or []:
+                model_id = model.get("id")
+                if model_id in spaces or not isinstance(model_id, str) or not is_ordered(model_id):
+                    continue
+                adapter = await self._adapter(requester, remote, model_id)
+                if adapter is not None and adapter.base_model_id in bases:
+                    vector = adapter.apply(bases[adapter.base_model_id].reshape(1, -1))[0]
+                    spaces[model_id] = await self._with_spread(model_id, vector, None, None)
+
         async def ask(answer: PeerAnswer) -> None:
+            if bases:
+                await join_spaces(answer.remote)
             models = models_of(answer.remote)
             requests = [(None, body)] if not models else [
-                (model, {"vector": vectors[model][0].astype("<f4").tobytes(), "model_id": model, "k": k, "filters": body.get("filters", {})})
+                (model, {"vector": spaces[model][0].astype("<f4").tobytes(), "model_id": model, "k": k, "filters": body.get("filters", {})})
                 for model in models
             ]
             best: dict[str, dict[str, Any]] = {}
@@ -244,7 +266,7 @@ class PeerClient:
                         if not isinstance(result, dict) or not isinstance(result.get("content_hash"), str):
                             continue
                         if model is not None:
-                            result = _z_scored(result, *vectors[model][1:])
+                            result = _z_scored(result, *spaces[model][1:])
                         known = best.get(result["content_hash"])
                         if known is None or result_score(result) > result_score(known):
                             best[result["content_hash"]] = result
@@ -261,11 +283,30 @@ class PeerClient:
                 answer.error = f"timeout: no answer within {self.query_timeout:g} s"
             if answer.results is None:
                 for model in models_of(answer.remote):
-                    vector, mean, spread = vectors[model]
+                    vector, mean, spread = spaces[model]
                     cached = await self._from_cache(answer.remote.peer_id, model, vector, k, kinds)
                     answer.cached += [_z_scored(r, mean, spread) for r in cached]
                 answer.cached = sorted(answer.cached, key=result_score, reverse=True)[:k]
         return answers
+
+    async def _adapter(self, requester: Requester, remote: RemoteShare, model_id: str) -> Adapter | None:
+        """The share's ordering adapter for ``model_id``, fetched once and verified (None if it has none)."""
+        if model_id in self._adapters:
+            return self._adapters[model_id]
+        adapter = None
+        try:
+            reply = await requester.request(
+                remote.peer_id, remote.addresses, ids.ADAPTER, {"model_id": model_id}, timeout=self.query_timeout, max_bytes=MAX_ADAPTER_BYTES + 1024
+            )
+            data = reply.get("adapter")
+            if isinstance(data, bytes):
+                adapter = await trio.to_thread.run_sync(verified_adapter, data, model_id)
+        except (Unreachable, Timeout):
+            return None  # not an answer about the adapter: ask again next time
+        except (WireError, AdapterError) as exc:
+            log.info("no usable adapter from a peer", extra={"peer": remote.peer_id, "model": model_id, "reason": str(exc)})
+        self._adapters[model_id] = adapter
+        return adapter
 
     async def _with_spread(self, model_id: str, vector: np.ndarray, mean: float | None, spread: float | None) -> tuple[np.ndarray, float, float]:
         """The query's vector with the spread of its cosines: our own items', else the cached peers' items'."""

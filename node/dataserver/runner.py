@@ -29,6 +29,7 @@ from ..catalog.shares import Share, ensure_automatic_share, list_shares, set_por
 from ..identity import IdentityError, create_identity, load_identity
 from ..search.engine import SearchEngine
 from ..supervisor import describe_error
+from .adapters import AdapterFiles
 from .lan import LanAnnouncement
 from .listen import listen_multiaddrs
 from .serving import ShareService
@@ -109,6 +110,7 @@ class DataServers:
         max_connections: int = 1000,
         bootstrap: tuple[str, ...] = (),
         reprovide_seconds: float = 600.0,
+        adapters: AdapterFiles | None = None,
     ) -> None:
         self._catalog = catalog
         self._engine = engine
@@ -118,6 +120,7 @@ class DataServers:
         self._max_connections = max_connections
         self._bootstrap = bootstrap
         self._reprovide_seconds = reprovide_seconds
+        self._adapters = adapters
         self.shares: dict[int, RunningShare] = {}
         self._changed = trio.Event()
 
@@ -148,7 +151,7 @@ class DataServers:
                             current.share = current.service.share = share  # takes effect on the next request
                     for share_id, share in wanted.items():
                         if share_id not in self.shares:
-                            current = RunningShare(share, ShareService(share, self._catalog, self._engine, self._node_name))
+                            current = RunningShare(share, ShareService(share, self._catalog, self._engine, self._node_name, self._adapters))
                             self.shares[share_id] = current
                             nursery.start_soon(self._serve, current)
                     await self._changed.wait()

@@ -33,23 +33,25 @@ from ..search.engine import MODES, PRIVATE_METADATA, SearchEngine, SearchError, 
 from ..search.filters import MODALITIES, Filters, location_in_scope, parse_date, where_clause
 from ..catalog.items import document_text
 from ..threads import IOTimeout, run_io
+from .adapters import AdapterFiles
 from .previews import media_preview, text_preview
 from . import protocol_ids as ids
 
 log = logging.getLogger("peerlight.dataserver")
 
-CAPABILITIES = ("manifest", "query.text", "query.vector", "fetch.range", "catalog", "preview")
+CAPABILITIES = ("manifest", "query.text", "query.vector", "fetch.range", "catalog", "preview", "adapter")
 PREVIEW_SECONDS = 30.0  # a preview that takes longer to make (a huge or hostile file) is refused
 
 
 class ShareService:
     """The protocols of one share, answered from this node's catalog and search engine."""
 
-    def __init__(self, share: Share, catalog: Catalog, engine: SearchEngine, node_name: str) -> None:
+    def __init__(self, share: Share, catalog: Catalog, engine: SearchEngine, node_name: str, adapters: AdapterFiles | None = None) -> None:
         self.share = share
         self._catalog = catalog
         self._engine = engine
         self._node_name = node_name
+        self._adapters = adapters
 
     def protocols(self) -> list[Protocol]:
         return [
@@ -58,6 +60,7 @@ class ShareService:
             Protocol(ids.FETCH, self.fetch, max_request_bytes=4 * 1024),
             Protocol(ids.CATALOG, self.catalog, max_request_bytes=1024),
             Protocol(ids.PREVIEW, self.preview, max_request_bytes=1024),
+            Protocol(ids.ADAPTER, self.adapter, max_request_bytes=1024),
         ]
 
     def caller(self, peer_id: str) -> Caller:
@@ -80,7 +83,7 @@ class ShareService:
             "counts": counts,
             "models": models,
             "capabilities": list(CAPABILITIES),
-            "protocols": [ids.MANIFEST, ids.QUERY, ids.FETCH, ids.CATALOG, ids.PREVIEW],
+            "protocols": [ids.MANIFEST, ids.QUERY, ids.FETCH, ids.CATALOG, ids.PREVIEW, ids.ADAPTER],
             "chunk_bytes": ids.CHUNK_BYTES,
         }
 
@@ -127,6 +130,20 @@ class ShareService:
         if cursor < 0 or not 1 <= limit <= ids.MAX_CATALOG_PAGE or not 1 <= k <= ids.MAX_PREFIX_K:
             raise Malformed(f"cursor >= 0, limit within 1..{ids.MAX_CATALOG_PAGE} and k within 1..{ids.MAX_PREFIX_K}", {"field": "limit"})
         return await self._catalog.read(partial(_catalog_page, scope=self.caller(request.peer_id).scope, cursor=cursor, limit=limit, k=k))
+
+    # --- adapter ---
+
+    async def adapter(self, request: Request) -> dict[str, Any]:
+        """The ordering adapter that produces ``model_id`` (an .npz file), for a model whose vectors the share holds."""
+        self._check_open()
+        model_id = require(request.body, "model_id", str, max_length=200)
+        _, models = await self._catalog.read(partial(_offer, scope=self.caller(request.peer_id).scope))
+        if model_id not in {model["id"] for model in models}:
+            raise NotFound(f"this share holds no vectors of {model_id!r}")
+        data = await run_io(self._adapters.find, model_id, what="reading an adapter") if self._adapters is not None else None
+        if data is None:
+            raise NotFound(f"{model_id!r} is not made by an ordering adapter here")
+        return {"model_id": model_id, "adapter": data}
 
     # --- preview ---
 

@@ -188,26 +188,36 @@ class SearchEngine:
         found.hits = _best_first(ranked)
         return found
 
-    async def query_vectors(self, query: str) -> dict[str, tuple[np.ndarray, float | None, float | None]]:
+    async def query_vectors(self, query: str) -> tuple[dict[str, tuple[np.ndarray, float | None, float | None]], dict[str, np.ndarray]]:
         """The query embedded by every available model that embeds text queries.
 
-        Model id -> (vector, mean, spread): the mean and standard deviation of the query's cosine
-        over this node's items of that model (None when it has none), to turn a peer's cosines
-        into z-scores comparable with local results (as :meth:`retrieve` does across spaces).
+        First, model id -> (vector, mean, spread): the mean and standard deviation of the query's
+        cosine over this node's items of that model (None when it has none), to turn a peer's
+        cosines into z-scores comparable with local results (as :meth:`retrieve` does across
+        spaces). Second, base model id -> the base encoder's vector, before any ordering
+        adapter: a peer's adapter for the same base model brings it into the peer's space.
         """
-        vectors = {}
+        vectors: dict[str, tuple[np.ndarray, float | None, float | None]] = {}
+        bases: dict[str, np.ndarray] = {}
         for role in ROLE_MODALITIES:
             try:
                 model = await self._models.get(role)
             except ModelUnavailable:
                 continue
-            vector = (await trio.to_thread.run_sync(model.encode_queries, [query], abandon_on_cancel=True))[0]
+            base = getattr(model, "base", None)
+            if base is not None:
+                base_vector = (await trio.to_thread.run_sync(base.encode_queries, [query], abandon_on_cancel=True))[0]
+                bases[base.model_id] = base_vector
+                vector = model.adapter.apply(base_vector.reshape(1, -1))[0]
+            else:
+                vector = (await trio.to_thread.run_sync(model.encode_queries, [query], abandon_on_cancel=True))[0]
+                bases[model.model_id] = vector
             if not len(await self.indexes.index(model.model_id, model.dimension)):
                 vectors[model.model_id] = (vector, None, None)
                 continue
             mean, spread = await self.indexes.spread(model.model_id, model.dimension, vector)
             vectors[model.model_id] = (vector, mean, max(spread, 1e-3))
-        return vectors
+        return vectors, bases
 
     async def search_vector(self, model_id: str, vector: np.ndarray, limit: int, filters: Filters, caller: Caller) -> list[dict[str, Any]]:
         """Items nearest to ``vector`` in ``model_id``'s space, which may be a K-prefix (a peer's query)."""
