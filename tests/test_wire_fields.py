@@ -94,3 +94,28 @@ def test_a_valid_catalog_page_is_stored() -> None:
     assert keys == [("p", "a" * 64)] and matrix.shape == (1, 4)
     assert remote_items.finish_sync(conn, "p", cursor=9, total=1) and remote_items.sync_cursor(conn, "p") == 9
     assert not remote_items.finish_sync(conn, "p", cursor=10, total=2)
+
+
+@given(st.binary(max_size=2000))
+@settings(max_examples=200, deadline=None)
+def test_no_byte_string_passes_for_an_adapter(data: bytes) -> None:
+    from peerlight.embeddings.adapters import AdapterError
+    from peerlight.node.dataserver.adapters import verified_adapter
+
+    with pytest.raises(AdapterError):
+        verified_adapter(data, "ordered:x:0123456789abcdef")
+
+
+def test_an_adapter_verifies_only_against_the_model_id_it_produces() -> None:
+    from peerlight.embeddings.adapters import AdapterError, pca_adapter
+    from peerlight.node.dataserver.adapters import verified_adapter
+
+    vectors = np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32)
+    adapter = pca_adapter("st:base:0123", vectors)
+    data = adapter.to_bytes()
+    assert verified_adapter(data, adapter.model_id).model_id == adapter.model_id
+    with pytest.raises(AdapterError):
+        verified_adapter(data, adapter.model_id[:-1] + ("0" if adapter.model_id[-1] != "0" else "1"))
+    tampered = pca_adapter("st:base:0123", vectors * 1.5 + 1).to_bytes()
+    with pytest.raises(AdapterError):
+        verified_adapter(tampered, adapter.model_id)
