@@ -415,26 +415,45 @@ class PeerClient:
             if not isinstance(size, int) or header.get("offset") != partial.size or size < partial.size:
                 raise Malformed(f"a fetch header that does not fit the request: {header!r:.200}")
             await progress(partial.size, size)
-            try:
-                async for frame in frames:
-                    if frame.get("done") is True:
-                        break
-                    data, digest = frame.get("data"), frame.get("hash")
-                    if not isinstance(data, bytes) or not isinstance(digest, bytes):
-                        raise Malformed("a data frame without data and hash")
-                    if partial.size + partial.pending_bytes + len(data) > size:
-                        raise Malformed("more data than the file's size")
-                    if blake3.blake3(data).digest() != digest:
-                        raise ChunkCorrupted(f"a chunk at byte {partial.size + partial.pending_bytes} does not match its BLAKE3; fetching it again")
-                    partial.pending.append(data)
-                    partial.pending_bytes += len(data)
-                    if partial.pending_bytes >= WRITE_BATCH_BYTES:
-                        await run_io(partial.write_pending, what="writing a download")
-                        await progress(partial.size, size)
-            finally:
-                # What was verified is kept, also when the transfer broke off: a resume starts after it.
-                with trio.CancelScope(shield=True):
-                    await run_io(partial.write_pending, what="writing a download")
+            # Receiving and writing overlap: verified chunks go to a writer task in 8 MiB batches
+            # (at most two batches queued: bounded memory), which writes and hashes them in a thread.
+            send, receive = trio.open_memory_channel[list[bytes]](2)
+
+            async def write_batches() -> None:
+                async for batch in receive:
+                    with trio.CancelScope(shield=True):  # a write is never abandoned halfway: the file stays consistent
+                        await run_io(partial.write, batch, what="writing a download")
+                    await progress(partial.size, size)
+
+            failure: Exception | None = None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write_batches)
+                async with send:
+                    batch: list[bytes] = []
+                    batch_bytes, received = 0, partial.size
+                    try:
+                        async for frame in frames:
+                            if frame.get("done") is True:
+                                break
+                            data, digest = frame.get("data"), frame.get("hash")
+                            if not isinstance(data, bytes) or not isinstance(digest, bytes):
+                                raise Malformed("a data frame without data and hash")
+                            if received + len(data) > size:
+                                raise Malformed("more data than the file's size")
+                            if blake3.blake3(data).digest() != digest:
+                                raise ChunkCorrupted(f"a chunk at byte {received} does not match its BLAKE3; fetching it again")
+                            batch.append(data)
+                            batch_bytes += len(data)
+                            received += len(data)
+                            if batch_bytes >= WRITE_BATCH_BYTES:
+                                await send.send(batch)
+                                batch, batch_bytes = [], 0
+                    except Exception as exc:  # what was verified is kept: a resume starts after it
+                        failure = exc
+                    if batch:
+                        await send.send(batch)
+            if failure is not None:
+                raise failure
         await run_io(partial.sync)
         await progress(partial.size, size)
         if partial.size != size:
@@ -451,23 +470,19 @@ class _Partial:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self.hasher = blake3.blake3()  # one thread: chunk-sized updates gain nothing from more
         self.handle = open(path, "a+b")
         self.handle.seek(0)
         while block := self.handle.read(8 * 1024 * 1024):
             self.hasher.update(block)
         self.size = self.handle.tell()
-        self.pending: list[bytes] = []
-        self.pending_bytes = 0
 
-    def write_pending(self) -> None:
-        """Write and hash the verified chunks received since the last call (one trip to a thread for several)."""
-        for data in self.pending:
+    def write(self, batch: list[bytes]) -> None:
+        """Append verified chunks and hash them into the whole (one trip to a thread for several)."""
+        for data in batch:
             self.handle.write(data)
             self.hasher.update(data)
             self.size += len(data)
-        self.pending.clear()
-        self.pending_bytes = 0
 
     def sync(self) -> None:
         self.handle.flush()
