@@ -1,6 +1,7 @@
 """Provider lookups on a Kademlia DHT of 10, 20 and 50 nodes on loopback (one process).
 
-Each node joins through one that joined before it (a tree, so lookups must hop); the last
+Each node joins through one that joined before it (a tree, so lookups must hop; the
+join time includes starting the nodes); the last
 node provides the Peerlight key; every other node then looks it up, and a second key that
 nobody provides is looked up too (the cost of a miss: the whole walk). Reports the median
 and worst lookup times, and how many nodes found the provider. py-libp2p does not report a
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import sys
 import time
@@ -25,21 +25,16 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
-from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, find_providers, provider_key, running_dht  # noqa: E402
-from peerlight.p2p.host import listen_addresses, new_host, running  # noqa: E402
+from peerlight.p2p.dht import PEERLIGHT_KEY, find_providers, provider_key  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.dht_swarm import start_swarm  # noqa: E402
 
 
 async def measure(count: int) -> dict[str, float]:
     async with AsyncExitStack() as stack:
-        hosts, dhts = [], []
-        for _ in range(count):
-            host = new_host(os.urandom(32))
-            await stack.enter_async_context(running(host, ["/ip4/127.0.0.1/tcp/0"]))
-            hosts.append(host)
-            dhts.append(await stack.enter_async_context(running_dht(host, server=True)))
         started = time.perf_counter()
-        for i in range(1, count):
-            await bootstrap(hosts[i], dhts[i], listen_addresses(hosts[(i - 1) // 2]))
+        hosts, dhts = await start_swarm(stack, count)
         joined = time.perf_counter() - started
         started = time.perf_counter()
         await dhts[-1].provide(PEERLIGHT_KEY)

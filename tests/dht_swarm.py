@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from contextlib import AsyncExitStack
+from typing import Any
 
 import trio
 
@@ -19,18 +20,26 @@ from peerlight.p2p.dht import bootstrap, running_dht
 from peerlight.p2p.host import listen_addresses, new_host, running
 
 
+async def start_swarm(stack: AsyncExitStack, count: int) -> tuple[list[Any], list[Any]]:
+    """``count`` DHT servers on loopback, running until ``stack`` closes: (hosts, DHTs).
+
+    Each node joins through one that joined before it (a tree): a lookup must hop to cross it.
+    """
+    hosts, dhts = [], []
+    for _ in range(count):
+        host = new_host(os.urandom(32))
+        await stack.enter_async_context(running(host, ["/ip4/127.0.0.1/tcp/0"]))
+        hosts.append(host)
+        dhts.append(await stack.enter_async_context(running_dht(host, server=True)))
+    for i in range(1, count):
+        await bootstrap(hosts[i], dhts[i], listen_addresses(hosts[(i - 1) // 2]))
+    return hosts, dhts
+
+
 async def main(count: int) -> None:
     logging.disable(logging.WARNING)
     async with AsyncExitStack() as stack:
-        hosts, dhts = [], []
-        for _ in range(count):
-            host = new_host(os.urandom(32))
-            await stack.enter_async_context(running(host, ["/ip4/127.0.0.1/tcp/0"]))
-            hosts.append(host)
-            dhts.append(await stack.enter_async_context(running_dht(host, server=True)))
-        for i in range(1, count):
-            # Each node joins through one that joined before it: a lookup must hop to cross the swarm.
-            await bootstrap(hosts[i], dhts[i], listen_addresses(hosts[(i - 1) // 2]))
+        hosts, _ = await start_swarm(stack, count)
         print(json.dumps([listen_addresses(host)[0] for host in hosts]), flush=True)
         await trio.to_thread.run_sync(sys.stdin.read)
 
