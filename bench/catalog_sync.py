@@ -68,7 +68,7 @@ async def serve(path: Path) -> None:
     catalog = await Catalog.open(path)
     share = await catalog.write(shares.ensure_automatic_share)
     host = new_host(os.urandom(32))
-    ProtocolServer(ShareService(share, catalog, None, "bench").protocols(), Limits(requests_per_minute=100_000)).attach(host)  # type: ignore[arg-type]
+    ProtocolServer(ShareService(share, catalog, None).protocols(), Limits(requests_per_minute=100_000)).attach(host)  # type: ignore[arg-type]
     async with running(host, ["/ip4/127.0.0.1/tcp/0"]):
         print(listen_addresses(host)[0], flush=True)
         await trio.to_thread.run_sync(sys.stdin.read)  # until the parent closes our stdin

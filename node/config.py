@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,6 +325,10 @@ def _is_optional_path(hint: Any) -> bool:
 def _check_paths(config: Config, file: Path, data_dir: Path) -> None:
     """Reject paths and combinations the daemon could not use, before it starts doing anything."""
     # A model checkpoint may be missing at start: its items wait until the weights appear.
+    for address in config.network.bootstrap:
+        # A full multiaddr names the peer: /ip4/…/tcp/…/p2p/<peer id> (or /dns…, /ip6…).
+        if not re.fullmatch(r"/(ip4|ip6|dns|dns4|dns6)/[^/]+/tcp/\d+/p2p/[1-9A-HJ-NP-Za-km-z]+", address):
+            raise ConfigError(file, "network.bootstrap", f"{address!r} is not a multiaddr like /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…")
     if config.text_model.chunk_overlap_words >= config.text_model.chunk_words:
         raise ConfigError(file, "text_model.chunk_overlap_words", "must be smaller than text_model.chunk_words")
     log_file = config.resolve_path(data_dir, config.daemon.log_file)

@@ -109,7 +109,6 @@ class Daemon:
                 self._catalog,
                 self.search,
                 self.paths.share_keys,
-                self.name,
                 limits,
                 network.max_connections,
                 network.bootstrap,

@@ -147,9 +147,9 @@ class Requester:
         closing its sockets) is dropped and dialled again, once."""
         from libp2p.peer.id import ID
 
-        target = ID.from_base58(peer_id)
         for attempt in (1, 2):
-            reused = await connect(self.host, peer_id, addresses, timeout) == ""
+            reused = await connect(self.host, peer_id, addresses, timeout) == ""  # checks the peer id: Unreachable if bad
+            target = ID.from_base58(peer_id)
             with trio.move_on_after(timeout) as waited:
                 try:
                     return Exchange(await self.host.new_stream(target, [protocol_id]), timeout)

@@ -54,6 +54,8 @@ def release_inbound_slots(swarm: Any) -> None:
     connection ("intentional barrier"), holding an inbound slot and a trio task for the
     host's lifetime. After ``max_connections - min_connections`` (250) inbound connections
     ever, every new one is refused. Here the handler waits for the connection's own end.
+    It replaces the library's handler for TCP only (what our hosts listen on), and skips its
+    connection gate, which our hosts leave at its allow-everything default.
     """
     from libp2p.network.connection.raw_connection import RawConnection
 

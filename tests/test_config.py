@@ -60,6 +60,9 @@ def test_values_are_read(tmp_path: Path) -> None:
         ("[daemon]\nlog_file = ''\n", "daemon.log_file", "expected a path"),
         # nan passes every range check (all comparisons with it are false); inf passes a max-less one
         ("[daemon]\nshutdown_grace_seconds = nan\n", "daemon.shutdown_grace_seconds", "finite number"),
+        ('[network]\nbootstrap = "/ip4/1.2.3.4/tcp/1/p2p/12D3KooW"\n', "network.bootstrap", "array of strings"),
+        ('[network]\nbootstrap = ["/ip4/1.2.3.4/tcp/4001"]\n', "network.bootstrap", "not a multiaddr"),
+        ('[network]\nbootstrap = ["/ip4/1.2.3.4/tcp/x/p2p/12D3KooW"]\n', "network.bootstrap", "not a multiaddr"),
         ("[index]\nforget_missing_after_seconds = inf\n", "index.forget_missing_after_seconds", "finite number"),
         ("[models]\nidle_unload_seconds = -inf\n", "models.idle_unload_seconds", "finite number"),
     ],

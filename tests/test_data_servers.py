@@ -160,6 +160,11 @@ def test_a_share_is_searched_and_fetched_by_another_node(two_nodes, tmp_path) ->
     assert 'peerlight_share_requests_total{protocol="query",share="notes"}' in metrics
     assert 'peerlight_share_bytes_total{direction="out",protocol="fetch",share="notes"}' in metrics
 
+    # A share of the notes' text only names only the model of its own items (not the image model).
+    texts = cli_json(a_dir, "share", "create", "texts", "--collection", str(library / "notes"), "--modality", "text")
+    only_text = cli_json(b_dir, "peers", "add", texts["addresses"][0])
+    assert only_text["items"] == 3 and [m.split(":")[1] for m in only_text["models"]] == ["all-MiniLM-L6-v2"], only_text
+
     # A file outside the share cannot be fetched, even by its exact content hash.
     diary_hash = blake3.blake3((library / "private" / "diary.txt").read_bytes()).hexdigest()
     missing = cli_json(b_dir, "fetch", "notes", diary_hash, "--to", str(target), expect_rc=1)

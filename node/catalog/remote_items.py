@@ -76,9 +76,15 @@ def sync_cursor(conn: sqlite3.Connection, peer_id: str) -> int:
     return row[0] if row else 0
 
 
-def cached_prefixes(conn: sqlite3.Connection, model_id: str) -> tuple[list[tuple[str, str]], np.ndarray]:
-    """Every cached K-prefix of ``model_id``: the (peer id, content hash) of each row, and the rows (float32)."""
-    rows = conn.execute("SELECT peer_id, content_hash, prefix FROM remote_vectors WHERE model_id = ?", (model_id,)).fetchall()
+def cached_prefixes(conn: sqlite3.Connection, model_id: str, peer_id: str | None = None) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """Every cached K-prefix of ``model_id`` (of one peer's share, if given): the (peer id, content
+    hash) of each row, and the rows (float32)."""
+    if peer_id is None:
+        rows = conn.execute("SELECT peer_id, content_hash, prefix FROM remote_vectors WHERE model_id = ?", (model_id,)).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT peer_id, content_hash, prefix FROM remote_vectors WHERE model_id = ? AND peer_id = ?", (model_id, peer_id)
+        ).fetchall()
     if not rows:
         return [], np.zeros((0, 0), np.float32)
     width = min(len(r[2]) for r in rows) // 2

@@ -39,7 +39,7 @@ from ..threads import run_io
 from . import protocol_ids as ids
 from .adapters import MAX_ADAPTER_BYTES, verified_adapter
 from .lan import browse
-from .listen import lan_addresses
+from .listen import NoLanInterface, lan_addresses
 
 log = logging.getLogger("peerlight.peers")
 
@@ -162,7 +162,10 @@ class PeerClient:
     async def discover_lan(self, seconds: float = LAN_BROWSE_SECONDS) -> int:
         """Listen for shares announced over mDNS on this machine's LAN interfaces; remember those that
         answer as Peerlight shares (other libp2p nodes announce themselves the same way). How many."""
-        found = await browse(lan_addresses(), seconds)
+        interfaces = lan_addresses()
+        if not interfaces:
+            raise NoLanInterface("no LAN interface with a private IPv4 address to listen on")
+        found = await browse(interfaces, seconds)
         known = {remote.peer_id for remote in await self._catalog.read(list_remote)}
         return await self._remember_found(found, "mdns", known)
 
@@ -321,20 +324,24 @@ class PeerClient:
     async def _from_cache(self, peer_id: str, model_id: str, vector: np.ndarray, k: int, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
         """The share's items nearest to ``vector`` (of the given kinds; all if none), ranked from our
         cached K-prefixes of its catalog. (Other filters need what a cache does not hold: dates.)"""
-        keys, matrix = await self._catalog.read(partial(remote_items.cached_prefixes, model_id=model_id))
-        rows = [i for i, (peer, _) in enumerate(keys) if peer == peer_id]
-        if not rows:
+        keys, matrix = await self._catalog.read(partial(remote_items.cached_prefixes, model_id=model_id, peer_id=peer_id))
+        if not keys:
             return []
-        prefixes = normalize(matrix[rows])
-        scores = prefixes @ normalize(vector[: prefixes.shape[1]].reshape(1, -1))[0]
+        scores = normalize(matrix) @ normalize(vector[: matrix.shape[1]].reshape(1, -1))[0]
         best = np.argsort(-scores)
-        chosen = [keys[rows[i]] for i in best]
-        details = await self._catalog.read(partial(remote_items.cached_items, keys=chosen))
-        found = [
-            details[key] | {"similarity": round(float(scores[i]), 4), "from_cache": True}
-            for key, i in zip(chosen, best)
-            if key in details and (not kinds or details[key]["modality"] in kinds)
-        ]
+        found: list[dict[str, Any]] = []
+        window = max(4 * k, 200)  # details are read for the best few only, more if the kinds asked for are rare
+        for start in range(0, len(best), window):
+            rows = best[start : start + window]
+            chosen = [keys[i] for i in rows]
+            details = await self._catalog.read(partial(remote_items.cached_items, keys=chosen))
+            found += [
+                details[key] | {"similarity": round(float(scores[i]), 4), "from_cache": True}
+                for key, i in zip(chosen, rows)
+                if key in details and (not kinds or details[key]["modality"] in kinds)
+            ]
+            if len(found) >= k:
+                break
         return found[:k]
 
     # --- downloading ---

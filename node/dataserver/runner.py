@@ -105,7 +105,6 @@ class DataServers:
         catalog: Catalog,
         engine: SearchEngine,
         keys: Path,
-        node_name: str,
         limits: Limits,
         max_connections: int = 1000,
         bootstrap: tuple[str, ...] = (),
@@ -115,7 +114,6 @@ class DataServers:
         self._catalog = catalog
         self._engine = engine
         self._keys = keys
-        self._node_name = node_name
         self._limits = limits
         self._max_connections = max_connections
         self._bootstrap = bootstrap
@@ -151,7 +149,7 @@ class DataServers:
                             current.share = current.service.share = share  # takes effect on the next request
                     for share_id, share in wanted.items():
                         if share_id not in self.shares:
-                            current = RunningShare(share, ShareService(share, self._catalog, self._engine, self._node_name, self._adapters))
+                            current = RunningShare(share, ShareService(share, self._catalog, self._engine, self._adapters))
                             self.shares[share_id] = current
                             nursery.start_soon(self._serve, current)
                     await self._changed.wait()

@@ -46,11 +46,11 @@ PREVIEW_SECONDS = 30.0  # a preview that takes longer to make (a huge or hostile
 class ShareService:
     """The protocols of one share, answered from this node's catalog and search engine."""
 
-    def __init__(self, share: Share, catalog: Catalog, engine: SearchEngine, node_name: str, adapters: AdapterFiles | None = None) -> None:
+    def __init__(self, share: Share, catalog: Catalog, engine: SearchEngine, adapters: AdapterFiles | None = None) -> None:
+        # No node name here: a share must not tell which node (or which other shares) it belongs to.
         self.share = share
         self._catalog = catalog
         self._engine = engine
-        self._node_name = node_name
         self._adapters = adapters
 
     def protocols(self) -> list[Protocol]:
@@ -74,7 +74,9 @@ class ShareService:
 
     async def manifest(self, request: Request) -> dict[str, Any]:
         self._check_open()
-        counts, models = await self._catalog.read(partial(_offer, scope=self.caller(request.peer_id).scope))
+        scope = self.caller(request.peer_id).scope
+        counts = await self._catalog.read(partial(_counts, scope=scope))
+        models = await self._catalog.read(partial(_models, scope=scope))
         return {
             "name": self.share.name,
             "scope": self.share.scope,
@@ -137,7 +139,7 @@ class ShareService:
         """The ordering adapter that produces ``model_id`` (an .npz file), for a model whose vectors the share holds."""
         self._check_open()
         model_id = require(request.body, "model_id", str, max_length=200)
-        _, models = await self._catalog.read(partial(_offer, scope=self.caller(request.peer_id).scope))
+        models = await self._catalog.read(partial(_models, scope=self.caller(request.peer_id).scope))
         if model_id not in {model["id"] for model in models}:
             raise NotFound(f"this share holds no vectors of {model_id!r}")
         data = await run_io(self._adapters.find, model_id, what="reading an adapter") if self._adapters is not None else None
@@ -249,19 +251,27 @@ def _catalog_page(conn, scope, cursor: int, limit: int, k: int) -> dict[str, Any
     return {"items": items, "cursor": next_cursor, "last_page": last_page, "total": total, "k": k}
 
 
-def _offer(conn, scope) -> tuple[dict[str, int], list[dict[str, Any]]]:  # type: ignore[no-untyped-def]
-    """Counts per kind of media in the scope, and the models whose vectors it holds."""
+def _counts(conn, scope) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Items per kind of media in the scope."""
     where, args = where_clause(Filters(), scope)
     counts = {modality: 0 for modality in MODALITIES}
     for modality, n in conn.execute(f"SELECT i.modality, COUNT(*) FROM items AS i WHERE {where} GROUP BY 1", args):
         counts[modality] = n
-    models = [
+    return counts
+
+
+def _models(conn, scope) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """The models whose vectors items in the scope have (not those of items outside it)."""
+    where, args = where_clause(Filters(), scope)
+    return [
         {"id": model_id, "dimension": dimension, "space": space}
         for model_id, dimension, space in conn.execute(
-            "SELECT id, dimension, space FROM models WHERE EXISTS (SELECT 1 FROM embeddings WHERE model_id = models.id) ORDER BY id"
+            f"""SELECT id, dimension, space FROM models WHERE EXISTS (
+                    SELECT 1 FROM embeddings AS e JOIN items AS i ON i.id = e.item_id WHERE e.model_id = models.id AND {where})
+                ORDER BY id""",
+            args,
         )
     ]
-    return counts, models
 
 
 def _item_in_scope(conn, content_hash: str, caller: Caller) -> tuple[int, str, list[str]] | None:  # type: ignore[no-untyped-def]
