@@ -64,6 +64,10 @@ class _Bucket:
         self.rate = per_minute / 60.0
         self.stamp = time.monotonic()
 
+    def full(self) -> bool:
+        """Refilled to capacity: the peer has been quiet long enough to be forgotten."""
+        return self.tokens + (time.monotonic() - self.stamp) * self.rate >= self.capacity
+
     def take(self) -> float:
         """0 if a request may go now, else the seconds until it may."""
         now = time.monotonic()
@@ -167,6 +171,10 @@ class ProtocolServer:
             self._streams[peer_id] -= 1
             if not self._streams[peer_id]:
                 del self._streams[peer_id]
+                # A peer's rate state is kept only while it matters: peers come and go for weeks.
+                bucket = self._buckets.get(peer_id)
+                if bucket is not None and bucket.full():
+                    del self._buckets[peer_id]
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
                 try:

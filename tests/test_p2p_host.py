@@ -81,6 +81,12 @@ async def test_bad_requests_get_typed_errors_and_the_server_keeps_serving(pair) 
     assert (await requester.request(peer, addresses, ECHO, {"still": "serving"}))["echo"] == {"still": "serving"}
     errors_seen = server.describe()["protocols"]["echo"]["errors"]
     assert errors_seen["too_large"] == 1 and errors_seen["malformed"] == 1
+    # Once its streams are gone and its rate allowance has refilled, nothing of the peer is kept.
+    await requester.forget(peer)
+    await stream.close()
+    with trio.fail_after(30):  # liveness, not speed: it takes milliseconds
+        while server.describe()["streams_open"] or server._buckets:
+            await trio.sleep(0.01)
 
 
 async def test_rate_limits_refuse_with_a_retry_time() -> None:
