@@ -119,3 +119,22 @@ def test_an_adapter_verifies_only_against_the_model_id_it_produces() -> None:
     tampered = pca_adapter("st:base:0123", vectors * 1.5 + 1).to_bytes()
     with pytest.raises(AdapterError):
         verified_adapter(tampered, adapter.model_id)
+
+
+@given(st.dictionaries(st.sampled_from(["content_hash", "name", "modality", "path", "rating", "item_id", "score", "similarity", "metadata", "match", "source"]), values, max_size=9))
+@settings(max_examples=300, deadline=None)
+def test_peers_results_keep_only_checked_protocol_fields(raw) -> None:
+    from peerlight.node.dataserver.peers import checked_result
+
+    result = checked_result(raw)
+    if result is None:
+        return
+    assert not {"path", "rating", "item_id", "source"} & set(result)
+    assert len(result["content_hash"]) == 64 and isinstance(result["name"], str)
+
+
+def test_a_peer_cannot_pass_a_result_off_as_local() -> None:
+    from peerlight.node.dataserver.peers import checked_result
+
+    hostile = {"content_hash": "a" * 64, "name": "x.txt", "modality": "text", "path": "/etc/passwd", "rating": 10, "score": 1e308, "source": "local"}
+    assert checked_result(hostile) == {"content_hash": "a" * 64, "name": "x.txt", "modality": "text", "score": 1e308, "metadata": {}}

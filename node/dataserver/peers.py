@@ -265,8 +265,9 @@ class PeerClient:
                     results = reply.get("results")
                     if not isinstance(results, list):
                         raise Malformed("an answer without results")
-                    for result in results:
-                        if not isinstance(result, dict) or not isinstance(result.get("content_hash"), str):
+                    for raw in results:
+                        result = checked_result(raw)
+                        if result is None:
                             continue
                         if model is not None:
                             result = _z_scored(result, *spaces[model][1:])
@@ -501,6 +502,29 @@ class _Partial:
 
 class ChunkCorrupted(WireError):
     code = "corrupted"
+
+
+def checked_result(raw: Any) -> dict[str, Any] | None:
+    """A peer's search result with only the fields of the query protocol, each of its type (None if
+    it is no result): nothing a peer sends can pass for a local path, a rating or our own item."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("content_hash"), str) or not HASH.match(raw["content_hash"]):
+        return None
+    if not isinstance(raw.get("name"), str) or raw.get("modality") not in ("image", "audio", "video", "text"):
+        return None
+    result: dict[str, Any] = {"content_hash": raw["content_hash"], "name": raw["name"][:255], "modality": raw["modality"]}
+    for key, kinds in (("mime", str), ("size", int), ("score", (int, float)), ("similarity", (int, float)), ("text_evidence", (int, float))):
+        value = raw.get(key)
+        if isinstance(value, kinds) and not isinstance(value, bool) and (not isinstance(value, float) or value == value):
+            result[key] = value[:100] if isinstance(value, str) else value
+    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    result["metadata"] = {str(k)[:40]: v for k, v in list(metadata.items())[:32] if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    match = raw.get("match")
+    if isinstance(match, dict):
+        shown = {k: match[k] for k in ("segment", "start", "end", "chunk_start", "chunk_end") if isinstance(match.get(k), (int, float)) and not isinstance(match.get(k), bool)}
+        if isinstance(match.get("passage"), str):
+            shown["passage"] = match["passage"][:2000]
+        result["match"] = shown
+    return result
 
 
 def result_score(result: dict[str, Any]) -> float:
