@@ -41,6 +41,7 @@ def new_host(seed: bytes, *, max_connections: int = 1000, per_peer: int = 3) -> 
     from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX, Yamux
 
     quirks.tune_bulk_transfer()
+    quirks.buffered_tcp_reads()
     quirks.no_dial_delay()
     key_pair = _libp2p_key_pair(seed)
     host = libp2p_new_host(

@@ -38,6 +38,59 @@ def tune_bulk_transfer() -> None:
     os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
 
 
+TCP_READ_BYTES = 256 * 1024
+
+
+def buffered_tcp_reads() -> None:
+    """One ``recv`` of up to 256 KiB serves many of the small reads above it.
+
+    Noise reads each message as a 2-byte length and then its body, and Yamux each frame as a
+    12-byte header and then its body, every one a ``recv`` syscall and a trip through trio.
+    The TCP transport builds its streams from the module global ``TrioTCPStream`` at accept
+    and dial time, so a subclass set there buffers every connection our hosts make or take.
+    Measured with bulk fetches: the receiver, the limit, spends ~1/5 of its time fewer.
+    """
+    import libp2p.transport.tcp.tcp as tcp
+    from libp2p.io.trio import TrioTCPStream
+
+    if getattr(tcp.TrioTCPStream, "buffered", False):
+        return
+
+    class BufferedTCPStream(TrioTCPStream):  # type: ignore[misc]
+        buffered = True
+
+        def __init__(self, stream: Any) -> None:
+            super().__init__(stream)
+            self._chunk = b""
+            self._offset = 0
+            self._refill = trio.Lock()  # one refill at a time, or a second reader's would overwrite the first's
+
+        def _take(self, n: int | None) -> bytes:
+            start = self._offset
+            end = len(self._chunk) if n is None else min(len(self._chunk), start + n)
+            data = self._chunk if start == 0 and end == len(self._chunk) else self._chunk[start:end]
+            self._offset = end
+            if end >= len(self._chunk):
+                self._chunk, self._offset = b"", 0
+            return data
+
+        async def read(self, n: int | None = None) -> bytes:
+            if n == 0:
+                return b""
+            if self._offset < len(self._chunk):
+                return self._take(n)  # no await: nothing can interleave
+            async with self._refill:
+                if self._offset < len(self._chunk):  # another reader refilled meanwhile
+                    return self._take(n)
+                chunk = await super().read(max(n or 0, TCP_READ_BYTES))
+                if not chunk or n is None or len(chunk) <= n:
+                    return chunk  # EOF, or all of it wanted: nothing kept
+                self._chunk, self._offset = chunk, 0
+                return self._take(n)
+
+    tcp.TrioTCPStream = BufferedTCPStream
+
+
 def no_dial_delay() -> None:
     """``connect()`` waited a fixed 250 ms (a happy-eyeballs head start it waits out even when the
     first dial succeeds at once). We dial one address at a time ourselves (:func:`dial_one`),

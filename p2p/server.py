@@ -45,6 +45,9 @@ class Protocol:
     max_request_bytes: int = 64 * 1024
 
 
+SWEEP_SECONDS = 60.0  # at most this often, a stream's end also forgets other quiet peers
+
+
 @dataclass(frozen=True)
 class Limits:
     streams_per_peer: int = 16  # open streams at once
@@ -112,6 +115,7 @@ class ProtocolServer:
         self._streams: dict[str, int] = defaultdict(int)
         self._buckets: dict[str, _Bucket] = {}
         self._cancels: dict[str, set[trio.CancelScope]] = defaultdict(set)
+        self._swept = time.monotonic()
 
     def attach(self, host: Any) -> None:
         for protocol_id in self.protocols:
@@ -130,7 +134,18 @@ class ProtocolServer:
             scope.cancel()
         return len(scopes)
 
+    def _forget_quiet_peers(self) -> None:
+        """Drop the rate state of peers with no stream whose allowance has refilled.
+
+        A peer's state is kept only while it matters: peers come and go for weeks. One whose
+        last stream closed before its allowance refilled is forgotten by a later sweep (on a
+        stream's end, at most every SWEEP_SECONDS, and whenever the stats are read)."""
+        self._swept = time.monotonic()
+        for peer_id in [peer for peer, bucket in self._buckets.items() if peer not in self._streams and bucket.full()]:
+            del self._buckets[peer_id]
+
     def describe(self) -> dict[str, Any]:
+        self._forget_quiet_peers()
         return {
             "protocols": {pid.rsplit("/", 2)[-2]: stats.describe() for pid, stats in self.stats.items()},
             "streams_open": sum(self._streams.values()),
@@ -171,10 +186,11 @@ class ProtocolServer:
             self._streams[peer_id] -= 1
             if not self._streams[peer_id]:
                 del self._streams[peer_id]
-                # A peer's rate state is kept only while it matters: peers come and go for weeks.
                 bucket = self._buckets.get(peer_id)
                 if bucket is not None and bucket.full():
                     del self._buckets[peer_id]
+                if time.monotonic() - self._swept > SWEEP_SECONDS:
+                    self._forget_quiet_peers()
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
                 try:

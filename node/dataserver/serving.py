@@ -194,31 +194,35 @@ class ShareService:
             position = offset
             await run_io(handle.seek, offset)
             while position < end:
-                # Several chunks per trip to a worker thread: a trip costs about as much as hashing a chunk.
-                chunks = await run_io(_read_chunks, handle, end - position, what="reading a shared file")
-                if not chunks:
+                # A block of several chunks per trip to a worker thread, read by one system call:
+                # each return from a thread waits for the GIL (up to 5 ms while the event loop is
+                # busy sending), so trips are few and hashing is done here, on the loop.
+                block = await run_io(_read_block, handle, end - position, what="reading a shared file")
+                if not block:
                     raise Unavailable("the file became shorter while it was sent; try again after it is re-indexed")
-                for data, digest in chunks:
-                    yield {"data": data, "hash": digest}
+                for start in range(0, len(block), ids.CHUNK_BYTES):
+                    data = block[start : start + ids.CHUNK_BYTES]
+                    yield {"data": data, "hash": blake3.blake3(data).digest()}
                     position += len(data)
             yield {"done": True}
         finally:
             await run_io(handle.close)
 
 
-READ_AHEAD_CHUNKS = 8
+READ_AHEAD_BYTES = 8 * ids.CHUNK_BYTES
 
 
-def _read_chunks(handle: Any, left: int) -> list[tuple[bytes, bytes]]:
-    """Up to READ_AHEAD_CHUNKS chunks (of at most ``left`` bytes in all), each with its BLAKE3."""
-    chunks = []
-    while left > 0 and len(chunks) < READ_AHEAD_CHUNKS:
-        data = handle.read(min(ids.CHUNK_BYTES, left))
-        if not data:
+def _read_block(handle: Any, left: int) -> memoryview:
+    """Up to READ_AHEAD_BYTES (and at most ``left``) of the file, read at once; empty at its end."""
+    buffer = bytearray(min(READ_AHEAD_BYTES, left))
+    view = memoryview(buffer)
+    filled = 0
+    while filled < len(buffer):
+        got = handle.readinto(view[filled:])
+        if not got:
             break
-        chunks.append((data, blake3.blake3(data).digest()))
-        left -= len(data)
-    return chunks
+        filled += got
+    return view[:filled]
 
 
 def _catalog_page(conn, scope, cursor: int, limit: int, k: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
