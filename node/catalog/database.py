@@ -82,6 +82,9 @@ class Catalog:
         self._all_readers: list[sqlite3.Connection] = []
         self._closed = False
         self.disk_full: str | None = None  # why writes are waiting for space, while they are
+        # Bumped by every committed write: what was computed from the catalog at one value is
+        # still true while it has not moved (read it *before* the reads it guards).
+        self.generation = 0
 
     @classmethod
     async def open(cls, path: Path, *, readers: int = 4) -> Catalog:
@@ -131,6 +134,7 @@ class Catalog:
         try:
             result = transaction(conn)
             conn.execute("COMMIT")  # may fail too (a full disk, a deferred constraint): rolled back below
+            self.generation += 1  # before the write is reported: no reader can miss it
         except BaseException as exc:
             _roll_back(conn)
             if isinstance(exc, sqlite3.OperationalError) and _is_disk_full(exc):

@@ -24,7 +24,7 @@ from peerlight.embeddings.vectors import from_blob
 from peerlight.p2p.errors import Forbidden, Malformed, NotFound, Unavailable
 from peerlight.p2p.server import Protocol, Request, require
 
-from ..callers import Caller
+from ..callers import Caller, Scope
 from ..catalog.database import Catalog
 from ..catalog.shares import Share
 from ..files import open_regular
@@ -52,6 +52,7 @@ class ShareService:
         self._catalog = catalog
         self._engine = engine
         self._adapters = adapters
+        self._contents_cache: dict[Scope, tuple[int, tuple[dict[str, int], list[dict[str, Any]]]]] = {}
 
     def protocols(self) -> list[Protocol]:
         return [
@@ -75,8 +76,7 @@ class ShareService:
     async def manifest(self, request: Request) -> dict[str, Any]:
         self._check_open()
         scope = self.caller(request.peer_id).scope
-        counts = await self._catalog.read(partial(_counts, scope=scope))
-        models = await self._catalog.read(partial(_models, scope=scope))
+        counts, models = await self._contents(scope)
         return {
             "name": self.share.name,
             "scope": self.share.scope,
@@ -88,6 +88,17 @@ class ShareService:
             "protocols": [ids.MANIFEST, ids.QUERY, ids.FETCH, ids.CATALOG, ids.PREVIEW, ids.ADAPTER],
             "chunk_bytes": ids.CHUNK_BYTES,
         }
+
+    async def _contents(self, scope: Scope) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Counts per kind and models of the items in ``scope``, recomputed only after the catalog
+        changed: they are queries over every item, and clients ask for the manifest often."""
+        generation = self._catalog.generation
+        cached = self._contents_cache.get(scope)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        contents = await self._catalog.read(partial(_contents, scope=scope))
+        self._contents_cache = {scope: (generation, contents)}  # one scope per share today: no growth
+        return contents
 
     # --- query ---
 
@@ -253,6 +264,10 @@ def _catalog_page(conn, scope, cursor: int, limit: int, k: int) -> dict[str, Any
     else:
         next_cursor, total = rows[-1][5], None
     return {"items": items, "cursor": next_cursor, "last_page": last_page, "total": total, "k": k}
+
+
+def _contents(conn, scope) -> tuple[dict[str, int], list[dict[str, Any]]]:  # type: ignore[no-untyped-def]
+    return _counts(conn, scope), _models(conn, scope)
 
 
 def _counts(conn, scope) -> dict[str, int]:  # type: ignore[no-untyped-def]

@@ -64,6 +64,7 @@ class _Live:
     applied: int  # journal position the index reflects
     saved: int  # journal position of the copy on disk
     verified: bool = False  # its size matched the catalog's at ``applied`` (then only changes can break that)
+    generation: int = -1  # the catalog's write generation at the last catch-up
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property
@@ -199,6 +200,9 @@ class VectorIndexes:
 
     async def _catch_up(self, model_id: str, live: _Live) -> bool:
         """Replay the journal past ``live.applied``; False if the index then disagrees with the catalog."""
+        generation = self._catalog.generation  # read before the journal: a write meanwhile is seen next time
+        if live.verified and live.generation == generation:
+            return True  # no write since the last catch-up: nothing to replay (and no trip to a thread)
         changes = await self._catalog.read(
             partial(_changes_since, model_id=model_id, after=live.applied, verify=not live.verified)
         )
@@ -213,6 +217,7 @@ class VectorIndexes:
 
             await trio.to_thread.run_sync(apply)
         live.applied = changes.last_seq
+        live.generation = generation
         if changes.catalog_count is None:
             return True  # every vector stored or deleted is journalled: no entry, no change
         live.verified = len(live.index) == changes.catalog_count
