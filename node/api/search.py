@@ -16,7 +16,7 @@ from ..control.protocol import Forbidden, InvalidParams, NotFound, Unavailable
 from ..control.server import Handler, Streaming, local_only
 from ..dataserver.peers import PeerClient, result_score
 from ..search.duplicates import find_duplicates
-from ..search.engine import MODES, SearchEngine, SearchError, SearchRequest
+from ..search.engine import MODES, QueryVectors, SearchEngine, SearchError, SearchRequest
 from ..search.filters import MODALITIES, Filters, parse_date
 
 
@@ -91,18 +91,19 @@ class SearchMethods:
         started = time.perf_counter()
         local: dict[str, Any] = {"results": [], "warnings": []}
         answers = []
+        # Embedded once, for this node's search and for the peers' (it took two encoder passes).
+        query = await self._engine.query_vectors(request.query) if request.mode != "text" else QueryVectors({}, {}, {})
 
         async def ask_local() -> None:
             nonlocal local
             try:
-                local = await self._engine.search(request, caller)
+                local = await self._engine.search(request, caller, query.by_role)
             except SearchError as exc:
                 local["warnings"].append(str(exc))
 
         async def ask_peers() -> None:
             nonlocal answers
-            vectors, bases = await self._engine.query_vectors(request.query) if request.mode != "text" else ({}, {})
-            answers = await self._peers.search(peer_query(request), vectors, bases)
+            answers = await self._peers.search(peer_query(request), query.by_model, query.bases)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ask_local)

@@ -89,6 +89,20 @@ class Retrieved:
     query_vectors: dict[str, np.ndarray]  # role -> the query's vector in that space
 
 
+@dataclass
+class QueryVectors:
+    """A text query embedded once, in every form a search with peers needs."""
+
+    # model id -> (vector, mean, spread): the mean and standard deviation of the query's cosine
+    # over this node's items of that model (None when it has none), to turn a peer's cosines
+    # into z-scores comparable with local results (as :meth:`SearchEngine.retrieve` does across spaces)
+    by_model: dict[str, tuple[np.ndarray, float | None, float | None]]
+    # base model id -> the base encoder's vector, before any ordering adapter: a peer's adapter
+    # for the same base model brings it into the peer's space
+    bases: dict[str, np.ndarray]
+    by_role: dict[str, np.ndarray]  # role -> the vector local search uses
+
+
 class SearchEngine:
     def __init__(self, catalog: Catalog, models: ModelManager, indexes: VectorIndexes) -> None:
         self._catalog = catalog
@@ -98,9 +112,11 @@ class SearchEngine:
 
     # --- queries ---
 
-    async def search(self, request: SearchRequest, caller: Caller) -> dict[str, Any]:
+    async def search(self, request: SearchRequest, caller: Caller, embedded: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+        """``embedded``: the query's vector per role, where the caller has them already (a search
+        with peers embeds the query once for both)."""
         started = time.perf_counter()
-        found = await self.retrieve(request, caller)
+        found = await self.retrieve(request, caller, embedded)
         results = await self.present(found.hits[: request.limit], caller, found.query_vectors)
         return {
             "query": request.query,
@@ -110,7 +126,7 @@ class SearchEngine:
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
         }
 
-    async def retrieve(self, request: SearchRequest, caller: Caller) -> Retrieved:
+    async def retrieve(self, request: SearchRequest, caller: Caller, embedded: dict[str, np.ndarray] | None = None) -> Retrieved:
         """The best items for ``request`` within the caller's scope, ranked (more than ``limit`` of them).
 
         A peer's words match names and metadata only: the words of this machine's folder names
@@ -144,7 +160,9 @@ class SearchEngine:
                 if role != "audio":  # audio falls back to the text model's space
                     found.warnings.append(f"{role} model unavailable, its media are searched by text only: {exc}")
                 continue
-            vector = (await trio.to_thread.run_sync(model.encode_queries, [request.query], abandon_on_cancel=True))[0]
+            vector = (embedded or {}).get(role)
+            if vector is None:
+                vector = (await trio.to_thread.run_sync(model.encode_queries, [request.query], abandon_on_cancel=True))[0]
             found.query_vectors[role] = vector
             restricted = dataclasses.replace(request.filters, modalities=wanted)
             # Restricting costs a pass over the allowed items: skip it when it could exclude nothing
@@ -188,17 +206,11 @@ class SearchEngine:
         found.hits = _best_first(ranked)
         return found
 
-    async def query_vectors(self, query: str) -> tuple[dict[str, tuple[np.ndarray, float | None, float | None]], dict[str, np.ndarray]]:
-        """The query embedded by every available model that embeds text queries.
-
-        First, model id -> (vector, mean, spread): the mean and standard deviation of the query's
-        cosine over this node's items of that model (None when it has none), to turn a peer's
-        cosines into z-scores comparable with local results (as :meth:`retrieve` does across
-        spaces). Second, base model id -> the base encoder's vector, before any ordering
-        adapter: a peer's adapter for the same base model brings it into the peer's space.
-        """
+    async def query_vectors(self, query: str) -> QueryVectors:
+        """The query embedded by every available model that embeds text queries (see :class:`QueryVectors`)."""
         vectors: dict[str, tuple[np.ndarray, float | None, float | None]] = {}
         bases: dict[str, np.ndarray] = {}
+        by_role: dict[str, np.ndarray] = {}
         for role in ROLE_MODALITIES:
             try:
                 model = await self._models.get(role)
@@ -212,12 +224,13 @@ class SearchEngine:
             else:
                 vector = (await trio.to_thread.run_sync(model.encode_queries, [query], abandon_on_cancel=True))[0]
                 bases[model.model_id] = vector
+            by_role[role] = vector
             if not len(await self.indexes.index(model.model_id, model.dimension)):
                 vectors[model.model_id] = (vector, None, None)
                 continue
             mean, spread = await self.indexes.spread(model.model_id, model.dimension, vector)
             vectors[model.model_id] = (vector, mean, max(spread, 1e-3))
-        return vectors, bases
+        return QueryVectors(vectors, bases, by_role)
 
     async def search_vector(self, model_id: str, vector: np.ndarray, limit: int, filters: Filters, caller: Caller) -> list[dict[str, Any]]:
         """Items nearest to ``vector`` in ``model_id``'s space, which may be a K-prefix (a peer's query)."""
