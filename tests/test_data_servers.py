@@ -7,9 +7,12 @@ restart of A. Nothing here is mocked: two daemons, their catalogs, models and ho
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import urllib.request
 import wave
@@ -284,3 +287,72 @@ def test_a_node_with_another_adapter_joins_the_share_s_space_through_its_adapter
     finally:
         a.stop()
         b.stop()
+
+
+def _corrupting_peer(path: Path, mode: str) -> tuple[subprocess.Popen, str]:
+    peer = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("corrupting_peer.py")), str(path), mode], stdout=subprocess.PIPE, text=True
+    )
+    return peer, peer.stdout.readline().strip()
+
+
+def test_a_damaged_chunk_is_fetched_again_and_a_wrong_file_never_gets_its_name(two_nodes, tmp_path) -> None:
+    """Peers that send damaged bytes (a separate process speaking the documented protocol)."""
+    _, b_dir, library, _, _ = two_nodes
+    wav = library / "notes" / "long.wav"
+    wav_hash = blake3.blake3(wav.read_bytes()).hexdigest()
+    target = tmp_path / "downloads"
+    target.mkdir()
+
+    peer, address = _corrupting_peer(wav, "flip-once")
+    try:
+        remote = cli_json(b_dir, "peers", "add", address)
+        fetched = cli_json(b_dir, "fetch", remote["peer_id"], wav_hash, "--to", str(target))
+        assert fetched["attempts"] == 2 and Path(fetched["path"]).read_bytes() == wav.read_bytes()
+    finally:
+        peer.kill()
+    requests = [json.loads(line) for line in peer.stdout.read().splitlines()]
+    # The two good chunks before the damaged one were kept: the second request starts at the third.
+    assert [r["offset"] for r in requests] == [0, 2 * 1024 * 1024], requests
+
+    (target / "again").mkdir()
+    liar, address = _corrupting_peer(wav, "other-file")
+    try:
+        remote = cli_json(b_dir, "peers", "add", address)
+        refused = cli_json(b_dir, "fetch", remote["peer_id"], wav_hash, "--to", str(target / "again"), expect_rc=1)
+    finally:
+        liar.kill()
+    assert "discarded" in refused["error"]["message"], refused
+    assert not list((target / "again").iterdir())  # neither the file nor a partial one
+
+
+def test_three_nodes_sync_and_search_each_other(two_nodes, tmp_path) -> None:
+    """B adds the shares of A and C (three daemons) and ranks both with its own items."""
+    a_dir, b_dir, library, _, _ = two_nodes
+    from peerlight.node.paths import NodePaths
+    from peerlight.node.setup import init_node
+
+    c_paths = NodePaths(tmp_path / "c")
+    init_node(c_paths)
+    write_config(c_paths.root)
+    c_library = tmp_path / "c-library"
+    c_library.mkdir()
+    (c_library / "cold.txt").write_text("A cold with a fever: rest, drink water and wash your hands often so others stay well.")
+    (c_library / "bikes.txt").write_text("Oil the chain of your bicycle every month and check the tyre pressure.")
+    c = _start(c_paths.root)
+    try:
+        cli_json(a_dir, "library", "add", str(library / "notes"))
+        index_and_wait(a_dir)
+        cli_json(c_paths.root, "library", "add", str(c_library))
+        index_and_wait(c_paths.root)
+        shares = [cli_json(node, "share", "create", "mine", "--collection", str(folder)) for node, folder in ((a_dir, library / "notes"), (c_paths.root, c_library))]
+        added = [cli_json(b_dir, "peers", "add", share["addresses"][0]) for share in shares]
+        assert sorted(p["cached_items"] for p in cli_json(b_dir, "peers")) == [2, 5]  # both catalogs synced
+        found = cli_json(b_dir, "search", "what to do against the flu", "--peers", "--modality", "text", "--limit", "4")
+        assert all(p["answered"] for p in found["peers"]) and len(found["peers"]) == 2, found["peers"]
+        by_peer = {r["peer_id"]: r["name"] for r in found["results"] if r.get("source") == "peer"}
+        assert set(by_peer) == {p["peer_id"] for p in added}, found["results"]
+        top_two = {r["name"] for r in found["results"][:2]}
+        assert top_two == {"flu.txt", "cold.txt"}, found["results"]
+    finally:
+        c.stop()
