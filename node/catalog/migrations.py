@@ -38,6 +38,10 @@ Design notes that later features rely on:
   peer's copy of the catalog cares about (kind, size, embedding, vanishing, a file added or
   removed), kept by triggers: the catalog protocol pages through items by it. Peers' shares are
   cached in ``remote_items`` and ``remote_vectors`` (K-prefixes, float16).
+- ``grants`` are what a share allows one peer (``grantee``; NULL while an open invite is not
+  redeemed): capabilities, limits, expiry, and when it was revoked or last used. The signed
+  token a grantee presents names the grant's id; revocation is this row, so it holds at once
+  and across restarts. ``remote_shares.token`` is our own grant for another node's share.
 - ``items_fts_vocab`` gives each full-text word's document frequency, from which search weighs
   words (common ones carry no match).
 """
@@ -388,6 +392,28 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX remote_vectors_model ON remote_vectors (model_id);
         ALTER TABLE remote_shares ADD COLUMN sync_cursor INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE remote_shares ADD COLUMN synced_at REAL;
+        """,
+    ),
+    Migration(
+        8,
+        "permissions: grants of a share's capabilities to peers, our own grants for others' shares",
+        """
+        CREATE TABLE grants (
+            id             TEXT PRIMARY KEY,
+            share_id       INTEGER NOT NULL REFERENCES shares (id) ON DELETE CASCADE,
+            grantee        TEXT,
+            capabilities   TEXT NOT NULL,
+            rpm            INTEGER NOT NULL DEFAULT 0 CHECK (rpm >= 0),
+            bytes_per_day  INTEGER NOT NULL DEFAULT 0 CHECK (bytes_per_day >= 0),
+            expires_at     REAL,
+            created_at     REAL NOT NULL,
+            invite         INTEGER NOT NULL DEFAULT 0,
+            redeemed_at    REAL,
+            revoked_at     REAL,
+            last_used_at   REAL
+        ) WITHOUT ROWID;
+        CREATE INDEX grants_share ON grants (share_id);
+        ALTER TABLE remote_shares ADD COLUMN token BLOB;
         """,
     ),
 )

@@ -1,0 +1,66 @@
+"""Grants as catalog rows: issued, listed, revoked for good, and an open invite bound once."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from peerlight.node.catalog import grants
+from peerlight.node.catalog.migrations import migrate
+from peerlight.node.catalog.shares import create_share
+
+ALICE, BOB = "12D3KooWAlice", "12D3KooWBob"
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(tmp_path / "catalog.sqlite3", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    migrate(conn)
+    return conn
+
+
+def test_a_grant_is_issued_listed_and_revoked_once(conn: sqlite3.Connection) -> None:
+    share = create_share(conn, "family", "lan", "members", ())
+    grant = grants.add_grant(conn, "0123456789abcdef", share.id, ALICE, ("search", "fetch"), rpm=30, expires_at=time.time() + 60)
+    assert grant.holds(time.time()) and grant.to_wire()["state"] == "active"
+    assert [g.id for g in grants.grants_of(conn, share.id)] == [grant.id]
+    revoked = grants.revoke_grant(conn, share.id, grant.id)
+    assert not revoked.holds(time.time()) and revoked.to_wire()["state"] == "revoked"
+    assert grants.revoke_grant(conn, share.id, grant.id).revoked_at == revoked.revoked_at  # revoking again changes nothing
+    other = create_share(conn, "work", "lan", "members", ())
+    with pytest.raises(grants.GrantNotFound):
+        grants.revoke_grant(conn, other.id, grant.id)  # a grant is revoked through its own share only
+
+
+def test_an_expired_grant_no_longer_holds(conn: sqlite3.Connection) -> None:
+    share = create_share(conn, "family", "lan", "members", ())
+    grant = grants.add_grant(conn, "00000000000000aa", share.id, ALICE, ("browse",), expires_at=time.time() - 1)
+    assert not grant.holds(time.time()) and grant.to_wire()["state"] == "expired"
+
+
+def test_an_open_invite_is_bound_to_its_first_peer_only(conn: sqlite3.Connection) -> None:
+    share = create_share(conn, "family", "lan", "members", ())
+    invite = grants.add_grant(conn, "00000000000000bb", share.id, None, ("search",))
+    assert invite.invite and invite.to_wire()["state"] == "open invite"
+    bound = grants.redeem_invite(conn, invite.id, ALICE)
+    assert bound.grantee == ALICE and bound.redeemed_at is not None
+    assert grants.redeem_invite(conn, invite.id, ALICE).grantee == ALICE  # asked again by the same peer
+    with pytest.raises(grants.InviteUsed):
+        grants.redeem_invite(conn, invite.id, BOB)
+
+
+def test_grants_go_with_their_share(conn: sqlite3.Connection) -> None:
+    share = create_share(conn, "family", "lan", "members", ())
+    grants.add_grant(conn, "00000000000000cc", share.id, ALICE, ("fetch",))
+    conn.execute("DELETE FROM shares WHERE id = ?", (share.id,))
+    assert grants.all_grants(conn) == []
+
+
+def test_capabilities_are_checked(conn: sqlite3.Connection) -> None:
+    share = create_share(conn, "family", "lan", "members", ())
+    with pytest.raises(ValueError):
+        grants.add_grant(conn, "00000000000000dd", share.id, ALICE, ("delete",))
