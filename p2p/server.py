@@ -10,6 +10,7 @@ internal error, logged with its traceback, and the server keeps serving.
 from __future__ import annotations
 
 import inspect
+import typing
 from contextlib import aclosing
 import logging
 import time
@@ -36,6 +37,24 @@ class Request:
 
 
 Handler = Callable[[Request], Awaitable[dict[str, Any]] | AsyncIterator[dict[str, Any]]]
+
+
+class Permit:
+    """What a gate let one request do. ``charge`` is told each reply frame's size before it is
+    sent, and raises a :class:`~.errors.WireError` to stop the reply (a byte limit reached, a
+    grant revoked while a transfer runs)."""
+
+    def charge(self, size: int) -> None:
+        return None
+
+
+OPEN = Permit()
+
+
+class Gate(typing.Protocol):
+    """The one place that decides whether a request may be answered at all (before its handler)."""
+
+    async def admit(self, request: Request) -> Permit: ...
 
 
 @dataclass(frozen=True)
@@ -108,9 +127,10 @@ class ProtocolStats:
 class ProtocolServer:
     """The protocols of one host, their limits and their counters."""
 
-    def __init__(self, protocols: list[Protocol], limits: Limits = Limits()) -> None:
+    def __init__(self, protocols: list[Protocol], limits: Limits = Limits(), gate: Gate | None = None) -> None:
         self.protocols = {protocol.id: protocol for protocol in protocols}
         self.limits = limits
+        self.gate = gate
         self.stats: dict[str, ProtocolStats] = {pid: ProtocolStats() for pid in self.protocols}
         self._streams: dict[str, int] = defaultdict(int)
         self._buckets: dict[str, _Bucket] = {}
@@ -248,14 +268,17 @@ class ProtocolServer:
         log.info("request refused", extra={"peer": peer_id, "protocol": protocol_id, "code": error.code, "reason": error.message})
 
     async def _answer(self, stream: Any, request: Request, stats: ProtocolStats) -> None:
-        """The reply: one frame, or several of which all but the last say ``more: true``."""
+        """The reply: one frame, or several of which all but the last say ``more: true``.
+
+        The gate is asked first, here and nowhere else: no handler checks permissions itself."""
+        permit = OPEN if self.gate is None else await self.gate.admit(request)
         reply = self.protocols[request.protocol].handler(request)
         if inspect.isawaitable(reply):
             with trio.move_on_after(self.limits.handler_timeout) as waited:
                 answer = await reply
             if waited.cancelled_caught:
                 raise Timeout(f"the answer took longer than {self.limits.handler_timeout:g} s")
-            await self._send(stream, {"ok": True, **answer}, stats)
+            await self._send(stream, {"ok": True, **answer}, stats, permit)
             return
         if not inspect.isasyncgen(reply):
             raise TypeError(f"handler of {request.protocol} returned {type(reply).__name__}")
@@ -263,12 +286,13 @@ class ProtocolServer:
             pending: dict[str, Any] | None = None
             async for frame in frames:
                 if pending is not None:
-                    await self._send(stream, {"ok": True, **pending, "more": True}, stats)
+                    await self._send(stream, {"ok": True, **pending, "more": True}, stats, permit)
                 pending = frame
-            await self._send(stream, {"ok": True, **(pending or {})}, stats)
+            await self._send(stream, {"ok": True, **(pending or {})}, stats, permit)
 
-    async def _send(self, stream: Any, message: dict[str, Any], stats: ProtocolStats) -> None:
+    async def _send(self, stream: Any, message: dict[str, Any], stats: ProtocolStats, permit: Permit = OPEN) -> None:
         data = wire.pack(message)
+        permit.charge(len(data))
         with trio.move_on_after(self.limits.write_timeout) as waited:
             try:
                 await stream.write(data)

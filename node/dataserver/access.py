@@ -1,0 +1,145 @@
+"""Who may use a share, and for what: the share's gate, the one enforcement point of its protocols.
+
+Every request of every protocol passes :meth:`ShareAccess.admit` before its handler runs
+(:class:`~peerlight.p2p.server.ProtocolServer` calls it). A share's permission level decides:
+
+- ``public``: anyone who reaches the share;
+- ``members``: holders of a grant, who send its token (``token`` in the request) with each
+  request; the token must be signed by this share, name the requesting peer (authenticated
+  by Noise) and a grant that still holds, and allow the protocol's capability;
+- ``devices``: the owner's paired devices only.
+
+A refusal is a ``forbidden`` error that says why in general terms and nothing about the share's
+contents. A grant's request rate and bytes per day are limited here too; bytes are counted as
+reply frames are sent, so a limit reached, or a grant revoked, stops a running transfer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from peerlight.p2p.errors import Forbidden, RateLimited
+from peerlight.p2p.server import OPEN, Permit, Request
+from peerlight.permissions import tokens
+
+from ..catalog.grants import Grant
+from ..catalog.shares import Share
+from . import protocol_ids as ids
+
+# The capability each protocol needs; the manifest needs none beyond being let in at all.
+PROTOCOL_CAPABILITY: dict[str, str | None] = {
+    ids.MANIFEST: None,
+    ids.QUERY: "search",
+    ids.ADAPTER: "search",
+    ids.CATALOG: "browse",
+    ids.PREVIEW: "browse",
+    ids.FETCH: "fetch",
+}
+VERIFIED_TOKENS_KEPT = 4096  # tokens whose signature was checked, kept to spare a check per request
+DAY_SECONDS = 86400
+
+
+@dataclass
+class _Usage:
+    """A grant's traffic: its request allowance (a token bucket) and today's bytes."""
+
+    tokens: float
+    stamp: float
+    day: int = 0
+    bytes_today: int = 0
+
+
+@dataclass
+class GrantPermit(Permit):
+    access: ShareAccess
+    grant_id: str
+    usage: _Usage = field(repr=False, default_factory=lambda: _Usage(0, 0))
+
+    def charge(self, size: int) -> None:
+        grant = self.access.grants.get(self.grant_id)
+        if grant is None or not grant.holds(time.time()):
+            raise Forbidden("the grant was revoked or has expired")
+        if grant.bytes_per_day:
+            day = int(time.time() // DAY_SECONDS)
+            if self.usage.day != day:
+                self.usage.day, self.usage.bytes_today = day, 0
+            if self.usage.bytes_today + size > grant.bytes_per_day:
+                raise Forbidden(f"the grant's {grant.bytes_per_day} bytes for today are used up", {"limit": "bytes_per_day"})
+            self.usage.bytes_today += size
+
+
+class ShareAccess:
+    """The gate of one share: its level, its grants (a mirror of the catalog's) and paired devices."""
+
+    def __init__(self, share: Share, key: Ed25519PrivateKey, peer_id: str, grants: list[Grant], devices: frozenset[str] = frozenset()) -> None:
+        self.share = share
+        self.peer_id = peer_id
+        self._public_key = key.public_key()
+        self.grants: dict[str, Grant] = {}
+        self.devices = devices
+        self._verified: dict[bytes, tokens.Claims] = {}
+        self._usage: dict[str, _Usage] = {}
+        self.last_used: dict[str, float] = {}  # grant id -> when: written to the catalog now and then
+        self.update(share, grants)
+
+    def update(self, share: Share, grants: list[Grant], devices: frozenset[str] | None = None) -> None:
+        """The catalog changed (a grant issued or revoked, the level edited): takes effect at once."""
+        self.share = share
+        self.grants = {grant.id: grant for grant in grants if grant.share_id == share.id}
+        if devices is not None:
+            self.devices = devices
+
+    async def admit(self, request: Request) -> Permit:
+        capability = PROTOCOL_CAPABILITY.get(request.protocol)
+        level = self.share.permission
+        if level == "public":
+            return OPEN
+        if level == "devices":
+            if request.peer_id in self.devices:
+                return OPEN
+            raise Forbidden("this share is open to its owner's paired devices only", {"permission": level})
+        grant = self._grant_presented(request)
+        if capability is not None and capability not in grant.capabilities:
+            raise Forbidden(f"the grant does not allow {capability}", {"permission": level, "capability": capability})
+        usage = self._usage.setdefault(grant.id, _Usage(float(grant.rpm), time.monotonic()))
+        if grant.rpm:
+            now = time.monotonic()
+            usage.tokens = min(float(grant.rpm), usage.tokens + (now - usage.stamp) * grant.rpm / 60)
+            usage.stamp = now
+            if usage.tokens < 1:
+                raise RateLimited(f"the grant allows {grant.rpm} requests a minute", {"retry_after": round((1 - usage.tokens) * 60 / grant.rpm, 3)})
+            usage.tokens -= 1
+        self.last_used[grant.id] = time.time()
+        return GrantPermit(self, grant.id, usage)
+
+    def _grant_presented(self, request: Request) -> Grant:
+        token = request.body.get("token")
+        if not isinstance(token, bytes):
+            raise Forbidden("this share is open to members: send a grant's token", {"permission": "members"})
+        claims = self._verified.get(token)
+        if claims is None:
+            try:
+                claims = tokens.verify(token, self._public_key, share=self.peer_id, peer=request.peer_id)
+            except tokens.TokenError as exc:
+                raise Forbidden(f"the token is not valid here ({exc.reason})", {"permission": "members", "reason": exc.reason}) from None
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._verified.clear()
+            self._verified[token] = claims
+        if claims.to != request.peer_id:  # a cached token, shown by another peer
+            raise Forbidden("the token is not valid here (peer)", {"permission": "members", "reason": "peer"})
+        grant = self.grants.get(claims.grant)
+        now = time.time()
+        if grant is None or grant.grantee != request.peer_id:
+            raise Forbidden("the token's grant is not known here", {"permission": "members", "reason": "unknown"})
+        if claims.expired(now) or not grant.holds(now):
+            reason = "revoked" if grant.revoked_at is not None else "expired"
+            raise Forbidden(f"the grant has been {reason}", {"permission": "members", "reason": reason})
+        return grant
+
+
+def signing_key(seed: bytes) -> Ed25519PrivateKey:
+    """The share's Ed25519 key from its identity's 32-byte seed (the key its peer ID names)."""
+    return Ed25519PrivateKey.from_private_bytes(seed)

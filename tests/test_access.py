@@ -1,0 +1,168 @@
+"""A share's gate through real hosts: every protocol x permission level x kind of token.
+
+Two libp2p hosts on loopback (Noise authenticates the asking peer); the share's server runs
+the real gate (``ShareAccess``) in front of a handler per Peerlight protocol. The handlers are
+trivial on purpose: the gate is the only place that decides, so what it lets through or
+refuses is the same whatever the handler would have answered.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import trio
+
+from peerlight.node.catalog.grants import Grant
+from peerlight.node.catalog.shares import Share
+from peerlight.node.dataserver import protocol_ids as ids
+from peerlight.node.dataserver.access import PROTOCOL_CAPABILITY, ShareAccess, signing_key
+from peerlight.p2p import errors
+from peerlight.p2p.client import Requester
+from peerlight.p2p.host import listen_addresses, new_host, running
+from peerlight.p2p.server import Protocol, ProtocolServer, Request
+from peerlight.permissions import tokens
+
+LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
+PROTOCOLS = list(PROTOCOL_CAPABILITY)
+ALL = ("search", "browse", "fetch")
+
+
+async def unary(request: Request) -> dict:
+    return {"answered": request.protocol}
+
+
+async def streamed(request: Request):  # type: ignore[no-untyped-def]
+    for n in range(4):
+        yield {"data": bytes(1000), "n": n}
+
+
+def share(permission: str) -> Share:
+    return Share(1, "family", "lan", permission, (), (), None, False, False, time.time())
+
+
+def grant(grant_id: str, grantee: str, can: tuple[str, ...] = ALL, **fields: object) -> Grant:
+    values = {"rpm": 0, "bytes_per_day": 0, "expires_at": None, "revoked_at": None}
+    values |= fields
+    return Grant(grant_id, 1, grantee, can, values["rpm"], values["bytes_per_day"], values["expires_at"], time.time(), False, None, values["revoked_at"], None)  # type: ignore[arg-type]
+
+
+def token(key, share_peer: str, grant_id: str, to: str, can: tuple[str, ...] = ALL, exp: int = 0) -> bytes:  # type: ignore[no-untyped-def]
+    return tokens.issue(key, tokens.Claims(share_peer, grant_id, to, can, exp=exp))
+
+
+async def ask(requester: Requester, host, peer: str, protocol: str, body: dict) -> str:  # type: ignore[no-untyped-def]
+    """'ok', or the error code the request got."""
+    try:
+        frames = [frame async for frame in requester.frames(peer, listen_addresses(host), protocol, body, timeout=10)]
+    except errors.WireError as exc:
+        return exc.code
+    assert frames
+    return "ok"
+
+
+async def test_every_protocol_level_and_token_gets_the_expected_answer() -> None:
+    seed = os.urandom(32)
+    share_host, member, stranger = new_host(seed), new_host(os.urandom(32)), new_host(os.urandom(32))
+    key, other_key = signing_key(seed), signing_key(os.urandom(32))
+    share_peer, member_id, stranger_id = str(share_host.get_id()), str(member.get_id()), str(stranger.get_id())
+    grants = [
+        grant("00000000000000a1", member_id),
+        grant("00000000000000a2", member_id, revoked_at=time.time()),
+        grant("00000000000000a3", member_id, expires_at=time.time() - 5),
+        grant("00000000000000a4", stranger_id),
+    ]
+    access = ShareAccess(share("public"), key, share_peer, grants, devices=frozenset({member_id}))
+    protocols = [Protocol(pid, streamed if pid == ids.FETCH else unary) for pid in PROTOCOLS]
+    server = ProtocolServer(protocols, gate=access)
+    server.attach(share_host)
+    valid = token(key, share_peer, "00000000000000a1", member_id)
+    tampered = bytearray(valid)
+    tampered[-5] ^= 1
+    states = {
+        "none": None,
+        "valid": valid,
+        "expired": token(key, share_peer, "00000000000000a1", member_id, exp=int(time.time()) - 1),
+        "expired grant": token(key, share_peer, "00000000000000a3", member_id),
+        "revoked": token(key, share_peer, "00000000000000a2", member_id),
+        "another peer's": token(key, share_peer, "00000000000000a4", stranger_id),
+        "tampered": bytes(tampered),
+        "another share's": token(other_key, str(stranger.get_id()), "00000000000000a1", member_id),
+        "not a token": b"\x93\x01\x02\x03",
+    }
+    async with running(share_host, LOOPBACK), running(member, LOOPBACK), running(stranger, LOOPBACK):
+        as_member, as_stranger = Requester(member), Requester(stranger)
+        for level in ("public", "members", "devices"):
+            access.update(share(level), grants)
+            for state, presented in states.items():
+                body = {} if presented is None else {"token": presented}
+                for protocol in PROTOCOLS:
+                    got = await ask(as_member, share_host, share_peer, protocol, body)
+                    if level == "public" or level == "devices":  # the member is a paired device
+                        expected = "ok"
+                    else:
+                        expected = "ok" if state == "valid" else "forbidden"
+                    assert got == expected, (level, state, protocol, got)
+            # The stranger is no device, and holds no grant of its own token's share key.
+            for protocol in PROTOCOLS:
+                got = await ask(as_stranger, share_host, share_peer, protocol, {"token": valid})
+                assert got == ("ok" if level == "public" else "forbidden"), (level, protocol, got)
+
+
+async def test_a_grant_allows_its_capabilities_only_and_its_limits_hold() -> None:
+    seed = os.urandom(32)
+    share_host, member = new_host(seed), new_host(os.urandom(32))
+    key = signing_key(seed)
+    share_peer, member_id = str(share_host.get_id()), str(member.get_id())
+    grants = [grant("00000000000000b1", member_id, ("search",), rpm=3), grant("00000000000000b2", member_id, ("fetch",), bytes_per_day=2500)]
+    access = ShareAccess(share("members"), key, share_peer, grants)
+    server = ProtocolServer([Protocol(pid, streamed if pid == ids.FETCH else unary) for pid in PROTOCOLS], gate=access)
+    server.attach(share_host)
+    search_only = token(key, share_peer, "00000000000000b1", member_id, ("search",))
+    fetch_only = token(key, share_peer, "00000000000000b2", member_id, ("fetch",))
+    async with running(share_host, LOOPBACK), running(member, LOOPBACK):
+        requester = Requester(member)
+        assert await ask(requester, share_host, share_peer, ids.CATALOG, {"token": search_only}) == "forbidden"  # browse: not granted
+        assert await ask(requester, share_host, share_peer, ids.FETCH, {"token": search_only}) == "forbidden"
+        answers = [await ask(requester, share_host, share_peer, ids.QUERY, {"token": search_only}) for _ in range(4)]
+        assert answers == ["ok", "ok", "ok", "rate_limited"]  # 3 a minute (refusals for capabilities count none)
+        # 2,500 bytes a day: the first fetch's four ~1 KB frames stop at the third.
+        assert await ask(requester, share_host, share_peer, ids.FETCH, {"token": fetch_only}) == "forbidden"
+        assert await ask(requester, share_host, share_peer, ids.FETCH, {"token": fetch_only}) == "forbidden"
+
+
+async def test_revoking_a_grant_stops_a_transfer_that_is_running() -> None:
+    seed = os.urandom(32)
+    share_host, member = new_host(seed), new_host(os.urandom(32))
+    key = signing_key(seed)
+    share_peer, member_id = str(share_host.get_id()), str(member.get_id())
+    grants = [grant("00000000000000c1", member_id)]
+    access = ShareAccess(share("members"), key, share_peer, grants)
+    sent = trio.Event()
+
+    async def slow_fetch(request: Request):  # type: ignore[no-untyped-def]
+        for n in range(1000):
+            if n == 5:
+                sent.set()
+            yield {"data": bytes(10_000), "n": n}
+            await trio.sleep(0.01)
+
+    server = ProtocolServer([Protocol(ids.FETCH, slow_fetch)], gate=access)
+    server.attach(share_host)
+    valid = token(key, share_peer, "00000000000000c1", member_id)
+    async with running(share_host, LOOPBACK), running(member, LOOPBACK):
+        requester = Requester(member)
+        received: list[int] = []
+
+        async def download() -> None:
+            with pytest.raises(errors.Forbidden, match="revoked"):
+                async for frame in requester.frames(share_peer, listen_addresses(share_host), ids.FETCH, {"token": valid}, timeout=10):
+                    received.append(frame["n"])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(download)
+            await sent.wait()
+            access.update(share("members"), [grant("00000000000000c1", member_id, revoked_at=time.time())])
+        assert 5 <= len(received) < 1000
+        assert await ask(requester, share_host, share_peer, ids.FETCH, {"token": valid}) == "forbidden"
