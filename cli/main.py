@@ -133,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
         ("remove", share_commands.cmd_share_remove, "remove a share and its identity"),
     ):
         command(name, run, help, share_actions).add_argument("name")
+    grant = command("grant", share_commands.cmd_share_grant, "let a peer (or whoever uses an invite) search, browse or fetch", share_actions)
+    grant.add_argument("name")
+    grantee = grant.add_mutually_exclusive_group(required=True)
+    grantee.add_argument("--to", metavar="PEERID", help="the peer's node ID (`peerlight status` shows it on their machine)")
+    grantee.add_argument("--invite", action="store_true", help="an open invite: bound to the first peer that joins with it")
+    grant.add_argument("--can", metavar="CAPS", help="comma-separated: search,browse,fetch (default: all three)")
+    grant.add_argument("--expires", type=share_commands.parse_duration, metavar="DURATION", help="e.g. 30d, 12h (default: never)")
+    grant.add_argument("--requests-per-minute", type=int, metavar="N", help="at most N requests a minute")
+    grant.add_argument("--bytes-per-day", type=int, metavar="N", help="at most N bytes fetched a day")
+    command("grants", share_commands.cmd_share_grants, "list a share's grants", share_actions).add_argument("name")
+    revoke = command("revoke", share_commands.cmd_share_revoke, "revoke a grant at once (running transfers stop)", share_actions)
+    revoke.add_argument("name")
+    revoke.add_argument("grant", help="the grant's id (see `share grants`)")
     edit = command("edit", share_commands.cmd_share_edit, "change a share", share_actions)
     edit.add_argument("name")
     edit.add_argument("--rename", metavar="NEW_NAME", help="a new name")
@@ -146,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("list", share_commands.cmd_peers_list, "list known shares", peers_actions)
     forget = command("remove", share_commands.cmd_peers_remove, "forget a share", peers_actions)
     forget.add_argument("peer", help="peer ID or name")
+
+    join = command("join", share_commands.cmd_join, "use an invite to another node's share")
+    join.add_argument("invite", help="the peerlight-invite:… string you were given")
 
     discover = command("discover", share_commands.cmd_discover, "ask every known share for its manifest now")
     discover.add_argument("--lan", action="store_true", help="shares found on the LAN only")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime
-from argparse import Namespace
+import re
+from argparse import ArgumentTypeError, Namespace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,85 @@ def _share_action(method: str, message: str):  # type: ignore[no-untyped-def]
 cmd_share_pause = _share_action("share.pause", "Paused share {name}: it no longer listens.")
 cmd_share_resume = _share_action("share.resume", "Resumed share {name}.")
 cmd_share_remove = _share_action("share.remove", "Removed share {name}; its peer ID is gone for good.")
+
+
+DURATION = re.compile(r"^(\d+)([smhdw]?)$")
+DURATION_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds of ``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or a plain number of seconds."""
+    match = DURATION.match(text.strip().lower())
+    if not match or int(match.group(1)) <= 0:
+        raise ArgumentTypeError(f"{text!r} is not a duration like 30d, 12h, 90m or 2w")
+    return int(match.group(1)) * DURATION_SECONDS[match.group(2)]
+
+
+def cmd_share_grant(args: Namespace, paths: NodePaths, out: Output) -> int:
+    params: dict[str, Any] = {"name": args.name}
+    if args.to:
+        params["to"] = args.to
+    if args.invite:
+        params["invite"] = True
+    if args.can:
+        params["can"] = [c.strip() for c in args.can.split(",") if c.strip()]
+    if args.expires:
+        params["expires_in"] = args.expires
+    if args.requests_per_minute:
+        params["requests_per_minute"] = args.requests_per_minute
+    if args.bytes_per_day:
+        params["bytes_per_day"] = args.bytes_per_day
+
+    def render(console: Console, granted: dict[str, Any]) -> None:
+        grant = granted["grant"]
+        who = grant["grantee"] or "the first peer that uses this invite"
+        console.print(f"Granted {', '.join(grant['capabilities'])} of [bold]{escape(granted['share'])}[/] to {escape(who)} (grant {grant['id']}).")
+        if granted.get("invite"):
+            console.print("Give them this invite, for `peerlight join`:")
+            console.print(granted["invite"], soft_wrap=True, markup=False, highlight=False)
+        else:
+            console.print("[yellow]The share is not serving: no invite could be made; its token:[/]")
+            console.print(granted["token"], soft_wrap=True, markup=False, highlight=False)
+
+    out.result(call(paths.control_socket, "share.grant", **params), render)
+    return 0
+
+
+def cmd_share_grants(args: Namespace, paths: NodePaths, out: Output) -> int:
+    def render(console: Console, grants: list[dict[str, Any]]) -> None:
+        if not grants:
+            console.print("No grants yet; give one with `peerlight share grant NAME --to PEERID` or `--invite`.")
+            return
+        table = Table("grant", "grantee", "can", "expires", "last used", "state", box=None, header_style="bold")
+        for grant in grants:
+            table.add_row(
+                grant["id"],
+                escape(grant["grantee"] or "(open invite)"),
+                ",".join(grant["capabilities"]),
+                _when(grant["expires_at"], "never"),
+                _when(grant["last_used_at"], "never"),
+                grant["state"],
+            )
+        console.print(table)
+
+    out.result(call(paths.control_socket, "share.grants", name=args.name), render)
+    return 0
+
+
+def cmd_share_revoke(args: Namespace, paths: NodePaths, out: Output) -> int:
+    grant = call(paths.control_socket, "share.revoke", name=args.name, grant=args.grant)
+    out.result(grant, lambda console, g: console.print(f"Revoked grant {g['id']} ({escape(g['grantee'] or 'open invite')}): refused from now on."))
+    return 0
+
+
+def cmd_join(args: Namespace, paths: NodePaths, out: Output) -> int:
+    remote = call(paths.control_socket, "peers.join", timeout=120, invite=args.invite)
+    out.result(remote, lambda console, r: console.print(f"Joined {escape(r['name'] or r['peer_id'])}.") or _render_remotes(console, [r]))
+    return 0
+
+
+def _when(stamp: float | None, never: str) -> str:
+    return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M") if stamp else never
 
 
 def cmd_peers_add(args: Namespace, paths: NodePaths, out: Output) -> int:

@@ -6,6 +6,8 @@ or change what it serves. Peers reach shares through the Data Server protocols, 
 
 from __future__ import annotations
 
+import base64
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,17 +15,19 @@ from typing import Any
 import trio
 
 from peerlight.p2p.errors import Malformed, NotFound as PeerNotFound, Unreachable, WireError
+from peerlight.permissions import invites, tokens
 
 from ..callers import Caller
 from .library import existing_folder
-from ..catalog import remote_items, shares
+from ..catalog import grants, remote_items, shares
 from ..catalog.database import Catalog
 from ..control.params import Params
 from ..control.protocol import Conflict, InvalidParams, NotFound, Unavailable
 from ..control.server import Emit, Handler, Streaming, local_only
 from ..dataserver.peers import FetchError, PeerClient
 from ..dataserver.listen import NoLanInterface
-from ..dataserver.runner import DataServers, key_path
+from ..dataserver.access import signing_key
+from ..dataserver.runner import DataServers, key_path, share_identity
 from ..pathnames import display
 from ..search.filters import MODALITIES
 from ..threads import run_io
@@ -49,6 +53,9 @@ class ShareMethods:
                 "pause": self.pause,
                 "resume": self.resume,
                 "remove": self.remove,
+                "grant": self.grant,
+                "grants": self.grants,
+                "revoke": self.revoke,
             }.items()
         }
 
@@ -166,6 +173,69 @@ class ShareMethods:
         return share.to_wire()
 
 
+    # --- grants ---
+
+    async def grant(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """Grant a peer (``to``) or whoever redeems an invite (``invite``) capabilities of a share.
+
+        The answer carries the grant, its token and an invite string holding the share's
+        addresses and the token: what the grantee pastes into ``peerlight join``."""
+        params = Params(raw)
+        name = params.text("name", max_length=100)
+        to = params.text("to", None, max_length=100)
+        open_invite = params.flag("invite", False)
+        can = params.choices("can", tokens.CAPABILITIES) or tokens.CAPABILITIES
+        expires_in = params.number("expires_in", None, min=1, max=100 * 365 * 86400)
+        rpm = params.number("requests_per_minute", 0, min=0, max=10**6, integer=True)
+        bytes_per_day = params.number("bytes_per_day", 0, min=0, max=2**62, integer=True)
+        params.done()
+        if (to is None) == (not open_invite):
+            raise InvalidParams("grant either to a peer (to) or as an open invite (invite), one of them", data={"param": "to"})
+        if to is not None and not tokens.PEER_ID.match(to):
+            raise InvalidParams(f"{to!r} is not a peer ID", data={"param": "to"})
+        share = await self._get(name)
+        identity = await trio.to_thread.run_sync(share_identity, self._keys, share.id)
+        expires_at = time.time() + expires_in if expires_in else None
+        grant_id = tokens.new_grant_id()
+        claims = tokens.Claims(identity.peer_id, grant_id, to, tuple(can), rpm, bytes_per_day, int(expires_at or 0))
+        token = tokens.issue(signing_key(identity.seed), claims)
+        grant = await self._catalog.write(
+            partial(grants.add_grant, grant_id=grant_id, share_id=share.id, grantee=to, capabilities=tuple(can), rpm=rpm, bytes_per_day=bytes_per_day, expires_at=expires_at)
+        )
+        await self._changed(share)
+        running = self._servers.running_share(share.name) if self._servers is not None else None
+        addresses = tuple(running.addresses) if running is not None else ()
+        return {
+            "share": share.name,
+            "grant": grant.to_wire(),
+            "token": base64.urlsafe_b64encode(token).decode(),
+            "invite": invites.encode(invites.Invite(identity.peer_id, addresses, token)) if addresses else None,
+        }
+
+    async def grants(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
+        params = Params(raw)
+        name = params.text("name", max_length=100)
+        params.done()
+        share = await self._get(name)
+        return [grant.to_wire() for grant in await self._catalog.read(partial(grants.grants_of, share_id=share.id))]
+
+    async def revoke(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """Revoke a grant: refused from the next request on, and any transfer it runs is stopped."""
+        params = Params(raw)
+        name = params.text("name", max_length=100)
+        grant_id = params.text("grant", max_length=64)
+        params.done()
+        share = await self._get(name)
+        try:
+            grant = await self._catalog.write(partial(grants.revoke_grant, share_id=share.id, grant_id=grant_id))
+        except grants.GrantNotFound as exc:
+            raise NotFound(str(exc)) from None
+        if self._servers is not None:
+            self._servers.revoked(share.id, grant.grantee)
+            await self._changed(share)
+        return grant.to_wire()
+
+
 class PeerMethods:
     def __init__(self, catalog: Catalog, client: PeerClient | None) -> None:
         self._catalog = catalog
@@ -174,6 +244,7 @@ class PeerMethods:
     def methods(self) -> dict[str, Handler | Streaming]:
         return {
             "peers.add": local_only(self.add),
+            "peers.join": local_only(self.join),
             "peers.list": local_only(self.list),
             "peers.remove": local_only(self.remove),
             "peers.discover": local_only(self.discover),
@@ -194,6 +265,20 @@ class PeerMethods:
             return await self._need_client().add(address)
         except Malformed as exc:
             raise InvalidParams(exc.message, data={"param": "address"}) from None
+
+    async def join(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """Use an invite: remember its share and our grant's token (an open invite is redeemed first)."""
+        params = Params(raw)
+        text = params.text("invite", max_length=invites.MAX_INVITE_CHARS)
+        params.done()
+        try:
+            invite = invites.decode(text)
+        except invites.InviteError as exc:
+            raise InvalidParams(str(exc), data={"param": "invite"}) from None
+        try:
+            return await self._need_client().join(invite)
+        except WireError as exc:
+            raise Unavailable(f"the share did not accept the invite: {exc.code}: {exc.message}") from None
 
     async def list(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         Params(raw).done()

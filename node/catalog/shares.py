@@ -199,6 +199,11 @@ class RemoteShare:
     first_seen: float
     last_seen: float | None
     last_error: str | None
+    token: bytes | None = None  # our grant's token for this share, sent with every request
+
+    def with_token(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A request body for this share, carrying our grant's token when we hold one."""
+        return body if self.token is None else body | {"token": self.token}
 
     def to_wire(self) -> dict[str, Any]:
         manifest = self.manifest or {}
@@ -214,15 +219,21 @@ class RemoteShare:
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "last_error": self.last_error,
+            "granted": self.token is not None,
         }
 
 
-_SELECT_REMOTE = "SELECT peer_id, name, addresses, manifest, found_by, first_seen, last_seen, last_error FROM remote_shares"
+_SELECT_REMOTE = "SELECT peer_id, name, addresses, manifest, found_by, first_seen, last_seen, last_error, token FROM remote_shares"
 
 
 def _remote(row: tuple[Any, ...]) -> RemoteShare:
-    peer_id, name, addresses, manifest, found_by, first_seen, last_seen, last_error = row
-    return RemoteShare(peer_id, name, tuple(json.loads(addresses)), json.loads(manifest) if manifest else None, found_by, first_seen, last_seen, last_error)
+    peer_id, name, addresses, manifest, found_by, first_seen, last_seen, last_error, token = row
+    return RemoteShare(peer_id, name, tuple(json.loads(addresses)), json.loads(manifest) if manifest else None, found_by, first_seen, last_seen, last_error, token)
+
+
+def set_token(conn: sqlite3.Connection, peer_id: str, token: bytes | None) -> None:
+    """Keep the token of a grant another node's share gave us (None: forget it)."""
+    conn.execute("UPDATE remote_shares SET token = ? WHERE peer_id = ?", (token, peer_id))
 
 
 def remember_remote(conn: sqlite3.Connection, peer_id: str, addresses: list[str], found_by: str) -> RemoteShare:

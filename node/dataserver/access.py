@@ -16,16 +16,19 @@ reply frames are sent, so a limit reached, or a grant revoked, stops a running t
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from peerlight.p2p.errors import Forbidden, RateLimited
-from peerlight.p2p.server import OPEN, Permit, Request
+from peerlight.p2p.server import OPEN, Permit, Request, require
 from peerlight.permissions import tokens
 
-from ..catalog.grants import Grant
+from ..catalog.database import Catalog
+from ..catalog.grants import Grant, InviteUsed, redeem_invite
 from ..catalog.shares import Share
 from . import protocol_ids as ids
 
@@ -40,6 +43,8 @@ PROTOCOL_CAPABILITY: dict[str, str | None] = {
 }
 VERIFIED_TOKENS_KEPT = 4096  # tokens whose signature was checked, kept to spare a check per request
 DAY_SECONDS = 86400
+
+log = logging.getLogger("peerlight.dataserver")
 
 
 @dataclass
@@ -93,6 +98,8 @@ class ShareAccess:
             self.devices = devices
 
     async def admit(self, request: Request) -> Permit:
+        if request.protocol == ids.REDEEM:
+            return OPEN  # how a peer without a grant gets one: the invite desk checks the invite itself
         capability = PROTOCOL_CAPABILITY.get(request.protocol)
         level = self.share.permission
         if level == "public":
@@ -138,6 +145,37 @@ class ShareAccess:
             reason = "revoked" if grant.revoked_at is not None else "expired"
             raise Forbidden(f"the grant has been {reason}", {"permission": "members", "reason": reason})
         return grant
+
+
+class InviteDesk:
+    """The ``redeem`` protocol: an open invite's grant is bound to the first peer that presents it.
+
+    The invite's token must be this share's, unbound, and name an invite grant that still
+    holds; the answer is a token bound to the asking peer with the same claims. Asking again
+    (an answer lost on the way) gives the same peer its token again; anyone else is refused."""
+
+    def __init__(self, access: ShareAccess, catalog: Catalog, key: Ed25519PrivateKey) -> None:
+        self._access = access
+        self._catalog = catalog
+        self._key = key
+
+    async def redeem(self, request: Request) -> dict[str, bytes]:
+        token = require(request.body, "token", bytes, max_length=tokens.MAX_TOKEN_BYTES)
+        try:
+            claims = tokens.verify(token, self._key.public_key(), share=self._access.peer_id, peer=None)
+        except tokens.TokenError as exc:
+            raise Forbidden(f"this is no invite of this share ({exc.reason})", {"reason": exc.reason}) from None
+        grant = self._access.grants.get(claims.grant)
+        if grant is None or not grant.invite or not grant.holds(time.time()):
+            raise Forbidden("this invite is not valid (any more)", {"reason": "revoked"})
+        try:
+            bound = await self._catalog.write(partial(redeem_invite, grant_id=grant.id, peer_id=request.peer_id))
+        except InviteUsed:
+            raise Forbidden("this invite has been used already", {"reason": "used"}) from None
+        self._access.update(self._access.share, [g for g in self._access.grants.values() if g.id != bound.id] + [bound])
+        own = tokens.Claims(claims.share, claims.grant, request.peer_id, claims.can, claims.rpm, claims.bpd, claims.exp)
+        log.info("an invite was redeemed", extra={"share": self._access.share.name, "grant": grant.id, "peer": request.peer_id})
+        return {"token": tokens.issue(self._key, own)}
 
 
 def signing_key(seed: bytes) -> Ed25519PrivateKey:

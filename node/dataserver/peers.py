@@ -28,13 +28,15 @@ from peerlight.embeddings.model_ids import is_ordered
 from peerlight.embeddings.vectors import normalize
 
 from peerlight.p2p.client import Requester
+from peerlight.permissions import tokens
+from peerlight.permissions.invites import Invite
 from peerlight.p2p.errors import Malformed, NotFound, Timeout, Unreachable, WireError
 from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, find_providers, running_dht
 from peerlight.p2p.host import new_host, running, split_peer_address
 
 from ..catalog import remote_items
 from ..catalog.database import Catalog
-from ..catalog.shares import RemoteShare, forget_remote, get_remote, list_remote, record_contact, remember_remote
+from ..catalog.shares import RemoteShare, forget_remote, get_remote, list_remote, record_contact, remember_remote, set_token
 from ..search.engine import ROLE_MODALITIES
 from ..threads import run_io
 from . import protocol_ids as ids
@@ -115,11 +117,35 @@ class PeerClient:
         await self.refresh(remote)
         return (await self._catalog.read(partial(get_remote, key=peer_id))).to_wire()
 
+    async def join(self, invite: Invite) -> dict[str, Any]:
+        """Remember an invite's share with our grant's token, then read its manifest with it.
+
+        An open invite's token names no peer: the share binds it to us (``redeem``) and answers
+        with a token of our own, which is the one kept."""
+        addresses = [split_peer_address(address)[1] for address in invite.addresses]
+        remote = await self._catalog.write(partial(remember_remote, peer_id=invite.share, addresses=addresses, found_by="manual"))
+        token = invite.token
+        try:
+            claims, _, _ = tokens.decode(token)
+        except tokens.TokenError as exc:
+            raise Malformed(f"the invite's token is not one: {exc}") from None
+        if claims.share != invite.share:
+            raise Malformed("the invite's token is for another share than its addresses")
+        if claims.to is None:
+            requester = await self._requester()
+            reply = await requester.request(remote.peer_id, remote.addresses, ids.REDEEM, {"token": token}, timeout=self.query_timeout)
+            token = reply.get("token")
+            if not isinstance(token, bytes) or len(token) > tokens.MAX_TOKEN_BYTES:
+                raise Malformed("the share answered the invite without a token")
+        await self._catalog.write(partial(set_token, peer_id=remote.peer_id, token=token))
+        await self.refresh(await self._catalog.read(partial(get_remote, key=remote.peer_id)))
+        return (await self._catalog.read(partial(get_remote, key=remote.peer_id))).to_wire()
+
     async def refresh(self, remote: RemoteShare) -> dict[str, Any] | None:
         """Ask a remote share for its manifest; remember what it said, or why it did not answer."""
         requester = await self._requester()
         try:
-            manifest = await requester.request(remote.peer_id, remote.addresses, ids.MANIFEST, {}, timeout=self.query_timeout)
+            manifest = await requester.request(remote.peer_id, remote.addresses, ids.MANIFEST, remote.with_token({}), timeout=self.query_timeout)
         except WireError as exc:
             await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, error=f"{exc.code}: {exc.message}"))
             return None
@@ -147,7 +173,7 @@ class PeerClient:
             cursor = await self._catalog.read(partial(remote_items.sync_cursor, peer_id=remote.peer_id))
             while True:
                 page = await requester.request(
-                    remote.peer_id, remote.addresses, ids.CATALOG, {"cursor": cursor, "limit": SYNC_PAGE, "k": k}, timeout=self.query_timeout * 4
+                    remote.peer_id, remote.addresses, ids.CATALOG, remote.with_token({"cursor": cursor, "limit": SYNC_PAGE, "k": k}), timeout=self.query_timeout * 4
                 )
                 items, next_cursor = page.get("items"), page.get("cursor")
                 if not isinstance(items, list) or not isinstance(next_cursor, int) or next_cursor < cursor:
@@ -263,7 +289,7 @@ class PeerClient:
             best: dict[str, dict[str, Any]] = {}
             try:
                 for model, request in requests:
-                    reply = await requester.request(answer.remote.peer_id, answer.remote.addresses, ids.QUERY, request, timeout=self.query_timeout)
+                    reply = await requester.request(answer.remote.peer_id, answer.remote.addresses, ids.QUERY, answer.remote.with_token(request), timeout=self.query_timeout)
                     results = reply.get("results")
                     if not isinstance(results, list):
                         raise Malformed("an answer without results")
@@ -302,7 +328,7 @@ class PeerClient:
         adapter = None
         try:
             reply = await requester.request(
-                remote.peer_id, remote.addresses, ids.ADAPTER, {"model_id": model_id}, timeout=self.query_timeout, max_bytes=MAX_ADAPTER_BYTES + 1024
+                remote.peer_id, remote.addresses, ids.ADAPTER, remote.with_token({"model_id": model_id}), timeout=self.query_timeout, max_bytes=MAX_ADAPTER_BYTES + 1024
             )
             data = reply.get("adapter")
             if isinstance(data, bytes):
@@ -355,7 +381,7 @@ class PeerClient:
             return item.lower(), item.lower(), None
         requester = await self._requester()
         name = item.rsplit("/", 1)[-1]
-        reply = await requester.request(remote.peer_id, remote.addresses, ids.QUERY, {"text": name, "mode": "text", "k": ids.MAX_QUERY_K}, timeout=self.query_timeout)
+        reply = await requester.request(remote.peer_id, remote.addresses, ids.QUERY, remote.with_token({"text": name, "mode": "text", "k": ids.MAX_QUERY_K}), timeout=self.query_timeout)
         matches = {r["content_hash"]: r for r in reply.get("results") or [] if isinstance(r, dict) and r.get("name") == name and isinstance(r.get("content_hash"), str)}
         if not matches:
             raise NotFound(f"{remote.name or remote.peer_id} has no file named {name!r}")
@@ -370,7 +396,7 @@ class PeerClient:
         remote = await self._catalog.read(partial(get_remote, key=key))
         content_hash, name, _ = await self.resolve(remote, item)
         requester = await self._requester()
-        reply = await requester.request(remote.peer_id, remote.addresses, ids.PREVIEW, {"hash": content_hash}, timeout=self.query_timeout * 6)
+        reply = await requester.request(remote.peer_id, remote.addresses, ids.PREVIEW, remote.with_token({"hash": content_hash}), timeout=self.query_timeout * 6)
         mime = reply.get("mime")
         if isinstance(reply.get("text"), str):
             return {"content_hash": content_hash, "name": name, "mime": "text/plain", "text": reply["text"][:4000]}
@@ -417,7 +443,7 @@ class PeerClient:
     async def _transfer(self, requester: Requester, remote: RemoteShare, content_hash: str, partial: PartialDownload, progress: Progress) -> int:
         """Append the rest of the file to the partial download (all it holds was verified chunk by chunk); its size."""
         frames = requester.frames(
-            remote.peer_id, remote.addresses, ids.FETCH, {"hash": content_hash, "offset": partial.size}, timeout=30, max_bytes=ids.CHUNK_BYTES + 1024
+            remote.peer_id, remote.addresses, ids.FETCH, remote.with_token({"hash": content_hash, "offset": partial.size}), timeout=30, max_bytes=ids.CHUNK_BYTES + 1024
         )
         async with aclosing(frames):
             header = await frames.__anext__()

@@ -6,6 +6,7 @@ FETCH = "/peerlight/fetch/1.0.0"
 CATALOG = "/peerlight/catalog/1.0.0"
 PREVIEW = "/peerlight/preview/1.0.0"
 ADAPTER = "/peerlight/adapter/1.0.0"
+REDEEM = "/peerlight/redeem/1.0.0"  # an open invite's token in, a token bound to the asking peer out
 
 CHUNK_BYTES = 1024 * 1024  # fetch: data per frame, each with its own BLAKE3
 MAX_QUERY_K = 200

@@ -22,13 +22,16 @@ import trio
 
 from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, running_dht, share_key
 from peerlight.p2p.host import listen_addresses, new_host, running
-from peerlight.p2p.server import Limits, ProtocolServer
+from peerlight.p2p.server import Limits, Protocol, ProtocolServer
 
 from ..catalog.database import Catalog
+from ..catalog.grants import Grant, all_grants, touch_grants
 from ..catalog.shares import Share, ensure_automatic_share, list_shares, set_port
 from ..identity import IdentityError, create_identity, load_identity
 from ..search.engine import SearchEngine
 from ..supervisor import describe_error
+from . import protocol_ids as ids
+from .access import InviteDesk, ShareAccess, signing_key
 from .adapters import AdapterFiles
 from .lan import LanAnnouncement
 from .listen import listen_multiaddrs
@@ -37,6 +40,9 @@ from .serving import ShareService
 log = logging.getLogger("peerlight.dataserver")
 
 RETRY_SECONDS = (1, 5, 30, 120)
+
+
+GRANT_USE_SECONDS = 30.0  # how often the grants' "last used" reaches the catalog
 
 
 @dataclass
@@ -51,6 +57,7 @@ class RunningShare:
     error: str | None = None
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
     dht: dict[str, Any] | None = None  # a global share's standing on the DHT
+    access: ShareAccess | None = None  # the share's gate, while it serves
 
     def describe(self) -> dict[str, Any]:
         network = self.host.get_network() if self.host is not None and self.state == "serving" else None
@@ -121,6 +128,7 @@ class DataServers:
         self._adapters = adapters
         self.shares: dict[int, RunningShare] = {}
         self._changed = trio.Event()
+        self._grants: list[Grant] = []
 
     def changed(self) -> None:
         """Shares were created, edited or removed: bring the running hosts in step."""
@@ -128,6 +136,13 @@ class DataServers:
 
     def describe(self) -> list[dict[str, Any]]:
         return [running.describe() for running in self.shares.values()]
+
+    def revoked(self, share_id: int, grantee: str | None) -> None:
+        """A grant was revoked: its gate refuses at once, and the grantee's running requests stop."""
+        self.changed()
+        current = self.shares.get(share_id)
+        if current is not None and current.server is not None and grantee is not None:
+            current.server.cancel_peer(grantee)
 
     def running_share(self, name: str) -> RunningShare | None:
         return next((r for r in self.shares.values() if r.share.name == name), None)
@@ -140,6 +155,7 @@ class DataServers:
                 while True:
                     self._changed = trio.Event()
                     wanted = {share.id: share for share in await self._catalog.read(list_shares) if not share.paused}
+                    self._grants = await self._catalog.read(all_grants)
                     for share_id, current in list(self.shares.items()):
                         share = wanted.get(share_id)
                         if share is None or (share.scope, share.port) != (current.share.scope, current.share.port or share.port):
@@ -147,6 +163,8 @@ class DataServers:
                             del self.shares[share_id]
                         else:
                             current.share = current.service.share = share  # takes effect on the next request
+                            if current.access is not None:
+                                current.access.update(share, self._grants)
                     for share_id, share in wanted.items():
                         if share_id not in self.shares:
                             current = RunningShare(share, ShareService(share, self._catalog, self._engine, self._adapters))
@@ -171,6 +189,14 @@ class DataServers:
                     attempt += 1
                     await trio.sleep(delay)
 
+    async def _record_grant_use(self, access: ShareAccess) -> None:
+        """Write when grants were last used, now and then (not one catalog write per request)."""
+        while True:
+            await trio.sleep(GRANT_USE_SECONDS)
+            if access.last_used:
+                used, access.last_used = access.last_used, {}
+                await self._catalog.write(partial(touch_grants, used=used))
+
     async def _announce_globally(self, current: RunningShare, host: Any) -> None:
         async with running_dht(host, server=True) as dht:
             await _provide_forever(current, host, dht, self._bootstrap, self._reprovide_seconds)
@@ -180,8 +206,13 @@ class DataServers:
         identity = await trio.to_thread.run_sync(share_identity, self._keys, share.id)
         listen = listen_multiaddrs(share.scope, share.port)
         host = new_host(identity.seed, max_connections=self._max_connections, per_peer=3)
-        server = ProtocolServer(current.service.protocols(), self._limits)
+        key = signing_key(identity.seed)
+        access = ShareAccess(share, key, identity.peer_id, self._grants)
+        desk = InviteDesk(access, self._catalog, key)
+        protocols = [*current.service.protocols(), Protocol(ids.REDEEM, desk.redeem, max_request_bytes=4096)]
+        server = ProtocolServer(protocols, self._limits, gate=access)
         server.attach(host)
+        current.access = access
         async with running(host, listen):
             addresses = listen_addresses(host)
             if not addresses:
@@ -199,10 +230,12 @@ class DataServers:
                 announcement = LanAnnouncement(host, interfaces, port, addresses)
                 await announcement.start()
             try:
-                if share.scope == "global":
-                    await self._announce_globally(current, host)
-                else:
-                    await trio.sleep_forever()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._record_grant_use, access)
+                    if share.scope == "global":
+                        await self._announce_globally(current, host)
+                    else:
+                        await trio.sleep_forever()
             finally:
                 current.state = "stopped"
                 if announcement is not None:

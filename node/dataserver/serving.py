@@ -85,7 +85,7 @@ class ShareService:
             "counts": counts,
             "models": models,
             "capabilities": list(CAPABILITIES),
-            "protocols": [ids.MANIFEST, ids.QUERY, ids.FETCH, ids.CATALOG, ids.PREVIEW, ids.ADAPTER],
+            "protocols": [ids.MANIFEST, ids.QUERY, ids.FETCH, ids.CATALOG, ids.PREVIEW, ids.ADAPTER, ids.REDEEM],
             "chunk_bytes": ids.CHUNK_BYTES,
         }
 

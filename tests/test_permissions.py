@@ -1,0 +1,93 @@
+"""Permissions between two daemons: a members share, a grant, an invite, a revocation that lasts.
+
+Node A serves a ``members`` share on loopback; node B (its own process, its own node key)
+is refused until A grants it, joins with the invite A printed, and is refused again once the
+grant is revoked, also after A restarts. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .helpers import DaemonProcess, cli_json, index_and_wait, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def _start(data_dir: Path) -> DaemonProcess:
+    process = DaemonProcess(data_dir)
+    assert process.wait_ready() == "ready", process.stop() or process.stderr()
+    return process
+
+
+@pytest.fixture
+def nodes(tmp_path_factory):
+    from peerlight.node.paths import NodePaths
+    from peerlight.node.setup import init_node
+
+    base = tmp_path_factory.mktemp("perm")
+    roots = []
+    for name in ("a", "b"):
+        paths = NodePaths(base / name)
+        init_node(paths)
+        write_config(paths.root)
+        roots.append(paths.root)
+    library = base / "library"
+    library.mkdir()
+    (library / "flu.txt").write_text("Influenza spreads fast in winter. Wash your hands and stay home with a fever.")
+    (library / "bread.txt").write_text("A bread recipe: flour, water, yeast and salt; bake in a hot oven.")
+    processes = [_start(root) for root in roots]
+    try:
+        yield roots[0], roots[1], library, processes
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def test_a_members_share_serves_its_grantees_only_until_revoked(nodes, tmp_path) -> None:
+    a_dir, b_dir, library, processes = nodes
+    cli_json(a_dir, "library", "add", str(library))
+    index_and_wait(a_dir)
+    share = cli_json(a_dir, "share", "create", "family", "--collection", str(library), "--permission", "members")
+    b_peer = cli_json(b_dir, "status")["peer_id"]
+
+    # Without a grant: refused, and told nothing about what the share holds.
+    stranger = cli_json(b_dir, "peers", "add", share["addresses"][0])
+    assert stranger["items"] is None and stranger["last_error"].startswith("forbidden"), stranger
+    shown = cli_json(b_dir, "search", "flu", "--peers", "--modality", "text")
+    assert not [r for r in shown["results"] if r.get("source") == "peer"] and shown["peers"][0]["answered"] is False
+
+    # A grant to B's node (search and browse, not fetch), used through the invite A printed.
+    granted = cli_json(a_dir, "share", "grant", "family", "--to", b_peer, "--can", "search,browse", "--expires", "30d")
+    assert granted["grant"]["grantee"] == b_peer and granted["invite"].startswith("peerlight-invite:")
+    joined = cli_json(b_dir, "join", granted["invite"])
+    assert joined["granted"] is True and joined["items"] == 2, joined
+    found = cli_json(b_dir, "search", "how do I avoid getting sick in winter", "--peers", "--modality", "text")
+    assert found["peers"][0]["answered"] is True and found["results"][0]["name"] == "flu.txt", found
+    target = tmp_path / "downloads"
+    target.mkdir()
+    refused = cli_json(b_dir, "fetch", share["peer_id"], "flu.txt", "--to", str(target), expect_rc=1)
+    assert "forbidden" in refused["error"]["message"], refused
+    listed = cli_json(a_dir, "share", "grants", "family")
+    assert [(g["id"], g["grantee"], g["state"]) for g in listed] == [(granted["grant"]["id"], b_peer, "active")]
+
+    # Revoked: refused at once, and still after A restarts.
+    cli_json(a_dir, "share", "revoke", "family", granted["grant"]["id"])
+    after = cli_json(b_dir, "search", "winter", "--peers", "--modality", "text")
+    assert after["peers"][0]["answered"] is False and "forbidden" in (after["peers"][0]["error"] or ""), after["peers"]
+    processes[0].stop()
+    processes[0] = _start(a_dir)
+    again = cli_json(b_dir, "search", "winter", "--peers", "--modality", "text")
+    assert again["peers"][0]["answered"] is False and "forbidden" in (again["peers"][0]["error"] or ""), again["peers"]
+    assert cli_json(a_dir, "share", "grants", "family")[0]["state"] == "revoked"
+
+    # An open invite: bound to the first node that joins with it (B), with fetch this time.
+    invite = cli_json(a_dir, "share", "grant", "family", "--invite", "--can", "search,browse,fetch")
+    assert invite["grant"]["grantee"] is None
+    cli_json(b_dir, "join", invite["invite"])
+    fetched = cli_json(b_dir, "fetch", share["peer_id"], "flu.txt", "--to", str(target))
+    assert Path(fetched["path"]).read_text().startswith("Influenza")
+    redeemed = [g for g in cli_json(a_dir, "share", "grants", "family") if g["id"] == invite["grant"]["id"]][0]
+    assert redeemed["grantee"] == b_peer and redeemed["state"] == "active"
