@@ -66,7 +66,7 @@ def test_a_global_share_is_found_on_a_dht_of_twenty_nodes(namespace, tmp_path) -
             assert daemons[-1].wait_ready() == "ready"
         cli_json(a_dir, "library", "add", str(library))
         index_and_wait(a_dir)
-        share = cli_json(a_dir, "share", "create", "world", "--scope", "global", "--collection", str(library))
+        share = cli_json(a_dir, "share", "create", "world", "--scope", "global", "--permission", "public", "--collection", str(library))
         assert share["state"] == "serving", share
         deadline = time.monotonic() + 60
         while not (cli_json(a_dir, "share", "show", "world").get("dht") or {}).get("provided"):

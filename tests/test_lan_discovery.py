@@ -70,13 +70,17 @@ def test_a_lan_share_is_found_over_mdns_and_searched(private_lan, tmp_path) -> N
         cli_json(a_dir, "library", "add", str(library))
         index_and_wait(a_dir)
         share = cli_json(a_dir, "share", "create", "family", "--scope", "lan", "--collection", str(library))
-        assert share["state"] == "serving", share
+        assert share["state"] == "serving" and share["permission"] == "members", share  # members by default on the LAN
         # It listens on the LAN interface only: not on loopback, not everywhere.
         assert [address.split("/")[2] for address in share["addresses"]] == [f"{subnet}.1"]
 
+        # Found, but a members share tells a node without a grant nothing beyond where it is.
         found = cli_json(b_dir, "discover", "--lan")
-        assert [(r["name"], r["found_by"], r["scope"]) for r in found] == [("family", "mdns", "lan")], found
-        assert found[0]["addresses"][0].startswith(f"/ip4/{subnet}.1/tcp/")
+        assert [(r["peer_id"], r["found_by"], r["name"], r["items"]) for r in found] == [(share["peer_id"], "mdns", None, None)], found
+        assert found[0]["addresses"][0].startswith(f"/ip4/{subnet}.1/tcp/") and found[0]["last_error"].startswith("forbidden")
+        granted = cli_json(a_dir, "share", "grant", "family", "--to", cli_json(b_dir, "status")["peer_id"])
+        joined = cli_json(b_dir, "join", granted["invite"])
+        assert (joined["name"], joined["scope"], joined["items"]) == ("family", "lan", 1), joined
 
         answer = cli_json(b_dir, "search", "avoid the flu", "--peers", "--modality", "text")
         assert [r["name"] for r in answer["results"]] == ["flu.txt"]

@@ -88,7 +88,8 @@ class ShareMethods:
         params = Params(raw)
         name = _share_name(params.text("name", max_length=100))
         scope = params.choice("scope", shares.SCOPES, "local")
-        permission = params.choice("permission", shares.PERMISSIONS, "public")
+        # Nothing beyond this machine is exposed by accident: public is a choice, not a default.
+        permission = params.choice("permission", shares.PERMISSIONS, "public" if scope == "local" else "members")
         collections = await _collections(params)
         if not collections:
             raise InvalidParams("a share needs at least one collection (a library, or a folder in one)", data={"param": "collection"})

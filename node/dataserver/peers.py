@@ -30,7 +30,7 @@ from peerlight.embeddings.vectors import normalize
 from peerlight.p2p.client import Requester
 from peerlight.permissions import tokens
 from peerlight.permissions.invites import Invite
-from peerlight.p2p.errors import Malformed, NotFound, Timeout, Unreachable, WireError
+from peerlight.p2p.errors import Forbidden, Malformed, NotFound, Timeout, Unreachable, WireError
 from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, find_providers, running_dht
 from peerlight.p2p.host import new_host, running, split_peer_address
 
@@ -216,6 +216,11 @@ class PeerClient:
             found = await find_providers(dht, PEERLIGHT_KEY)
         return await self._remember_found(found, "dht", {remote.peer_id for remote in known})
 
+    async def _refused_us(self, peer_id: str) -> bool:
+        """The peer answered as a Peerlight share that needs a grant (a members or devices share)."""
+        remote = await self._catalog.read(partial(get_remote, key=peer_id))
+        return (remote.last_error or "").startswith(f"{Forbidden.code}:")
+
     async def _remember_found(self, found: dict[str, list[str]], found_by: str, known: set[str]) -> int:
         """Remember discovered peers that answer as Peerlight shares; how many."""
         remembered = 0
@@ -224,7 +229,7 @@ class PeerClient:
             if not transports:
                 continue
             remote = await self._catalog.write(partial(remember_remote, peer_id=peer_id, addresses=transports, found_by=found_by))
-            if await self.refresh(remote) is None and peer_id not in known:
+            if await self.refresh(remote) is None and peer_id not in known and not await self._refused_us(peer_id):
                 await self._catalog.write(partial(forget_remote, key=peer_id))  # not (or not now) a Peerlight share
                 continue
             remembered += 1
