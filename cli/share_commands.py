@@ -143,6 +143,31 @@ def cmd_share_revoke(args: Namespace, paths: NodePaths, out: Output) -> int:
     return 0
 
 
+def cmd_share_log(args: Namespace, paths: NodePaths, out: Output) -> int:
+    params: dict[str, Any] = {"name": args.name, "limit": args.limit}
+    if args.denied:
+        params["denied"] = True
+
+    def render(console: Console, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            console.print("Nobody has asked this share for anything yet.")
+            return
+        table = Table("time", "peer", "protocol", "item", "", "why", box=None, header_style="bold")
+        for entry in entries:
+            table.add_row(
+                datetime.datetime.fromtimestamp(entry["at"]).strftime("%Y-%m-%d %H:%M:%S"),
+                entry["peer_id"][:16] + "…",
+                entry["protocol"],
+                (entry["item"] or "")[:16],
+                "[green]allowed[/]" if entry["allowed"] else "[red]denied[/]",
+                escape(entry["reason"] or ""),
+            )
+        console.print(table)
+
+    out.result(call(paths.control_socket, "share.log", **params), render)
+    return 0
+
+
 def cmd_join(args: Namespace, paths: NodePaths, out: Output) -> int:
     remote = call(paths.control_socket, "peers.join", timeout=120, invite=args.invite)
     out.result(remote, lambda console, r: console.print(f"Joined {escape(r['name'] or r['peer_id'])}.") or _render_remotes(console, [r]))

@@ -91,3 +91,12 @@ def test_a_members_share_serves_its_grantees_only_until_revoked(nodes, tmp_path)
     assert Path(fetched["path"]).read_text().startswith("Influenza")
     redeemed = [g for g in cli_json(a_dir, "share", "grants", "family") if g["id"] == invite["grant"]["id"]][0]
     assert redeemed["grantee"] == b_peer and redeemed["state"] == "active"
+
+    # The access log: B's refusals and uses, newest first, with the item a fetch asked for.
+    log = cli_json(a_dir, "share", "log", "family", "--limit", "1000")
+    assert all(entry["peer_id"] == b_peer for entry in log)
+    seen = {(e["protocol"], e["allowed"], e["reason"]) for e in log}
+    assert {("manifest", False, "forbidden"), ("query", True, None), ("fetch", False, "forbidden"), ("fetch", True, None)} <= seen, seen
+    assert log[0]["at"] >= log[-1]["at"] and any(e["protocol"] == "fetch" and e["item"] for e in log)
+    denied = cli_json(a_dir, "share", "log", "family", "--denied")
+    assert denied and not any(e["allowed"] for e in denied)

@@ -19,7 +19,7 @@ from peerlight.permissions import invites, tokens
 
 from ..callers import Caller
 from .library import existing_folder
-from ..catalog import grants, remote_items, shares
+from ..catalog import access_log, grants, remote_items, shares
 from ..catalog.database import Catalog
 from ..control.params import Params
 from ..control.protocol import Conflict, InvalidParams, NotFound, Unavailable
@@ -56,6 +56,7 @@ class ShareMethods:
                 "grant": self.grant,
                 "grants": self.grants,
                 "revoke": self.revoke,
+                "log": self.log,
             }.items()
         }
 
@@ -235,6 +236,20 @@ class ShareMethods:
             self._servers.revoked(share.id, grant.grantee)
             await self._changed(share)
         return grant.to_wire()
+
+
+    async def log(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
+        """The share's access log, newest first: who asked for what, allowed or denied and why."""
+        params = Params(raw)
+        name = params.text("name", max_length=100)
+        limit = params.number("limit", 100, min=1, max=access_log.ROWS_KEPT_PER_SHARE, integer=True)
+        denied = params.flag("denied", False)
+        params.done()
+        share = await self._get(name)
+        running = self._servers.running_share(share.name) if self._servers is not None else None
+        if running is not None and running.access is not None:
+            await self._servers.flush_access(running)  # what just happened, too
+        return await self._catalog.read(partial(access_log.recent, share_id=share.id, limit=limit, denied_only=denied))
 
 
 class PeerMethods:

@@ -42,6 +42,8 @@ Design notes that later features rely on:
   redeemed): capabilities, limits, expiry, and when it was revoked or last used. The signed
   token a grantee presents names the grant's id; revocation is this row, so it holds at once
   and across restarts. ``remote_shares.token`` is our own grant for another node's share.
+- ``access_log`` is each share's audit trail: who asked for what (protocol, capability, item),
+  allowed or denied and why; written in batches, the oldest rows pruned past a bound per share.
 - ``items_fts_vocab`` gives each full-text word's document frequency, from which search weighs
   words (common ones carry no match).
 """
@@ -414,6 +416,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) WITHOUT ROWID;
         CREATE INDEX grants_share ON grants (share_id);
         ALTER TABLE remote_shares ADD COLUMN token BLOB;
+        CREATE TABLE access_log (
+            id          INTEGER PRIMARY KEY,
+            share_id    INTEGER NOT NULL REFERENCES shares (id) ON DELETE CASCADE,
+            at          REAL NOT NULL,
+            peer_id     TEXT NOT NULL,
+            protocol    TEXT NOT NULL,
+            capability  TEXT,
+            item        TEXT,
+            allowed     INTEGER NOT NULL,
+            reason      TEXT,
+            grant_id    TEXT
+        );
+        CREATE INDEX access_log_share ON access_log (share_id, id);
         """,
     ),
 )

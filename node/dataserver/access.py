@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from peerlight.p2p.errors import Forbidden, RateLimited
+from peerlight.p2p.errors import Forbidden, RateLimited, WireError
 from peerlight.p2p.server import OPEN, Permit, Request, require
 from peerlight.permissions import tokens
 
+from ..catalog.access_log import Access
 from ..catalog.database import Catalog
 from ..catalog.grants import Grant, InviteUsed, redeem_invite
 from ..catalog.shares import Share
@@ -43,6 +45,7 @@ PROTOCOL_CAPABILITY: dict[str, str | None] = {
 }
 VERIFIED_TOKENS_KEPT = 4096  # tokens whose signature was checked, kept to spare a check per request
 DAY_SECONDS = 86400
+LOG_BACKLOG = 10_000  # access-log entries waiting for their batch write (beyond that the oldest are dropped)
 
 log = logging.getLogger("peerlight.dataserver")
 
@@ -88,6 +91,7 @@ class ShareAccess:
         self._verified: dict[bytes, tokens.Claims] = {}
         self._usage: dict[str, _Usage] = {}
         self.last_used: dict[str, float] = {}  # grant id -> when: written to the catalog now and then
+        self.log: deque[Access] = deque(maxlen=LOG_BACKLOG)  # written to the catalog's access log in batches
         self.update(share, grants)
 
     def update(self, share: Share, grants: list[Grant], devices: frozenset[str] | None = None) -> None:
@@ -98,6 +102,32 @@ class ShareAccess:
             self.devices = devices
 
     async def admit(self, request: Request) -> Permit:
+        """Let the request in (with what it may spend) or refuse it; either way it goes in the access log."""
+        try:
+            permit = self._decide(request)
+        except WireError as refusal:
+            self._record(request, None, refusal.code)
+            raise
+        self._record(request, permit.grant_id if isinstance(permit, GrantPermit) else None, None)
+        return permit
+
+    def _record(self, request: Request, grant_id: str | None, refused: str | None) -> None:
+        item = request.body.get("hash")
+        self.log.append(
+            Access(
+                self.share.id,
+                time.time(),
+                request.peer_id,
+                request.protocol.rsplit("/", 2)[-2],
+                PROTOCOL_CAPABILITY.get(request.protocol),
+                item if isinstance(item, str) and len(item) <= 64 else None,
+                refused is None,
+                refused,
+                grant_id,
+            )
+        )
+
+    def _decide(self, request: Request) -> Permit:
         if request.protocol == ids.REDEEM:
             return OPEN  # how a peer without a grant gets one: the invite desk checks the invite itself
         capability = PROTOCOL_CAPABILITY.get(request.protocol)

@@ -24,6 +24,7 @@ from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, running_dht, share_key
 from peerlight.p2p.host import listen_addresses, new_host, running
 from peerlight.p2p.server import Limits, Protocol, ProtocolServer
 
+from ..catalog import access_log
 from ..catalog.database import Catalog
 from ..catalog.grants import Grant, all_grants, touch_grants
 from ..catalog.shares import Share, ensure_automatic_share, list_shares, set_port
@@ -42,7 +43,7 @@ log = logging.getLogger("peerlight.dataserver")
 RETRY_SECONDS = (1, 5, 30, 120)
 
 
-GRANT_USE_SECONDS = 30.0  # how often the grants' "last used" reaches the catalog
+ACCESS_WRITE_SECONDS = 2.0  # how often a share's access log and its grants' "last used" reach the catalog
 
 
 @dataclass
@@ -189,13 +190,32 @@ class DataServers:
                     attempt += 1
                     await trio.sleep(delay)
 
-    async def _record_grant_use(self, access: ShareAccess) -> None:
-        """Write when grants were last used, now and then (not one catalog write per request)."""
-        while True:
-            await trio.sleep(GRANT_USE_SECONDS)
-            if access.last_used:
-                used, access.last_used = access.last_used, {}
-                await self._catalog.write(partial(touch_grants, used=used))
+    async def _record_access(self, access: ShareAccess) -> None:
+        """Write the access log and when grants were last used, in batches (not a write per request)."""
+        try:
+            while True:
+                await trio.sleep(ACCESS_WRITE_SECONDS)
+                await self._write_access(access)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self._write_access(access)  # what the share saw before it stopped
+
+    async def flush_access(self, current: RunningShare) -> None:
+        """Write the share's pending access-log entries now (before the log is shown)."""
+        if current.access is not None:
+            await self._write_access(current.access)
+
+    async def _write_access(self, access: ShareAccess) -> None:
+        entries = list(access.log)
+        access.log.clear()
+        used, access.last_used = access.last_used, {}
+        if entries or used:
+
+            def write(conn: Any) -> None:
+                access_log.append(conn, entries)
+                touch_grants(conn, used)
+
+            await self._catalog.write_when_space(write)
 
     async def _announce_globally(self, current: RunningShare, host: Any) -> None:
         async with running_dht(host, server=True) as dht:
@@ -231,7 +251,7 @@ class DataServers:
                 await announcement.start()
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._record_grant_use, access)
+                    nursery.start_soon(self._record_access, access)
                     if share.scope == "global":
                         await self._announce_globally(current, host)
                     else:
