@@ -19,7 +19,7 @@ from typing import NoReturn
 from peerlight.node.control.protocol import ControlError
 from peerlight.node.paths import NodePaths
 
-from . import daemon_commands, index_commands, library_commands, search_commands, share_commands
+from . import daemon_commands, device_commands, index_commands, library_commands, search_commands, share_commands
 from .client import ConnectionLost, DaemonNotRunning
 from .errors import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_USAGE, CliError, UsageError
 from .output import Output
@@ -163,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     command("list", share_commands.cmd_peers_list, "list known shares", peers_actions)
     forget = command("remove", share_commands.cmd_peers_remove, "forget a share", peers_actions)
     forget.add_argument("peer", help="peer ID or name")
+
+    devices = commands.add_parser("devices", parents=[common], help="the user's other nodes, paired with this one")
+    devices_actions = devices.add_subparsers(dest="devices_command", required=False, metavar="ACTION")
+    devices.set_defaults(run=device_commands.cmd_devices_list)
+    pair = command("pair", device_commands.cmd_devices_pair, "pair with another node of yours by a short code", devices_actions)
+    pair.add_argument("--join", metavar="CODE@ADDRESS", help="use the code the other node showed (without it: show a code here)")
+    pair.add_argument("--scope", choices=["local", "lan"], default="lan", help="where the devices share listens (default: the LAN)")
+    command("list", device_commands.cmd_devices_list, "list paired devices", devices_actions)
+    unpair = command("unpair", device_commands.cmd_devices_unpair, "unpair a device (its access stops at once)", devices_actions)
+    unpair.add_argument("device", help="its peer ID or name")
 
     join = command("join", share_commands.cmd_join, "use an invite to another node's share")
     join.add_argument("invite", help="the peerlight-invite:… string you were given")

@@ -35,7 +35,9 @@ from .api.daemon import DaemonMethods
 from .api.index import IndexMethods, ModelMethods
 from .api.library import LibraryMethods
 from .api.search import SearchMethods
+from .api.devices import DeviceMethods
 from .api.shares import PeerMethods, ShareMethods
+from .dataserver.pairing import Pairing
 from .dataserver.peers import PeerClient
 from .dataserver.adapters import AdapterFiles, adapter_folders
 from .dataserver.runner import DataServers
@@ -100,6 +102,7 @@ class Daemon:
         )
         self.data_servers: DataServers | None = None
         self.peers: PeerClient | None = None
+        self.pairing: Pairing | None = None
         network = self.config.network
         if network.enabled:
             from peerlight.p2p.server import Limits
@@ -116,6 +119,7 @@ class Daemon:
                 AdapterFiles(adapter_folders(self.paths.adapters)),
             )
             self.peers = PeerClient(self._catalog, self.identity.seed, network.query_timeout_seconds, bootstrap=network.bootstrap)
+            self.pairing = Pairing(self._catalog, self.identity.seed, self.identity.peer_id, self.data_servers, self.peers)
         try:
             async with trio.open_nursery() as daemon_scope:
                 await daemon_scope.start(self._watch_signals, daemon_scope.cancel_scope)
@@ -145,6 +149,7 @@ class Daemon:
                     ("adapters", self.auto_adapters.run),
                     ("data servers", self.data_servers.run if self.data_servers else None),
                     ("peer client", self.peers.run if self.peers else None),
+                    ("pairing", self.pairing.run if self.pairing else None),
                     ("metrics", partial(serve_metrics, self.config.network.metrics_port, self.metrics) if self.config.network.metrics_port else None),
                 ):
                     if service is not None:
@@ -171,6 +176,7 @@ class Daemon:
             | SearchMethods(catalog, self.search, self.peers).methods()
             | ShareMethods(catalog, self.data_servers, self.paths.share_keys).methods()
             | PeerMethods(catalog, self.peers).methods()
+            | DeviceMethods(catalog, self.pairing, self.data_servers).methods()
         )
 
     async def _watch_signals(

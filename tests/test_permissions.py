@@ -100,3 +100,55 @@ def test_a_members_share_serves_its_grantees_only_until_revoked(nodes, tmp_path)
     assert log[0]["at"] >= log[-1]["at"] and any(e["protocol"] == "fetch" and e["item"] for e in log)
     denied = cli_json(a_dir, "share", "log", "family", "--denied")
     assert denied and not any(e["allowed"] for e in denied)
+
+
+def test_paired_devices_share_with_each_other_and_unpairing_ends_it(nodes) -> None:
+    import threading
+
+    from peerlight.cli.client import ControlClient
+
+    a_dir, b_dir, library, _ = nodes
+    cli_json(a_dir, "library", "add", str(library))
+    index_and_wait(a_dir)
+    a_peer, b_peer = cli_json(a_dir, "status")["peer_id"], cli_json(b_dir, "status")["peer_id"]
+
+    offered: dict = {}
+    result: dict = {}
+    shown = threading.Event()
+
+    def offer() -> None:
+        with ControlClient(a_dir / "control.sock", timeout=120) as client:
+            result["a"] = client.call("devices.pair", scope="local", on_event=lambda e: offered.update(e) or shown.set())
+
+    worker = threading.Thread(target=offer)
+    worker.start()
+    assert shown.wait(60), "no pairing code was offered"
+    code, address = offered["join"].split("@", 1)
+    wrong = "".join("A" if c != "A" and c != "-" else ("B" if c == "A" else c) for c in code)
+    refused = cli_json(b_dir, "devices", "pair", "--join", f"{wrong}@{address}", "--scope", "local", expect_rc=1)
+    assert "wrong pairing code" in refused["error"]["message"], refused
+    paired = cli_json(b_dir, "devices", "pair", "--join", offered["join"], "--scope", "local")
+    worker.join(60)
+    assert paired["paired"]["peer_id"] == a_peer and result["a"]["paired"]["peer_id"] == b_peer
+    assert [d["peer_id"] for d in cli_json(a_dir, "devices", "list")] == [b_peer]
+
+    # Each node now has a devices share, and B sees A's items through it with no further step.
+    a_share = next(s for s in cli_json(a_dir, "share", "list") if s["permission"] == "devices")
+    assert a_share["name"] == "devices" and a_share["collections"] == []
+    found = None
+    for _ in range(100):  # B adds A's devices share in the background, just after pairing
+        remotes = {r["peer_id"]: r for r in cli_json(b_dir, "peers")}
+        if remotes.get(a_share["peer_id"], {}).get("items") == 2:
+            found = cli_json(b_dir, "search", "how do I avoid getting sick in winter", "--peers", "--modality", "text")
+            break
+        import time
+
+        time.sleep(0.1)
+    assert found is not None, cli_json(b_dir, "peers")
+    assert found["results"][0]["name"] == "flu.txt" and found["results"][0]["source"] == "peer", found
+
+    # Unpaired on A: B is refused at once.
+    cli_json(a_dir, "devices", "unpair", b_peer)
+    after = cli_json(b_dir, "search", "winter", "--peers", "--modality", "text")
+    answer = next(p for p in after["peers"] if p["peer_id"] == a_share["peer_id"])
+    assert answer["answered"] is False and "forbidden" in (answer["error"] or ""), after["peers"]

@@ -64,16 +64,10 @@ class ShareMethods:
         """Tell the Data Servers; for a share that should run, wait (briefly) until it serves or fails."""
         if self._servers is None:
             return
-        self._servers.changed()
-        if share is None or share.paused:
+        if share is None:
+            self._servers.changed()
             return
-        with trio.move_on_after(SETTLE_SECONDS):
-            while True:
-                running = self._servers.running_share(share.name)
-                settled = running is not None and running.state in ("serving", "failed")
-                if settled and running.share.scope == share.scope and share.port in (None, 0, running.share.port):
-                    return
-                await trio.sleep(0.02)
+        await self._servers.settled(share, SETTLE_SECONDS)
 
     def _describe(self, share: shares.Share) -> dict[str, Any]:
         described = share.to_wire()

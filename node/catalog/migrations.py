@@ -44,6 +44,9 @@ Design notes that later features rely on:
   and across restarts. ``remote_shares.token`` is our own grant for another node's share.
 - ``access_log`` is each share's audit trail: who asked for what (protocol, capability, item),
   allowed or denied and why; written in batches, the oldest rows pruned past a bound per share.
+- ``devices`` are the user's other nodes, paired by a short code: their node peer IDs (what
+  ``devices`` shares admit) and the addresses of their automatic devices share. That share is
+  ``shares.automatic = 2`` (the local automatic share is 1).
 - ``items_fts_vocab`` gives each full-text word's document frequency, from which search weighs
   words (common ones carry no match).
 """
@@ -429,6 +432,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             grant_id    TEXT
         );
         CREATE INDEX access_log_share ON access_log (share_id, id);
+        CREATE TABLE devices (
+            peer_id          TEXT PRIMARY KEY,
+            name             TEXT NOT NULL,
+            paired_at        REAL NOT NULL,
+            share_addresses  TEXT NOT NULL DEFAULT '[]'
+        ) WITHOUT ROWID;
         """,
     ),
 )

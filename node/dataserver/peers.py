@@ -98,6 +98,10 @@ class PeerClient:
                 self.requester = None
                 self._ready = trio.Event()
 
+    async def ready_requester(self) -> Requester:
+        """The node's client host, once it runs (for protocols other than a share's, e.g. pairing)."""
+        return await self._requester()
+
     async def _requester(self) -> Requester:
         with trio.move_on_after(30):
             await self._ready.wait()

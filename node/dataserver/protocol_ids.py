@@ -13,3 +13,4 @@ MAX_QUERY_K = 200
 MAX_VECTOR_VALUES = 4096
 MAX_CATALOG_PAGE = 1000
 MAX_PREFIX_K = 256
+PAIR = "/peerlight/pair/1.0.0"  # two nodes of one user link up by a short code (not served by shares)

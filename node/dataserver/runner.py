@@ -26,6 +26,7 @@ from peerlight.p2p.server import Limits, Protocol, ProtocolServer
 
 from ..catalog import access_log
 from ..catalog.database import Catalog
+from ..catalog.devices import device_ids
 from ..catalog.grants import Grant, all_grants, touch_grants
 from ..catalog.shares import Share, ensure_automatic_share, list_shares, set_port
 from ..identity import IdentityError, create_identity, load_identity
@@ -130,6 +131,7 @@ class DataServers:
         self.shares: dict[int, RunningShare] = {}
         self._changed = trio.Event()
         self._grants: list[Grant] = []
+        self._devices: frozenset[str] = frozenset()
 
     def changed(self) -> None:
         """Shares were created, edited or removed: bring the running hosts in step."""
@@ -137,6 +139,27 @@ class DataServers:
 
     def describe(self) -> list[dict[str, Any]]:
         return [running.describe() for running in self.shares.values()]
+
+    async def settled(self, share: Share, timeout: float) -> RunningShare | None:
+        """After a change: wait (at most ``timeout``) until ``share`` serves or has failed to start."""
+        self.changed()
+        if share.paused:
+            return None
+        with trio.move_on_after(timeout):
+            while True:
+                running = self.running_share(share.name)
+                settled = running is not None and running.state in ("serving", "failed")
+                if settled and running.share.scope == share.scope and share.port in (None, 0, running.share.port):
+                    return running
+                await trio.sleep(0.02)
+        return None
+
+    def set_devices(self, devices: frozenset[str]) -> None:
+        """The paired devices changed: every running share's gate knows at once."""
+        self._devices = devices
+        for current in self.shares.values():
+            if current.access is not None:
+                current.access.update(current.share, self._grants, devices)
 
     def revoked(self, share_id: int, grantee: str | None) -> None:
         """A grant was revoked: its gate refuses at once, and the grantee's running requests stop."""
@@ -157,6 +180,7 @@ class DataServers:
                     self._changed = trio.Event()
                     wanted = {share.id: share for share in await self._catalog.read(list_shares) if not share.paused}
                     self._grants = await self._catalog.read(all_grants)
+                    self._devices = await self._catalog.read(device_ids)
                     for share_id, current in list(self.shares.items()):
                         share = wanted.get(share_id)
                         if share is None or (share.scope, share.port) != (current.share.scope, current.share.port or share.port):
@@ -165,7 +189,7 @@ class DataServers:
                         else:
                             current.share = current.service.share = share  # takes effect on the next request
                             if current.access is not None:
-                                current.access.update(share, self._grants)
+                                current.access.update(share, self._grants, self._devices)
                     for share_id, share in wanted.items():
                         if share_id not in self.shares:
                             current = RunningShare(share, ShareService(share, self._catalog, self._engine, self._adapters))
@@ -227,7 +251,7 @@ class DataServers:
         listen = listen_multiaddrs(share.scope, share.port)
         host = new_host(identity.seed, max_connections=self._max_connections, per_peer=3)
         key = signing_key(identity.seed)
-        access = ShareAccess(share, key, identity.peer_id, self._grants)
+        access = ShareAccess(share, key, identity.peer_id, self._grants, self._devices)
         desk = InviteDesk(access, self._catalog, key)
         protocols = [*current.service.protocols(), Protocol(ids.REDEEM, desk.redeem, max_request_bytes=4096)]
         server = ProtocolServer(protocols, self._limits, gate=access)

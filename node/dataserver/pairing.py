@@ -1,0 +1,180 @@
+"""Pairing the user's own devices: a short code shown on one node and typed on the other.
+
+The offering node shows a code and, for a few minutes, listens for ``/peerlight/pair/1.0.0``
+with its node identity (the peer ID its client uses, which ``devices`` shares admit). The
+joining node connects (Noise authenticates both peer IDs) and proves it knows the code; the
+offering node checks the proof and answers with its own (see ``permissions/pairing.py``).
+Then each records the other as a paired device, each has an automatic ``devices`` share of
+its whole library, and each adds the other's: the devices see each other with no further step.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import trio
+
+from peerlight.p2p.errors import Forbidden, Malformed, WireError
+from peerlight.p2p.host import listen_addresses, new_host, running, split_peer_address
+from peerlight.p2p.server import Protocol, ProtocolServer, Request, require
+from peerlight.permissions import pairing
+
+from ..catalog.database import Catalog
+from ..catalog.devices import add_device, device_ids, ensure_devices_share
+from . import protocol_ids as ids
+from .listen import listen_multiaddrs
+from .peers import PeerClient
+from .runner import DataServers
+
+log = logging.getLogger("peerlight.pairing")
+
+OFFER_SECONDS = 300.0
+MAX_ATTEMPTS = 5
+SETTLE_SECONDS = 15.0
+
+
+class PairingError(Exception):
+    """Pairing did not happen: no offer, a wrong or expired code, a node that did not prove itself."""
+
+
+@dataclass
+class _Offer:
+    code: str
+    expires: float
+    attempts: int = 0
+    paired: trio.Event = field(default_factory=trio.Event)
+    device: dict[str, Any] | None = None
+    cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class Pairing:
+    def __init__(self, catalog: Catalog, seed: bytes, node_peer_id: str, servers: DataServers, peers: PeerClient) -> None:
+        self._catalog = catalog
+        self._seed = seed
+        self._node = node_peer_id
+        self._servers = servers
+        self._peers = peers
+        self._nursery: trio.Nursery | None = None
+        self._offer: _Offer | None = None
+        self.device_name = socket.gethostname()[:100] or "a device"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hosts the offering node's temporary listener (one offer at a time)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # --- the offering side ---
+
+    async def offer(self, scope: str) -> dict[str, Any]:
+        """Start offering pairing (replacing an earlier offer): the code and where to reach us."""
+        if self._nursery is None:
+            raise PairingError("the pairing service is not running")
+        if self._offer is not None:
+            self._offer.cancel.cancel()
+        offer = _Offer(pairing.new_code(), time.time() + OFFER_SECONDS)
+        self._offer = offer
+        await self._devices_share(scope)
+        addresses = await self._nursery.start(self._listen, offer, scope)
+        return {"code": offer.code, "addresses": addresses, "expires_in": OFFER_SECONDS, "join": f"{offer.code}@{addresses[0]}"}
+
+    async def wait(self) -> dict[str, Any]:
+        """The device that paired with the current offer (PairingError when it expires first)."""
+        offer = self._offer
+        if offer is None:
+            raise PairingError("no pairing is offered")
+        with trio.move_on_at(trio.current_time() + max(0.0, offer.expires - time.time())):
+            await offer.paired.wait()
+        if offer.device is None:
+            raise PairingError("the pairing code expired unused; offer a new one")
+        return offer.device
+
+    async def _listen(self, offer: _Offer, scope: str, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        host = new_host(self._seed)
+        ProtocolServer([Protocol(ids.PAIR, partial(self._answer, offer), max_request_bytes=8192)]).attach(host)
+        with offer.cancel, trio.move_on_at(trio.current_time() + OFFER_SECONDS):
+            async with running(host, listen_multiaddrs(scope, 0)):
+                task_status.started(listen_addresses(host))
+                await offer.paired.wait()
+                await trio.sleep(2)  # let the answer reach the joining node before the listener goes
+        if self._offer is offer and offer.device is None:
+            self._offer = None
+
+    async def _answer(self, offer: _Offer, request: Request) -> dict[str, Any]:
+        if offer is not self._offer or offer.device is not None or time.time() > offer.expires:
+            raise Forbidden("no pairing is offered now")
+        offer.attempts += 1
+        if offer.attempts > MAX_ATTEMPTS:
+            offer.cancel.cancel()
+            raise Forbidden("too many wrong codes; offer a new one")
+        given = require(request.body, "proof", bytes, max_length=64)
+        if not pairing.matches(pairing.proof(offer.code, "join", request.peer_id, self._node), given):
+            log.warning("a pairing attempt with a wrong code", extra={"peer": request.peer_id, "attempt": offer.attempts})
+            raise Forbidden("wrong pairing code")
+        name, their_share = _device_fields(request.body)
+        ours = await self._devices_share_addresses()
+        offer.device = await self._paired(request.peer_id, name, their_share)
+        offer.paired.set()
+        return {"proof": pairing.proof(offer.code, "offer", request.peer_id, self._node), "name": self.device_name, "addresses": ours}
+
+    # --- the joining side ---
+
+    async def join(self, code: str, address: str, scope: str) -> dict[str, Any]:
+        """Pair with the node offering ``code`` at ``address`` (a multiaddr ending in its node ID)."""
+        try:
+            code = pairing.normalize(code)
+            peer_id, transport = split_peer_address(address)
+        except ValueError as exc:
+            raise PairingError(str(exc)) from None
+        await self._devices_share(scope)
+        ours = await self._devices_share_addresses()
+        requester = await self._peers.ready_requester()
+        body = {"proof": pairing.proof(code, "join", self._node, peer_id), "name": self.device_name, "addresses": ours}
+        try:
+            reply = await requester.request(peer_id, [transport], ids.PAIR, body, timeout=30)
+        except WireError as exc:
+            raise PairingError(f"the other node refused: {exc.message}") from None
+        if not pairing.matches(pairing.proof(code, "offer", self._node, peer_id), reply.get("proof")):
+            raise PairingError("the other node did not prove it knows the code: nothing was paired")
+        name, their_share = _device_fields(reply)
+        return await self._paired(peer_id, name, their_share)
+
+    # --- both sides ---
+
+    async def _paired(self, peer_id: str, name: str, their_share: list[str]) -> dict[str, Any]:
+        await self._catalog.write(partial(add_device, peer_id=peer_id, name=name, share_addresses=their_share))
+        self._servers.set_devices(await self._catalog.read(device_ids))
+        log.info("paired with a device", extra={"peer": peer_id, "device": name})
+        if their_share and self._nursery is not None:
+            self._nursery.start_soon(self._add_their_share, their_share[0])
+        return {"peer_id": peer_id, "name": name, "share_addresses": their_share}
+
+    async def _add_their_share(self, address: str) -> None:
+        try:
+            await self._peers.add(address)
+        except (WireError, OSError) as exc:
+            log.info("the paired device's share is not reachable yet", extra={"reason": str(exc)})
+
+    async def _devices_share(self, scope: str) -> None:
+        share = await self._catalog.write(partial(ensure_devices_share, scope=scope))
+        await self._servers.settled(share, SETTLE_SECONDS)
+
+    async def _devices_share_addresses(self) -> list[str]:
+        share = await self._catalog.write(partial(ensure_devices_share, scope="lan"))
+        running = self._servers.running_share(share.name)
+        return list(running.addresses) if running is not None and running.state == "serving" else []
+
+
+def _device_fields(body: dict[str, Any]) -> tuple[str, list[str]]:
+    name = body.get("name")
+    addresses = body.get("addresses")
+    if not isinstance(name, str) or not isinstance(addresses, list):
+        raise Malformed("a pairing message names its device and its devices share's addresses")
+    checked = [a for a in addresses[:8] if isinstance(a, str) and len(a) < 300 and "/p2p/" in a]
+    return name.strip()[:100] or "a device", checked
