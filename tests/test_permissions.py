@@ -72,6 +72,13 @@ def test_a_members_share_serves_its_grantees_only_until_revoked(nodes, tmp_path)
     assert "forbidden" in refused["error"]["message"], refused
     listed = cli_json(a_dir, "share", "grants", "family")
     assert [(g["id"], g["grantee"], g["state"]) for g in listed] == [(granted["grant"]["id"], b_peer, "active")]
+    assert listed[0]["last_used_at"] is not None and listed[0]["expires_at"] > listed[0]["created_at"] + 29 * 86400
+
+    # The level can change: public lets anyone in, members again needs the grant (which B has).
+    cli_json(a_dir, "share", "edit", "family", "--permission", "public")
+    assert cli_json(b_dir, "fetch", share["peer_id"], "bread.txt", "--to", str(target))["size"] > 0  # fetch: not granted, but public
+    cli_json(a_dir, "share", "edit", "family", "--permission", "members")
+    assert "forbidden" in cli_json(b_dir, "fetch", share["peer_id"], "bread.txt", "--to", str(target), expect_rc=1)["error"]["message"]
 
     # Revoked: refused at once, and still after A restarts.
     cli_json(a_dir, "share", "revoke", "family", granted["grant"]["id"])

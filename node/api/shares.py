@@ -213,7 +213,13 @@ class ShareMethods:
         name = params.text("name", max_length=100)
         params.done()
         share = await self._get(name)
+        await self._flush_access(share)  # "last used" as of now
         return [grant.to_wire() for grant in await self._catalog.read(partial(grants.grants_of, share_id=share.id))]
+
+    async def _flush_access(self, share: shares.Share) -> None:
+        running = self._servers.running_share(share.name) if self._servers is not None else None
+        if running is not None and self._servers is not None:
+            await self._servers.flush_access(running)
 
     async def revoke(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """Revoke a grant: refused from the next request on, and any transfer it runs is stopped."""
@@ -240,9 +246,7 @@ class ShareMethods:
         denied = params.flag("denied", False)
         params.done()
         share = await self._get(name)
-        running = self._servers.running_share(share.name) if self._servers is not None else None
-        if running is not None and running.access is not None:
-            await self._servers.flush_access(running)  # what just happened, too
+        await self._flush_access(share)  # what just happened, too
         return await self._catalog.read(partial(access_log.recent, share_id=share.id, limit=limit, denied_only=denied))
 
 

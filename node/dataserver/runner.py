@@ -149,7 +149,8 @@ class DataServers:
             while True:
                 running = self.running_share(share.name)
                 settled = running is not None and running.state in ("serving", "failed")
-                if settled and running.share.scope == share.scope and share.port in (None, 0, running.share.port):
+                in_step = (running.share.scope, running.share.permission) == (share.scope, share.permission) if running else False
+                if settled and in_step and share.port in (None, 0, running.share.port):
                     return running
                 await trio.sleep(0.02)
         return None
