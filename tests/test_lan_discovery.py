@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
+
+from peerlight.cli.client import ControlClient
 
 from .helpers import DaemonProcess, cli_json, index_and_wait, write_config
 
@@ -89,6 +93,32 @@ def test_a_lan_share_is_found_over_mdns_and_searched(private_lan, tmp_path) -> N
         cli_json(a_dir, "share", "edit", "family", "--scope", "local")
         cli_json(b_dir, "peers", "remove", found[0]["peer_id"])
         assert cli_json(b_dir, "discover", "--lan") == []
+
+        # Pairing over the LAN: each node's devices share (lan) then serves the other, no grant needed.
+        offered: dict = {}
+        result: dict = {}
+        shown = threading.Event()
+
+        def offer() -> None:
+            with ControlClient(a_dir / "control.sock", timeout=120) as client:
+                result["a"] = client.call("devices.pair", on_event=lambda e: offered.update(e) or shown.set())
+
+        worker = threading.Thread(target=offer)
+        worker.start()
+        assert shown.wait(60), "no pairing code was offered"
+        assert f"/ip4/{subnet}.1/tcp/" in offered["join"], offered
+        paired = cli_json(b_dir, "devices", "pair", "--join", offered["join"])
+        worker.join(60)
+        assert paired["paired"]["peer_id"] == cli_json(a_dir, "status")["peer_id"] and "paired" in result["a"]
+        a_devices = next(s for s in cli_json(a_dir, "share", "list") if s["permission"] == "devices")
+        assert a_devices["scope"] == "lan"
+        for _ in range(100):
+            remote = next((r for r in cli_json(b_dir, "peers") if r["peer_id"] == a_devices["peer_id"]), None)
+            if remote and remote["items"] == 1:
+                break
+            time.sleep(0.1)
+        answer = cli_json(b_dir, "search", "avoid the flu", "--peers", "--modality", "text")
+        assert [(r["name"], r.get("peer_id")) for r in answer["results"]] == [("flu.txt", a_devices["peer_id"])], answer
     finally:
         a.stop()
         b.stop()
