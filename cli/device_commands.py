@@ -10,12 +10,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from peerlight.node.paths import NodePaths
 
 from .client import ControlClient, call
-from .output import Output
+from .output import Output, table
 
 PAIR_WAIT_SECONDS = 330  # the offer lasts 300 s
 
@@ -42,13 +41,8 @@ def cmd_devices_pair(args: Namespace, paths: NodePaths, out: Output) -> int:
 
 def cmd_devices_list(args: Namespace, paths: NodePaths, out: Output) -> int:
     def render(console: Console, found: list[dict[str, Any]]) -> None:
-        if not found:
-            console.print("No paired devices; pair one with `peerlight devices pair`.")
-            return
-        table = Table("name", "peer id", "paired", box=None, header_style="bold")
-        for device in found:
-            table.add_row(escape(device["name"]), device["peer_id"], datetime.datetime.fromtimestamp(device["paired_at"]).strftime("%Y-%m-%d %H:%M"))
-        console.print(table)
+        rows = [(escape(d["name"]), d["peer_id"], datetime.datetime.fromtimestamp(d["paired_at"]).strftime("%Y-%m-%d %H:%M")) for d in found]
+        table(console, ("name", "peer id", "paired"), rows, "No paired devices; pair one with `peerlight devices pair`.")
 
     out.result(call(paths.control_socket, "devices.list"), render)
     return 0

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from peerlight.node.pathnames import display, encode_path
 
@@ -33,6 +34,17 @@ class Output:
             sys.stdout.write(json.dumps({"error": {"code": code, "message": message, **extra}}) + "\n")
         else:
             self.errors.print(f"[bold red]error:[/] {_escape(message)}")
+
+
+def table(console: Console, headers: tuple[str, ...], rows: list[tuple[str, ...]], empty: str) -> None:
+    """Rows under bold headers, or ``empty`` when there are none."""
+    if not rows:
+        console.print(empty)
+        return
+    shown_rows = Table(*headers, box=None, header_style="bold")
+    for row in rows:
+        shown_rows.add_row(*row)
+    console.print(shown_rows)
 
 
 def _json_default(value: Any) -> Any:

@@ -16,7 +16,7 @@ from rich.table import Table
 from peerlight.node.paths import NodePaths
 
 from .client import ControlClient, call
-from .output import Output, shown, wire_path
+from .output import Output, shown, table, wire_path
 
 
 def _share_params(args: Namespace) -> dict[str, Any]:
@@ -118,12 +118,8 @@ def cmd_share_grant(args: Namespace, paths: NodePaths, out: Output) -> int:
 
 def cmd_share_grants(args: Namespace, paths: NodePaths, out: Output) -> int:
     def render(console: Console, grants: list[dict[str, Any]]) -> None:
-        if not grants:
-            console.print("No grants yet; give one with `peerlight share grant NAME --to PEERID` or `--invite`.")
-            return
-        table = Table("grant", "grantee", "can", "expires", "last used", "state", box=None, header_style="bold")
-        for grant in grants:
-            table.add_row(
+        rows = [
+            (
                 grant["id"],
                 escape(grant["grantee"] or "(open invite)"),
                 ",".join(grant["capabilities"]),
@@ -131,7 +127,10 @@ def cmd_share_grants(args: Namespace, paths: NodePaths, out: Output) -> int:
                 _when(grant["last_used_at"], "never"),
                 grant["state"],
             )
-        console.print(table)
+            for grant in grants
+        ]
+        empty = "No grants yet; give one with `peerlight share grant NAME --to PEERID` or `--invite`."
+        table(console, ("grant", "grantee", "can", "expires", "last used", "state"), rows, empty)
 
     out.result(call(paths.control_socket, "share.grants", name=args.name), render)
     return 0
@@ -149,12 +148,8 @@ def cmd_share_log(args: Namespace, paths: NodePaths, out: Output) -> int:
         params["denied"] = True
 
     def render(console: Console, entries: list[dict[str, Any]]) -> None:
-        if not entries:
-            console.print("Nobody has asked this share for anything yet.")
-            return
-        table = Table("time", "peer", "protocol", "item", "", "why", box=None, header_style="bold")
-        for entry in entries:
-            table.add_row(
+        rows = [
+            (
                 datetime.datetime.fromtimestamp(entry["at"]).strftime("%Y-%m-%d %H:%M:%S"),
                 entry["peer_id"][:16] + "…",
                 entry["protocol"],
@@ -162,7 +157,9 @@ def cmd_share_log(args: Namespace, paths: NodePaths, out: Output) -> int:
                 "[green]allowed[/]" if entry["allowed"] else "[red]denied[/]",
                 escape(entry["reason"] or ""),
             )
-        console.print(table)
+            for entry in entries
+        ]
+        table(console, ("time", "peer", "protocol", "item", "", "why"), rows, "Nobody has asked this share for anything yet.")
 
     out.result(call(paths.control_socket, "share.log", **params), render)
     return 0

@@ -129,6 +129,24 @@ def write_config(data_dir: Path, extra: str = "", base: str = TEST_CONFIG) -> No
     (data_dir / "node.toml").write_text("\n".join(lines) + "\n")
 
 
+def new_node(folder: Path, config: str = "") -> Path:
+    """A node's data directory at ``folder``: initialised, with the test config plus ``config`` TOML."""
+    from peerlight.node.paths import NodePaths
+    from peerlight.node.setup import init_node
+
+    paths = NodePaths(folder)
+    init_node(paths)
+    write_config(paths.root, config)
+    return paths.root
+
+
+def started(data_dir: Path) -> DaemonProcess:
+    """The daemon of ``data_dir``, running and ready (else the test fails with its stderr)."""
+    process = DaemonProcess(data_dir)
+    assert process.wait_ready() == "ready", process.stop() or process.stderr()
+    return process
+
+
 def index_and_wait(data_dir: Path) -> dict[str, Any]:
     return cli_json(data_dir, "index", "--wait")
 

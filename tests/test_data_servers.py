@@ -25,7 +25,7 @@ import pytest
 from peerlight.cli.client import ControlClient
 from peerlight.node.control.protocol import ControlError
 
-from .helpers import DaemonProcess, cli_json, index_and_wait, write_config
+from .helpers import cli_json, index_and_wait, new_node, started
 from .media import image
 
 pytestmark = pytest.mark.slow
@@ -35,12 +35,6 @@ NOTES = {
     "bread.txt": "A bread recipe: flour, water, yeast and salt. Knead for ten minutes and bake in a hot oven.",
     "garden.txt": "Tomatoes need sun, water and support; prune the side shoots every week in summer.",
 }
-
-
-def _start(data_dir: Path) -> DaemonProcess:
-    process = DaemonProcess(data_dir)
-    assert process.wait_ready() == "ready", process.stop() or process.stderr()
-    return process
 
 
 def _noise_wav(path: Path, megabytes: int) -> Path:
@@ -57,16 +51,8 @@ def _noise_wav(path: Path, megabytes: int) -> Path:
 
 @pytest.fixture
 def two_nodes(tmp_path_factory):
-    from peerlight.node.paths import NodePaths
-    from peerlight.node.setup import init_node
-
     base = tmp_path_factory.mktemp("nodes")
-    nodes = []
-    for name in ("a", "b"):
-        paths = NodePaths(base / name)
-        init_node(paths)
-        write_config(paths.root, f"[network]\nmetrics_port = {_free_port()}\n" if name == "a" else "")
-        nodes.append(paths.root)
+    nodes = [new_node(base / "a", f"[network]\nmetrics_port = {_free_port()}\n"), new_node(base / "b")]
     library = base / "library"
     (library / "notes").mkdir(parents=True)
     (library / "private").mkdir()
@@ -75,8 +61,8 @@ def two_nodes(tmp_path_factory):
     (library / "private" / "diary.txt").write_text("My private diary: influenza kept me in bed all winter.")
     image(library / "notes" / "photo.png", size=(1200, 900))
     _noise_wav(library / "notes" / "long.wav", 160)  # ~0.5 s to send: time to kill the server mid-way
-    a = _start(nodes[0])
-    b = _start(nodes[1])
+    a = started(nodes[0])
+    b = started(nodes[1])
     try:
         yield nodes[0], nodes[1], library, a, b
     finally:
@@ -208,7 +194,7 @@ def test_a_share_keeps_its_identity_and_port_and_a_client_recovers_from_a_killed
     worker.start()
     assert killed.wait(120), "the download never started"
     a.proc.wait(30)
-    restarted = _start(a_dir)
+    restarted = started(a_dir)
     try:
         worker.join(180)
         assert "ok" in result, result
@@ -252,21 +238,12 @@ def test_a_node_with_another_adapter_joins_the_share_s_space_through_its_adapter
     """B stores base MiniLM vectors (no ordering adapter); A's share holds ordered ones. B fetches
     A's adapter over the adapter protocol, checks it produces A's model id, and turns its own
     base query vector into a query in A's space."""
-    from peerlight.node.paths import NodePaths
-    from peerlight.node.setup import init_node
-
-    dirs = []
-    for name, extra in (("a", ""), ("b", '[text_model]\nadapter = "none"\n')):
-        paths = NodePaths(tmp_path / name)
-        init_node(paths)
-        write_config(paths.root, extra)
-        dirs.append(paths.root)
-    a_dir, b_dir = dirs
+    a_dir, b_dir = new_node(tmp_path / "a"), new_node(tmp_path / "b", '[text_model]\nadapter = "none"\n')
     library = tmp_path / "library"
     library.mkdir()
     for name, text in NOTES.items():
         (library / name).write_text(text)
-    a, b = _start(a_dir), _start(b_dir)
+    a, b = started(a_dir), started(b_dir)
     try:
         cli_json(a_dir, "library", "add", str(library))
         index_and_wait(a_dir)
@@ -329,23 +306,18 @@ def test_a_damaged_chunk_is_fetched_again_and_a_wrong_file_never_gets_its_name(t
 def test_three_nodes_sync_and_search_each_other(two_nodes, tmp_path) -> None:
     """B adds the shares of A and C (three daemons) and ranks both with its own items."""
     a_dir, b_dir, library, _, _ = two_nodes
-    from peerlight.node.paths import NodePaths
-    from peerlight.node.setup import init_node
-
-    c_paths = NodePaths(tmp_path / "c")
-    init_node(c_paths)
-    write_config(c_paths.root)
+    c_dir = new_node(tmp_path / "c")
     c_library = tmp_path / "c-library"
     c_library.mkdir()
     (c_library / "cold.txt").write_text("A cold with a fever: rest, drink water and wash your hands often so others stay well.")
     (c_library / "bikes.txt").write_text("Oil the chain of your bicycle every month and check the tyre pressure.")
-    c = _start(c_paths.root)
+    c = started(c_dir)
     try:
         cli_json(a_dir, "library", "add", str(library / "notes"))
         index_and_wait(a_dir)
-        cli_json(c_paths.root, "library", "add", str(c_library))
-        index_and_wait(c_paths.root)
-        shares = [cli_json(node, "share", "create", "mine", "--collection", str(folder)) for node, folder in ((a_dir, library / "notes"), (c_paths.root, c_library))]
+        cli_json(c_dir, "library", "add", str(c_library))
+        index_and_wait(c_dir)
+        shares = [cli_json(node, "share", "create", "mine", "--collection", str(folder)) for node, folder in ((a_dir, library / "notes"), (c_dir, c_library))]
         added = [cli_json(b_dir, "peers", "add", share["addresses"][0]) for share in shares]
         assert sorted(p["cached_items"] for p in cli_json(b_dir, "peers")) == [2, 5]  # both catalogs synced
         found = cli_json(b_dir, "search", "what to do against the flu", "--peers", "--modality", "text", "--limit", "4")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import DaemonProcess, cli_json, index_and_wait, write_config
+from .helpers import DaemonProcess, cli_json, index_and_wait, new_node
 
 pytestmark = pytest.mark.slow
 
@@ -39,14 +39,8 @@ def namespace():
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-def _node(base: Path, name: str, bootstrap: str):
-    from peerlight.node.paths import NodePaths
-    from peerlight.node.setup import init_node
-
-    paths = NodePaths(base / name)
-    init_node(paths)
-    write_config(paths.root, f'[network]\nbootstrap = ["{bootstrap}"]\n')
-    return paths.root
+def _node(base: Path, name: str, bootstrap: str) -> Path:
+    return new_node(base / name, f'[network]\nbootstrap = ["{bootstrap}"]\n')
 
 
 def test_a_global_share_is_found_on_a_dht_of_twenty_nodes(namespace, tmp_path) -> None:

@@ -11,13 +11,12 @@ import secrets
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from peerlight.cli.client import ControlClient
 
-from .helpers import DaemonProcess, cli_json, index_and_wait, write_config
+from .helpers import DaemonProcess, cli_json, index_and_wait, new_node
 
 pytestmark = pytest.mark.slow
 
@@ -51,19 +50,9 @@ def private_lan():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def _node(base: Path, name: str):
-    from peerlight.node.paths import NodePaths
-    from peerlight.node.setup import init_node
-
-    paths = NodePaths(base / name)
-    init_node(paths)
-    write_config(paths.root)
-    return paths.root
-
-
 def test_a_lan_share_is_found_over_mdns_and_searched(private_lan, tmp_path) -> None:
     ns_a, ns_b, subnet = private_lan
-    a_dir, b_dir = _node(tmp_path, "a"), _node(tmp_path, "b")
+    a_dir, b_dir = new_node(tmp_path / "a"), new_node(tmp_path / "b")
     library = tmp_path / "library"
     library.mkdir()
     (library / "flu.txt").write_text("Influenza spreads fast in winter: wash your hands and rest.")

@@ -11,34 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import DaemonProcess, cli_json, index_and_wait, write_config
+from .helpers import cli_json, index_and_wait, new_node, started
 
 pytestmark = pytest.mark.slow
 
 
-def _start(data_dir: Path) -> DaemonProcess:
-    process = DaemonProcess(data_dir)
-    assert process.wait_ready() == "ready", process.stop() or process.stderr()
-    return process
-
-
 @pytest.fixture
 def nodes(tmp_path_factory):
-    from peerlight.node.paths import NodePaths
-    from peerlight.node.setup import init_node
-
     base = tmp_path_factory.mktemp("perm")
-    roots = []
-    for name in ("a", "b"):
-        paths = NodePaths(base / name)
-        init_node(paths)
-        write_config(paths.root)
-        roots.append(paths.root)
+    roots = [new_node(base / name) for name in ("a", "b")]
     library = base / "library"
     library.mkdir()
     (library / "flu.txt").write_text("Influenza spreads fast in winter. Wash your hands and stay home with a fever.")
     (library / "bread.txt").write_text("A bread recipe: flour, water, yeast and salt; bake in a hot oven.")
-    processes = [_start(root) for root in roots]
+    processes = [started(root) for root in roots]
     try:
         yield roots[0], roots[1], library, processes
     finally:
@@ -85,7 +71,7 @@ def test_a_members_share_serves_its_grantees_only_until_revoked(nodes, tmp_path)
     after = cli_json(b_dir, "search", "winter", "--peers", "--modality", "text")
     assert after["peers"][0]["answered"] is False and "forbidden" in (after["peers"][0]["error"] or ""), after["peers"]
     processes[0].stop()
-    processes[0] = _start(a_dir)
+    processes[0] = started(a_dir)
     again = cli_json(b_dir, "search", "winter", "--peers", "--modality", "text")
     assert again["peers"][0]["answered"] is False and "forbidden" in (again["peers"][0]["error"] or ""), again["peers"]
     assert cli_json(a_dir, "share", "grants", "family")[0]["state"] == "revoked"
