@@ -64,3 +64,19 @@ def test_capabilities_are_checked(conn: sqlite3.Connection) -> None:
     share = create_share(conn, "family", "lan", "members", ())
     with pytest.raises(ValueError):
         grants.add_grant(conn, "00000000000000dd", share.id, ALICE, ("delete",))
+
+
+def test_the_access_log_keeps_the_newest_entries_of_each_share(conn: sqlite3.Connection, monkeypatch) -> None:
+    from peerlight.node.catalog import access_log
+
+    monkeypatch.setattr(access_log, "ROWS_KEPT_PER_SHARE", 100)
+    family = create_share(conn, "family", "lan", "members", ())
+    work = create_share(conn, "work", "lan", "members", ())
+    entries = [access_log.Access(family.id, float(n), ALICE, "query", "search", None, n % 2 == 0, None if n % 2 == 0 else "forbidden") for n in range(250)]
+    for start in range(0, 250, 50):
+        access_log.append(conn, entries[start : start + 50])
+    access_log.append(conn, [access_log.Access(work.id, 1.0, BOB, "fetch", "fetch", "ab" * 32, True)])
+    kept = access_log.recent(conn, family.id, limit=1000)
+    assert [e["at"] for e in kept] == [float(n) for n in range(249, 149, -1)]  # the newest 100, newest first
+    assert {e["allowed"] for e in access_log.recent(conn, family.id, denied_only=True)} == {False}
+    assert [e["peer_id"] for e in access_log.recent(conn, work.id)] == [BOB]  # each share rotates alone
