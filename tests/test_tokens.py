@@ -137,3 +137,40 @@ def test_peer_id_format_accepts_every_real_peer_id() -> None:
 
 def test_base64_of_a_token_is_short_enough_for_an_invite() -> None:
     assert len(base64.urlsafe_b64encode(VALID)) < 400
+
+
+def test_invites_round_trip_and_garbage_is_an_invite_error() -> None:
+    from peerlight.permissions import invites
+
+    invite = invites.Invite(SHARE, (f"/ip4/127.0.0.1/tcp/4001/p2p/{SHARE}",), VALID)
+    text = invites.encode(invite)
+    assert text.startswith("peerlight-invite:") and invites.decode(f"  {text}\n") == invite
+    elsewhere = invites.encode(invites.Invite(SHARE, (f"/ip4/127.0.0.1/tcp/4001/p2p/{ALICE}",), VALID))  # addresses of another peer
+    for bad in ("", "peerlight-invite:", "peerlight-invite:!!!", text[:-10], "http://example.com", elsewhere):
+        with pytest.raises(invites.InviteError):
+            invites.decode(bad)
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=300))
+def test_no_pasted_text_crashes_the_invite_reader(text: str) -> None:
+    from peerlight.permissions import invites
+
+    try:
+        invites.decode("peerlight-invite:" + text)
+    except invites.InviteError:
+        pass
+
+
+def test_pairing_codes_and_proofs() -> None:
+    from peerlight.permissions import pairing
+
+    code = pairing.new_code()
+    assert len(code) == 9 and code[4] == "-" and pairing.normalize(code.lower().replace("-", " ")) == code.replace("-", "")
+    proof = pairing.proof(code, "join", ALICE, SHARE)
+    assert pairing.matches(proof, pairing.proof(code, "join", ALICE, SHARE))
+    assert not pairing.matches(proof, pairing.proof(code, "offer", ALICE, SHARE))  # the two roles differ
+    assert not pairing.matches(proof, pairing.proof(code, "join", MALLORY, SHARE))  # bound to the peer IDs
+    assert not pairing.matches(proof, "not bytes")
+    with pytest.raises(pairing.CodeError):
+        pairing.normalize("ABCD-EF0O")  # 0 and O are not in the alphabet

@@ -126,7 +126,10 @@ class PeerClient:
 
         An open invite's token names no peer: the share binds it to us (``redeem``) and answers
         with a token of our own, which is the one kept."""
-        addresses = [split_peer_address(address)[1] for address in invite.addresses]
+        try:
+            addresses = [split_peer_address(address)[1] for address in invite.addresses]
+        except ValueError as exc:
+            raise Malformed(f"the invite's addresses are not multiaddrs: {exc}") from None
         remote = await self._catalog.write(partial(remember_remote, peer_id=invite.share, addresses=addresses, found_by="manual"))
         token = invite.token
         try:
