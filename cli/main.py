@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     def share_options(sub: argparse.ArgumentParser, creating: bool) -> None:
         sub.add_argument("--scope", choices=["local", "lan", "global"], default="local" if creating else None,
                          help="where it listens: loopback, LAN interfaces (mDNS), or everywhere (DHT)")
-        sub.add_argument("--permission", choices=["public", "members", "devices"], help="who may use it")
+        sub.add_argument("--permission", choices=["public", "members", "devices"], help="who may use it (default: public on loopback, members on lan and global)")
+        sub.add_argument("--public-can", metavar="CAPS", help="what anyone may do with a public share: search,browse,fetch (default: all three)")
         sub.add_argument("--collection", action="append", required=creating, metavar="PATH",
                          help="a library or a folder in one (repeatable)")
         sub.add_argument("--modality", action="append", choices=search_commands.MODALITIES, help="only these kinds (repeatable)")

@@ -31,6 +31,8 @@ def _share_params(args: Namespace) -> dict[str, Any]:
         params["modality"] = args.modality
     if getattr(args, "port", None) is not None:
         params["port"] = args.port
+    if getattr(args, "public_can", None):
+        params["public_can"] = [c.strip() for c in args.public_can.split(",") if c.strip()]
     return params
 
 
@@ -235,7 +237,7 @@ def _render_share(console: Console, share: dict[str, Any]) -> None:
         ("name", escape(share["name"])),
         ("state", share.get("state", "")),
         ("scope", share["scope"]),
-        ("permission", share["permission"]),
+        ("permission", share["permission"] + (f" (anyone may {', '.join(share['public_can'])})" if share["permission"] == "public" else "")),
         ("collections", collections),
         ("kinds", ", ".join(share["modalities"]) or "all"),
         ("peer id", share.get("peer_id") or "(not running)"),

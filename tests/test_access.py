@@ -8,6 +8,7 @@ refuses is the same whatever the handler would have answered.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -108,6 +109,19 @@ async def test_every_protocol_level_and_token_gets_the_expected_answer() -> None
             for protocol in PROTOCOLS:
                 got = await ask(as_stranger, share_host, share_peer, protocol, {"token": valid})
                 assert got == ("ok" if level == "public" else "forbidden"), (level, protocol, got)
+
+
+async def test_a_public_share_lets_anyone_do_what_its_owner_allows_only() -> None:
+    seed = os.urandom(32)
+    share_host, anyone = new_host(seed), new_host(os.urandom(32))
+    searchable = dataclasses.replace(share("public"), public_can=("search",))
+    access = ShareAccess(searchable, signing_key(seed), str(share_host.get_id()), [])
+    ProtocolServer([Protocol(pid, streamed if pid == ids.FETCH else unary) for pid in PROTOCOLS], gate=access).attach(share_host)
+    async with running(share_host, LOOPBACK), running(anyone, LOOPBACK):
+        requester = Requester(anyone)
+        got = {pid: await ask(requester, share_host, str(share_host.get_id()), pid, {}) for pid in PROTOCOLS}
+    expected = {pid: "ok" if PROTOCOL_CAPABILITY[pid] in (None, "search") else "forbidden" for pid in PROTOCOLS}
+    assert got == expected
 
 
 async def test_a_grant_allows_its_capabilities_only_and_its_limits_hold() -> None:

@@ -90,10 +90,20 @@ class ShareMethods:
             raise InvalidParams("a share needs at least one collection (a library, or a folder in one)", data={"param": "collection"})
         modalities = params.choices("modality", MODALITIES)
         port = params.number("port", None, min=0, max=65535, integer=True)
+        public_can = params.choices("public_can", tokens.CAPABILITIES) or tokens.CAPABILITIES
         params.done()
         try:
             share = await self._catalog.write(
-                partial(shares.create_share, name=name, scope=scope, permission=permission, collections=collections, modalities=modalities, port=port)
+                partial(
+                    shares.create_share,
+                    name=name,
+                    scope=scope,
+                    permission=permission,
+                    collections=collections,
+                    modalities=modalities,
+                    port=port,
+                    public_can=public_can,
+                )
             )
         except shares.ShareError as exc:
             raise Conflict(str(exc)) from None
@@ -127,6 +137,7 @@ class ShareMethods:
             collections=(await _collections(params)) or None,
             modalities=params.choices("modality", MODALITIES) or None,
             port=params.number("port", None, min=0, max=65535, integer=True),
+            public_can=params.choices("public_can", tokens.CAPABILITIES) or None,
         )
         params.done()
         return await self._edit(name, edit)

@@ -38,7 +38,8 @@ Design notes that later features rely on:
   peer's copy of the catalog cares about (kind, size, embedding, vanishing, a file added or
   removed), kept by triggers: the catalog protocol pages through items by it. Peers' shares are
   cached in ``remote_items`` and ``remote_vectors`` (K-prefixes, float16).
-- ``grants`` are what a share allows one peer (``grantee``; NULL while an open invite is not
+- ``shares.public_can`` lists what a ``public`` share lets anyone do (its owner may keep
+  ``fetch``, say, for members). ``grants`` are what a share allows one peer (``grantee``; NULL while an open invite is not
   redeemed): capabilities, limits, expiry, and when it was revoked or last used. The signed
   token a grantee presents names the grant's id; revocation is this row, so it holds at once
   and across restarts. ``remote_shares.token`` is our own grant for another node's share.
@@ -419,6 +420,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) WITHOUT ROWID;
         CREATE INDEX grants_share ON grants (share_id);
         ALTER TABLE remote_shares ADD COLUMN token BLOB;
+        ALTER TABLE shares ADD COLUMN public_can TEXT NOT NULL DEFAULT '["search", "browse", "fetch"]';
         CREATE TABLE access_log (
             id          INTEGER PRIMARY KEY,
             share_id    INTEGER NOT NULL REFERENCES shares (id) ON DELETE CASCADE,

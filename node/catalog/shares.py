@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from peerlight.permissions.tokens import CAPABILITIES
+
 from ..callers import Scope
 from ..pathnames import decode_path, encode_path, is_within, path_fields
 
@@ -49,6 +51,7 @@ class Share:
     automatic: bool
     paused: bool
     created_at: float
+    public_can: tuple[str, ...] = CAPABILITIES  # what a public share lets anyone do
 
     @property
     def item_scope(self) -> Scope:
@@ -61,6 +64,7 @@ class Share:
             "name": self.name,
             "scope": self.scope,
             "permission": self.permission,
+            "public_can": list(self.public_can),
             "collections": [path_fields(path) for path in self.collections],
             "modalities": list(self.modalities),
             "port": self.port,
@@ -71,14 +75,16 @@ class Share:
 
 
 def _share(conn: sqlite3.Connection, row: tuple[Any, ...]) -> Share:
-    share_id, name, scope, permission, modalities, port, automatic, paused, created_at = row
+    share_id, name, scope, permission, modalities, port, automatic, paused, created_at, public_can = row
     collections = tuple(
         sorted(decode_path(path) for (path,) in conn.execute("SELECT path FROM share_collections WHERE share_id = ?", (share_id,)))
     )
-    return Share(share_id, name, scope, permission, collections, tuple(json.loads(modalities)), port, bool(automatic), bool(paused), created_at)
+    return Share(
+        share_id, name, scope, permission, collections, tuple(json.loads(modalities)), port, bool(automatic), bool(paused), created_at, tuple(json.loads(public_can))
+    )
 
 
-_SELECT = "SELECT id, name, scope, permission, modalities, port, automatic, paused, created_at FROM shares"
+_SELECT = "SELECT id, name, scope, permission, modalities, port, automatic, paused, created_at, public_can FROM shares"
 
 
 def list_shares(conn: sqlite3.Connection) -> list[Share]:
@@ -108,13 +114,14 @@ def create_share(
     modalities: tuple[str, ...] = (),
     port: int | None = None,
     automatic: bool = False,
+    public_can: tuple[str, ...] = CAPABILITIES,
 ) -> Share:
     if conn.execute("SELECT 1 FROM shares WHERE name = ?", (name,)).fetchone():
         raise ShareExists(f"a share named {name!r} exists already")
     _check_collections(conn, collections)
     share_id = conn.execute(
-        "INSERT INTO shares (name, scope, permission, modalities, port, automatic, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (name, scope, permission, json.dumps(list(modalities)), port, int(automatic), time.time()),
+        "INSERT INTO shares (name, scope, permission, modalities, port, automatic, created_at, public_can) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (name, scope, permission, json.dumps(list(modalities)), port, int(automatic), time.time(), json.dumps(list(public_can))),
     ).lastrowid
     conn.executemany(
         "INSERT OR IGNORE INTO share_collections (share_id, path) VALUES (?, ?)", [(share_id, encode_path(p)) for p in collections]
@@ -133,6 +140,7 @@ class ShareEdit:
     modalities: tuple[str, ...] | None = None
     port: int | None = None
     paused: bool | None = None
+    public_can: tuple[str, ...] | None = None
 
 
 def edit_share(conn: sqlite3.Connection, name: str, edit: ShareEdit) -> Share:
@@ -148,6 +156,7 @@ def edit_share(conn: sqlite3.Connection, name: str, edit: ShareEdit) -> Share:
         "modalities": json.dumps(list(edit.modalities)) if edit.modalities is not None else None,
         "port": edit.port,
         "paused": int(edit.paused) if edit.paused is not None else None,
+        "public_can": json.dumps(list(edit.public_can)) if edit.public_can is not None else None,
     }
     for column, value in changes.items():
         if value is not None:

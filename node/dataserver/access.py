@@ -133,6 +133,8 @@ class ShareAccess:
         capability = PROTOCOL_CAPABILITY.get(request.protocol)
         level = self.share.permission
         if level == "public":
+            if capability is not None and capability not in self.share.public_can:
+                raise Forbidden(f"this share allows {capability} to members only", {"permission": level, "capability": capability})
             return OPEN
         if level == "devices":
             if request.peer_id in self.devices:
