@@ -39,11 +39,16 @@ def remove_device(conn: sqlite3.Connection, key: str) -> dict[str, Any]:
     return found[0]
 
 
+def devices_share(conn: sqlite3.Connection) -> Share | None:
+    row = conn.execute(_SELECT + " WHERE automatic = ?", (DEVICES_AUTOMATIC,)).fetchone()
+    return _share(conn, row) if row is not None else None
+
+
 def ensure_devices_share(conn: sqlite3.Connection, scope: str) -> Share:
     """The automatic share for the user's devices: the whole library, ``devices`` permission."""
-    row = conn.execute(_SELECT + " WHERE automatic = ?", (DEVICES_AUTOMATIC,)).fetchone()
-    if row is not None:
-        return _share(conn, row)
+    existing = devices_share(conn)
+    if existing is not None:
+        return existing
     name = DEVICES_SHARE
     while conn.execute("SELECT 1 FROM shares WHERE name = ?", (name,)).fetchone():
         name += "-auto"

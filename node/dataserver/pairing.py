@@ -25,7 +25,7 @@ from peerlight.p2p.server import Protocol, ProtocolServer, Request, require
 from peerlight.permissions import pairing
 
 from ..catalog.database import Catalog
-from ..catalog.devices import add_device, device_ids, ensure_devices_share
+from ..catalog.devices import add_device, device_ids, devices_share, ensure_devices_share
 from . import protocol_ids as ids
 from .listen import listen_multiaddrs
 from .peers import PeerClient
@@ -166,8 +166,8 @@ class Pairing:
         await self._servers.settled(share, SETTLE_SECONDS)
 
     async def _devices_share_addresses(self) -> list[str]:
-        share = await self._catalog.write(partial(ensure_devices_share, scope="lan"))
-        running = self._servers.running_share(share.name)
+        share = await self._catalog.read(devices_share)
+        running = self._servers.running_share(share.name) if share is not None else None
         return list(running.addresses) if running is not None and running.state == "serving" else []
 
 
