@@ -49,6 +49,7 @@ class _Offer:
     attempts: int = 0
     paired: trio.Event = field(default_factory=trio.Event)
     device: dict[str, Any] | None = None
+    claimed: bool = False
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
@@ -118,6 +119,9 @@ class Pairing:
             log.warning("a pairing attempt with a wrong code", extra={"peer": request.peer_id, "attempt": offer.attempts})
             raise Forbidden("wrong pairing code")
         name, their_share = _device_fields(request.body)
+        if offer.claimed:  # checked and set with no await between: one joiner per code, even if two race
+            raise Forbidden("this pairing code has been used")
+        offer.claimed = True
         ours = await self._devices_share_addresses()
         offer.device = await self._paired(request.peer_id, name, their_share)
         offer.paired.set()
