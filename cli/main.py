@@ -19,7 +19,7 @@ from typing import NoReturn
 from peerlight.node.control.protocol import ControlError
 from peerlight.node.paths import NodePaths
 
-from . import daemon_commands, device_commands, index_commands, library_commands, search_commands, share_commands
+from . import daemon_commands, device_commands, feedback_commands, index_commands, library_commands, search_commands, share_commands
 from .client import ConnectionLost, DaemonNotRunning
 from .errors import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_USAGE, CliError, UsageError
 from .output import Output
@@ -199,9 +199,53 @@ def build_parser() -> argparse.ArgumentParser:
     info = command("info", search_commands.cmd_info, "show what the index knows about a file")
     info.add_argument("path", help="an indexed file")
 
-    rate = command("rate", search_commands.cmd_rate, "rate an indexed file from 0 to 10 (ratings never leave this machine)")
-    rate.add_argument("path", help="an indexed file")
+    item_help = "an indexed file, a content hash, or its first 8+ hex digits (a peer's item too)"
+    rate = command("rate", feedback_commands.cmd_rate, "rate an item from 0 to 10 (ratings never leave this machine)")
+    rate.add_argument("item", help=item_help)
     rate.add_argument("rating", type=float, help="0 (dislike) to 10 (love)")
+    like = command("like", feedback_commands.cmd_like, "like an item (a rating of 8)")
+    like.add_argument("item", help=item_help)
+    dislike = command("dislike", feedback_commands.cmd_dislike, "dislike an item (a rating of 1; never recommended)")
+    dislike.add_argument("item", help=item_help)
+    unrate = command("unrate", feedback_commands.cmd_unrate, "take back an item's rating")
+    unrate.add_argument("item", help=item_help)
+    event = command("event", feedback_commands.cmd_event, "record that an item was opened, finished, skipped or watched (for players)")
+    event.add_argument("item", help=item_help)
+    event.add_argument("kind", choices=["opened", "finished", "skipped", "watched"])
+    event.add_argument("--value", type=float, help="watched: the fraction of its length, 0 to 1")
+
+    ratings = commands.add_parser("ratings", parents=[common], help="the ratings kept on this machine")
+    ratings_actions = ratings.add_subparsers(dest="ratings_command", required=False, metavar="ACTION")
+    ratings.set_defaults(run=feedback_commands.cmd_ratings_list, limit=50)
+    listed = command("list", feedback_commands.cmd_ratings_list, "list ratings, newest first", ratings_actions)
+    listed.add_argument("--limit", type=int, default=50, help="ratings shown (default 50)")
+    export = command("export", feedback_commands.cmd_ratings_export, "write ratings as CSV (or as XMP sidecars beside images)", ratings_actions)
+    export.add_argument("file", nargs="?", help="CSV file to write (default: standard output)")
+    export.add_argument("--xmp", nargs="?", const=True, metavar="FOLDER", help="write IMAGE.xmp star ratings beside rated images (under FOLDER)")
+    imported = command("import", feedback_commands.cmd_ratings_import, "read ratings from a CSV, or from images' XMP sidecars", ratings_actions)
+    imported.add_argument("file", nargs="?", help="CSV with content_hash or path, and rating (0-10) or stars (0-5); with --xmp: a folder")
+    imported.add_argument("--xmp", action="store_true", help="read the xmp:Rating of the sidecars beside indexed images")
+
+    recommend = command("recommend", feedback_commands.cmd_recommend, "what to see next, here and from peers, ranked by your taste")
+    recommend.add_argument("--modality", action="append", choices=search_commands.MODALITIES, help="only this kind (repeatable)")
+    source = recommend.add_mutually_exclusive_group()
+    source.add_argument("--from-peers", action="store_true", help="peers' items only (ranked from their cached prefixes)")
+    source.add_argument("--local", action="store_true", help="this node's items only")
+    recommend.add_argument("--limit", type=int, default=20, help="number of items (default 20)")
+    recommend.add_argument("--explain", action="store_true", help="show the rated items that drove each score")
+    recommend.add_argument("--include-rated", action="store_true", help="also items already rated (never disliked ones)")
+    recommend.add_argument("--temperature", type=float, help="smart shuffle: randomness in rating units (default 0: strict order)")
+    recommend.add_argument("--exploration", type=float, help="bonus per unit of uncertainty (default 0.5)")
+    recommend.add_argument("--diversity", type=float, help="0 to 1: how much similar items push each other down (default 0.3)")
+    recommend.add_argument("--novelty", type=float, help="penalty for items seen recently, in rating units (default 1.5)")
+    recommend.add_argument("--seed", type=int, help="seed of the shuffle (repeatable lists)")
+
+    recommender = commands.add_parser("recommender", parents=[common], help="the local preference model")
+    recommender_actions = recommender.add_subparsers(dest="recommender_command", required=False, metavar="ACTION")
+    recommender.set_defaults(run=feedback_commands.cmd_recommender_status)
+    command("status", feedback_commands.cmd_recommender_status, "the model's version, spaces and kept versions", recommender_actions)
+    command("retrain", feedback_commands.cmd_recommender_retrain, "train now on all feedback", recommender_actions)
+    command("rollback", feedback_commands.cmd_recommender_rollback, "go back to the previous model", recommender_actions)
 
     duplicates = command("duplicates", search_commands.cmd_duplicates, "list identical and near-duplicate items")
     duplicates.add_argument("--threshold", type=float, default=0.95, help="cosine similarity for near-duplicates")

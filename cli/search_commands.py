@@ -116,13 +116,6 @@ def _timestamp(seconds: float) -> str:
     return f"{minutes}:{secs:02d}"
 
 
-def cmd_rate(args: Namespace, paths: NodePaths, out: Output) -> int:
-    path = wire_path(Path(args.path).expanduser().resolve())
-    reply = call(paths.control_socket, "items.rate", path=path, rating=args.rating)
-    out.result(reply, lambda console, r: console.print(f"Rated {shown(r['path'])}: {r['rating']:g}/10."))
-    return 0
-
-
 def cmd_info(args: Namespace, paths: NodePaths, out: Output) -> int:
     path = wire_path(Path(args.path).expanduser().resolve())
     out.result(call(paths.control_socket, "items.info", path=path), _render_info)

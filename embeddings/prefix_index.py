@@ -257,6 +257,20 @@ class PrefixIndex:
         with self._lock:
             return self._full[self._row_of[int(vid)]].copy()
 
+    def vectors(self, vids: np.ndarray) -> np.ndarray:
+        """The full vectors of these ids (all held), in that order."""
+        with self._lock:
+            return self._full[[self._row_of[int(v)] for v in np.asarray(vids).reshape(-1)]].copy()
+
+    def project(self, weights: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``full @ weights`` for the first vector of every group (ids divisible by ``group_size``:
+        a whole item, not its chunks): (ids, projections). Scores a linear model over every item
+        without copying the vectors out."""
+        with self._lock:
+            ids = self._ids
+            leading = np.flatnonzero(ids % group_size == 0)
+            return ids[leading].copy(), (self._full @ np.asarray(weights, dtype=np.float32))[leading]
+
     # --- persistence ---
 
     def write_files(self, folder: Path) -> None:

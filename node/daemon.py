@@ -36,6 +36,7 @@ from .api.index import IndexMethods, ModelMethods
 from .api.library import LibraryMethods
 from .api.search import SearchMethods
 from .api.devices import DeviceMethods
+from .api.feedback import FeedbackMethods
 from .api.shares import PeerMethods, ShareMethods
 from .dataserver.pairing import Pairing
 from .dataserver.peers import PeerClient
@@ -43,6 +44,7 @@ from .dataserver.adapters import AdapterFiles, adapter_folders
 from .dataserver.runner import DataServers
 from .metrics import serve_metrics
 from .models import ModelManager
+from .recommendations import Recommendations
 from .search.engine import SearchEngine
 from .search.vector_indexes import IndexSettings, VectorIndexes
 from .supervisor import Supervisor
@@ -89,6 +91,7 @@ class Daemon:
         self.search = SearchEngine(self._catalog, self.models, indexes)
         self.embedder = Embedder(self._catalog, self.models, self.config)
         self.search.embed_example = self.embedder.embed_example
+        self.recommendations = Recommendations(self._catalog, indexes)
         self.auto_adapters = AutoAdapters(
             self._catalog,
             self.models,
@@ -147,6 +150,7 @@ class Daemon:
                     ("indexer", self.indexer.run),
                     ("vector indexes", self.search.indexes.maintain),
                     ("adapters", self.auto_adapters.run),
+                    ("recommender", self.recommendations.run),
                     ("data servers", self.data_servers.run if self.data_servers else None),
                     ("peer client", self.peers.run if self.peers else None),
                     ("pairing", self.pairing.run if self.pairing else None),
@@ -177,6 +181,7 @@ class Daemon:
             | ShareMethods(catalog, self.data_servers, self.paths.share_keys).methods()
             | PeerMethods(catalog, self.peers).methods()
             | DeviceMethods(catalog, self.pairing, self.data_servers).methods()
+            | FeedbackMethods(catalog, self.recommendations).methods()
         )
 
     async def _watch_signals(

@@ -37,11 +37,13 @@ def cli_json(data_dir: Path, *args: str, expect_rc: int = 0) -> Any:
 class DaemonProcess:
     """``python -m peerlight.node`` as a child process, so its exit code can be checked."""
 
-    def __init__(self, data_dir: Path, *extra: str, wrapper: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data_dir: Path, *extra: str, wrapper: tuple[str, ...] = (), program: tuple[str, ...] = ("-m", "peerlight.node")
+    ) -> None:
         self.data_dir = data_dir
         read_end, write_end = os.pipe()
         self.proc = subprocess.Popen(
-            [*wrapper, sys.executable, "-m", "peerlight.node", "--data-dir", str(data_dir), "--ready-fd", str(write_end), *extra],
+            [*wrapper, sys.executable, *program, "--data-dir", str(data_dir), "--ready-fd", str(write_end), *extra],
             pass_fds=(write_end,),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -140,9 +142,9 @@ def new_node(folder: Path, config: str = "") -> Path:
     return paths.root
 
 
-def started(data_dir: Path) -> DaemonProcess:
+def started(data_dir: Path, program: tuple[str, ...] = ("-m", "peerlight.node")) -> DaemonProcess:
     """The daemon of ``data_dir``, running and ready (else the test fails with its stderr)."""
-    process = DaemonProcess(data_dir)
+    process = DaemonProcess(data_dir, program=program)
     assert process.wait_ready() == "ready", process.stop() or process.stderr()
     return process
 

@@ -47,7 +47,7 @@ async def test_migration_from_version_1_keeps_data(tmp_path: Path) -> None:
         await catalog.read(check)
         # The tables added by the new version work alongside the old data.
         await catalog.write(
-            lambda conn: conn.execute("INSERT INTO ratings VALUES ('b3:abc', 8, 1.0)")
+            lambda conn: conn.execute("INSERT INTO ratings (content_hash, rating, updated_at) VALUES ('b3:abc', 8, 1.0)")
         )
         libs = await catalog.read(libraries.list_libraries)
         assert [(lib.name, lib.items) for lib in libs] == [("photos", 1)]

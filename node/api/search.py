@@ -9,7 +9,7 @@ from typing import Any
 import trio
 
 from ..catalog.database import Catalog
-from ..catalog.items import item_info, rate
+from ..catalog.items import item_info
 from ..callers import Caller
 from ..control.params import Params
 from ..control.protocol import Forbidden, InvalidParams, NotFound, Unavailable
@@ -31,7 +31,6 @@ class SearchMethods:
             "search.query": self.query,  # for any caller, within its scope
             "search.similar": local_only(self.similar),  # an example file on this machine
             "search.duplicates": local_only(self.duplicates),
-            "items.rate": local_only(self.rate),  # ratings never leave the machine
             "items.info": local_only(self.info),
         }
 
@@ -41,17 +40,6 @@ class SearchMethods:
         params.done()
         try:
             return await self._catalog.read(partial(item_info, path=path))
-        except LookupError as exc:
-            raise NotFound(str(exc)) from None
-
-    async def rate(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        """The user's rating of an item (0-10). It stays on this machine, keyed by content hash."""
-        params = Params(raw)
-        path = params.path("path")
-        rating = params.number("rating", min=0, max=10)
-        params.done()
-        try:
-            return await self._catalog.write(partial(rate, path=path, rating=float(rating)))
         except LookupError as exc:
             raise NotFound(str(exc)) from None
 

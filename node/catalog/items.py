@@ -206,25 +206,6 @@ def item_counts(conn: sqlite3.Connection) -> dict[str, Any]:
     }
 
 
-def rate(conn: sqlite3.Connection, path: str, rating: float) -> dict[str, Any]:
-    """Rate the item stored at ``path``; the rating follows its content, wherever it moves."""
-    row = conn.execute(
-        "SELECT i.content_hash FROM locations AS l JOIN items AS i ON i.id = l.item_id WHERE l.path = ?", (encode_path(path),)
-    ).fetchone()
-    if row is None:
-        raise LookupError(f"{display(path)} is not an indexed item")
-    now = time.time()
-    conn.execute(
-        "INSERT INTO ratings (content_hash, rating, updated_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (content_hash) DO UPDATE SET rating = excluded.rating, updated_at = excluded.updated_at",
-        (row[0], rating, now),
-    )
-    conn.execute(
-        "INSERT INTO feedback_events (content_hash, kind, value, at) VALUES (?, 'rating', ?, ?)", (row[0], rating, now)
-    )
-    return {**path_fields(path), "content_hash": row[0], "rating": rating}
-
-
 def item_info(conn: sqlite3.Connection, path: str) -> dict[str, Any]:
     """Everything the catalog knows about the item stored at ``path``."""
     row = conn.execute(

@@ -442,6 +442,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    Migration(
+        9,
+        "preferences: where a rating came from, the events' time index, the preference model's versions",
+        """
+        ALTER TABLE ratings ADD COLUMN source TEXT NOT NULL DEFAULT 'rating';
+        CREATE INDEX feedback_events_at ON feedback_events (at);
+        CREATE TABLE preference_models (
+            version     INTEGER PRIMARY KEY,
+            created_at  REAL NOT NULL,
+            examples    INTEGER NOT NULL,
+            info        TEXT NOT NULL,
+            data        BLOB NOT NULL,
+            active      INTEGER NOT NULL DEFAULT 0
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -42,6 +42,13 @@ class Params:
             raise InvalidParams(f"{key!r} holds more than {max_items} paths", data={"param": key})
         return [Params({key: item}).path(key) for item in items]
 
+    def list(self, key: str, *, max_items: int) -> list[Any]:
+        """A list of at most ``max_items`` entries, each still to be checked by the caller."""
+        value = self._get(key, [])
+        if not isinstance(value, list) or len(value) > max_items:
+            raise InvalidParams(f"{key!r} must be a list of at most {max_items} entries", data={"param": key})
+        return value
+
     def key(self, key: str, default: Any = _MISSING) -> Any:
         """Something named by id, name or path: a non-empty string, or bytes for a path that is not UTF-8."""
         value = self._get(key, default)
