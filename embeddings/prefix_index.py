@@ -262,14 +262,13 @@ class PrefixIndex:
         with self._lock:
             return self._full[[self._row_of[int(v)] for v in np.asarray(vids).reshape(-1)]].copy()
 
-    def project(self, weights: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """``full @ weights`` for the first vector of every group (ids divisible by ``group_size``:
-        a whole item, not its chunks): (ids, projections). Scores a linear model over every item
-        without copying the vectors out."""
+    def leading_prefixes(self, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ids and K-prefixes (as stored, before renormalising) of the first vector of every
+        group (ids divisible by ``group_size``: a whole item, not its chunks): a model trained on
+        prefixes scores every item from these, and only a shortlist from the full vectors."""
         with self._lock:
-            ids = self._ids
-            leading = np.flatnonzero(ids % group_size == 0)
-            return ids[leading].copy(), (self._full @ np.asarray(weights, dtype=np.float32))[leading]
+            leading = np.flatnonzero(self._ids % group_size == 0)
+            return self._ids[leading].copy(), self._full[leading, : self.prefix_len]
 
     # --- persistence ---
 

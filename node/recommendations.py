@@ -157,7 +157,7 @@ class Recommendations:
         if request.source in ("all", "peers"):
             unscored = await self._catalog.read(partial(_unscorable, spaces=spaces))
         pool.sort(key=lambda c: c.mean, reverse=True)
-        shortlist = await self._complete(pool[: max(SHORTLIST, request.limit * 20)], dimensions)
+        shortlist = await self._complete(pool[: _shortlist_size(request.limit)], dimensions)
         if not shortlist:
             return {"results": [], "model": model.describe(), "unscored_peer_items": unscored, "took_ms": _ms(started)}
         means, spreads = np.zeros(len(shortlist)), np.zeros(len(shortlist))
@@ -195,16 +195,11 @@ class Recommendations:
     async def _local_means(
         self, model: PreferenceModel, space: str, dimension: int, request: RecommendRequest, excluded: set[str]
     ) -> list[_Shortlisted]:
-        head = model.heads.get(space)
         index = await self._indexes.index(space, dimension)
         if not len(index):
             return []
-        if head is None:
-            ids, _ = await trio.to_thread.run_sync(index.project, np.zeros((dimension, 1), np.float32), MAX_SEGMENTS)
-            means = np.full(len(ids), model.bias)
-        else:
-            ids, projected = await trio.to_thread.run_sync(index.project, head.projection(), MAX_SEGMENTS)
-            means = head.mean_of(projected, model.bias)
+        ids, prefixes = await trio.to_thread.run_sync(index.leading_prefixes, MAX_SEGMENTS)
+        means = await trio.to_thread.run_sync(model.mean, space, prefixes)
         items = ids // MAX_SEGMENTS
         keep = np.ones(len(items), dtype=bool)
         banned = await self._catalog.read(partial(_item_ids_of, hashes=sorted(excluded)))
@@ -213,7 +208,7 @@ class Recommendations:
         if request.modalities:
             allowed = await self._catalog.read(partial(_items_of_kinds, modalities=request.modalities))
             keep &= np.isin(items, np.fromiter(allowed, dtype=np.int64))
-        return [_Shortlisted(space, float(means[i]), local_item=int(items[i])) for i in np.flatnonzero(keep)]
+        return [_Shortlisted(space, float(means[i]), local_item=int(items[i])) for i in _best(means, keep, request.limit)]
 
     async def _remote_means(
         self, model: PreferenceModel, space: str, dimension: int, request: RecommendRequest, excluded: set[str]
@@ -221,20 +216,13 @@ class Recommendations:
         cached = await self._remote_space(space)
         if cached is None:
             return []
-        head = model.heads.get(space)
-        if head is None:
-            means = np.full(len(cached.owners), model.bias)
-        else:
-            from peerlight.recommender.model import features
-
-            x = features(cached.prefixes, dimension)[:, :dimension]
-            means = head.mean_of(x @ head.projection(), model.bias)
+        means = await trio.to_thread.run_sync(model.mean, space, cached.prefixes)
         keep = np.ones(len(means), dtype=bool)
         for key in excluded:
             keep[cached.row_of_hash.get(key, [])] = False
         if request.modalities:
             keep &= np.isin(cached.modalities, list(request.modalities))
-        return [_Shortlisted(space, float(means[i]), owner=cached.owners[i], vector=cached.prefixes[i]) for i in np.flatnonzero(keep)]
+        return [_Shortlisted(space, float(means[i]), owner=cached.owners[i], vector=cached.prefixes[i]) for i in _best(means, keep, request.limit)]
 
     async def _remote_space(self, space: str) -> _RemoteSpace | None:
         key = await self._catalog.read(
@@ -276,6 +264,19 @@ class Recommendations:
             for c, vector in zip(group, vectors):
                 c.vector = vector
         return [c for c in kept if c.vector is not None]
+
+
+def _shortlist_size(limit: int) -> int:
+    return max(SHORTLIST, limit * 20)
+
+
+def _best(means: np.ndarray, keep: np.ndarray, limit: int) -> np.ndarray:
+    """The rows kept with the highest means, at most a shortlist's worth (unordered)."""
+    rows = np.flatnonzero(keep)
+    size = _shortlist_size(limit)
+    if len(rows) <= size:
+        return rows
+    return rows[np.argpartition(-means[rows], size - 1)[:size]]
 
 
 def _ms(started: float) -> float:

@@ -14,7 +14,7 @@ of milliseconds after the ``X^T W X`` product.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,8 +27,8 @@ BETA_RANGE = (1e-3, 1e4)
 # which a unit vector's predicted offset has a standard deviation of PRIOR_WEIGHT_SPREAD
 # rating points and a rating's noise NOISE_SPREAD points, each as if seen in this many
 # pseudo-observations. Data outweighs them once there are a few dozen ratings.
-PRIOR_WEIGHT_SPREAD = 2.0
-NOISE_SPREAD = 1.5
+PRIOR_WEIGHT_SPREAD = 1.5
+NOISE_SPREAD = 2.5
 ALPHA_PSEUDO = 8.0
 BETA_PSEUDO = 4.0
 
@@ -43,6 +43,7 @@ class Fitted:
     alpha: float  # prior precision of the weights
     beta: float  # precision of a rating's noise
     examples: float  # total weight of the examples it was fitted on
+    log_evidence: float = 0.0  # log marginal likelihood of the targets (up to a constant of the data): compares models
 
     @property
     def dimension(self) -> int:
@@ -88,28 +89,70 @@ class Fitted:
         )
 
 
-def fit(features: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None) -> Fitted:
+@dataclass(frozen=True)
+class _Moments:
+    """The sufficient statistics of weighted least squares: all a fit needs of the data."""
+
+    scatter: np.ndarray  # X^T W X
+    projection: np.ndarray  # X^T W t
+    target_energy: float  # t^T W t
+    total: float  # sum of the weights
+
+    def rescaled(self, column_scales: np.ndarray) -> _Moments:
+        """The moments of the same data with each feature column multiplied by its scale."""
+        return _Moments(
+            self.scatter * column_scales[:, None] * column_scales[None, :], self.projection * column_scales, self.target_energy, self.total
+        )
+
+
+def fit(
+    features: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    block: slice | None = None,
+    block_scales: tuple[float, ...] = (1.0,),
+) -> Fitted:
     """Fit ``targets ~ features @ w`` with a Gaussian prior on ``w``, choosing both precisions.
 
     ``weights`` scale each example's precision: an implicit event (a skip) counts less than a
-    rating, and the prefix-truncated copies of one rating share its weight.
+    rating, and the prefix-truncated copies of one rating share its weight. With ``block``, the
+    prior scale of those columns relative to the rest is chosen among ``block_scales`` by the
+    evidence (automatic relevance determination over a few values: how much a feature group
+    is allowed to matter is decided by the data, not by a constant).
     """
     features = np.asarray(features, dtype=np.float32)
     targets = np.asarray(targets, dtype=np.float64)
     weights = np.ones(len(targets)) if weights is None else np.asarray(weights, dtype=np.float64)
     if features.ndim != 2 or len(features) != len(targets) or len(weights) != len(targets):
         raise ValueError("features must be (n, d) with one target and one weight per row")
-    dimension = features.shape[1]
     # The scatter in float32 (the one large product; its entries are sums of products of unit
     # vectors' values), everything after it in float64.
     weighted = features * weights.astype(np.float32)[:, None]
-    scatter = (weighted.T @ features).astype(np.float64)
-    projection = weighted.T.astype(np.float64) @ targets
-    target_energy = float(weights @ (targets * targets))
-    total = float(weights.sum())
-    eigenvalues, basis = np.linalg.eigh(scatter)
+    moments = _Moments(
+        (weighted.T @ features).astype(np.float64),
+        (weighted.T @ targets.astype(np.float32)).astype(np.float64),
+        float(weights @ (targets * targets)),
+        float(weights.sum()),
+    )
+    candidates = []
+    for scale in block_scales if block is not None else (1.0,):
+        column_scales = np.ones(features.shape[1])
+        if block is not None:
+            column_scales[block] = scale
+        candidates.append((_solve(moments.rescaled(column_scales)), column_scales))
+    best, column_scales = max(candidates, key=lambda c: c[0].log_evidence)
+    # Fold the chosen scales into the posterior, so that it applies to unscaled features.
+    return replace(best, mean=best.mean * column_scales, basis=best.basis * column_scales[:, None])
+
+
+def _solve(moments: _Moments) -> Fitted:
+    """The posterior under the precisions that maximise the (hyperprior-weighted) evidence."""
+    dimension = len(moments.projection)
+    total, target_energy = moments.total, moments.target_energy
+    eigenvalues, basis = np.linalg.eigh(moments.scatter)
     eigenvalues = np.clip(eigenvalues, 0.0, None)
-    along = basis.T @ projection  # the projection in the eigenbasis
+    along = basis.T @ moments.projection  # the projection in the eigenbasis
     alpha, beta = PRIOR_WEIGHT_SPREAD**-2, NOISE_SPREAD**-2
     for _ in range(EVIDENCE_ITERATIONS):
         scales = 1.0 / (alpha + beta * eigenvalues)
@@ -124,7 +167,11 @@ def fit(features: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = 
         if converged:
             break
     scales = 1.0 / (alpha + beta * eigenvalues)
-    mean = basis @ (beta * scales * along)
-    if dimension == 0 or total == 0:
-        mean = np.zeros(dimension)
-    return Fitted(mean, basis, scales, alpha, beta, total)
+    mean_along = beta * scales * along
+    mean = basis @ mean_along if dimension and total else np.zeros(dimension)
+    residual = target_energy - 2.0 * float(mean_along @ along) + float(np.sum(eigenvalues * mean_along**2))
+    evidence = 0.5 * (
+        dimension * np.log(alpha) + total * np.log(beta) - beta * residual - alpha * float(mean_along @ mean_along)
+        - float(np.sum(np.log(alpha + beta * eigenvalues))) - total * np.log(2 * np.pi)
+    )
+    return Fitted(mean, basis, scales, alpha, beta, total, float(evidence))

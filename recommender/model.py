@@ -1,4 +1,4 @@
-"""The user's preference model: a shared user bias, and one Bayesian linear head per vector space.
+"""The user's preference model: a shared user bias, and one Bayesian head per vector space.
 
 Items live in different spaces (CLIP's for images and video, MiniLM's for text, CLAP's for
 audio), whose vectors cannot be compared. Each space gets its own head, predicting how far an
@@ -6,10 +6,19 @@ item's rating lies from the user's overall bias; the bias is shared, so a user w
 everything high starts new spaces high too. Predictions are in rating units (0-10), so the
 heads' outputs rank together.
 
+A head is Bayesian linear regression (:mod:`.bayes`) over two blocks of features: the vector
+itself (a global direction of taste: "more like this, less like that") and its similarity to
+up to ``LOCAL_CENTRES`` of the rated items (a soft, normalised radial-basis block: "close to
+these"), so that a tight group of liked items lifts its neighbours more than a global
+direction would. Together they are a Gaussian process with a linear plus a local kernel, in
+its Nystrom form; the block's width and weight were chosen on the docstring corpus of
+``bench/recommender.py`` and are reported on the held-out man pages.
+
 Peers' items are known only by a K-prefix of their importance-ordered vectors, so every head
 is trained on random prefix truncations of its examples (each renormalised, as prefixes are
-compared): the same head scores a full vector and a 48-value prefix. A head with too few
-examples falls back to similarity to the rated items (cold start).
+compared, the local block computed on the same prefix of the centres): the same head scores
+a full vector and a 48-value prefix. A head with too few examples falls back to similarity to
+the rated items (cold start).
 """
 
 from __future__ import annotations
@@ -30,6 +39,10 @@ BIAS_PRIOR_WEIGHT = 2.0  # the shared bias starts at NEUTRAL_RATING as if from t
 PRIOR_SPREAD = 2.5  # a rating's standard deviation before anything is known
 TRUNCATED_COPIES = 3  # prefix-truncated copies of each example, besides its full vector
 TRUNCATION_FRACTIONS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
+LOCAL_CENTRES = 256  # rated items whose neighbourhoods get their own feature
+LOCAL_WIDTH = 0.2  # the radial basis exp((cos - 1) / width): about 0.2 of cosine is "near"
+LOCAL_WEIGHT = 2.0  # the local block's norm (the linear block's is 1): its prior share ...
+LOCAL_SCALES = (0.25, 0.5, 1.0, 2.0)  # ... times the one of these the evidence prefers
 
 
 @dataclass(frozen=True)
@@ -42,55 +55,66 @@ class Example:
     weight: float = 1.0  # explicit ratings 1; implicit events less
 
 
-def features(vectors: np.ndarray, dimension: int) -> np.ndarray:
-    """The head's input for full vectors or prefixes: the (renormalised) prefix, zero-padded to
-    the space's dimension, and a constant 1 for the head's own intercept."""
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+
+
+def local_block(prefixes: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """The normalised radial-basis similarities of unit ``prefixes`` (n x w) to the centres' same
+    prefixes: each row sums its mass over the rated items it lies near."""
+    width = prefixes.shape[1]
+    near = np.exp((prefixes @ unit_rows(centres[:, :width]).T - 1.0) / LOCAL_WIDTH)
+    return LOCAL_WEIGHT * near / np.maximum(np.linalg.norm(near, axis=1, keepdims=True), 1e-30)
+
+
+def design(vectors: np.ndarray, dimension: int, centres: np.ndarray) -> np.ndarray:
+    """The head's input rows for vectors or prefixes (all of one width): the renormalised prefix
+    zero-padded to the dimension, a constant 1 (the head's intercept), the local block."""
     vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
     width = min(vectors.shape[1], dimension)
-    out = np.zeros((len(vectors), dimension + 1), dtype=np.float32)
-    prefix = vectors[:, :width]
-    norms = np.linalg.norm(prefix, axis=1, keepdims=True)
-    out[:, :width] = prefix / np.maximum(norms, 1e-12)
+    prefixes = unit_rows(vectors[:, :width])
+    out = np.zeros((len(vectors), dimension + 1 + len(centres)), dtype=np.float32)
+    out[:, :width] = prefixes
     out[:, dimension] = 1.0
+    if len(centres):
+        out[:, dimension + 1 :] = local_block(prefixes, centres)
     return out
-
-
-def _example_features(examples: list[Example], dimension: int) -> np.ndarray:
-    padded = np.zeros((len(examples), dimension), dtype=np.float32)
-    for i, example in enumerate(examples):
-        width = min(len(example.vector), dimension)
-        padded[i, :width] = example.vector[:width]
-    return features(padded, dimension)
 
 
 def truncation_lengths(dimension: int, available: int) -> list[int]:
     return sorted({max(1, round(dimension * f)) for f in TRUNCATION_FRACTIONS if round(dimension * f) < available} or {available})
 
 
-def augmented(examples: list[Example], dimension: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each example as its vector and ``TRUNCATED_COPIES`` random prefix truncations of it, sharing
-    its weight (half to the vector as given, half to the copies): rows, targets, weights."""
-    count = len(examples)
-    copies = 1 + TRUNCATED_COPIES
-    padded = np.zeros((count, dimension), dtype=np.float32)
-    available = np.zeros(count, dtype=np.int64)
+def _padded(examples: list[Example], dimension: int) -> tuple[np.ndarray, np.ndarray]:
+    """The examples' vectors zero-padded to the dimension, and how much of each is known."""
+    padded = np.zeros((len(examples), dimension), dtype=np.float32)
+    available = np.zeros(len(examples), dtype=np.int64)
     for i, example in enumerate(examples):
         width = min(len(example.vector), dimension)
         padded[i, :width] = example.vector[:width]
         available[i] = width
-    lengths = np.empty((count, copies), dtype=np.int64)
+    return padded, available
+
+
+def augmented(
+    examples: list[Example], dimension: int, centres: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each example as its vector and ``TRUNCATED_COPIES`` random prefix truncations of it, sharing
+    its weight (half to the vector as given, half to the copies): design rows, targets, weights."""
+    padded, available = _padded(examples, dimension)
+    copies = 1 + TRUNCATED_COPIES
+    lengths = np.empty((len(examples), copies), dtype=np.int64)
     lengths[:, 0] = available
     for width in np.unique(available):
         rows = np.flatnonzero(available == width)
-        choices = np.array(truncation_lengths(dimension, int(width)))
-        lengths[rows, 1:] = rng.choice(choices, size=(len(rows), TRUNCATED_COPIES))
-    repeated = np.repeat(padded, copies, axis=0)
+        lengths[rows, 1:] = rng.choice(truncation_lengths(dimension, int(width)), size=(len(rows), TRUNCATED_COPIES))
+    source = np.repeat(np.arange(len(examples)), copies)
     cut = lengths.reshape(-1)
-    repeated[np.arange(dimension)[None, :] >= cut[:, None]] = 0.0
-    norms = np.linalg.norm(repeated, axis=1, keepdims=True)
-    matrix = np.empty((len(repeated), dimension + 1), dtype=np.float32)
-    matrix[:, :dimension] = repeated / np.maximum(norms, 1e-12)
-    matrix[:, dimension] = 1.0
+    matrix = np.empty((len(cut), dimension + 1 + len(centres)), dtype=np.float32)
+    for width in np.unique(cut):
+        rows = np.flatnonzero(cut == width)
+        matrix[rows] = design(padded[source[rows], :width], dimension, centres)
     targets = np.repeat([e.target for e in examples], copies)
     share = np.array([0.5] + [0.5 / TRUNCATED_COPIES] * TRUNCATED_COPIES)
     weights = (np.array([e.weight for e in examples])[:, None] * share[None, :]).reshape(-1)
@@ -104,43 +128,45 @@ class Head:
     space: str
     dimension: int
     keys: list[str]  # the rated items, for explanations
-    vectors: np.ndarray  # their features (rows), float32
+    vectors: np.ndarray  # their vectors, zero-padded to the dimension (float32)
     residuals: np.ndarray  # their targets minus the bias
     weights: np.ndarray
+    centres: np.ndarray  # the rated vectors that the local block measures nearness to
     fitted: bayes.Fitted | None  # None: cold start (too few examples)
 
     def predict(self, vectors: np.ndarray, bias: float) -> tuple[np.ndarray, np.ndarray]:
-        x = features(vectors, self.dimension)
-        mean = self.mean_of(x[:, : self.dimension] @ self.projection(), bias)
-        if self.fitted is not None:
-            return mean, self.fitted.spread(x)
-        return mean, np.full(len(x), PRIOR_SPREAD)
+        """Predicted rating and its standard deviation for vectors or prefixes (one width)."""
+        if self.fitted is None:
+            return self.mean(vectors, bias), np.full(len(np.atleast_2d(vectors)), PRIOR_SPREAD)
+        mean, spread = self.fitted.predict(design(vectors, self.dimension, self.centres))
+        return bias + mean, spread
 
-    def projection(self) -> np.ndarray:
-        """(dimension, m): the linear maps of a unit vector that its predicted mean depends on, so
-        that a large matrix of candidates is scored by one product (:meth:`mean_of` finishes)."""
-        if self.fitted is not None:
-            return self.fitted.mean[: self.dimension, None].astype(np.float32)
-        return np.ascontiguousarray(self.vectors[:, : self.dimension].T)
-
-    def mean_of(self, projected: np.ndarray, bias: float) -> np.ndarray:
-        """The predicted rating from :meth:`projection`'s outputs."""
-        if self.fitted is not None:
-            return bias + projected[:, 0] + float(self.fitted.mean[self.dimension])
-        weights = np.clip(projected, 0.0, None) ** 2
-        return bias + (weights @ self.residuals) / (1.0 + weights.sum(axis=1))
+    def mean(self, vectors: np.ndarray, bias: float) -> np.ndarray:
+        """The predicted rating alone, for many candidates at once: no padding, no variance (the
+        first stage of a ranking, over every candidate's prefix)."""
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        width = min(vectors.shape[1], self.dimension)
+        prefixes = unit_rows(vectors[:, :width])
+        if self.fitted is None:
+            cosines = prefixes @ unit_rows(self.vectors[:, :width]).T if len(self.vectors) else np.zeros((len(prefixes), 0))
+            near = np.clip(cosines, 0.0, None) ** 2
+            return bias + (near @ self.residuals) / (1.0 + near.sum(axis=1))
+        weights = self.fitted.mean.astype(np.float32)
+        mean = prefixes @ weights[:width] + weights[self.dimension]
+        if len(self.centres):
+            mean += local_block(prefixes, self.centres) @ weights[self.dimension + 1 :]
+        return bias + mean
 
     def contributions(self, vector: np.ndarray) -> np.ndarray:
         """How much each rated item moved this prediction (rating units), signed."""
-        x = features(vector, self.dimension)
         if self.fitted is not None:
-            return (self.fitted.influence(x, self.vectors, self.weights) * self.residuals[None, :])[0]
-        weights = self._similarities(x)[0]
-        return weights * self.residuals / (1.0 + weights.sum())
-
-    def _similarities(self, x: np.ndarray) -> np.ndarray:
-        cosines = x[:, : self.dimension] @ self.vectors[:, : self.dimension].T if len(self.vectors) else np.zeros((len(x), 0))
-        return np.clip(cosines, 0.0, None) ** 2
+            x = design(vector, self.dimension, self.centres)
+            rated = design(self.vectors, self.dimension, self.centres)
+            return (self.fitted.influence(x, rated, self.weights) * self.residuals[None, :])[0]
+        width = min(len(np.ravel(vector)), self.dimension)
+        cosines = unit_rows(np.atleast_2d(vector)[:, :width]) @ unit_rows(self.vectors[:, :width]).T
+        near = np.clip(cosines[0], 0.0, None) ** 2
+        return near * self.residuals / (1.0 + near.sum())
 
 
 @dataclass
@@ -160,6 +186,13 @@ class PreferenceModel:
         mean, spread = head.predict(vectors, self.bias)
         return np.clip(mean, 0.0, 10.0), spread
 
+    def mean(self, space: str, vectors: np.ndarray) -> np.ndarray:
+        """Predicted ratings only (cheap: for scoring every candidate's prefix)."""
+        head = self.heads.get(space)
+        if head is None:
+            return np.full(len(np.atleast_2d(vectors)), self.bias)
+        return np.clip(head.mean(vectors, self.bias), 0.0, 10.0)
+
     def explain(self, space: str, vector: np.ndarray, top: int = 3) -> list[tuple[str, float]]:
         """The rated items that moved this item's prediction most, with how much (signed)."""
         head = self.heads.get(space)
@@ -178,7 +211,7 @@ class PreferenceModel:
             "spaces": {
                 space: {
                     "rated": len(head.keys),
-                    "mode": "bayesian-linear" if head.fitted else "similarity (cold start)",
+                    "mode": "bayesian (linear + local)" if head.fitted else "similarity (cold start)",
                     **({"alpha": round(head.fitted.alpha, 4), "noise_sd": round(head.fitted.beta**-0.5, 3)} if head.fitted else {}),
                 }
                 for space, head in sorted(self.heads.items())
@@ -189,13 +222,19 @@ class PreferenceModel:
 
     def to_bytes(self) -> bytes:
         arrays: dict[str, np.ndarray] = {}
-        meta: dict[str, object] = {"bias": self.bias, "trained_at": self.trained_at, "examples": self.examples, "heads": []}
+        heads = []
         for n, head in enumerate(self.heads.values()):
             prefix = f"h{n}_"
-            arrays |= {f"{prefix}vectors": head.vectors.astype(np.float16), f"{prefix}residuals": head.residuals, f"{prefix}weights": head.weights}
+            arrays |= {
+                f"{prefix}vectors": head.vectors.astype(np.float16),
+                f"{prefix}centres": head.centres.astype(np.float16),
+                f"{prefix}residuals": head.residuals,
+                f"{prefix}weights": head.weights,
+            }
             if head.fitted is not None:
                 arrays |= head.fitted.to_arrays(prefix)
-            meta["heads"].append({"space": head.space, "dimension": head.dimension, "keys": head.keys, "fitted": head.fitted is not None})  # type: ignore[union-attr]
+            heads.append({"space": head.space, "dimension": head.dimension, "keys": head.keys, "fitted": head.fitted is not None})
+        meta = {"bias": self.bias, "trained_at": self.trained_at, "examples": self.examples, "heads": heads}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
@@ -216,6 +255,7 @@ class PreferenceModel:
                 arrays[f"{prefix}vectors"].astype(np.float32),
                 arrays[f"{prefix}residuals"],
                 arrays[f"{prefix}weights"],
+                arrays[f"{prefix}centres"].astype(np.float32),
                 bayes.Fitted.from_arrays(arrays, prefix) if info["fitted"] else None,
             )
         return cls(float(meta["bias"]), heads, float(meta["trained_at"]), int(meta["examples"]), version)
@@ -233,12 +273,18 @@ def train(by_space: Mapping[str, Iterable[Example]], dimensions: Mapping[str, in
         if not examples:
             continue
         dimension = dimensions[space]
-        full = _example_features(examples, dimension)
+        vectors, available = _padded(examples, dimension)
         residuals = np.array([e.target - bias for e in examples])
         weights = np.array([e.weight for e in examples])
-        fitted = None
+        fitted, centres = None, np.zeros((0, dimension), np.float32)
         if len({e.key for e in examples}) >= COLD_START_EXAMPLES:
-            rows, targets, row_weights = augmented(examples, dimension, rng)
-            fitted = bayes.fit(rows, targets - bias, row_weights)
-        heads[space] = Head(space, dimension, [e.key for e in examples], full, residuals, weights, fitted)
+            # Centres: rated items whose whole vector is known (a peer's prefix cannot stand for
+            # a neighbourhood at every width), a random choice of them when there are many.
+            whole = np.flatnonzero(available == dimension)
+            chosen = whole if len(whole) <= LOCAL_CENTRES else np.sort(rng.choice(whole, LOCAL_CENTRES, replace=False))
+            centres = unit_rows(vectors[chosen]) if len(chosen) else centres
+            rows, targets, row_weights = augmented(examples, dimension, centres, rng)
+            local = slice(dimension + 1, dimension + 1 + len(centres))
+            fitted = bayes.fit(rows, targets - bias, row_weights, block=local, block_scales=LOCAL_SCALES)
+        heads[space] = Head(space, dimension, [e.key for e in examples], vectors, residuals, weights, centres, fitted)
     return PreferenceModel(bias, heads, time.time(), len(everything))
