@@ -58,7 +58,7 @@ class RecommendRequest:
 class _RemoteSpace:
     """A peer-catalog cache of one space: every cached prefix, as rows."""
 
-    key: tuple[int, int]  # (rows, newest row id) when read: a sync changes it
+    key: tuple[int, int, int]  # the remote key (see _remote_key) when read: a sync changes it
     owners: list[tuple[str, str]]  # (peer id, content hash) per row
     prefixes: np.ndarray
     modalities: np.ndarray
@@ -82,6 +82,9 @@ class Recommendations:
         self._wanted = trio.Event()
         self._training = trio.Lock()
         self._remote: dict[str, _RemoteSpace] = {}
+        self._remote_checked = -1  # the catalog generation the remote key was read at
+        self._remote_state = (0, 0, 0)
+        self._unscored_cache: tuple[object, int] | None = None
         self.last_training_seconds: float | None = None
         self.trained: Callable[[], None] = lambda: None  # tests and status watch retraining through it
 
@@ -155,15 +158,17 @@ class Recommendations:
             if request.source in ("all", "peers"):
                 pool += await self._remote_means(model, space, dimension, request, excluded)
         if request.source in ("all", "peers"):
-            unscored = await self._catalog.read(partial(_unscorable, spaces=spaces))
+            unscored = await self._unscored(spaces)
         pool.sort(key=lambda c: c.mean, reverse=True)
         shortlist = await self._complete(pool[: _shortlist_size(request.limit)], dimensions)
         if not shortlist:
             return {"results": [], "model": model.describe(), "unscored_peer_items": unscored, "took_ms": _ms(started)}
         means, spreads = np.zeros(len(shortlist)), np.zeros(len(shortlist))
-        for space in {c.space for c in shortlist}:
-            rows = [i for i, c in enumerate(shortlist) if c.space == space]
-            mean, spread = model.predict(space, np.stack([shortlist[i].vector for i in rows]))
+        groups: dict[tuple[str, int], list[int]] = {}  # a space's full vectors and peers' prefixes apart
+        for i, c in enumerate(shortlist):
+            groups.setdefault((c.space, len(c.vector)), []).append(i)  # type: ignore[arg-type]
+        for (space, _), rows in groups.items():
+            mean, spread = await trio.to_thread.run_sync(model.predict, space, np.stack([shortlist[i].vector for i in rows]))
             means[rows], spreads[rows] = mean, spread
         hashes = [c.owner[1] for c in shortlist]  # type: ignore[index]
         seen = await self._catalog.read(partial(store.last_seen, hashes=hashes, kinds=SEEN_KINDS))
@@ -202,7 +207,7 @@ class Recommendations:
         means = await trio.to_thread.run_sync(model.mean, space, prefixes)
         items = ids // MAX_SEGMENTS
         keep = np.ones(len(items), dtype=bool)
-        banned = await self._catalog.read(partial(_item_ids_of, hashes=sorted(excluded)))
+        banned = await self._catalog.read(partial(_rated_item_ids, disliked_only=request.include_rated))
         if banned:
             keep &= ~np.isin(items, np.fromiter(banned, dtype=np.int64))
         if request.modalities:
@@ -224,18 +229,30 @@ class Recommendations:
             keep &= np.isin(cached.modalities, list(request.modalities))
         return [_Shortlisted(space, float(means[i]), owner=cached.owners[i], vector=cached.prefixes[i]) for i in _best(means, keep, request.limit)]
 
+    async def _remote_key(self) -> tuple[int, int, int]:
+        """What identifies the cached peers' catalogs: (prefixes, newest prefix row, items). Read
+        again only after a write (any write: the catalog counts them, not what they touched)."""
+        if self._remote_checked != self._catalog.generation:
+            self._remote_checked = self._catalog.generation
+            self._remote_state = await self._catalog.read(_remote_key)
+        return self._remote_state
+
     async def _remote_space(self, space: str) -> _RemoteSpace | None:
-        key = await self._catalog.read(
-            lambda conn: conn.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM remote_vectors WHERE model_id = ?", (space,)).fetchone()
-        )
+        key = await self._remote_key()
         if key[0] == 0:
-            self._remote.pop(space, None)
+            self._remote.clear()
             return None
         cached = self._remote.get(space)
-        if cached is None or cached.key != tuple(key):
-            cached = await self._catalog.read(partial(_read_remote_space, space=space, key=tuple(key)))
+        if cached is None or cached.key != key:
+            cached = await self._catalog.read(partial(_read_remote_space, space=space, key=key))
             self._remote[space] = cached
-        return cached
+        return cached if len(cached.owners) else None
+
+    async def _unscored(self, spaces: list[str]) -> int:
+        key = (await self._remote_key(), tuple(spaces))
+        if self._unscored_cache is None or self._unscored_cache[0] != key:
+            self._unscored_cache = (key, await self._catalog.read(partial(_unscorable, spaces=spaces)))
+        return self._unscored_cache[1]
 
     async def _complete(self, shortlist: list[_Shortlisted], dimensions: dict[str, int]) -> list[_Shortlisted]:
         """Give local candidates their full vectors and content hashes; drop peers' items that are
@@ -313,7 +330,12 @@ def _unscorable(conn, spaces: list[str]) -> int:  # type: ignore[no-untyped-def]
     ).fetchone()[0]
 
 
-def _read_remote_space(conn, space: str, key: tuple[int, int]) -> _RemoteSpace:  # type: ignore[no-untyped-def]
+def _remote_key(conn) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+    vectors, newest = conn.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM remote_vectors").fetchone()
+    return vectors, newest, conn.execute("SELECT COUNT(*) FROM remote_items").fetchone()[0]
+
+
+def _read_remote_space(conn, space: str, key: tuple[int, int, int]) -> _RemoteSpace:  # type: ignore[no-untyped-def]
     rows = conn.execute(
         """SELECT v.peer_id, v.content_hash, v.prefix, r.modality FROM remote_vectors AS v
            JOIN remote_items AS r ON r.peer_id = v.peer_id AND r.content_hash = v.content_hash WHERE v.model_id = ?""",
@@ -327,12 +349,10 @@ def _read_remote_space(conn, space: str, key: tuple[int, int]) -> _RemoteSpace: 
     return _RemoteSpace(key, [(r[0], r[1]) for r in rows], prefixes, np.array([r[3] for r in rows]), row_of_hash)
 
 
-def _item_ids_of(conn, hashes: list[str]) -> set[int]:  # type: ignore[no-untyped-def]
-    found: set[int] = set()
-    for start in range(0, len(hashes), 500):
-        batch = hashes[start : start + 500]
-        found |= {i for (i,) in conn.execute(f"SELECT id FROM items WHERE content_hash IN ({','.join('?' * len(batch))})", batch)}
-    return found
+def _rated_item_ids(conn, disliked_only: bool) -> set[int]:  # type: ignore[no-untyped-def]
+    """Local items not to recommend: the rated ones (or only the disliked)."""
+    limit = labels_of.DISLIKE_RATING if disliked_only else 10.0
+    return {i for (i,) in conn.execute("SELECT i.id FROM items AS i JOIN ratings AS r ON r.content_hash = i.content_hash WHERE r.rating <= ?", (limit,))}
 
 
 def _items_of_kinds(conn, modalities: tuple[str, ...]) -> set[int]:  # type: ignore[no-untyped-def]
