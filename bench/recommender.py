@@ -18,7 +18,7 @@ that utility standardised per user onto 0-10 with noise (sd 1) and rounded to in
 Users rate items drawn at random; metrics are on 400 held-out items of each user, against
 their (noisy, integer) ratings: NDCG@10 (gain 2^stars - 1, stars = rating / 2), Spearman, MAE.
 
-Methods: ``model`` (the node's preference model), ``mean`` (the user's mean rating: a random
+Methods: ``model`` (the node's preference model), ``mlp`` (its MLP option), ``mean`` (the user's mean rating: a random
 order for NDCG, averaged over shuffles), ``knn`` (the mean rating of the 10 most similar rated
 items, weighted by cosine). At 10, 30, 100 and 300 ratings; and with 100 ratings, the model
 scoring held-out items from K-prefixes only (a peer's items), as a share of its full-vector
@@ -188,6 +188,8 @@ def run_corpus(corpus: Corpus, users: int, seed: int) -> None:
             train_seconds.append(time.perf_counter() - started)
             full, _ = model.predict("s", corpus.vectors[test])
             results.setdefault(("model", count), []).append(evaluate(full, truth, rng))
+            networks = train({"s": examples}, {"s": dimension}, kind="mlp")
+            results.setdefault(("mlp", count), []).append(evaluate(networks.predict("s", corpus.vectors[test])[0], truth, rng))
             mean = np.full(len(test), user.ratings[rated].mean())
             results.setdefault(("mean", count), []).append(evaluate(mean, truth, rng))
             near = knn(corpus.vectors[rated], user.ratings[rated], corpus.vectors[test])
@@ -202,7 +204,7 @@ def run_corpus(corpus: Corpus, users: int, seed: int) -> None:
                     knn_prefix[k].append((ndcg_at_10(knn(unit[rated], user.ratings[rated], unit[test]), truth), ndcg_at_10(near, truth)))
     for count in COUNTS:
         row = {}
-        for method in ("model", "mean", "knn"):
+        for method in ("model", "mlp", "mean", "knn"):
             runs = results[(method, count)]
             for metric in ("ndcg10", "spearman", "mae"):
                 row[f"{method}_{metric}"] = round(float(np.mean([r[metric] for r in runs])), 4)

@@ -218,6 +218,23 @@ class NetworkOptions:
 
 
 @dataclass(frozen=True)
+class RecommenderOptions:
+    """The local preference model and how `recommend` ranks. Ratings and the model never leave this machine."""
+
+    model: Literal["bayesian", "mlp"] = _option(
+        "bayesian",
+        "Each vector space's head: bayesian (linear + local regression, its regularisation and uncertainty from the "
+        "evidence) or mlp (a small ensemble of neural networks; it needs more ratings).",
+    )
+    retrain_delay_seconds: float = _option(
+        0.5, "How long after new feedback the model retrains; feedback arriving meanwhile is trained on together.", min=0, max=3600
+    )
+    exploration: float = _option(0.5, "Bonus per predicted standard deviation, in rating points: room for items the model is unsure of.", min=0, max=10)
+    novelty: float = _option(1.5, "Rating points taken from an item seen just now (recovering over days).", min=0, max=10)
+    diversity: float = _option(0.3, "How much similar items push each other down the list: 0 none, 1 only dissimilarity counts.", min=0, max=1)
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated node configuration. Every section has working defaults."""
 
@@ -233,6 +250,7 @@ class Config:
     audio_model: AudioModelOptions = field(default_factory=AudioModelOptions)
     video: VideoOptions = field(default_factory=VideoOptions)
     network: NetworkOptions = field(default_factory=NetworkOptions)
+    recommender: RecommenderOptions = field(default_factory=RecommenderOptions)
 
     def resolve_path(self, data_dir: Path, path: Path) -> Path:
         """A configured path, with relative paths taken inside the data directory."""

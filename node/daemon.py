@@ -22,6 +22,8 @@ from typing import Any
 
 import trio
 
+from peerlight.recommender.ranking import RankingSettings
+
 from .auto_adapters import AutoAdapters, AutoAdapterSettings
 from .catalog import Catalog
 from .catalog.items import item_counts
@@ -44,7 +46,7 @@ from .dataserver.adapters import AdapterFiles, adapter_folders
 from .dataserver.runner import DataServers
 from .metrics import serve_metrics
 from .models import ModelManager
-from .recommendations import Recommendations
+from .recommendations import Recommendations, RecommenderSettings
 from .search.engine import SearchEngine
 from .search.vector_indexes import IndexSettings, VectorIndexes
 from .supervisor import Supervisor
@@ -91,7 +93,12 @@ class Daemon:
         self.search = SearchEngine(self._catalog, self.models, indexes)
         self.embedder = Embedder(self._catalog, self.models, self.config)
         self.search.embed_example = self.embedder.embed_example
-        self.recommendations = Recommendations(self._catalog, indexes)
+        chosen = self.config.recommender
+        self.recommendations = Recommendations(
+            self._catalog,
+            indexes,
+            RecommenderSettings(chosen.model, chosen.retrain_delay_seconds, RankingSettings(chosen.exploration, chosen.novelty, chosen.diversity)),
+        )
         self.auto_adapters = AutoAdapters(
             self._catalog,
             self.models,

@@ -74,10 +74,18 @@ class _Shortlisted:
     vector: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class RecommenderSettings:
+    model: str = "bayesian"  # see recommender.model.MODELS
+    retrain_delay_seconds: float = RETRAIN_DELAY_SECONDS
+    ranking: RankingSettings = field(default_factory=RankingSettings)  # the defaults of `recommend`
+
+
 class Recommendations:
-    def __init__(self, catalog: Catalog, indexes: VectorIndexes) -> None:
+    def __init__(self, catalog: Catalog, indexes: VectorIndexes, settings: RecommenderSettings = RecommenderSettings()) -> None:
         self._catalog = catalog
         self._indexes = indexes
+        self.settings = settings
         self.model = PreferenceModel()
         self._wanted = trio.Event()
         self._training = trio.Lock()
@@ -104,7 +112,7 @@ class Recommendations:
         task_status.started()
         while True:
             await self._wanted.wait()
-            await trio.sleep(RETRAIN_DELAY_SECONDS)
+            await trio.sleep(self.settings.retrain_delay_seconds)
             self._wanted = trio.Event()
             await self.retrain()
 
@@ -113,7 +121,7 @@ class Recommendations:
         async with self._training:
             started = time.perf_counter()
             by_space, dimensions = await self._catalog.read(_training_set)
-            model = await trio.to_thread.run_sync(partial(train, by_space, dimensions), abandon_on_cancel=True)
+            model = await trio.to_thread.run_sync(partial(train, by_space, dimensions, kind=self.settings.model), abandon_on_cancel=True)
             data = model.to_bytes()
             model.version = await self._catalog.write(
                 partial(store.store_model, data=data, examples=model.examples, info=json.dumps(model.describe()))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import bayes
+from . import bayes, mlp
 
 COLD_START_EXAMPLES = 5  # a head with fewer distinct rated items ranks by similarity to them
 NEUTRAL_RATING = 5.0
@@ -43,6 +43,7 @@ LOCAL_CENTRES = 128  # rated items whose neighbourhoods get their own feature
 LOCAL_WIDTH = 0.2  # the radial basis exp((cos - 1) / width): about 0.2 of cosine is "near"
 LOCAL_WEIGHT = 2.0  # the local block's norm (the linear block's is 1): its prior share ...
 LOCAL_SCALES = (0.25, 0.5, 1.0, 2.0)  # ... times the one of these the evidence prefers
+MODELS = ("bayesian", "mlp")
 
 
 @dataclass(frozen=True)
@@ -138,13 +139,19 @@ class Head:
     residuals: np.ndarray  # their targets minus the bias
     weights: np.ndarray
     centres: np.ndarray  # the rated vectors that the local block measures nearness to
-    fitted: bayes.Fitted | None  # None: cold start (too few examples)
+    fitted: bayes.Fitted | None  # None: cold start (too few examples), or the MLP option
+    network: mlp.Ensemble | None = None  # the MLP option's head
+
+    @property
+    def cold(self) -> bool:
+        return self.fitted is None and self.network is None
 
     def predict(self, vectors: np.ndarray, bias: float) -> tuple[np.ndarray, np.ndarray]:
         """Predicted rating and its standard deviation for vectors or prefixes (one width)."""
-        if self.fitted is None:
+        if self.cold:
             return self.mean(vectors, bias), np.full(len(np.atleast_2d(vectors)), PRIOR_SPREAD)
-        mean, spread = self.fitted.predict(design(vectors, self.dimension, self.centres))
+        rows = design(vectors, self.dimension, self.centres)
+        mean, spread = self.network.predict(rows) if self.network is not None else self.fitted.predict(rows)  # type: ignore[union-attr]
         return bias + mean, spread
 
     def mean(self, vectors: np.ndarray, bias: float) -> np.ndarray:
@@ -153,18 +160,33 @@ class Head:
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         width = min(vectors.shape[1], self.dimension)
         prefixes = unit_rows(vectors[:, :width])
-        if self.fitted is None:
+        if self.cold:
             cosines = prefixes @ unit_rows(self.vectors[:, :width]).T if len(self.vectors) else np.zeros((len(prefixes), 0))
             near = np.clip(cosines, 0.0, None) ** 2
             return bias + (near @ self.residuals) / (1.0 + near.sum(axis=1))
-        weights = self.fitted.mean.astype(np.float32)
+        if self.network is not None:
+            return bias + self._network_mean(prefixes, width)
+        weights = self.fitted.mean.astype(np.float32)  # type: ignore[union-attr]
         mean = prefixes @ weights[:width] + weights[self.dimension]
         if len(self.centres):
             mean += local_block(prefixes, self.centres) @ weights[self.dimension + 1 :]
         return bias + mean
 
+    def _network_mean(self, prefixes: np.ndarray, width: int) -> np.ndarray:
+        """The ensemble's mean without building padded rows: the first layer from its pieces."""
+        total = np.zeros(len(prefixes), dtype=np.float32)
+        local = local_block(prefixes, self.centres) if len(self.centres) else None
+        for member in self.network.members:  # type: ignore[union-attr]
+            hidden = prefixes @ member.first[:width] + member.first[self.dimension] + member.first_bias
+            if local is not None:
+                hidden += local @ member.first[self.dimension + 1 :]
+            total += np.tanh(hidden) @ member.second + member.second_bias
+        return total / len(self.network.members)  # type: ignore[union-attr]
+
     def contributions(self, vector: np.ndarray) -> np.ndarray:
-        """How much each rated item moved this prediction (rating units), signed."""
+        """How much each rated item moved this prediction (rating units), signed. For the
+        Bayesian head (its equivalent kernel); for the others, the rated items' residuals
+        weighted by their nearness."""
         if self.fitted is not None:
             x = design(vector, self.dimension, self.centres)
             rated = design(self.vectors, self.dimension, self.centres)
@@ -217,7 +239,7 @@ class PreferenceModel:
             "spaces": {
                 space: {
                     "rated": len(head.keys),
-                    "mode": "bayesian (linear + local)" if head.fitted else "similarity (cold start)",
+                    "mode": "bayesian (linear + local)" if head.fitted else "mlp ensemble" if head.network else "similarity (cold start)",
                     **({"alpha": round(head.fitted.alpha, 4), "noise_sd": round(head.fitted.beta**-0.5, 3)} if head.fitted else {}),
                 }
                 for space, head in sorted(self.heads.items())
@@ -239,7 +261,12 @@ class PreferenceModel:
             }
             if head.fitted is not None:
                 arrays |= head.fitted.to_arrays(prefix)
-            heads.append({"space": head.space, "dimension": head.dimension, "keys": head.keys, "fitted": head.fitted is not None})
+            if head.network is not None:
+                arrays |= head.network.to_arrays(prefix)
+            heads.append({
+                "space": head.space, "dimension": head.dimension, "keys": head.keys,
+                "fitted": head.fitted is not None, "network": head.network is not None,
+            })
         meta = {"bias": self.bias, "trained_at": self.trained_at, "examples": self.examples, "heads": heads}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         buffer = io.BytesIO()
@@ -263,12 +290,20 @@ class PreferenceModel:
                 arrays[f"{prefix}weights"],
                 arrays[f"{prefix}centres"].astype(np.float32),
                 bayes.Fitted.from_arrays(arrays, prefix) if info["fitted"] else None,
+                mlp.Ensemble.from_arrays(arrays, prefix) if info.get("network") else None,
             )
         return cls(float(meta["bias"]), heads, float(meta["trained_at"]), int(meta["examples"]), version)
 
 
-def train(by_space: Mapping[str, Iterable[Example]], dimensions: Mapping[str, int], seed: int = 0) -> PreferenceModel:
-    """Fit the bias and every space's head on the user's labelled items (runs in a worker thread)."""
+def train(
+    by_space: Mapping[str, Iterable[Example]], dimensions: Mapping[str, int], seed: int = 0, kind: str = "bayesian"
+) -> PreferenceModel:
+    """Fit the bias and every space's head on the user's labelled items (runs in a worker thread).
+
+    ``kind``: ``bayesian`` (the default) or ``mlp``, a small ensemble of networks on the same
+    inputs (see :mod:`.mlp`)."""
+    if kind not in MODELS:
+        raise ValueError(f"unknown model {kind!r}; one of {', '.join(MODELS)}")
     rng = np.random.default_rng(seed)
     grouped = {space: list(examples) for space, examples in by_space.items()}
     everything = [e for examples in grouped.values() for e in examples]
@@ -282,7 +317,7 @@ def train(by_space: Mapping[str, Iterable[Example]], dimensions: Mapping[str, in
         vectors, available = _padded(examples, dimension)
         residuals = np.array([e.target - bias for e in examples])
         weights = np.array([e.weight for e in examples])
-        fitted, centres = None, np.zeros((0, dimension), np.float32)
+        fitted, network, centres = None, None, np.zeros((0, dimension), np.float32)
         if len({e.key for e in examples}) >= COLD_START_EXAMPLES:
             # Centres: rated items whose whole vector is known (a peer's prefix cannot stand for
             # a neighbourhood at every width), a random choice of them when there are many.
@@ -290,7 +325,10 @@ def train(by_space: Mapping[str, Iterable[Example]], dimensions: Mapping[str, in
             chosen = whole if len(whole) <= LOCAL_CENTRES else np.sort(rng.choice(whole, LOCAL_CENTRES, replace=False))
             centres = unit_rows(vectors[chosen]) if len(chosen) else centres
             rows, targets, row_weights = augmented(examples, dimension, centres, rng)
-            local = slice(dimension + 1, dimension + 1 + len(centres))
-            fitted = bayes.fit(rows, targets - bias, row_weights, block=local, block_scales=LOCAL_SCALES)
-        heads[space] = Head(space, dimension, [e.key for e in examples], vectors, residuals, weights, centres, fitted)
+            if kind == "mlp":
+                network = mlp.fit(rows, targets - bias, row_weights, seed)
+            else:
+                local = slice(dimension + 1, dimension + 1 + len(centres))
+                fitted = bayes.fit(rows, targets - bias, row_weights, block=local, block_scales=LOCAL_SCALES)
+        heads[space] = Head(space, dimension, [e.key for e in examples], vectors, residuals, weights, centres, fitted, network)
     return PreferenceModel(bias, heads, time.time(), len(everything))

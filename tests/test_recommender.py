@@ -228,3 +228,19 @@ def test_items_are_named_by_path_hash_or_prefix_and_model_versions_roll_back(tmp
     assert store.roll_back(conn) == versions[2]
     with pytest.raises(LookupError):
         store.roll_back(conn)
+
+
+def test_the_mlp_option_learns_a_taste_scores_prefixes_and_is_stored() -> None:
+    rng = np.random.default_rng(6)
+    vectors = ordered(900, rng)
+    ratings = taste_ratings(vectors, rng)
+    model = train({"s": examples(vectors[:500], ratings[:500])}, {"s": DIMENSION}, kind="mlp")
+    assert model.describe()["spaces"]["s"]["mode"] == "mlp ensemble"
+    mean, spread = model.predict("s", vectors[500:])
+    assert np.corrcoef(mean, ratings[500:])[0, 1] > 0.6 and (spread > 0).all()
+    assert np.allclose(model.mean("s", vectors[500:520, :16]), model.predict("s", vectors[500:520, :16])[0], atol=1e-3)
+    again = PreferenceModel.from_bytes(model.to_bytes())
+    assert np.allclose(again.predict("s", vectors[500:])[0], mean, atol=0.05)
+    assert again.explain("s", vectors[600])
+    with pytest.raises(ValueError, match="unknown model"):
+        train({"s": examples(vectors[:10], ratings[:10])}, {"s": DIMENSION}, kind="forest")

@@ -178,7 +178,7 @@ class FeedbackMethods:
 
     async def recommend(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         params = Params(raw)
-        default = RankingSettings()
+        default = self._recommendations.settings.ranking
         request = RecommendRequest(
             limit=params.number("limit", 20, min=1, max=500, integer=True),
             modalities=params.choices("modality", MODALITIES),
