@@ -16,6 +16,26 @@ def emit(name: str, **figures: Any) -> None:
     sys.stdout.flush()
 
 
+def cached_encoding(model, texts: list[str], name: str, batch_size: int = 64):  # type: ignore[no-untyped-def]
+    """``model.encode(texts)``, kept under ``PEERLIGHT_BENCH_CACHE`` (default ~/.cache/peerlight-bench)
+    by a hash of the texts and the model id, so reruns skip the encoder."""
+    import hashlib
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    folder = Path(os.environ.get("PEERLIGHT_BENCH_CACHE", Path.home() / ".cache" / "peerlight-bench"))
+    key = hashlib.sha256(("\n".join(texts) + model.model_id).encode()).hexdigest()[:16]
+    cached = folder / f"{name}-{key}.npy"
+    if not cached.exists():
+        started = time.perf_counter()
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(cached, model.encode(texts, batch_size=batch_size))
+        print(f"embedded {len(texts)} texts ({name}) in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return np.load(cached)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
 import os
 import random
 import re
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, median  # noqa: E402
+from common import cached_encoding, emit, median  # noqa: E402
 
 from peerlight.embeddings.adapter_training import TrainingOptions, train_adapter  # noqa: E402
 from peerlight.embeddings.adapters import pca_adapter  # noqa: E402
@@ -46,7 +45,6 @@ KS = (8, 16, 32, 48, 64, 96, 128, 192)
 SOURCE = "docstring sentences of the installed Python stdlib and site-packages"
 CHUNK = 10_000
 CORPUS, QUERIES, TRAIN = 20_000, 1_000, 100_000  # searched, held-out queries, training
-CACHE = Path(os.environ.get("PEERLIGHT_BENCH_CACHE", Path.home() / ".cache" / "peerlight-bench"))
 
 
 def docstring_sentences() -> list[str]:
@@ -86,15 +84,7 @@ def embedded_corpus(count: int) -> tuple[np.ndarray, str, str]:
     model = SentenceModel(spec, resolve_sentence_weights(spec))
     chunks = []
     for start in range(0, count, CHUNK):
-        chunk = texts[start : start + CHUNK]
-        key = hashlib.sha256(("\n".join(chunk) + model.model_id).encode()).hexdigest()[:16]
-        cached = CACHE / f"minilm-docstrings-chunk-{key}.npy"
-        if not cached.exists():
-            started = time.perf_counter()
-            CACHE.mkdir(parents=True, exist_ok=True)
-            np.save(cached, model.encode(chunk, batch_size=128))
-            print(f"embedded sentences {start}-{start + len(chunk)} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        chunks.append(np.load(cached))
+        chunks.append(cached_encoding(model, texts[start : start + CHUNK], "minilm-docstrings-chunk", batch_size=128))
     return np.concatenate(chunks)[:count], model.model_id, SOURCE
 
 

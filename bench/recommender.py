@@ -29,7 +29,6 @@ ranking a prefix of the shipped ordering can carry at all.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import random
 import re
@@ -42,12 +41,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import cached_encoding, emit  # noqa: E402
 from retrieval_sets import docstring_pairs, manpage_pairs  # noqa: E402
 
 from peerlight.recommender.model import Example, train  # noqa: E402
 
-CACHE = Path(os.environ.get("PEERLIGHT_BENCH_CACHE", Path.home() / ".cache" / "peerlight-bench"))
 COUNTS = (10, 30, 100, 300)
 KS = (16, 24, 32, 48, 64, 96, 192)
 HELD_OUT = 400
@@ -100,14 +98,7 @@ def embed(texts: list[str]) -> np.ndarray:
 
     spec = HubModelSpec("sentence-transformers/all-MiniLM-L6-v2")
     model = SentenceModel(spec, resolve_sentence_weights(spec))
-    key = hashlib.sha256(("\n".join(texts) + model.model_id).encode()).hexdigest()[:16]
-    cached = CACHE / f"minilm-recommender-{key}.npy"
-    if not cached.exists():
-        started = time.perf_counter()
-        CACHE.mkdir(parents=True, exist_ok=True)
-        np.save(cached, model.encode(texts, batch_size=64))
-        print(f"embedded {len(texts)} texts in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    return Adapter.load(file_for(model.model_id)).apply(np.load(cached))
+    return Adapter.load(file_for(model.model_id)).apply(cached_encoding(model, texts, "minilm-recommender"))
 
 
 @dataclass
