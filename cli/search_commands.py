@@ -66,7 +66,8 @@ def _render_results(console: Console, reply: dict[str, Any]) -> None:
     if not results:
         console.print("No results.")
         return
-    table = Table("#", "kind", "file", "match", box=None, header_style="bold", show_lines=False)
+    # The short hash names a result for `rate`, `like`, `dislike` and `fetch`, a peer's item included.
+    table = Table("#", "kind", "hash", "file", "match", box=None, header_style="bold", show_lines=False)
     for rank, result in enumerate(results, start=1):
         match = result.get("match") or {}
         if "passage" in match:
@@ -80,7 +81,7 @@ def _render_results(console: Console, reply: dict[str, Any]) -> None:
             file = shown(result["path"])
         else:  # a peer's item: its share and name, never a path
             file = f"[cyan]{escape(result.get('share') or result.get('peer_id', '')[:12])}:[/] {escape(str(result.get('name')))}"
-        table.add_row(str(rank), result["modality"], file, where)
+        table.add_row(str(rank), result["modality"], str(result.get("content_hash") or "")[:10], file, where)
     console.print(table)
     console.print(f"[dim]{len(results)} results in {reply['took_ms']:.0f} ms[/]")
 
