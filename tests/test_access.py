@@ -111,17 +111,24 @@ async def test_every_protocol_level_and_token_gets_the_expected_answer() -> None
                 assert got == ("ok" if level == "public" else "forbidden"), (level, protocol, got)
 
 
-async def test_a_public_share_lets_anyone_do_what_its_owner_allows_only() -> None:
+async def test_a_public_share_lets_anyone_do_what_its_owner_allows_only_and_members_the_rest() -> None:
     seed = os.urandom(32)
-    share_host, anyone = new_host(seed), new_host(os.urandom(32))
+    share_host, anyone, member = new_host(seed), new_host(os.urandom(32)), new_host(os.urandom(32))
+    key, share_peer, member_id = signing_key(seed), str(share_host.get_id()), str(member.get_id())
     searchable = dataclasses.replace(share("public"), public_can=("search",))
-    access = ShareAccess(searchable, signing_key(seed), str(share_host.get_id()), [])
+    access = ShareAccess(searchable, key, share_peer, [grant("00000000000000c1", member_id, ("search", "fetch"))])
     ProtocolServer([Protocol(pid, streamed if pid == ids.FETCH else unary) for pid in PROTOCOLS], gate=access).attach(share_host)
-    async with running(share_host, LOOPBACK), running(anyone, LOOPBACK):
+    held = token(key, share_peer, "00000000000000c1", member_id, ("search", "fetch"))
+    async with running(share_host, LOOPBACK), running(anyone, LOOPBACK), running(member, LOOPBACK):
         requester = Requester(anyone)
-        got = {pid: await ask(requester, share_host, str(share_host.get_id()), pid, {}) for pid in PROTOCOLS}
+        got = {pid: await ask(requester, share_host, share_peer, pid, {}) for pid in PROTOCOLS}
+        # A grant holder may also do what its grant allows beyond the public's capabilities.
+        granted = {pid: await ask(Requester(member), share_host, share_peer, pid, {"token": held}) for pid in PROTOCOLS}
+        shown_by_another = {pid: await ask(requester, share_host, share_peer, pid, {"token": held}) for pid in PROTOCOLS}
     expected = {pid: "ok" if PROTOCOL_CAPABILITY[pid] in (None, "search") else "forbidden" for pid in PROTOCOLS}
     assert got == expected
+    assert granted == {pid: "ok" if PROTOCOL_CAPABILITY[pid] in (None, "search", "fetch") else "forbidden" for pid in PROTOCOLS}
+    assert shown_by_another == expected  # the token names the member: another peer gains nothing by it
 
 
 async def test_a_grant_allows_its_capabilities_only_and_its_limits_hold() -> None:

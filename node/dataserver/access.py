@@ -3,7 +3,8 @@
 Every request of every protocol passes :meth:`ShareAccess.admit` before its handler runs
 (:class:`~peerlight.p2p.server.ProtocolServer` calls it). A share's permission level decides:
 
-- ``public``: anyone who reaches the share;
+- ``public``: anyone who reaches the share, for the capabilities the owner opened to all
+  (``public_can``); the others as for ``members``;
 - ``members``: holders of a grant, who send its token (``token`` in the request) with each
   request; the token must be signed by this share, name the requesting peer (authenticated
   by Noise) and a grant that still holds, and allow the protocol's capability;
@@ -133,9 +134,11 @@ class ShareAccess:
         capability = PROTOCOL_CAPABILITY.get(request.protocol)
         level = self.share.permission
         if level == "public":
-            if capability is not None and capability not in self.share.public_can:
+            if capability is None or capability in self.share.public_can:
+                return OPEN
+            if not isinstance(request.body.get("token"), bytes):
                 raise Forbidden(f"this share allows {capability} to members only", {"permission": level, "capability": capability})
-            return OPEN
+            # What the public may not do, a grant holder may, as far as the grant allows.
         if level == "devices":
             if request.peer_id in self.devices:
                 return OPEN
