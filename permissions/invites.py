@@ -53,7 +53,7 @@ def decode(text: str) -> Invite:
     if not isinstance(raw, dict) or raw.get("v") != VERSION or isinstance(raw.get("v"), bool):
         raise InviteError(f"an invite of another version ({raw.get('v') if isinstance(raw, dict) else '?'!r:.20}); this node reads version {VERSION}")
     share, addresses, token = raw.get("share"), raw.get("addresses"), raw.get("token")
-    if not isinstance(share, str) or not PEER_ID.match(share):
+    if not isinstance(share, str) or not PEER_ID.fullmatch(share):
         raise InviteError("the invite names no share")
     if not isinstance(addresses, list) or not addresses or not all(isinstance(a, str) and a.endswith(f"/p2p/{share}") and len(a) < 300 for a in addresses):
         raise InviteError("the invite's addresses are not the share's")

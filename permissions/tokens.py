@@ -38,7 +38,7 @@ SIGNING_CONTEXT = b"peerlight capability token v1\x00"  # a signature for a toke
 MAX_TOKEN_BYTES = 1024
 CAPABILITIES = ("search", "browse", "fetch")
 CLAIMS = frozenset({"share", "grant", "to", "can", "rpm", "bpd", "exp", "nonce"})
-PEER_ID = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,64}$")  # base58btc, as libp2p writes Ed25519 peer IDs
+PEER_ID = re.compile(r"[1-9A-HJ-NP-Za-km-z]{32,64}")  # base58btc, as libp2p writes Ed25519 peer IDs
 GRANT_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -169,9 +169,9 @@ def verify(token: bytes, key: Ed25519PublicKey, *, share: str, peer: str | None,
 
 
 def _check_claims(claims: Claims) -> None:
-    if not PEER_ID.match(claims.share):
+    if not PEER_ID.fullmatch(claims.share):
         raise ValueError("'share' is not a peer ID")
-    if claims.to is not None and not PEER_ID.match(claims.to):
+    if claims.to is not None and not PEER_ID.fullmatch(claims.to):
         raise ValueError("'to' is not a peer ID")
     if not GRANT_ID.match(claims.grant):
         raise ValueError("'grant' is 16 lowercase hex digits")

@@ -73,7 +73,10 @@ def test_two_grants_with_the_same_claims_are_two_tokens() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [claims(can=()), claims(can=("search", "search")), claims(can=("delete",)), claims(grant="XYZ"), claims(to="not a peer"), claims(exp=-1)],
+    [
+        claims(can=()), claims(can=("search", "search")), claims(can=("delete",)), claims(grant="XYZ"), claims(to="not a peer"), claims(exp=-1),
+        claims(to=ALICE + "\n"), claims(share=SHARE + "\n"),  # a trailing newline is not part of a peer ID
+    ],
 )
 def test_claims_that_make_no_sense_are_not_signed(bad: Claims) -> None:
     with pytest.raises(ValueError):
@@ -132,7 +135,7 @@ def test_well_formed_claims_with_any_signature_but_the_share_s_never_verify(raw:
 
 def test_peer_id_format_accepts_every_real_peer_id() -> None:
     for _ in range(50):
-        assert tokens.PEER_ID.match(peer_id(os.urandom(32)))
+        assert tokens.PEER_ID.fullmatch(peer_id(os.urandom(32)))
 
 
 def test_base64_of_a_token_is_short_enough_for_an_invite() -> None:

@@ -198,7 +198,7 @@ class ShareMethods:
         params.done()
         if (to is None) == (not open_invite):
             raise InvalidParams("grant either to a peer (to) or as an open invite (invite), one of them", data={"param": "to"})
-        if to is not None and not tokens.PEER_ID.match(to):
+        if to is not None and not tokens.PEER_ID.fullmatch(to):
             raise InvalidParams(f"{to!r} is not a peer ID", data={"param": "to"})
         share = await self._get(name)
         identity = await trio.to_thread.run_sync(share_identity, self._keys, share.id)
