@@ -187,3 +187,24 @@ async def test_revoking_a_grant_stops_a_transfer_that_is_running() -> None:
             access.update(share("members"), [grant("00000000000000c1", member_id, revoked_at=time.time())])
         assert 5 <= len(received) < 1000
         assert await ask(requester, share_host, share_peer, ids.FETCH, {"token": valid}) == "forbidden"
+
+
+def test_a_grant_issued_redeemed_or_revoked_reaches_the_gate_before_the_call_returns() -> None:
+    """The node's own list of grants changes with the gate's: a later device change (which
+    pushes that list to every gate) must not undo a redemption or a revocation."""
+    from peerlight.node.dataserver.runner import DataServers, RunningShare
+
+    seed = os.urandom(32)
+    members = share("members")
+    access = ShareAccess(members, signing_key(seed), "12D3KooWShare", [])
+    servers = DataServers(None, None, None, None)  # type: ignore[arg-type]  # only the gates are used here
+    servers.shares[members.id] = RunningShare(members, None, access=access)  # type: ignore[arg-type]
+    redeemed = grant("00000000000000d1", "12D3KooWMember")
+    servers.grant_changed(redeemed)
+    assert access.grants[redeemed.id] == redeemed
+    servers.set_devices(frozenset({"12D3KooWLaptop"}))
+    assert access.grants[redeemed.id] == redeemed and access.devices == {"12D3KooWLaptop"}
+    servers.revoked(dataclasses.replace(redeemed, revoked_at=time.time()))
+    assert not access.grants[redeemed.id].holds(time.time())
+    servers.set_devices(frozenset())
+    assert not access.grants[redeemed.id].holds(time.time())

@@ -53,6 +53,17 @@ def test_an_open_invite_is_bound_to_its_first_peer_only(conn: sqlite3.Connection
         grants.redeem_invite(conn, invite.id, BOB)
 
 
+def test_a_revoked_or_expired_invite_cannot_be_redeemed(conn: sqlite3.Connection) -> None:
+    share = create_share(conn, "family", "lan", "members", ())
+    revoked = grants.add_grant(conn, "00000000000000bc", share.id, None, ("search",))
+    grants.revoke_grant(conn, share.id, revoked.id)
+    expired = grants.add_grant(conn, "00000000000000bd", share.id, None, ("search",), expires_at=time.time() - 1)
+    for invite in (revoked, expired):
+        with pytest.raises(grants.InviteVoid):
+            grants.redeem_invite(conn, invite.id, ALICE)
+        assert grants.get_grant(conn, invite.id).grantee is None
+
+
 def test_grants_go_with_their_share(conn: sqlite3.Connection) -> None:
     share = create_share(conn, "family", "lan", "members", ())
     grants.add_grant(conn, "00000000000000cc", share.id, ALICE, ("fetch",))

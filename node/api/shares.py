@@ -209,6 +209,8 @@ class ShareMethods:
         grant = await self._catalog.write(
             partial(grants.add_grant, grant_id=grant_id, share_id=share.id, grantee=to, capabilities=tuple(can), rpm=rpm, bytes_per_day=bytes_per_day, expires_at=expires_at)
         )
+        if self._servers is not None:
+            self._servers.grant_changed(grant)  # usable from the next request on
         await self._changed(share)
         running = self._servers.running_share(share.name) if self._servers is not None else None
         addresses = tuple(running.addresses) if running is not None else ()
@@ -244,7 +246,7 @@ class ShareMethods:
         except grants.GrantNotFound as exc:
             raise NotFound(str(exc)) from None
         if self._servers is not None:
-            self._servers.revoked(share.id, grant.grantee)
+            self._servers.revoked(grant)
             await self._changed(share)
         return grant.to_wire()
 

@@ -24,6 +24,10 @@ class InviteUsed(Exception):
     """An open invite is single-use: it is bound to the first peer that redeems it."""
 
 
+class InviteVoid(Exception):
+    """The invite's grant was revoked or has expired (checked in the redeeming transaction)."""
+
+
 @dataclass(frozen=True)
 class Grant:
     id: str
@@ -115,6 +119,8 @@ def revoke_grant(conn: sqlite3.Connection, share_id: int, grant_id: str) -> Gran
 def redeem_invite(conn: sqlite3.Connection, grant_id: str, peer_id: str) -> Grant:
     """Bind an open invite's grant to ``peer_id``; a second redemption (by anyone else) is refused."""
     grant = get_grant(conn, grant_id)
+    if not grant.holds(time.time()):  # revoked or expired since the gate looked: the catalog decides
+        raise InviteVoid("this invite was revoked or has expired")
     if grant.grantee is not None:
         if grant.grantee == peer_id:
             return grant  # the same peer asking again (its first answer was lost): same grant

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -31,7 +32,7 @@ from peerlight.permissions import tokens
 
 from ..catalog.access_log import Access
 from ..catalog.database import Catalog
-from ..catalog.grants import Grant, InviteUsed, redeem_invite
+from ..catalog.grants import Grant, InviteUsed, InviteVoid, redeem_invite
 from ..catalog.shares import Share
 from . import protocol_ids as ids
 
@@ -189,10 +190,13 @@ class InviteDesk:
     holds; the answer is a token bound to the asking peer with the same claims. Asking again
     (an answer lost on the way) gives the same peer its token again; anyone else is refused."""
 
-    def __init__(self, access: ShareAccess, catalog: Catalog, key: Ed25519PrivateKey) -> None:
+    def __init__(
+        self, access: ShareAccess, catalog: Catalog, key: Ed25519PrivateKey, on_redeemed: Callable[[Grant], None] = lambda grant: None
+    ) -> None:
         self._access = access
         self._catalog = catalog
         self._key = key
+        self._on_redeemed = on_redeemed  # the node's list of grants must hear of it too, or its next reload undoes it
 
     async def redeem(self, request: Request) -> dict[str, bytes]:
         token = require(request.body, "token", bytes, max_length=tokens.MAX_TOKEN_BYTES)
@@ -207,7 +211,10 @@ class InviteDesk:
             bound = await self._catalog.write(partial(redeem_invite, grant_id=grant.id, peer_id=request.peer_id))
         except InviteUsed:
             raise Forbidden("this invite has been used already", {"reason": "used"}) from None
+        except InviteVoid:
+            raise Forbidden("this invite is not valid (any more)", {"reason": "revoked"}) from None
         self._access.update(self._access.share, [g for g in self._access.grants.values() if g.id != bound.id] + [bound])
+        self._on_redeemed(bound)
         own = tokens.Claims(claims.share, claims.grant, request.peer_id, claims.can, claims.rpm, claims.bpd, claims.exp)
         log.info("an invite was redeemed", extra={"share": self._access.share.name, "grant": grant.id, "peer": request.peer_id})
         return {"token": tokens.issue(self._key, own)}

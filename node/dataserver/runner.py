@@ -149,7 +149,8 @@ class DataServers:
             while True:
                 running = self.running_share(share.name)
                 settled = running is not None and running.state in ("serving", "failed")
-                in_step = (running.share.scope, running.share.permission) == (share.scope, share.permission) if running else False
+                wanted = (share.scope, share.permission, share.public_can)
+                in_step = (running.share.scope, running.share.permission, running.share.public_can) == wanted if running else False
                 if settled and in_step and share.port in (None, 0, running.share.port):
                     return running
                 await trio.sleep(0.02)
@@ -162,12 +163,21 @@ class DataServers:
             if current.access is not None:
                 current.access.update(current.share, self._grants, devices)
 
-    def revoked(self, share_id: int, grantee: str | None) -> None:
-        """A grant was revoked: its gate refuses at once, and the grantee's running requests stop."""
+    def grant_changed(self, grant: Grant) -> None:
+        """A grant was issued, redeemed or revoked (the catalog has it already): its share's gate
+        knows before this returns, not after the next reload; later reloads keep it too."""
+        self._grants = [g for g in self._grants if g.id != grant.id] + [grant]
+        current = self.shares.get(grant.share_id)
+        if current is not None and current.access is not None:
+            current.access.update(current.share, self._grants)
         self.changed()
-        current = self.shares.get(share_id)
-        if current is not None and current.server is not None and grantee is not None:
-            current.server.cancel_peer(grantee)
+
+    def revoked(self, grant: Grant) -> None:
+        """A grant was revoked: its gate refuses at once, and the grantee's running requests stop."""
+        self.grant_changed(grant)
+        current = self.shares.get(grant.share_id)
+        if current is not None and current.server is not None and grant.grantee is not None:
+            current.server.cancel_peer(grant.grantee)
 
     def running_share(self, name: str) -> RunningShare | None:
         return next((r for r in self.shares.values() if r.share.name == name), None)
@@ -253,7 +263,7 @@ class DataServers:
         host = new_host(identity.seed, max_connections=self._max_connections, per_peer=3)
         key = signing_key(identity.seed)
         access = ShareAccess(share, key, identity.peer_id, self._grants, self._devices)
-        desk = InviteDesk(access, self._catalog, key)
+        desk = InviteDesk(access, self._catalog, key, on_redeemed=self.grant_changed)
         protocols = [*current.service.protocols(), Protocol(ids.REDEEM, desk.redeem, max_request_bytes=4096)]
         server = ProtocolServer(protocols, self._limits, gate=access)
         server.attach(host)
