@@ -208,3 +208,45 @@ def test_a_grant_issued_redeemed_or_revoked_reaches_the_gate_before_the_call_ret
     assert not access.grants[redeemed.id].holds(time.time())
     servers.set_devices(frozenset())
     assert not access.grants[redeemed.id].holds(time.time())
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "as_device"),
+    [
+        ("public", dataclasses.replace(share("public"), public_can=("search",)), False),  # fetch no longer public
+        ("public", share("members"), False),
+        ("devices", share("devices"), True),  # the device is unpaired (below)
+        ("members", share("devices"), False),  # a grant no longer opens a devices share
+    ],
+)
+async def test_making_a_share_stricter_stops_replies_already_running(before: str, after: Share, as_device: bool) -> None:
+    seed = os.urandom(32)
+    share_host, peer = new_host(seed), new_host(os.urandom(32))
+    key = signing_key(seed)
+    share_peer, peer_id = str(share_host.get_id()), str(peer.get_id())
+    grants = [grant("00000000000000e1", peer_id)]
+    access = ShareAccess(share(before), key, share_peer, grants, devices=frozenset({peer_id}))
+    sent = trio.Event()
+
+    async def slow_fetch(request: Request):  # type: ignore[no-untyped-def]
+        for n in range(1000):
+            if n == 5:
+                sent.set()
+            yield {"data": bytes(1000), "n": n}
+            await trio.sleep(0.01)
+
+    ProtocolServer([Protocol(ids.FETCH, slow_fetch)], gate=access).attach(share_host)
+    body = {"token": token(key, share_peer, "00000000000000e1", peer_id)} if before == "members" else {}
+    async with running(share_host, LOOPBACK), running(peer, LOOPBACK):
+        received: list[int] = []
+
+        async def download() -> None:
+            with pytest.raises(errors.Forbidden, match="permission changed"):
+                async for frame in Requester(peer).frames(share_peer, listen_addresses(share_host), ids.FETCH, body, timeout=10):
+                    received.append(frame["n"])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(download)
+            await sent.wait()
+            access.update(after, grants, devices=frozenset() if as_device else None)
+        assert 5 <= len(received) < 1000

@@ -72,6 +72,8 @@ class GrantPermit(Permit):
         grant = self.access.grants.get(self.grant_id)
         if grant is None or not grant.holds(time.time()):
             raise Forbidden("the grant was revoked or has expired")
+        if self.access.share.permission == "devices":  # made stricter while the reply runs
+            raise Forbidden("the share's permission changed", {"permission": "devices"})
         if grant.bytes_per_day:
             day = int(time.time() // DAY_SECONDS)
             if self.usage.day != day:
@@ -79,6 +81,20 @@ class GrantPermit(Permit):
             if self.usage.bytes_today + size > grant.bytes_per_day:
                 raise Forbidden(f"the grant's {grant.bytes_per_day} bytes for today are used up", {"limit": "bytes_per_day"})
             self.usage.bytes_today += size
+
+
+@dataclass
+class LevelPermit(Permit):
+    """A request let in by the share's level alone (public, or a paired device): re-checked at
+    each reply frame, so making the share stricter stops replies already running."""
+
+    access: ShareAccess
+    peer_id: str
+    capability: str | None
+
+    def charge(self, size: int) -> None:
+        if not self.access.allows_without_grant(self.peer_id, self.capability):
+            raise Forbidden("the share's permission changed", {"permission": self.access.share.permission})
 
 
 class ShareAccess:
@@ -134,15 +150,13 @@ class ShareAccess:
             return OPEN  # how a peer without a grant gets one: the invite desk checks the invite itself
         capability = PROTOCOL_CAPABILITY.get(request.protocol)
         level = self.share.permission
+        if self.allows_without_grant(request.peer_id, capability):
+            return LevelPermit(self, request.peer_id, capability)
         if level == "public":
-            if capability is None or capability in self.share.public_can:
-                return OPEN
             if not isinstance(request.body.get("token"), bytes):
                 raise Forbidden(f"this share allows {capability} to members only", {"permission": level, "capability": capability})
             # What the public may not do, a grant holder may, as far as the grant allows.
         if level == "devices":
-            if request.peer_id in self.devices:
-                return OPEN
             raise Forbidden("this share is open to its owner's paired devices only", {"permission": level})
         grant = self._grant_presented(request)
         if capability is not None and capability not in grant.capabilities:
@@ -157,6 +171,13 @@ class ShareAccess:
             usage.tokens -= 1
         self.last_used[grant.id] = time.time()
         return GrantPermit(self, grant.id, usage)
+
+    def allows_without_grant(self, peer_id: str, capability: str | None) -> bool:
+        """Whether the share's level alone lets ``peer_id`` use ``capability`` (None: the manifest)."""
+        level = self.share.permission
+        if level == "public":
+            return capability is None or capability in self.share.public_can
+        return level == "devices" and peer_id in self.devices
 
     def _grant_presented(self, request: Request) -> Grant:
         token = request.body.get("token")
