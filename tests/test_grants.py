@@ -88,6 +88,11 @@ def test_the_access_log_keeps_the_newest_entries_of_each_share(conn: sqlite3.Con
         access_log.append(conn, entries[start : start + 50])
     access_log.append(conn, [access_log.Access(work.id, 1.0, BOB, "fetch", "fetch", "ab" * 32, True)])
     kept = access_log.recent(conn, family.id, limit=1000)
-    assert [e["at"] for e in kept] == [float(n) for n in range(249, 149, -1)]  # the newest 100, newest first
+    # The newest 100 allowed and the newest 100 refused, newest first.
+    assert [e["at"] for e in kept] == [float(n) for n in range(249, 49, -1)]
     assert {e["allowed"] for e in access_log.recent(conn, family.id, denied_only=True)} == {False}
     assert [e["peer_id"] for e in access_log.recent(conn, work.id)] == [BOB]  # each share rotates alone
+    # A flood of refusals does not push the members' requests out.
+    access_log.append(conn, [access_log.Access(family.id, 1000.0 + n, BOB, "query", "search", None, False, "forbidden") for n in range(500)])
+    allowed = [e for e in access_log.recent(conn, family.id, limit=10_000) if e["allowed"]]
+    assert len(allowed) == 100 and allowed[0]["at"] == 248.0

@@ -444,8 +444,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         9,
-        "preferences: where a rating came from, the events' time index, the preference model's versions",
+        "preferences: where a rating came from, the events' time index, the preference model's versions; "
+        "the access log rotated by kind (allowed, refused)",
         """
+        CREATE INDEX access_log_kind ON access_log (share_id, allowed, id);
         ALTER TABLE ratings ADD COLUMN source TEXT NOT NULL DEFAULT 'rating';
         CREATE INDEX feedback_events_at ON feedback_events (at);
         CREATE TABLE preference_models (
