@@ -96,3 +96,20 @@ def test_the_access_log_keeps_the_newest_entries_of_each_share(conn: sqlite3.Con
     access_log.append(conn, [access_log.Access(family.id, 1000.0 + n, BOB, "query", "search", None, False, "forbidden") for n in range(500)])
     allowed = [e for e in access_log.recent(conn, family.id, limit=10_000) if e["allowed"]]
     assert len(allowed) == 100 and allowed[0]["at"] == 248.0
+
+
+def test_discovered_shares_that_only_refuse_us_are_kept_boundedly(conn: sqlite3.Connection) -> None:
+    from peerlight.node.catalog import shares
+
+    now = 10_000_000.0
+    for n in range(10):
+        shares.remember_remote(conn, f"12D3KooWRefusing{n:02d}", ["/ip4/10.0.0.1/tcp/1"], "mdns")
+        conn.execute("UPDATE remote_shares SET first_seen = ?, last_error = 'forbidden: a grant is needed' WHERE peer_id = ?", (now - n * 100, f"12D3KooWRefusing{n:02d}"))
+    shares.remember_remote(conn, "12D3KooWJoined", ["/ip4/10.0.0.2/tcp/1"], "mdns")  # we hold its token
+    shares.set_token(conn, "12D3KooWJoined", b"token")
+    shares.remember_remote(conn, "12D3KooWAddedByHand", ["/ip4/10.0.0.3/tcp/1"], "manual")
+    conn.execute("UPDATE remote_shares SET first_seen = 0, last_error = 'forbidden: no' WHERE peer_id IN ('12D3KooWJoined', '12D3KooWAddedByHand')")
+    assert shares.prune_refusing(conn, now, keep=4, max_age=650) == 6
+    left = {r.peer_id for r in shares.list_remote(conn)}
+    assert left == {f"12D3KooWRefusing{n:02d}" for n in range(4)} | {"12D3KooWJoined", "12D3KooWAddedByHand"}
+    assert shares.prune_refusing(conn, now + 1000, keep=4, max_age=650) == 4  # too old now, all of them

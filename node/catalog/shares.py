@@ -296,6 +296,24 @@ def list_remote(conn: sqlite3.Connection) -> list[RemoteShare]:
     return [_remote(row) for row in conn.execute(_SELECT_REMOTE + " ORDER BY last_seen DESC NULLS LAST, peer_id")]
 
 
+REFUSING_KEPT = 64  # discovered shares that refuse us (they need a grant) kept at most...
+REFUSING_KEPT_SECONDS = 7 * 86400  # ... and for at most this long unless they let us in
+
+
+def prune_refusing(conn: sqlite3.Connection, now: float, keep: int = REFUSING_KEPT, max_age: float = REFUSING_KEPT_SECONDS) -> int:
+    """Forget discovered shares that only ever refused us: found on the LAN or the DHT (not added
+    by the user), never answered, holding no token of ours. Anyone can announce such a share, so
+    without a bound they would pile up. The oldest go first; how many went."""
+    rows = conn.execute(
+        """SELECT peer_id, first_seen FROM remote_shares
+           WHERE found_by != 'manual' AND last_seen IS NULL AND token IS NULL AND last_error LIKE 'forbidden:%'
+           ORDER BY first_seen DESC"""
+    ).fetchall()
+    gone = [peer_id for n, (peer_id, first_seen) in enumerate(rows) if n >= keep or now - first_seen > max_age]
+    conn.executemany("DELETE FROM remote_shares WHERE peer_id = ?", [(peer_id,) for peer_id in gone])
+    return len(gone)
+
+
 def forget_remote(conn: sqlite3.Connection, key: str) -> RemoteShare:
     remote = get_remote(conn, key)
     conn.execute("DELETE FROM remote_shares WHERE peer_id = ?", (remote.peer_id,))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from contextlib import aclosing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,9 @@ from peerlight.p2p.host import new_host, running, split_peer_address
 
 from ..catalog import remote_items
 from ..catalog.database import Catalog
-from ..catalog.shares import RemoteShare, forget_remote, get_remote, list_remote, record_contact, remember_remote, set_token
+from ..catalog.shares import (
+    RemoteShare, forget_remote, get_remote, list_remote, prune_refusing, record_contact, remember_remote, set_token,
+)
 from ..search.engine import ROLE_MODALITIES
 from ..threads import run_io
 from . import protocol_ids as ids
@@ -240,6 +243,7 @@ class PeerClient:
                 await self._catalog.write(partial(forget_remote, key=peer_id))  # not (or not now) a Peerlight share
                 continue
             remembered += 1
+        await self._catalog.write(partial(prune_refusing, now=time.time()))
         return remembered
 
     async def refresh_all(self) -> list[dict[str, Any]]:
