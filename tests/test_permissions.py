@@ -145,3 +145,60 @@ def test_paired_devices_share_with_each_other_and_unpairing_ends_it(nodes) -> No
     after = cli_json(b_dir, "search", "winter", "--peers", "--modality", "text")
     answer = next(p for p in after["peers"] if p["peer_id"] == a_share["peer_id"])
     assert answer["answered"] is False and "forbidden" in (answer["error"] or ""), after["peers"]
+
+
+def _offer_in_background(data_dir: Path) -> tuple:  # type: ignore[type-arg]
+    """Start `devices pair` (offering) on ``data_dir``'s daemon in a thread: (thread, offer, outcome, shown)."""
+    import threading
+
+    from peerlight.cli.client import ControlClient
+    from peerlight.cli.client import ControlError as ClientError
+
+    offered: dict = {}
+    outcome: dict = {}
+    shown = threading.Event()
+
+    def offer() -> None:
+        try:
+            with ControlClient(data_dir / "control.sock", timeout=120) as client:
+                outcome["result"] = client.call("devices.pair", scope="local", on_event=lambda e: offered.update(e) or shown.set())
+        except ClientError as exc:
+            outcome["error"] = exc.message
+
+    worker = threading.Thread(target=offer)
+    worker.start()
+    assert shown.wait(60), "no pairing code was offered"
+    return worker, offered, outcome
+
+
+def test_a_pairing_offer_ends_at_once_after_too_many_wrong_codes_or_a_newer_offer(nodes) -> None:
+    import time
+
+    from peerlight.node.dataserver.pairing import MAX_ATTEMPTS
+
+    a_dir, b_dir, _, _ = nodes
+    worker, offered, outcome = _offer_in_background(a_dir)
+    code, address = offered["join"].split("@", 1)
+    wrong = "".join("A" if c != "A" and c != "-" else ("B" if c == "A" else c) for c in code)
+    started_at = time.monotonic()
+    for _ in range(MAX_ATTEMPTS):
+        refused = cli_json(b_dir, "devices", "pair", "--join", f"{wrong}@{address}", "--scope", "local", expect_rc=1)
+        assert "wrong pairing code" in refused["error"]["message"], refused
+    refused = cli_json(b_dir, "devices", "pair", "--join", f"{wrong}@{address}", "--scope", "local", expect_rc=1)
+    assert "too many wrong codes" in refused["error"]["message"], refused
+    worker.join(60)
+    assert not worker.is_alive() and "too many wrong codes" in outcome["error"]  # the offering side hears it at once
+    assert time.monotonic() - started_at < 60  # not after the code's five minutes
+    # Even the right code is refused now.
+    late = cli_json(b_dir, "devices", "pair", "--join", offered["join"], "--scope", "local", expect_rc=1)
+    assert "refused" in late["error"]["message"] or "did not answer" in late["error"]["message"], late
+
+    first, first_offer, first_outcome = _offer_in_background(a_dir)
+    second, second_offer, second_outcome = _offer_in_background(a_dir)
+    first.join(60)
+    assert "replaced" in first_outcome["error"]
+    assert cli_json(b_dir, "devices", "pair", "--join", first_offer["join"], "--scope", "local", expect_rc=1)["error"]
+    paired = cli_json(b_dir, "devices", "pair", "--join", second_offer["join"], "--scope", "local")
+    second.join(60)
+    assert paired["paired"]["peer_id"] == cli_json(a_dir, "status")["peer_id"]
+    assert second_outcome["result"]["paired"]["peer_id"] == cli_json(b_dir, "status")["peer_id"]

@@ -177,3 +177,11 @@ def test_pairing_codes_and_proofs() -> None:
     assert not pairing.matches(proof, "not bytes")
     with pytest.raises(pairing.CodeError):
         pairing.normalize("ABCD-EF0O")  # 0 and O are not in the alphabet
+
+
+def test_a_device_name_from_another_node_is_made_safe_to_show() -> None:
+    from peerlight.node.dataserver.pairing import MAX_DEVICE_NAME, device_name
+
+    assert device_name("laptop\x1b[2J\x1b]0;pwned\x07 \n\tdesk") == "laptop [2J ]0;pwned desk"
+    assert device_name("\x00\x01  ") == "a device"
+    assert len(device_name("x" * 1000)) == MAX_DEVICE_NAME

@@ -36,6 +36,9 @@ log = logging.getLogger("peerlight.pairing")
 OFFER_SECONDS = 300.0
 MAX_ATTEMPTS = 5
 SETTLE_SECONDS = 15.0
+ANSWER_AGAIN_SECONDS = 10.0  # the listener stays this long after pairing: a joiner whose answer was lost asks again
+JOIN_ATTEMPTS = 3
+MAX_DEVICE_NAME = 100
 
 
 class PairingError(Exception):
@@ -47,10 +50,21 @@ class _Offer:
     code: str
     expires: float
     attempts: int = 0
-    paired: trio.Event = field(default_factory=trio.Event)
+    ended: trio.Event = field(default_factory=trio.Event)  # paired, or failed for good
     device: dict[str, Any] | None = None
+    failed: str | None = None  # why it ended without a device (too many wrong codes, replaced)
     claimed: bool = False
+    answer: dict[str, Any] | None = None  # given again to the same joiner if it asks again
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def fail(self, reason: str, *, close_now: bool = False) -> None:
+        """End the offer: whoever waits on it hears why at once; its listener goes a little later
+        (the refusal must reach the asking node first), or at once with ``close_now``."""
+        if self.device is None and self.failed is None:
+            self.failed = reason
+        self.ended.set()
+        if close_now:
+            self.cancel.cancel()
 
 
 class Pairing:
@@ -62,6 +76,7 @@ class Pairing:
         self._peers = peers
         self._nursery: trio.Nursery | None = None
         self._offer: _Offer | None = None
+        self._offering = trio.Lock()  # one offer starts at a time; a newer one replaces it
         self.device_name = socket.gethostname()[:100] or "a device"
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -77,12 +92,13 @@ class Pairing:
         """Start offering pairing (replacing an earlier offer): the code and where to reach us."""
         if self._nursery is None:
             raise PairingError("the pairing service is not running")
-        if self._offer is not None:
-            self._offer.cancel.cancel()
-        offer = _Offer(pairing.new_code(), time.time() + OFFER_SECONDS)
-        self._offer = offer
-        await self._devices_share(scope)
-        addresses = await self._nursery.start(self._listen, offer, scope)
+        async with self._offering:
+            if self._offer is not None:
+                self._offer.fail("a newer pairing code replaced this one", close_now=True)
+            offer = _Offer(pairing.new_code(), time.time() + OFFER_SECONDS)
+            self._offer = offer
+            await self._devices_share(scope)
+            addresses = await self._nursery.start(self._listen, offer, scope)
         return {"code": offer.code, "addresses": addresses, "expires_in": OFFER_SECONDS, "join": f"{offer.code}@{addresses[0]}"}
 
     async def wait(self) -> dict[str, Any]:
@@ -91,9 +107,9 @@ class Pairing:
         if offer is None:
             raise PairingError("no pairing is offered")
         with trio.move_on_at(trio.current_time() + max(0.0, offer.expires - time.time())):
-            await offer.paired.wait()
+            await offer.ended.wait()
         if offer.device is None:
-            raise PairingError("the pairing code expired unused; offer a new one")
+            raise PairingError(offer.failed or "the pairing code expired unused; offer a new one")
         return offer.device
 
     async def _listen(self, offer: _Offer, scope: str, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -102,20 +118,23 @@ class Pairing:
         with offer.cancel, trio.move_on_at(trio.current_time() + OFFER_SECONDS):
             async with running(host, listen_multiaddrs(scope, 0)):
                 task_status.started(listen_addresses(host))
-                await offer.paired.wait()
-                await trio.sleep(2)  # let the answer reach the joining node before the listener goes
+                await offer.ended.wait()
+                await trio.sleep(ANSWER_AGAIN_SECONDS)  # a joiner whose answer was lost may ask again
         if self._offer is offer and offer.device is None:
             self._offer = None
 
     async def _answer(self, offer: _Offer, request: Request) -> dict[str, Any]:
-        if offer is not self._offer or offer.device is not None or time.time() > offer.expires:
+        given = require(request.body, "proof", bytes, max_length=64)
+        proven = pairing.matches(pairing.proof(offer.code, "join", request.peer_id, self._node), given)
+        if proven and offer.answer is not None and offer.device is not None and offer.device["peer_id"] == request.peer_id:
+            return offer.answer  # the same device asking again: its first answer was lost
+        if offer is not self._offer or offer.ended.is_set() or time.time() > offer.expires:
             raise Forbidden("no pairing is offered now")
         offer.attempts += 1
         if offer.attempts > MAX_ATTEMPTS:
-            offer.cancel.cancel()
+            offer.fail("too many wrong codes; offer a new one")
             raise Forbidden("too many wrong codes; offer a new one")
-        given = require(request.body, "proof", bytes, max_length=64)
-        if not pairing.matches(pairing.proof(offer.code, "join", request.peer_id, self._node), given):
+        if not proven:
             log.warning("a pairing attempt with a wrong code", extra={"peer": request.peer_id, "attempt": offer.attempts})
             raise Forbidden("wrong pairing code")
         name, their_share = _device_fields(request.body)
@@ -124,8 +143,9 @@ class Pairing:
         offer.claimed = True
         ours = await self._devices_share_addresses()
         offer.device = await self._paired(request.peer_id, name, their_share)
-        offer.paired.set()
-        return {"proof": pairing.proof(offer.code, "offer", request.peer_id, self._node), "name": self.device_name, "addresses": ours}
+        offer.answer = {"proof": pairing.proof(offer.code, "offer", request.peer_id, self._node), "name": self.device_name, "addresses": ours}
+        offer.ended.set()
+        return offer.answer
 
     # --- the joining side ---
 
@@ -140,14 +160,25 @@ class Pairing:
         ours = await self._devices_share_addresses()
         requester = await self._peers.ready_requester()
         body = {"proof": pairing.proof(code, "join", self._node, peer_id), "name": self.device_name, "addresses": ours}
-        try:
-            reply = await requester.request(peer_id, [transport], ids.PAIR, body, timeout=30)
-        except WireError as exc:
-            raise PairingError(f"the other node refused: {exc.message}") from None
+        reply = await self._ask_to_pair(requester, peer_id, transport, body)
         if not pairing.matches(pairing.proof(code, "offer", self._node, peer_id), reply.get("proof")):
             raise PairingError("the other node did not prove it knows the code: nothing was paired")
         name, their_share = _device_fields(reply)
         return await self._paired(peer_id, name, their_share)
+
+    async def _ask_to_pair(self, requester: Any, peer_id: str, transport: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The offering node's answer; asked again when the connection fails (the offering node
+        may have paired already and answers the same device again), never after a refusal."""
+        for attempt in range(JOIN_ATTEMPTS):
+            try:
+                return await requester.request(peer_id, [transport], ids.PAIR, body, timeout=30)
+            except Forbidden as exc:
+                raise PairingError(f"the other node refused: {exc.message}") from None
+            except (WireError, OSError) as exc:
+                if attempt == JOIN_ATTEMPTS - 1:
+                    raise PairingError(f"the other node did not answer: {exc}") from None
+                await trio.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     # --- both sides ---
 
@@ -181,4 +212,11 @@ def _device_fields(body: dict[str, Any]) -> tuple[str, list[str]]:
     if not isinstance(name, str) or not isinstance(addresses, list):
         raise Malformed("a pairing message names its device and its devices share's addresses")
     checked = [a for a in addresses[:8] if isinstance(a, str) and len(a) < 300 and "/p2p/" in a]
-    return name.strip()[:100] or "a device", checked
+    return device_name(name), checked
+
+
+def device_name(name: str) -> str:
+    """A name another node sent for itself, safe to store and show: printable characters only
+    (no escape sequences for a terminal), whitespace collapsed, at most MAX_DEVICE_NAME long."""
+    printable = "".join(ch if ch.isprintable() else " " for ch in name)
+    return " ".join(printable.split())[:MAX_DEVICE_NAME] or "a device"
