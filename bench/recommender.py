@@ -158,7 +158,7 @@ def knn(rated: np.ndarray, ratings: np.ndarray, candidates: np.ndarray, k: int =
     return (weights * ratings[nearest]).sum(axis=1) / weights.sum(axis=1)
 
 
-def run_corpus(corpus: Corpus, users: int, seed: int) -> None:
+def run_corpus(corpus: Corpus, users: int, seed: int, with_mlp: bool = True) -> None:
     rng = np.random.default_rng(seed)
     quality = rng.normal(size=len(corpus.vectors))
     dimension = corpus.vectors.shape[1]
@@ -179,8 +179,9 @@ def run_corpus(corpus: Corpus, users: int, seed: int) -> None:
             train_seconds.append(time.perf_counter() - started)
             full, _ = model.predict("s", corpus.vectors[test])
             results.setdefault(("model", count), []).append(evaluate(full, truth, rng))
-            networks = train({"s": examples}, {"s": dimension}, kind="mlp")
-            results.setdefault(("mlp", count), []).append(evaluate(networks.predict("s", corpus.vectors[test])[0], truth, rng))
+            if with_mlp:
+                networks = train({"s": examples}, {"s": dimension}, kind="mlp")
+                results.setdefault(("mlp", count), []).append(evaluate(networks.predict("s", corpus.vectors[test])[0], truth, rng))
             mean = np.full(len(test), user.ratings[rated].mean())
             results.setdefault(("mean", count), []).append(evaluate(mean, truth, rng))
             near = knn(corpus.vectors[rated], user.ratings[rated], corpus.vectors[test])
@@ -196,7 +197,9 @@ def run_corpus(corpus: Corpus, users: int, seed: int) -> None:
     for count in COUNTS:
         row = {}
         for method in ("model", "mlp", "mean", "knn"):
-            runs = results[(method, count)]
+            runs = results.get((method, count))
+            if runs is None:
+                continue
             for metric in ("ndcg10", "spearman", "mae"):
                 row[f"{method}_{metric}"] = round(float(np.mean([r[metric] for r in runs])), 4)
         emit(
@@ -224,9 +227,10 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=2500)
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-mlp", action="store_true", help="leave out the MLP option (the slowest part)")
     args = parser.parse_args()
     for name in ("manpages", "docstrings") if args.corpus == "both" else (args.corpus,):
-        run_corpus(load_corpus(name, args.items, args.seed), args.users, args.seed)
+        run_corpus(load_corpus(name, args.items, args.seed), args.users, args.seed, with_mlp=not args.no_mlp)
 
 
 if __name__ == "__main__":
