@@ -39,6 +39,20 @@ async def streamed(request: Request):  # type: ignore[no-untyped-def]
         yield {"data": bytes(1000), "n": n}
 
 
+def slow_fetch(sent: trio.Event):  # type: ignore[no-untyped-def]
+    """A fetch handler that takes ~10 s for its 1,000 frames, and sets ``sent`` after the fifth:
+    time to change the share's access while the reply runs."""
+
+    async def handler(request: Request):  # type: ignore[no-untyped-def]
+        for n in range(1000):
+            if n == 5:
+                sent.set()
+            yield {"data": bytes(1000), "n": n}
+            await trio.sleep(0.01)
+
+    return handler
+
+
 def share(permission: str) -> Share:
     return Share(1, "family", "lan", permission, (), (), None, False, False, time.time())
 
@@ -161,15 +175,7 @@ async def test_revoking_a_grant_stops_a_transfer_that_is_running() -> None:
     grants = [grant("00000000000000c1", member_id)]
     access = ShareAccess(share("members"), key, share_peer, grants)
     sent = trio.Event()
-
-    async def slow_fetch(request: Request):  # type: ignore[no-untyped-def]
-        for n in range(1000):
-            if n == 5:
-                sent.set()
-            yield {"data": bytes(10_000), "n": n}
-            await trio.sleep(0.01)
-
-    server = ProtocolServer([Protocol(ids.FETCH, slow_fetch)], gate=access)
+    server = ProtocolServer([Protocol(ids.FETCH, slow_fetch(sent))], gate=access)
     server.attach(share_host)
     valid = token(key, share_peer, "00000000000000c1", member_id)
     async with running(share_host, LOOPBACK), running(member, LOOPBACK):
@@ -227,15 +233,7 @@ async def test_making_a_share_stricter_stops_replies_already_running(before: str
     grants = [grant("00000000000000e1", peer_id)]
     access = ShareAccess(share(before), key, share_peer, grants, devices=frozenset({peer_id}))
     sent = trio.Event()
-
-    async def slow_fetch(request: Request):  # type: ignore[no-untyped-def]
-        for n in range(1000):
-            if n == 5:
-                sent.set()
-            yield {"data": bytes(1000), "n": n}
-            await trio.sleep(0.01)
-
-    ProtocolServer([Protocol(ids.FETCH, slow_fetch)], gate=access).attach(share_host)
+    ProtocolServer([Protocol(ids.FETCH, slow_fetch(sent))], gate=access).attach(share_host)
     body = {"token": token(key, share_peer, "00000000000000e1", peer_id)} if before == "members" else {}
     async with running(share_host, LOOPBACK), running(peer, LOOPBACK):
         received: list[int] = []
