@@ -157,12 +157,15 @@ class Recommendations:
         rated = {key: rating for key, rating, _, _ in await self._catalog.read(store.ratings)}
         excluded = set(rated) if not request.include_rated else {k for k, r in rated.items() if r <= labels_of.DISLIKE_RATING}
         spaces = await self._catalog.read(_spaces_with_vectors)
+        banned: set[int] = set()
+        if request.source in ("all", "local"):
+            banned = await self._catalog.read(partial(_rated_item_ids, disliked_only=request.include_rated))
         pool: list[_Shortlisted] = []
         unscored = 0
         for space in spaces:
             dimension = dimensions[space]
             if request.source in ("all", "local"):
-                pool += await self._local_means(model, space, dimension, request, excluded)
+                pool += await self._local_means(model, space, dimension, request, banned)
             if request.source in ("all", "peers"):
                 pool += await self._remote_means(model, space, dimension, request, excluded)
         if request.source in ("all", "peers"):
@@ -206,8 +209,9 @@ class Recommendations:
         return {"results": results, "model": model.describe(), "unscored_peer_items": unscored, "took_ms": _ms(started)}
 
     async def _local_means(
-        self, model: PreferenceModel, space: str, dimension: int, request: RecommendRequest, excluded: set[str]
+        self, model: PreferenceModel, space: str, dimension: int, request: RecommendRequest, banned: set[int]
     ) -> list[_Shortlisted]:
+        """The best head means among this space's local items, less the ``banned`` (rated) ones."""
         index = await self._indexes.index(space, dimension)
         if not len(index):
             return []
@@ -215,7 +219,6 @@ class Recommendations:
         means = await trio.to_thread.run_sync(model.mean, space, prefixes)
         items = ids // MAX_SEGMENTS
         keep = np.ones(len(items), dtype=bool)
-        banned = await self._catalog.read(partial(_rated_item_ids, disliked_only=request.include_rated))
         if banned:
             keep &= ~np.isin(items, np.fromiter(banned, dtype=np.int64))
         if request.modalities:

@@ -19,6 +19,9 @@ is trained on random prefix truncations of its examples (each renormalised, as p
 compared, the local block computed on the same prefix of the centres): the same head scores
 a full vector and a 48-value prefix. A head with too few examples falls back to similarity to
 the rated items (cold start).
+
+What a head predicts is then corrected by its errors on the nearest rated items
+(:mod:`.neighbours`): the smooth head carries the broad taste, the neighbourhood the exceptions.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import bayes, mlp
+from .neighbours import Neighbourhood
 
 COLD_START_EXAMPLES = 5  # a head with fewer distinct rated items ranks by similarity to them
 NEUTRAL_RATING = 5.0
@@ -141,6 +145,8 @@ class Head:
     centres: np.ndarray  # the rated vectors that the local block measures nearness to
     fitted: bayes.Fitted | None  # None: cold start (too few examples), or the MLP option
     network: mlp.Ensemble | None = None  # the MLP option's head
+    known: np.ndarray | None = None  # how much of each rated vector is known (None: all of it)
+    _neighbourhoods: dict[int, Neighbourhood] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def cold(self) -> bool:
@@ -150,13 +156,28 @@ class Head:
         """Predicted rating and its standard deviation for vectors or prefixes (one width)."""
         if self.cold:
             return self.mean(vectors, bias), np.full(len(np.atleast_2d(vectors)), PRIOR_SPREAD)
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         rows = design(vectors, self.dimension, self.centres)
         mean, spread = self.network.predict(rows) if self.network is not None else self.fitted.predict(rows)  # type: ignore[union-attr]
-        return bias + mean, spread
+        width = min(vectors.shape[1], self.dimension)
+        return bias + mean + self.neighbourhood(width).correction(unit_rows(vectors[:, :width])), spread
+
+    def neighbourhood(self, width: int) -> Neighbourhood:
+        """The rated items known at ``width``, with the head's errors on their prefixes (built once
+        per width: a ranking scores peers' prefixes and local vectors at a handful of widths)."""
+        found = self._neighbourhoods.get(width)
+        if found is None:
+            known = self.known if self.known is not None else np.full(len(self.keys), self.dimension)
+            rows = np.flatnonzero(known >= width)
+            prefixes = unit_rows(self.vectors[rows, :width])
+            errors = self.residuals[rows] - self.mean(prefixes, 0.0)
+            found = self._neighbourhoods[width] = Neighbourhood.build(rows, prefixes, errors, self.weights[rows])
+        return found
 
     def mean(self, vectors: np.ndarray, bias: float) -> np.ndarray:
-        """The predicted rating alone, for many candidates at once: no padding, no variance (the
-        first stage of a ranking, over every candidate's prefix)."""
+        """The head's predicted rating alone, for many candidates at once: no padding, no
+        variance, no neighbourhood correction (the first stage of a ranking, over every
+        candidate's prefix; the shortlist gets the whole prediction)."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         width = min(vectors.shape[1], self.dimension)
         prefixes = unit_rows(vectors[:, :width])
@@ -184,17 +205,22 @@ class Head:
         return total / len(self.network.members)  # type: ignore[union-attr]
 
     def contributions(self, vector: np.ndarray) -> np.ndarray:
-        """How much each rated item moved this prediction (rating units), signed. For the
-        Bayesian head (its equivalent kernel); for the others, the rated items' residuals
-        weighted by their nearness."""
+        """How much each rated item moved this prediction (rating units), signed: for the
+        Bayesian head its equivalent kernel, for the others the rated items' residuals weighted
+        by their nearness; plus, past cold start, each neighbour's share of the correction."""
+        width = min(len(np.ravel(vector)), self.dimension)
         if self.fitted is not None:
             x = design(vector, self.dimension, self.centres)
             rated = design(self.vectors, self.dimension, self.centres)
-            return (self.fitted.influence(x, rated, self.weights) * self.residuals[None, :])[0]
-        width = min(len(np.ravel(vector)), self.dimension)
-        cosines = unit_rows(np.atleast_2d(vector)[:, :width]) @ unit_rows(self.vectors[:, :width]).T
-        near = np.clip(cosines[0], 0.0, None) ** 2
-        return near * self.residuals / (1.0 + near.sum())
+            moved = (self.fitted.influence(x, rated, self.weights) * self.residuals[None, :])[0]
+        else:
+            cosines = unit_rows(np.atleast_2d(vector)[:, :width]) @ unit_rows(self.vectors[:, :width]).T
+            near = np.clip(cosines[0], 0.0, None) ** 2
+            moved = near * self.residuals / (1.0 + near.sum())
+        if self.cold:
+            return moved
+        query = unit_rows(np.atleast_2d(vector)[:, :width])[0]
+        return moved + self.neighbourhood(width).contributions(query, len(self.keys))
 
 
 @dataclass
@@ -239,7 +265,7 @@ class PreferenceModel:
             "spaces": {
                 space: {
                     "rated": len(head.keys),
-                    "mode": "bayesian (linear + local)" if head.fitted else "mlp ensemble" if head.network else "similarity (cold start)",
+                    "mode": "bayesian (linear + local) + neighbours" if head.fitted else "mlp ensemble + neighbours" if head.network else "similarity (cold start)",
                     **({"alpha": round(head.fitted.alpha, 4), "noise_sd": round(head.fitted.beta**-0.5, 3)} if head.fitted else {}),
                 }
                 for space, head in sorted(self.heads.items())
@@ -259,6 +285,8 @@ class PreferenceModel:
                 f"{prefix}residuals": head.residuals,
                 f"{prefix}weights": head.weights,
             }
+            if head.known is not None:
+                arrays[f"{prefix}known"] = head.known
             if head.fitted is not None:
                 arrays |= head.fitted.to_arrays(prefix)
             if head.network is not None:
@@ -291,6 +319,7 @@ class PreferenceModel:
                 arrays[f"{prefix}centres"].astype(np.float32),
                 bayes.Fitted.from_arrays(arrays, prefix) if info["fitted"] else None,
                 mlp.Ensemble.from_arrays(arrays, prefix) if info.get("network") else None,
+                arrays.get(f"{prefix}known"),
             )
         return cls(float(meta["bias"]), heads, float(meta["trained_at"]), int(meta["examples"]), version)
 
@@ -315,6 +344,8 @@ def train(
             continue
         dimension = dimensions[space]
         vectors, available = _padded(examples, dimension)
+        # As stored (float16), so that a stored model finds the same neighbours as the trained one.
+        vectors = vectors.astype(np.float16).astype(np.float32)
         residuals = np.array([e.target - bias for e in examples])
         weights = np.array([e.weight for e in examples])
         fitted, network, centres = None, None, np.zeros((0, dimension), np.float32)
@@ -330,5 +361,8 @@ def train(
             else:
                 local = slice(dimension + 1, dimension + 1 + len(centres))
                 fitted = bayes.fit(rows, targets - bias, row_weights, block=local, block_scales=LOCAL_SCALES)
-        heads[space] = Head(space, dimension, [e.key for e in examples], vectors, residuals, weights, centres, fitted, network)
+        known = None if (available == dimension).all() else available
+        head = heads[space] = Head(space, dimension, [e.key for e in examples], vectors, residuals, weights, centres, fitted, network, known)
+        if not head.cold:
+            head.neighbourhood(dimension)  # built here, in the training thread, not by the first ranking
     return PreferenceModel(bias, heads, time.time(), len(everything))

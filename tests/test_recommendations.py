@@ -98,7 +98,7 @@ def test_recommendations_follow_the_user_s_ratings(rated_node) -> None:
     liked = cli_json(data_dir, "like", curry_hash[:10])  # a search result's short hash names it
     assert liked["rating"] == 8 and liked["name"].endswith("curry.txt")
     status = _wait_for_version(data_dir, 0, examples=7)  # trained in the background after the feedback
-    assert list(status["spaces"].values())[0]["mode"] == "bayesian (linear + local)"
+    assert list(status["spaces"].values())[0]["mode"] == "bayesian (linear + local) + neighbours"
 
     reply = cli_json(data_dir, "recommend", "--local", "--limit", "4", "--diversity", "0", "--explain")
     names = _names(reply)

@@ -67,7 +67,9 @@ def test_the_model_learns_a_taste_and_scores_prefixes_it_was_trained_for() -> No
     full, spread = model.predict("s", vectors[400:])
     assert np.corrcoef(full, ratings[400:])[0, 1] > 0.7
     assert (spread > 0).all()
-    assert np.allclose(model.mean("s", vectors[400:420]), full[:20], atol=1e-3)  # the fast path agrees
+    # The fast path is the head alone: the whole prediction less the neighbourhood correction.
+    correction = model.heads["s"].neighbourhood(DIMENSION).correction(vectors[400:420])
+    assert np.allclose(model.mean("s", vectors[400:420]), np.clip(full[:20] - correction, 0, 10), atol=1e-3)
 
     # A taste that the leading values show only roughly and later ones sharply: a model trained on
     # whole vectors leans on the later values, which a peer's 8-value prefix does not carry.
@@ -87,6 +89,43 @@ def test_the_model_learns_a_taste_and_scores_prefixes_it_was_trained_for() -> No
     truncated_error = np.abs(prefix - ratings[400:]).mean()
     plain_error = np.abs(plain + model.bias - ratings[400:]).mean()
     assert truncated_error < 0.8 * plain_error, (truncated_error, plain_error)
+
+
+def test_the_neighbourhood_corrects_what_the_smooth_head_cannot_follow() -> None:
+    """A broad linear taste with one exception: a tight group of items loved against the trend.
+    The head's own error on that group is large; the rated members' residuals correct it."""
+    rng = np.random.default_rng(8)
+    vectors = ordered(1200, rng)
+    ratings = taste_ratings(vectors, rng, noise=0.3)
+    centre = vectors[400 + np.argmin(ratings[400:])]  # where the broad taste is lowest (not rated itself)
+    group = unit_rows(centre + 0.25 * rng.normal(size=(120, DIMENSION)) * np.exp(-np.arange(DIMENSION) / 12.0))
+    vectors = np.vstack([vectors, group])
+    ratings = np.concatenate([ratings, np.clip(9 + rng.normal(0, 0.3, len(group)), 0, 10)])
+    train_rows = np.r_[0:400, 1200:1260]
+    test_group = np.arange(1260, 1320)
+    model = train({"s": examples(vectors[train_rows], ratings[train_rows])}, {"s": DIMENSION})
+    head_alone = np.abs(model.mean("s", vectors[test_group]) - ratings[test_group]).mean()
+    whole = np.abs(model.predict("s", vectors[test_group])[0] - ratings[test_group]).mean()
+    assert whole < 0.75 * head_alone, (whole, head_alone)
+    # Elsewhere it does no harm.
+    rest = np.arange(600, 1200)
+    assert np.abs(model.predict("s", vectors[rest])[0] - ratings[rest]).mean() <= 1.05 * np.abs(model.mean("s", vectors[rest]) - ratings[rest]).mean()
+    # The group's members explain a group item's score.
+    keys = {f"{i:064x}" for i in range(400, 460)}  # the group's rated members, as examples() names them
+    assert model.explain("s", vectors[1300])[0][0] in keys
+
+
+def test_a_rated_item_known_only_by_a_prefix_is_a_neighbour_at_that_width_only() -> None:
+    rng = np.random.default_rng(9)
+    vectors = ordered(60, rng)
+    ratings = taste_ratings(vectors, rng)
+    rated = examples(vectors[:40], ratings[:40]) + [Example("f" * 64, vectors[40, :8], 9.0)]  # a peer's item, rated unfetched
+    model = train({"s": rated}, {"s": DIMENSION})
+    head = model.heads["s"]
+    assert 40 not in head.neighbourhood(DIMENSION).rows and 40 in head.neighbourhood(8).rows
+    again = PreferenceModel.from_bytes(model.to_bytes())
+    assert 40 not in again.heads["s"].neighbourhood(DIMENSION).rows
+    assert np.allclose(again.predict("s", vectors[41:])[0], model.predict("s", vectors[41:])[0], atol=0.05)
 
 
 def test_cold_start_ranks_by_similarity_to_the_rated_items_and_explains_it() -> None:
@@ -235,10 +274,11 @@ def test_the_mlp_option_learns_a_taste_scores_prefixes_and_is_stored() -> None:
     vectors = ordered(900, rng)
     ratings = taste_ratings(vectors, rng)
     model = train({"s": examples(vectors[:500], ratings[:500])}, {"s": DIMENSION}, kind="mlp")
-    assert model.describe()["spaces"]["s"]["mode"] == "mlp ensemble"
+    assert model.describe()["spaces"]["s"]["mode"] == "mlp ensemble + neighbours"
     mean, spread = model.predict("s", vectors[500:])
     assert np.corrcoef(mean, ratings[500:])[0, 1] > 0.6 and (spread > 0).all()
-    assert np.allclose(model.mean("s", vectors[500:520, :16]), model.predict("s", vectors[500:520, :16])[0], atol=1e-3)
+    correction = model.heads["s"].neighbourhood(16).correction(unit_rows(vectors[500:520, :16]))
+    assert np.allclose(model.mean("s", vectors[500:520, :16]), np.clip(model.predict("s", vectors[500:520, :16])[0] - correction, 0, 10), atol=1e-3)
     again = PreferenceModel.from_bytes(model.to_bytes())
     assert np.allclose(again.predict("s", vectors[500:])[0], mean, atol=0.05)
     assert again.explain("s", vectors[600])
