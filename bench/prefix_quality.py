@@ -11,8 +11,8 @@ six (``--train-per-source`` units of each), and prefix search is measured on the
 out: ``--corpus`` searched units and ``--queries`` held-out queries of that source, truth
 the exact 384-d search with the base vectors. Beside them: raw truncation, and a PCA fit on
 the searched corpus itself (the in-domain baseline a node could compute alone). Then the
-shipped adapter (embeddings/default_adapters/build.py: this recipe on all seven) on the Debian descriptions, with the same
-baselines, and a task: each package's one-line summary finding its long description
+adapter file that ships (whatever embeddings/default_adapters/build.py last built) on the
+Debian descriptions, with the same baselines, and a task: each package's one-line summary finding its long description
 (success@10 at K = D/8 as a share of full-dimension success).
 
 Reported per left-out source: recall@10 at K in {16, 32, 48, 64, 96} for each method, the
@@ -212,17 +212,23 @@ def latency_million(adapted_corpus: np.ndarray, prefix_len: int, shortlist: int,
     }
 
 
+def orderings(queries: np.ndarray, corpus: np.ndarray, adapter, pca_mix, base_id: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:  # type: ignore[no-untyped-def]
+    """Queries and corpus as each method orders them: raw, the training mix's PCA, a PCA fit on
+    this corpus itself (what a node could compute alone), and the adapter."""
+    pca_own = pca_adapter(base_id, corpus)
+    return {
+        "raw": (queries, corpus),
+        "pca_training_mix": (pca_mix.apply(queries), pca_mix.apply(corpus)),
+        "pca_in_domain": (pca_own.apply(queries), pca_own.apply(corpus)),
+        "adapter": (adapter.apply(queries), adapter.apply(corpus)),
+    }
+
+
 def judged(name: str, split: Split, adapter, pca_mix, base_id: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """Every method's recall@10 at each K on one source's corpus, the adapter's fidelity and funnel."""
     d = split.corpus.shape[1]
     truth = top10(split.queries, split.corpus)
-    pca_own = pca_adapter(base_id, split.corpus)
-    methods = {
-        "raw": (split.queries, split.corpus),
-        "pca_training_mix": (pca_mix.apply(split.queries), pca_mix.apply(split.corpus)),
-        "pca_in_domain": (pca_own.apply(split.queries), pca_own.apply(split.corpus)),
-        "adapter": (adapter.apply(split.queries), adapter.apply(split.corpus)),
-    }
+    methods = orderings(split.queries, split.corpus, adapter, pca_mix, base_id)
     k = d // 8
     recalls = {method: prefix_recalls(q, c, truth, sorted({*KS, k})) for method, (q, c) in methods.items()}
     stored_queries, stored = methods["adapter"]
@@ -242,15 +248,9 @@ def task_level(model, adapter, pca_mix, base_id: str, count: int) -> dict[str, o
     """Debian: a package's one-line summary finds its long description. success@10 at each K."""
     summaries, bodies = debian_summaries(count)
     queries, targets = encoded(model, summaries, "debian-summaries"), encoded(model, bodies, "debian-bodies")
-    pca_own = pca_adapter(base_id, targets)
     figures: dict[str, object] = {"pairs": len(summaries)}
     d = targets.shape[1]
-    for method, (q, t) in {
-        "raw": (queries, targets),
-        "pca_training_mix": (pca_mix.apply(queries), pca_mix.apply(targets)),
-        "pca_in_domain": (pca_own.apply(queries), pca_own.apply(targets)),
-        "adapter": (adapter.apply(queries), adapter.apply(targets)),
-    }.items():
+    for method, (q, t) in orderings(queries, targets, adapter, pca_mix, base_id).items():
         success = {}
         for k in (*KS, d):
             found = top10(normalize(q[:, :k]), normalize(t[:, :k]))
@@ -286,9 +286,9 @@ def main() -> None:
         shipped_file = file_for(model.model_id)
         if shipped_file.exists():
             shipped = Adapter.load(shipped_file)
+            pca_mix = pca_adapter(model.model_id, np.concatenate([split.train for split in splits.values()]))
             for name, split in splits.items():
-                mix = np.concatenate([other.train for other in splits.values()])
-                emit("prefix_quality_shipped", adapter_model=shipped.model_id, **judged(name, split, shipped, pca_adapter(model.model_id, mix), model.model_id))
+                emit("prefix_quality_shipped", adapter_model=shipped.model_id, **judged(name, split, shipped, pca_mix, model.model_id))
         return
 
     model = encoder()
@@ -310,7 +310,8 @@ def main() -> None:
             task=task_level(model, shipped, pca_mix, base_id, args.task),
         )
     if args.million:
-        emit("prefix_funnel_latency", **latency_million(shipped.apply(splits["debian"].corpus), 384 // 8, 200, args.million, args.latency_queries))
+        debian = shipped.apply(splits["debian"].corpus)
+        emit("prefix_funnel_latency", **latency_million(debian, debian.shape[1] // 8, 200, args.million, args.latency_queries))
 
 
 if __name__ == "__main__":

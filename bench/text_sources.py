@@ -218,8 +218,9 @@ def kjv() -> list[str]:
     listing = subprocess.run(
         [str(root / "usr/bin/bible"), "-p", str(root / "usr/lib"), "Gen1:1-Rev22:21"], check=True, capture_output=True, text=True
     ).stdout
-    verses = re.split(r"\n\s*\d+ ", listing)
-    return _units(s for verse in verses if not verse.lstrip().startswith(("Genesis 1",)) for s in sentences(verse) if not re.fullmatch(r"[\w ]+ \d+", s.strip()))
+    verses = re.split(r"\n\s*\d+ ", listing)  # "  12 And God said ..."
+    chapter = re.compile(r"[\w ]+ \d+")  # a heading between two verses: "Song of Solomon 2"
+    return _units(s for verse in verses for s in sentences(verse) if not chapter.fullmatch(s.strip()))
 
 
 def _debian_descriptions() -> list[tuple[str, str, str]]:

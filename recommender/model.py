@@ -209,17 +209,16 @@ class Head:
         Bayesian head its equivalent kernel, for the others the rated items' residuals weighted
         by their nearness; plus, past cold start, each neighbour's share of the correction."""
         width = min(len(np.ravel(vector)), self.dimension)
+        query = unit_rows(np.atleast_2d(vector)[:, :width])[0]
         if self.fitted is not None:
             x = design(vector, self.dimension, self.centres)
             rated = design(self.vectors, self.dimension, self.centres)
             moved = (self.fitted.influence(x, rated, self.weights) * self.residuals[None, :])[0]
         else:
-            cosines = unit_rows(np.atleast_2d(vector)[:, :width]) @ unit_rows(self.vectors[:, :width]).T
-            near = np.clip(cosines[0], 0.0, None) ** 2
+            near = np.clip(unit_rows(self.vectors[:, :width]) @ query, 0.0, None) ** 2
             moved = near * self.residuals / (1.0 + near.sum())
         if self.cold:
             return moved
-        query = unit_rows(np.atleast_2d(vector)[:, :width])[0]
         return moved + self.neighbourhood(width).contributions(query, len(self.keys))
 
 
