@@ -4,6 +4,8 @@
 
 PYTHON ?= python3
 VENV   := .venv
+# Test processes (pytest-xdist): most tests wait on daemons, so two keep two cores busy.
+TEST_WORKERS ?= 2
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
@@ -15,7 +17,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 install: $(STAMP)
 

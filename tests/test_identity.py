@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import os
+import random
 import stat
 from pathlib import Path
 
@@ -38,7 +38,8 @@ def test_existing_key_is_never_overwritten(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"not a key at all", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", os.urandom(64)],
+    [b"", b"not a key at all", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", random.Random(0).randbytes(64)],
+    ids=["empty", "text", "pem without a key", "random bytes"],
 )
 def test_corrupt_key_is_a_clear_error_and_left_in_place(tmp_path: Path, content: bytes) -> None:
     key = tmp_path / "identity.key"
