@@ -28,7 +28,7 @@ from .adapters import DEFAULT_PREFIXES, Adapter, pca_adapter
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    steps: int = 2000
+    steps: int = 1000  # as good as 2,000 on text left out of training (0.366 on the Bible both)
     batch: int = 64  # alignment: texts per batch (x4)
     neighbourhoods: int = 32  # seeds per batch
     neighbourhood_size: int = 32  # rows per neighbourhood (the seed and its neighbours)
@@ -36,7 +36,10 @@ class TrainingOptions:
     hidden: int = 512
     learning_rate: float = 1e-3
     temperature: float = 0.05
-    full_weight: float = 5.0  # the full-length term: keeps the whole vector close to the base one
+    # The full-length term: keeps the whole vector close to the base one. At 200 the whole
+    # vector keeps >= 0.98 of the base top 10 on text left out of training (5: 0.95, 50: 0.97),
+    # and the K = 48 prefix loses ~2% of its recall.
+    full_weight: float = 200.0
     focus_weight: float = 3.0  # the K = D/8 term (its neighbours in the list: the mean of this and 1)
     prefixes: tuple[int, ...] = DEFAULT_PREFIXES
     seed: int = 0

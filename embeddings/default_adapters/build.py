@@ -5,9 +5,10 @@ Debian's package archive is reachable (the sources are fetched with ``apt-get do
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m peerlight.embeddings.default_adapters.build
 
-The adapter is trained (PCA-initialised, Matryoshka loss, the default training options,
-seed 0: deterministic) on an equal share of seven kinds of real English that exist offline,
-the training parts of ``bench/text_sources.py``: dictionary glosses (WordNet), dictionary
+The adapter is trained (PCA-initialised, Matryoshka loss, the default training options:
+1,000 steps, the full-length term weighing 200; seed 0, deterministic) on an equal share of
+seven kinds of real English that exist offline, the training parts of
+``bench/text_sources.py``: dictionary glosses (WordNet), dictionary
 definitions (GCIDE), quotations (fortunes), man pages, documentation prose (the Python
 docs), docstrings and book-length prose (the King James Bible); 8,000 units of each, disjoint
 from the units ``bench/prefix_quality.py`` searches and queries with. Debian's package
@@ -15,10 +16,7 @@ descriptions (and any registry's) are never trained on: they judge the ordering.
 adapter's ``info`` records each source and its share of the mix.
 
 ``bench/prefix_quality.py`` measures this recipe leaving each source out in turn, and the
-shipped file on the Debian descriptions. The file shipped today is still the earlier build
-(100,000 docstring sentences; its ``info["corpus"]`` says so): replacing it changes the model
-id of every node's text vectors, so it is replaced only once this recipe is shown better on
-text neither saw (see the project README's prefix table).
+shipped file (this recipe's build) on the Debian descriptions.
 
 ``--pca`` ships the untrained PCA rotation of the same mix instead.
 
