@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--align-to", choices=["image", "text", "audio"],
         help="instead of ordering, bring the encoder into this role's space by aligning text towers (needs --corpus)",
     )
-    train.add_argument("--steps", type=int, help="training steps (default 2000)")
+    train.add_argument("--steps", type=int, help="training steps (default 1000)")
     train.add_argument("--seed", type=int, default=0, help="random seed (training is deterministic given it)")
 
     search = command("search", search_commands.cmd_search, "search the local index (and peers' shares with --peers)")
