@@ -146,11 +146,12 @@ async def test_a_host_keeps_accepting_after_thousands_of_inbound_connections() -
             await connect(client, str(peer), addresses)
             await client.disconnect(peer)  # ~200 ms in py-libp2p: the clients overlap
 
-        for round_ in range(1000 // len(clients)):
+        rounds = 1000 // len(clients)
+        for round_ in range(rounds):
             async with trio.open_nursery() as nursery:
                 for client in clients:
                     nursery.start_soon(come_and_go, client)
-            if round_ in (10, 1000 // len(clients) - 1):
+            if round_ in (10, rounds - 1):
                 await trio.sleep(0.5)
                 tasks_after.append(_task_count())
                 memory_after.append(_resident_bytes())

@@ -10,8 +10,8 @@ The adapter is trained (PCA-initialised, Matryoshka loss, the default training o
 seven kinds of real English that exist offline, the training parts of
 ``bench/text_sources.py``: dictionary glosses (WordNet), dictionary
 definitions (GCIDE), quotations (fortunes), man pages, documentation prose (the Python
-docs), docstrings and book-length prose (the King James Bible); 8,000 units of each, disjoint
-from the units ``bench/prefix_quality.py`` searches and queries with. Debian's package
+docs), docstrings and book-length prose (the King James Bible); 8,000 units of each (of
+fortunes, the 2,805 left), disjoint from the units ``bench/prefix_quality.py`` searches and queries with. Debian's package
 descriptions (and any registry's) are never trained on: they judge the ordering. The
 adapter's ``info`` records each source and its share of the mix.
 
