@@ -127,12 +127,13 @@ def cmd_share_grants(args: Namespace, paths: NodePaths, out: Output) -> int:
                 ",".join(grant["capabilities"]),
                 _when(grant["expires_at"], "never"),
                 _when(grant["last_used_at"], "never"),
+                f"{grant.get('bytes_today', 0):,} of {grant['bytes_per_day']:,}" if grant.get("bytes_per_day") else "no limit",
                 grant["state"],
             )
             for grant in grants
         ]
         empty = "No grants yet; give one with `peerlight share grant NAME --to PEERID` or `--invite`."
-        table(console, ("grant", "grantee", "can", "expires", "last used", "state"), rows, empty)
+        table(console, ("grant", "grantee", "can", "expires", "last used", "bytes today", "state"), rows, empty)
 
     out.result(call(paths.control_socket, "share.grants", name=args.name), render)
     return 0

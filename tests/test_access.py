@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
 import time
 
 import pytest
 import trio
 
-from peerlight.node.catalog.grants import Grant
-from peerlight.node.catalog.shares import Share
+from peerlight.node.catalog.grants import Grant, add_grant, grants_of, record_bytes_served
+from peerlight.node.catalog.migrations import migrate
+from peerlight.node.catalog.shares import Share, create_share
 from peerlight.node.dataserver import protocol_ids as ids
 from peerlight.node.dataserver.access import PROTOCOL_CAPABILITY, ShareAccess, signing_key
 from peerlight.p2p import errors
@@ -165,6 +167,33 @@ async def test_a_grant_allows_its_capabilities_only_and_its_limits_hold() -> Non
         # 2,500 bytes a day: the first fetch's four ~1 KB frames stop at the third.
         assert await ask(requester, share_host, share_peer, ids.FETCH, {"token": fetch_only}) == "forbidden"
         assert await ask(requester, share_host, share_peer, ids.FETCH, {"token": fetch_only}) == "forbidden"
+
+
+@pytest.mark.parametrize("recorded_day", [0, -1], ids=["recorded-today", "recorded-yesterday"])
+async def test_a_grants_bytes_of_the_day_survive_a_restart(tmp_path, recorded_day: int) -> None:
+    """The first gate serves a fetch and its bytes reach the catalog as the node writes them;
+    a second gate built from the catalog (the node restarted) keeps counting from there, and
+    only on the same day: bytes recorded yesterday leave today's allowance whole."""
+    conn = sqlite3.connect(tmp_path / "catalog.sqlite3", isolation_level=None)
+    migrate(conn)
+    shared = create_share(conn, "family", "lan", "members", ())
+    seed = os.urandom(32)
+    share_host, member = new_host(seed), new_host(os.urandom(32))
+    key = signing_key(seed)
+    share_peer, member_id = str(share_host.get_id()), str(member.get_id())
+    add_grant(conn, "00000000000000e1", shared.id, member_id, ("fetch",), bytes_per_day=6000)  # one fetch (~4 KB), not two
+    valid = token(key, share_peer, "00000000000000e1", member_id, ("fetch",))
+    answers = []
+    for run in range(2):
+        access = ShareAccess(shared, key, share_peer, grants_of(conn, shared.id))
+        server = ProtocolServer([Protocol(ids.FETCH, streamed)], gate=access)
+        host = share_host if run == 0 else new_host(seed)  # the same identity, a new host: a restart
+        server.attach(host)
+        async with running(host, LOOPBACK), running(member, LOOPBACK):
+            answers.append(await ask(Requester(member), host, share_peer, ids.FETCH, {"token": valid}))
+        served = {grant_id: (day + recorded_day, size) for grant_id, (day, size) in access.bytes_counted.items()}
+        record_bytes_served(conn, served)
+    assert answers == (["ok", "forbidden"] if recorded_day == 0 else ["ok", "ok"])
 
 
 async def test_revoking_a_grant_stops_a_transfer_that_is_running() -> None:

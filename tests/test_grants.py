@@ -36,6 +36,18 @@ def test_a_grant_is_issued_listed_and_revoked_once(conn: sqlite3.Connection) -> 
         grants.revoke_grant(conn, other.id, grant.id)  # a grant is revoked through its own share only
 
 
+def test_a_grants_bytes_of_the_day_are_recorded_and_count_on_that_day_only(conn: sqlite3.Connection) -> None:
+    share = create_share(conn, "family", "lan", "members", ())
+    grant = grants.add_grant(conn, "0123456789abcdef", share.id, ALICE, ("fetch",), bytes_per_day=10_000)
+    today = grants.day_of(time.time())
+    assert (grant.usage_day, grant.bytes_today, grant.to_wire()["bytes_today"]) == (0, 0, 0)
+    grants.record_bytes_served(conn, {grant.id: (today, 4_321)})
+    again = grants.get_grant(conn, grant.id)
+    assert (again.usage_day, again.bytes_today, again.to_wire()["bytes_today"]) == (today, 4_321, 4_321)
+    grants.record_bytes_served(conn, {grant.id: (today - 1, 9_999)})  # recorded yesterday: nothing counts today
+    assert grants.get_grant(conn, grant.id).to_wire()["bytes_today"] == 0
+
+
 def test_an_expired_grant_no_longer_holds(conn: sqlite3.Connection) -> None:
     share = create_share(conn, "family", "lan", "members", ())
     grant = grants.add_grant(conn, "00000000000000aa", share.id, ALICE, ("browse",), expires_at=time.time() - 1)

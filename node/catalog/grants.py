@@ -15,6 +15,13 @@ from typing import Any
 
 from peerlight.permissions.tokens import CAPABILITIES
 
+DAY_SECONDS = 86400
+
+
+def day_of(now: float) -> int:
+    """The (UTC) day a grant's bytes-per-day allowance counts in."""
+    return int(now // DAY_SECONDS)
+
 
 class GrantNotFound(Exception):
     pass
@@ -42,6 +49,11 @@ class Grant:
     redeemed_at: float | None
     revoked_at: float | None
     last_used_at: float | None
+    usage_day: int = 0  # the day bytes_today counts in (as last written by the serving node)
+    bytes_today: int = 0
+
+    def bytes_served_on(self, day: int) -> int:
+        return self.bytes_today if self.usage_day == day else 0
 
     def holds(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
@@ -60,16 +72,17 @@ class Grant:
             "redeemed_at": self.redeemed_at,
             "revoked_at": self.revoked_at,
             "last_used_at": self.last_used_at,
+            "bytes_today": self.bytes_served_on(day_of(now)),
             "state": "revoked" if self.revoked_at is not None else "expired" if not self.holds(now) else "open invite" if self.grantee is None else "active",
         }
 
 
-_COLUMNS = "id, share_id, grantee, capabilities, rpm, bytes_per_day, expires_at, created_at, invite, redeemed_at, revoked_at, last_used_at"
+_COLUMNS = "id, share_id, grantee, capabilities, rpm, bytes_per_day, expires_at, created_at, invite, redeemed_at, revoked_at, last_used_at, usage_day, bytes_today"
 
 
 def _grant(row: tuple) -> Grant:  # type: ignore[type-arg]
-    grant_id, share_id, grantee, capabilities, rpm, bpd, expires, created, invite, redeemed, revoked, used = row
-    return Grant(grant_id, share_id, grantee, tuple(json.loads(capabilities)), rpm, bpd, expires, created, bool(invite), redeemed, revoked, used)
+    grant_id, share_id, grantee, capabilities, rpm, bpd, expires, created, invite, redeemed, revoked, used, day, served = row
+    return Grant(grant_id, share_id, grantee, tuple(json.loads(capabilities)), rpm, bpd, expires, created, bool(invite), redeemed, revoked, used, day, served)
 
 
 def add_grant(
@@ -86,7 +99,7 @@ def add_grant(
     if not capabilities or not set(capabilities) <= set(CAPABILITIES):
         raise ValueError(f"capabilities are among {', '.join(CAPABILITIES)}")
     conn.execute(
-        f"INSERT INTO grants ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
+        f"INSERT INTO grants ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, 0, 0)",
         (grant_id, share_id, grantee, json.dumps(list(capabilities)), rpm, bytes_per_day, expires_at, time.time(), int(grantee is None)),
     )
     return get_grant(conn, grant_id)
@@ -132,3 +145,9 @@ def redeem_invite(conn: sqlite3.Connection, grant_id: str, peer_id: str) -> Gran
 def touch_grants(conn: sqlite3.Connection, used: dict[str, float]) -> None:
     """Record when grants were last used (batched by the serving node)."""
     conn.executemany("UPDATE grants SET last_used_at = ? WHERE id = ?", [(when, grant_id) for grant_id, when in used.items()])
+
+
+def record_bytes_served(conn: sqlite3.Connection, served: dict[str, tuple[int, int]]) -> None:
+    """Record each grant's bytes of the day, ``{grant id: (day, bytes)}`` (batched by the serving
+    node), so that a restart does not hand a grantee a fresh day's allowance."""
+    conn.executemany("UPDATE grants SET usage_day = ?, bytes_today = ? WHERE id = ?", [(day, size, grant_id) for grant_id, (day, size) in served.items()])

@@ -460,6 +460,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        10,
+        "permissions: a grant's bytes of the day survive a restart (the day, and the bytes served in it)",
+        """
+        ALTER TABLE grants ADD COLUMN usage_day INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE grants ADD COLUMN bytes_today INTEGER NOT NULL DEFAULT 0 CHECK (bytes_today >= 0);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

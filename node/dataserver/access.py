@@ -12,7 +12,9 @@ Every request of every protocol passes :meth:`ShareAccess.admit` before its hand
 
 A refusal is a ``forbidden`` error that says why in general terms and nothing about the share's
 contents. A grant's request rate and bytes per day are limited here too; bytes are counted as
-reply frames are sent, so a limit reached, or a grant revoked, stops a running transfer.
+reply frames are sent, so a limit reached, or a grant revoked, stops a running transfer. The
+bytes of the day start from what the catalog last recorded for the grant and are written back
+in batches (:attr:`ShareAccess.bytes_counted`), so restarting the node gives no fresh allowance.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from peerlight.permissions import tokens
 
 from ..catalog.access_log import Access
 from ..catalog.database import Catalog
-from ..catalog.grants import Grant, InviteUsed, InviteVoid, redeem_invite
+from ..catalog.grants import Grant, InviteUsed, InviteVoid, day_of, redeem_invite
 from ..catalog.shares import Share
 from . import protocol_ids as ids
 
@@ -46,15 +48,14 @@ PROTOCOL_CAPABILITY: dict[str, str | None] = {
     ids.FETCH: "fetch",
 }
 VERIFIED_TOKENS_KEPT = 4096  # tokens whose signature was checked, kept to spare a check per request
-DAY_SECONDS = 86400
 LOG_BACKLOG = 10_000  # access-log entries waiting for their batch write (beyond that the oldest are dropped)
 
 log = logging.getLogger("peerlight.dataserver")
 
 
 @dataclass
-class _Usage:
-    """A grant's traffic: its request allowance (a token bucket) and today's bytes."""
+class GrantUsage:
+    """A grant's traffic: its request allowance (a token bucket) and the bytes of its day."""
 
     tokens: float
     stamp: float
@@ -66,7 +67,7 @@ class _Usage:
 class GrantPermit(Permit):
     access: ShareAccess
     grant_id: str
-    usage: _Usage = field(repr=False, default_factory=lambda: _Usage(0, 0))
+    usage: GrantUsage = field(repr=False, default_factory=lambda: GrantUsage(0, 0))
 
     def charge(self, size: int) -> None:
         grant = self.access.grants.get(self.grant_id)
@@ -75,12 +76,13 @@ class GrantPermit(Permit):
         if self.access.share.permission == "devices":  # made stricter while the reply runs
             raise Forbidden("the share's permission changed", {"permission": "devices"})
         if grant.bytes_per_day:
-            day = int(time.time() // DAY_SECONDS)
+            day = day_of(time.time())
             if self.usage.day != day:
                 self.usage.day, self.usage.bytes_today = day, 0
             if self.usage.bytes_today + size > grant.bytes_per_day:
                 raise Forbidden(f"the grant's {grant.bytes_per_day} bytes for today are used up", {"limit": "bytes_per_day"})
             self.usage.bytes_today += size
+            self.access.bytes_counted[self.grant_id] = (day, self.usage.bytes_today)
 
 
 @dataclass
@@ -98,17 +100,29 @@ class LevelPermit(Permit):
 
 
 class ShareAccess:
-    """The gate of one share: its level, its grants (a mirror of the catalog's) and paired devices."""
+    """The gate of one share: its level, its grants (a mirror of the catalog's) and paired devices.
 
-    def __init__(self, share: Share, key: Ed25519PrivateKey, peer_id: str, grants: list[Grant], devices: frozenset[str] = frozenset()) -> None:
+    ``usage`` holds the grants' traffic; the node passes one dict for its lifetime, so that a
+    share whose host restarts keeps counting where it was."""
+
+    def __init__(
+        self,
+        share: Share,
+        key: Ed25519PrivateKey,
+        peer_id: str,
+        grants: list[Grant],
+        devices: frozenset[str] = frozenset(),
+        usage: dict[str, GrantUsage] | None = None,
+    ) -> None:
         self.share = share
         self.peer_id = peer_id
         self._public_key = key.public_key()
         self.grants: dict[str, Grant] = {}
         self.devices = devices
         self._verified: dict[bytes, tokens.Claims] = {}
-        self._usage: dict[str, _Usage] = {}
+        self._usage: dict[str, GrantUsage] = {} if usage is None else usage
         self.last_used: dict[str, float] = {}  # grant id -> when: written to the catalog now and then
+        self.bytes_counted: dict[str, tuple[int, int]] = {}  # grant id -> (day, bytes): likewise
         self.log: deque[Access] = deque(maxlen=LOG_BACKLOG)  # written to the catalog's access log in batches
         self.update(share, grants)
 
@@ -161,7 +175,9 @@ class ShareAccess:
         grant = self._grant_presented(request)
         if capability is not None and capability not in grant.capabilities:
             raise Forbidden(f"the grant does not allow {capability}", {"permission": level, "capability": capability})
-        usage = self._usage.setdefault(grant.id, _Usage(float(grant.rpm), time.monotonic()))
+        usage = self._usage.get(grant.id)
+        if usage is None:  # first use since the node started: the day's bytes as last recorded
+            usage = self._usage[grant.id] = GrantUsage(float(grant.rpm), time.monotonic(), grant.usage_day, grant.bytes_today)
         if grant.rpm:
             now = time.monotonic()
             usage.tokens = min(float(grant.rpm), usage.tokens + (now - usage.stamp) * grant.rpm / 60)

@@ -27,13 +27,13 @@ from peerlight.p2p.server import Limits, Protocol, ProtocolServer
 from ..catalog import access_log
 from ..catalog.database import Catalog
 from ..catalog.devices import device_ids
-from ..catalog.grants import Grant, all_grants, touch_grants
+from ..catalog.grants import Grant, all_grants, record_bytes_served, touch_grants
 from ..catalog.shares import Share, ensure_automatic_share, list_shares, set_port
 from ..identity import IdentityError, create_identity, load_identity
 from ..search.engine import SearchEngine
 from ..supervisor import describe_error
 from . import protocol_ids as ids
-from .access import InviteDesk, ShareAccess, signing_key
+from .access import GrantUsage, InviteDesk, ShareAccess, signing_key
 from .adapters import AdapterFiles
 from .lan import LanAnnouncement
 from .listen import listen_multiaddrs
@@ -132,6 +132,7 @@ class DataServers:
         self._changed = trio.Event()
         self._grants: list[Grant] = []
         self._devices: frozenset[str] = frozenset()
+        self._usage: dict[str, GrantUsage] = {}  # every share's grants' traffic, for the node's lifetime
 
     def changed(self) -> None:
         """Shares were created, edited or removed: bring the running hosts in step."""
@@ -226,7 +227,8 @@ class DataServers:
                     await trio.sleep(delay)
 
     async def _record_access(self, access: ShareAccess) -> None:
-        """Write the access log and when grants were last used, in batches (not a write per request)."""
+        """Write the access log, when grants were last used and their bytes of the day, in batches
+        (not a write per request)."""
         try:
             while True:
                 await trio.sleep(ACCESS_WRITE_SECONDS)
@@ -244,11 +246,13 @@ class DataServers:
         entries = list(access.log)
         access.log.clear()
         used, access.last_used = access.last_used, {}
-        if entries or used:
+        served, access.bytes_counted = access.bytes_counted, {}
+        if entries or used or served:
 
             def write(conn: Any) -> None:
                 access_log.append(conn, entries)
                 touch_grants(conn, used)
+                record_bytes_served(conn, served)
 
             await self._catalog.write_when_space(write)
 
@@ -262,7 +266,7 @@ class DataServers:
         listen = listen_multiaddrs(share.scope, share.port)
         host = new_host(identity.seed, max_connections=self._max_connections, per_peer=3)
         key = signing_key(identity.seed)
-        access = ShareAccess(share, key, identity.peer_id, self._grants, self._devices)
+        access = ShareAccess(share, key, identity.peer_id, self._grants, self._devices, self._usage)
         desk = InviteDesk(access, self._catalog, key, on_redeemed=self.grant_changed)
         protocols = [*current.service.protocols(), Protocol(ids.REDEEM, desk.redeem, max_request_bytes=4096)]
         server = ProtocolServer(protocols, self._limits, gate=access)
