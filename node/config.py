@@ -145,7 +145,8 @@ class ModelsOptions:
     adapter_training_vectors: int = _option(
         2000, "Stored vectors a model needs before the node trains its ordering adapter from them.", min=64, max=50_000
     )
-    adapter_training_steps: int = _option(2000, "Training steps of an adapter the node trains itself.", min=1, max=1_000_000)
+    # As TrainingOptions.steps: 1,000 steps gave the same recall as 2,000 on text left out of training.
+    adapter_training_steps: int = _option(1000, "Training steps of an adapter the node trains itself.", min=1, max=1_000_000)
 
 
 _ADAPTER_DOC = (
