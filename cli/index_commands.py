@@ -142,6 +142,32 @@ def _render_models(console: Console, models: list[dict[str, Any]]) -> None:
         console.print(grid)
 
 
+def cmd_ordering_fit(args: Namespace, paths: NodePaths, out: Output) -> int:
+    out.result(call(paths.control_socket, "models.ordering_fit", timeout=600, encoder=args.encoder), _render_ordering_fit)
+    return 0
+
+
+ORDERING_FIT_ADVICE = 0.9  # below this share of the library's own PCA, an ordering of its own is worth a thought
+
+
+def _render_ordering_fit(console: Console, fit: dict[str, Any]) -> None:
+    how = f"adapter {fit['adapter_id'][:16]}…" if fit.get("adapter_id") else "no adapter (stored unordered)"
+    console.print(
+        f"[bold]{fit['role']}[/] {fit['model_id']}, ordered by {how}: on {fit['vectors']:,} stored vectors "
+        f"({fit['queries']} held out as queries), the {fit['prefix_len']}-value prefix finds "
+        f"[bold]{fit['prefix_recall']:.1%}[/] of each one's 10 nearest; a PCA fit to this library would find "
+        f"{fit['own_pca_recall']:.1%} ([bold]{fit['ratio']:.2f}×[/])."
+    )
+    if fit["ratio"] < ORDERING_FIT_ADVICE:
+        console.print(
+            escape(
+                "This library is far from what the ordering was trained on. An ordering of its own "
+                f"(`peerlight models train-adapter --encoder {fit['role']}`, then its id as `adapter` in [{fit['role']}_model]) "
+                "would rank prefixes better here; its shares' prefixes are then comparable only by peers that fetch that adapter."
+            )
+        )
+
+
 def cmd_train_adapter(args: Namespace, paths: NodePaths, out: Output) -> int:
     params: dict[str, Any] = {"encoder": args.encoder, "seed": args.seed}
     if args.steps is not None:

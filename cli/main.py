@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="training steps (default 1000)")
     train.add_argument("--seed", type=int, default=0, help="random seed (training is deterministic given it)")
 
+    fit = command(
+        "ordering", index_commands.cmd_ordering_fit, "how well an encoder's ordering suits this library (its prefixes against the library's own PCA)", model_actions
+    )
+    fit.add_argument("--encoder", choices=["image", "text", "audio"], default="text", help="which model's stored vectors (default text)")
+
     search = command("search", search_commands.cmd_search, "search the local index (and peers' shares with --peers)")
     search.add_argument("query", help="what to look for, in words")
     search.add_argument("--mode", choices=["semantic", "text", "hybrid"], default="hybrid", help="default: hybrid")

@@ -9,7 +9,7 @@ from peerlight.cli.client import ControlClient
 from peerlight.embeddings.adapters import Adapter
 from peerlight.node.paths import NodePaths
 
-from .helpers import DaemonProcess, cli, cli_json, write_config
+from .helpers import DaemonProcess, cli, cli_json, index_and_wait, write_config
 
 SUBJECTS = ["The river", "An old library", "My neighbour", "The orchestra", "A small robot", "The harbour", "Our garden"]
 VERBS = ["hums quietly", "opens early", "collects stamps", "plays loudly", "repairs clocks", "floods in spring"]
@@ -49,6 +49,25 @@ def test_train_adapter_from_a_corpus_is_deterministic_and_saved(node: NodePaths,
         assert error["error"]["code"] == "invalid_params" and "at least" in error["error"]["message"]
         error = cli_json(node.root, "models", "train-adapter", "--encoder", "text", expect_rc=2)
         assert "stored text vectors" in error["error"]["message"]
+
+        # How well the shipped ordering suits this library: refused before there is one, then judged.
+        error = cli_json(node.root, "models", "ordering", expect_rc=2)
+        assert error["error"]["code"] == "invalid_params" and "not enough stored text vectors" in error["error"]["message"]
+        library = tmp_path / "notes"
+        library.mkdir()
+        lines = corpus.read_text().splitlines()
+        for i in range(0, len(lines), 2):
+            (library / f"note{i:03d}.txt").write_text(" ".join(lines[i : i + 2]))
+        cli_json(node.root, "library", "add", str(library))
+        index_and_wait(node.root)
+        fit = cli_json(node.root, "models", "ordering", "--encoder", "text")
+        models = {m["role"]: m for m in cli_json(node.root, "models", "--no-load")}
+        assert fit["model_id"] == models["text"]["model_id"] and fit["adapter_id"] == models["text"]["adapter_id"]
+        assert fit["vectors"] + fit["queries"] == len(lines) // 2 and fit["prefix_len"] == 384 // 8
+        assert 0.0 < fit["prefix_recall"] <= 1.0 and 0.0 < fit["own_pca_recall"] <= 1.0
+        assert fit["ratio"] == round(fit["prefix_recall"] / fit["own_pca_recall"], 3)
+        human = cli(node.root, "models", "ordering")
+        assert human.returncode == 0 and "nearest" in human.stdout and "PCA fit to this library" in human.stdout
         assert daemon.call("daemon.status")["running"]
     finally:
         assert daemon.stop() == 0, daemon.stderr()[-4000:]

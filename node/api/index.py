@@ -19,6 +19,7 @@ from ..pathnames import display
 from ..threads import run_io
 
 ROLES = ("image", "text", "audio")
+FIT_SAMPLE = 8000  # stored vectors an ordering is judged on (about a second of work)
 
 if TYPE_CHECKING:
     from ..index.embedder import Embedder
@@ -106,7 +107,34 @@ class ModelMethods:
         self._adapters_dir = adapters_dir
 
     def methods(self) -> dict[str, Handler | Streaming]:
-        return {"models.list": local_only(self.list), "models.train_adapter": local_only(Streaming(self.train_adapter))}
+        return {
+            "models.list": local_only(self.list),
+            "models.train_adapter": local_only(Streaming(self.train_adapter)),
+            "models.ordering_fit": local_only(self.ordering_fit),
+        }
+
+    async def ordering_fit(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """How well the encoder's ordering suits this library: its stored vectors' K-prefixes
+        against a PCA fit to them (see :mod:`peerlight.embeddings.ordering_fit`)."""
+        from peerlight.embeddings.ordering_fit import TooFewVectors, ordering_fit
+
+        from ..catalog.embeddings import sample_vectors
+        from ..models import ModelUnavailable
+
+        params = Params(raw)
+        role = params.choice("encoder", ROLES, "text")
+        params.done()
+        try:
+            model = await self._models.get(role)
+        except ModelUnavailable as exc:
+            raise Unavailable(str(exc)) from None
+        vectors = await self._catalog.read(partial(sample_vectors, model_id=model.model_id, limit=FIT_SAMPLE))
+        try:
+            fit = await trio.to_thread.run_sync(ordering_fit, vectors)
+        except TooFewVectors as exc:
+            raise InvalidParams(f"not enough stored {role} vectors of {model.model_id} to judge its ordering: {exc}") from None
+        adapter = getattr(model, "adapter", None)  # an OrderedEncoder's; none: vectors stored unordered
+        return {"role": role, "model_id": model.model_id, "adapter_id": adapter.adapter_id if adapter else None, **fit.to_wire()}
 
     async def train_adapter(self, raw: dict[str, Any], caller: Caller, emit: Emit) -> dict[str, Any]:
         """Train an importance-ordering adapter for one encoder, streaming progress events."""

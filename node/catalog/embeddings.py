@@ -133,6 +133,13 @@ def vector_count(conn: sqlite3.Connection, model_id: str) -> int:
     return conn.execute("SELECT count(*) FROM embeddings WHERE model_id = ?", (model_id,)).fetchone()[0]
 
 
+def sample_vectors(conn: sqlite3.Connection, model_id: str, limit: int) -> np.ndarray:
+    """Up to ``limit`` stored vectors of a model drawn at random (a document's chunks are not
+    all neighbours of each other in the sample, as they would be in the stored order)."""
+    rows = conn.execute("SELECT vector FROM embeddings WHERE model_id = ? ORDER BY random() LIMIT ?", (model_id, limit)).fetchall()
+    return np.stack([from_blob(blob) for (blob,) in rows]) if rows else np.zeros((0, 0), np.float32)
+
+
 def model_vectors(conn: sqlite3.Connection, model_id: str, limit: int) -> np.ndarray:
     """Up to ``limit`` stored vectors of a model (whole items and their segments), in a stable order."""
     rows = conn.execute(
