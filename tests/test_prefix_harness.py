@@ -70,3 +70,5 @@ def test_an_image_adapter_is_built_and_judged_leaving_each_kind_out(tmp_path: Pa
         # A corpus smaller than the 500 shortlist is reranked whole: the funnel is exact.
         assert row["corpus"] < 500 and row["funnel_500_recall_vs_stored"] == 1.0
         assert 0.0 < row["adapter_full_length_fidelity"] <= 1.0
+        assert row["pca_best_single_other_source"] in row["trained_on"]
+        assert 0.0 <= row["recall_at_d_over_8_pca_best_single_other_source"] <= 1.0
