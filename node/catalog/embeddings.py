@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,13 +136,14 @@ def vector_count(conn: sqlite3.Connection, model_id: str) -> int:
 def sample_vectors(conn: sqlite3.Connection, model_id: str, limit: int) -> np.ndarray:
     """Up to ``limit`` stored vectors of a model drawn at random (a document's chunks are not
     all neighbours of each other in the sample, as they would be in the stored order)."""
-    rows = conn.execute("SELECT vector FROM embeddings WHERE model_id = ? ORDER BY random() LIMIT ?", (model_id, limit)).fetchall()
-    return np.stack([from_blob(blob) for (blob,) in rows]) if rows else np.zeros((0, 0), np.float32)
+    return _stacked(conn.execute("SELECT vector FROM embeddings WHERE model_id = ? ORDER BY random() LIMIT ?", (model_id, limit)))
 
 
 def model_vectors(conn: sqlite3.Connection, model_id: str, limit: int) -> np.ndarray:
     """Up to ``limit`` stored vectors of a model (whole items and their segments), in a stable order."""
-    rows = conn.execute(
-        "SELECT vector FROM embeddings WHERE model_id = ? ORDER BY item_id, segment LIMIT ?", (model_id, limit)
-    ).fetchall()
-    return np.stack([from_blob(blob) for (blob,) in rows]) if rows else np.zeros((0, 0), np.float32)
+    return _stacked(conn.execute("SELECT vector FROM embeddings WHERE model_id = ? ORDER BY item_id, segment LIMIT ?", (model_id, limit)))
+
+
+def _stacked(rows: Iterable[tuple[bytes]]) -> np.ndarray:
+    blobs = [from_blob(blob) for (blob,) in rows]
+    return np.stack(blobs) if blobs else np.zeros((0, 0), np.float32)
