@@ -181,3 +181,23 @@ async def test_settings_change_rebuilds(catalog: Catalog, tmp_path: Path) -> Non
     index = await VectorIndexes(catalog, tmp_path / "i", IndexSettings(prefix_length=16)).index(ORDERED, DIM)
     assert index.prefix_len == 16
     assert_same(index, await catalog.read(catalog_vectors))
+
+
+def test_a_sample_of_stored_vectors_holds_distinct_vectors_of_that_model_only(tmp_path: Path) -> None:
+    from peerlight.node.catalog.embeddings import sample_vectors
+    from peerlight.node.catalog.migrations import migrate
+
+    conn = sqlite3.connect(tmp_path / "catalog.sqlite3", isolation_level=None)
+    migrate(conn)
+    register_model(conn, ORDERED, "test", "test", DIM)
+    register_model(conn, PLAIN, "test", "test", DIM)
+    rng = np.random.default_rng(0)
+    stored = vectors(rng, range(1, 301))
+    add_items(conn, stored)
+    add_items(conn, vectors(rng, range(1, 51)), model_id=PLAIN)
+    sample = sample_vectors(conn, ORDERED, 120)
+    known = {v.tobytes() for v in stored.values()}
+    assert sample.shape == (120, DIM) and len({row.tobytes() for row in sample}) == 120
+    assert all(row.tobytes() in known for row in sample)
+    assert sample_vectors(conn, ORDERED, 1000).shape == (300, DIM)
+    assert sample_vectors(conn, "ordered:none:0000000000000000", 10).shape == (0, 0)
