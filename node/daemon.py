@@ -183,7 +183,7 @@ class Daemon:
             DaemonMethods(self).methods()
             | LibraryMethods(catalog, self.paths.root, on_change=self.indexer.libraries_changed).methods()
             | IndexMethods(catalog, self.indexer, self.embedder).methods()
-            | ModelMethods(self.models, self.embedder, catalog, self.paths.adapters).methods()
+            | ModelMethods(self.models, self.embedder, catalog, self.paths.adapters, self.search.indexes.prefix_for).methods()
             | SearchMethods(catalog, self.search, self.peers).methods()
             | ShareMethods(catalog, self.data_servers, self.paths.share_keys).methods()
             | PeerMethods(catalog, self.peers).methods()

@@ -24,7 +24,7 @@ def write_corpus(path: Path) -> Path:
 
 def test_train_adapter_from_a_corpus_is_deterministic_and_saved(node: NodePaths, tmp_path: Path) -> None:
     corpus = write_corpus(tmp_path / "corpus.txt")
-    write_config(node.root)
+    write_config(node.root, "[search]\nprefix_length = 32\n")  # `models ordering` judges the prefix searches use
     daemon = DaemonProcess(node.root)
     assert daemon.wait_ready() == "ready"
     try:
@@ -63,7 +63,7 @@ def test_train_adapter_from_a_corpus_is_deterministic_and_saved(node: NodePaths,
         fit = cli_json(node.root, "models", "ordering", "--encoder", "text")
         models = {m["role"]: m for m in cli_json(node.root, "models", "--no-load")}
         assert fit["model_id"] == models["text"]["model_id"] and fit["adapter_id"] == models["text"]["adapter_id"]
-        assert fit["vectors"] + fit["queries"] == len(lines) // 2 and fit["prefix_len"] == 384 // 8
+        assert fit["vectors"] + fit["queries"] == len(lines) // 2 and fit["prefix_len"] == 32
         assert 0.0 < fit["prefix_recall"] <= 1.0 and 0.0 < fit["own_pca_recall"] <= 1.0
         assert fit["ratio"] == round(fit["prefix_recall"] / fit["own_pca_recall"], 3)
         human = cli(node.root, "models", "ordering")

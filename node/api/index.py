@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,11 +101,19 @@ class IndexMethods:
 
 
 class ModelMethods:
-    def __init__(self, models: ModelManager, embedder: Embedder, catalog: Catalog, adapters_dir: Path) -> None:
+    def __init__(
+        self,
+        models: ModelManager,
+        embedder: Embedder,
+        catalog: Catalog,
+        adapters_dir: Path,
+        prefix_for: Callable[[int], int],
+    ) -> None:
         self._models = models
         self._embedder = embedder
         self._catalog = catalog
         self._adapters_dir = adapters_dir
+        self._prefix_for = prefix_for  # the prefix length the node's searches use, for a dimension
 
     def methods(self) -> dict[str, Handler | Streaming]:
         return {
@@ -130,7 +139,7 @@ class ModelMethods:
             raise Unavailable(str(exc)) from None
         vectors = await self._catalog.read(partial(sample_vectors, model_id=model.model_id, limit=FIT_SAMPLE))
         try:
-            fit = await trio.to_thread.run_sync(ordering_fit, vectors)
+            fit = await trio.to_thread.run_sync(ordering_fit, vectors, self._prefix_for(model.dimension))
         except TooFewVectors as exc:
             raise InvalidParams(f"not enough stored {role} vectors of {model.model_id} to judge its ordering: {exc}") from None
         adapter = getattr(model, "adapter", None)  # an OrderedEncoder's; none: vectors stored unordered

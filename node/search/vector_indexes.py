@@ -90,6 +90,10 @@ class VectorIndexes:
         self._saves_running = 0  # staging folders of running saves must not be taken for leftovers
         self.save_failure: str | None = None  # why the last save failed, until one succeeds
 
+    def prefix_for(self, dimension: int) -> int:
+        """The prefix length searches use for vectors of ``dimension`` (``search.prefix_length``)."""
+        return self._settings.prefix_for(dimension)
+
     # --- searching ---
 
     async def search(
