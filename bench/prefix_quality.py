@@ -44,6 +44,8 @@ from common import cached_encoding, emit, median  # noqa: E402
 from peerlight.embeddings.adapter_training import TrainingOptions, train_adapter  # noqa: E402
 from peerlight.embeddings.adapters import Adapter, pca_adapter  # noqa: E402
 from peerlight.embeddings.default_adapters import file_for  # noqa: E402
+from peerlight.embeddings.ordering_fit import nearest as top10  # noqa: E402
+from peerlight.embeddings.ordering_fit import prefix_recall, share_found  # noqa: E402
 from peerlight.embeddings.prefix_index import PrefixIndex  # noqa: E402
 from peerlight.embeddings.vectors import normalize  # noqa: E402
 from text_sources import BY_NAME, SOURCES, debian_summaries  # noqa: E402
@@ -164,20 +166,12 @@ def best_single_source_pca(name: str, splits: dict[str, Split], others: list[str
     return {"pca_best_single_other_source": best, "recall_at_d_over_8_pca_best_single_other_source": figures[best]}
 
 
-def top10(queries: np.ndarray, corpus: np.ndarray) -> np.ndarray:
-    import faiss
-
-    index = faiss.IndexFlatIP(corpus.shape[1])
-    index.add(np.ascontiguousarray(corpus, dtype=np.float32))
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), 10)[1]
-
-
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return round(float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)])), 4)
+    return round(share_found(found, truth), 4)
 
 
 def prefix_recalls(queries: np.ndarray, corpus: np.ndarray, truth: np.ndarray, ks: list[int]) -> dict[int, float]:
-    return {k: recall(top10(normalize(queries[:, :k]), normalize(corpus[:, :k])), truth) for k in ks}
+    return {k: round(prefix_recall(queries, corpus, truth, k), 4) for k in ks}
 
 
 def funnel_recalls(

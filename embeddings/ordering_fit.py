@@ -46,16 +46,23 @@ class OrderingFit:
         return {**vars(self), "ratio": round(self.ratio, 3)}
 
 
-def _top(queries: np.ndarray, corpus: np.ndarray) -> np.ndarray:
+def nearest(queries: np.ndarray, corpus: np.ndarray, count: int = NEIGHBOURS) -> np.ndarray:
+    """Each query's ``count`` nearest corpus rows by inner product (exact), best first."""
     import faiss
 
     index = faiss.IndexFlatIP(corpus.shape[1])
     index.add(np.ascontiguousarray(corpus, dtype=np.float32))
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), NEIGHBOURS)[1]
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), count)[1]
 
 
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(t)) / NEIGHBOURS for f, t in zip(found, truth)]))
+def share_found(found: np.ndarray, truth: np.ndarray) -> float:
+    """Recall: the mean share of each row's true neighbours that ``found`` holds."""
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
+
+
+def prefix_recall(queries: np.ndarray, corpus: np.ndarray, truth: np.ndarray, prefix_len: int) -> float:
+    """Recall of search by renormalised K-prefixes (what peers compare) against ``truth``."""
+    return share_found(nearest(normalize(queries[:, :prefix_len]), normalize(corpus[:, :prefix_len])), truth)
 
 
 def ordering_fit(vectors: np.ndarray, prefix_len: int | None = None, queries: int = 200, seed: int = 0) -> OrderingFit:
@@ -70,13 +77,12 @@ def ordering_fit(vectors: np.ndarray, prefix_len: int | None = None, queries: in
     chosen = np.zeros(len(x), dtype=bool)
     chosen[np.random.default_rng(seed).choice(len(x), count, replace=False)] = True
     asked, searched = x[chosen], x[~chosen]
-    truth = _top(asked, searched)
+    truth = nearest(asked, searched)
     pca = pca_adapter("library", searched)
-    own_asked, own_searched = pca.apply(asked), pca.apply(searched)
     return OrderingFit(
         vectors=len(searched),
         queries=count,
         prefix_len=k,
-        prefix_recall=round(_recall(_top(normalize(asked[:, :k]), normalize(searched[:, :k])), truth), 4),
-        own_pca_recall=round(_recall(_top(normalize(own_asked[:, :k]), normalize(own_searched[:, :k])), truth), 4),
+        prefix_recall=round(prefix_recall(asked, searched, truth, k), 4),
+        own_pca_recall=round(prefix_recall(pca.apply(asked), pca.apply(searched), truth, k), 4),
     )
