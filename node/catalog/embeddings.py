@@ -136,10 +136,11 @@ def vector_count(conn: sqlite3.Connection, model_id: str) -> int:
 def sample_vectors(conn: sqlite3.Connection, model_id: str, limit: int) -> np.ndarray:
     """Up to ``limit`` stored vectors of a model drawn at random (a document's chunks are not
     all neighbours of each other in the sample, as they would be in the stored order). The keys
-    are drawn from the model's index alone, so only the chosen vectors are read."""
-    keys = conn.execute("SELECT item_id, segment FROM embeddings WHERE model_id = ? ORDER BY random() LIMIT ?", (model_id, limit)).fetchall()
-    find = "SELECT vector FROM embeddings WHERE item_id = ? AND model_id = ? AND segment = ?"
-    return _stacked(conn.execute(find, (item_id, model_id, segment)).fetchone() for item_id, segment in keys)
+    are drawn from the model's index alone, so only the chosen vectors are read; one statement,
+    so one snapshot: a vector deleted meanwhile cannot leave a chosen key without its row."""
+    chosen = "SELECT item_id, segment FROM embeddings WHERE model_id = ? ORDER BY random() LIMIT ?"
+    query = f"SELECT vector FROM embeddings WHERE model_id = ? AND (item_id, segment) IN ({chosen})"
+    return _stacked(conn.execute(query, (model_id, model_id, limit)))
 
 
 def model_vectors(conn: sqlite3.Connection, model_id: str, limit: int) -> np.ndarray:
