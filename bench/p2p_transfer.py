@@ -169,7 +169,7 @@ def main() -> None:
         a_dir, b_dir = nodes
         cli_json(a_dir, "library", "add", str(library))
         cli_json(a_dir, "index", "--wait")
-        share = cli_json(a_dir, "share", "create", "bench", "--collection", str(library))
+        share = cli_json(a_dir, "share", "create", "bench", "--permission", "public", "--collection", str(library))
         cli_json(b_dir, "peers", "add", share["addresses"][0])
         size = big.stat().st_size
         content_hash = __import__("blake3").blake3(big.read_bytes(), max_threads=-1).hexdigest()

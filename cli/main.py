@@ -121,11 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     def share_options(sub: argparse.ArgumentParser, creating: bool) -> None:
         sub.add_argument("--scope", choices=["local", "lan", "global"], default="local" if creating else None,
                          help="where it listens: loopback, LAN interfaces (mDNS), or everywhere (DHT)")
-        sub.add_argument("--permission", choices=["public", "members", "devices"], help="who may use it (default: public on loopback, members on lan and global)")
-        sub.add_argument("--public-can", metavar="CAPS", help="what anyone may do with a public share: search,browse,fetch (default: all three)")
+        sub.add_argument("--permission", choices=["public", "members", "devices"],
+                         help="who may use it (default: devices on loopback, i.e. this node's own user and paired devices; members on lan and global)")
+        sub.add_argument("--public-can", metavar="CAPS", help="what anyone may do with a public share: search,browse,fetch (default: all three; 'none' on edit)")
         sub.add_argument("--collection", action="append", required=creating, metavar="PATH",
                          help="a library or a folder in one (repeatable)")
-        sub.add_argument("--modality", action="append", choices=search_commands.MODALITIES, help="only these kinds (repeatable)")
+        sub.add_argument("--modality", action="append", choices=[*search_commands.MODALITIES, *(() if creating else ("all",))],
+                         help="only these kinds (repeatable)" + ("" if creating else "; 'all' for every kind again"))
         sub.add_argument("--port", type=int, help="TCP port (default: chosen once, then kept)")
 
     create = command("create", share_commands.cmd_share_create, "create a share", share_actions)
@@ -159,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit = command("edit", share_commands.cmd_share_edit, "change a share", share_actions)
     edit.add_argument("name")
     edit.add_argument("--rename", metavar="NEW_NAME", help="a new name")
+    edit.add_argument("--yes", action="store_true", help="confirm widening a public share's scope (LAN or internet) without --permission")
     share_options(edit, creating=False)
 
     peers = commands.add_parser("peers", parents=[common], help="other nodes' shares this node knows")

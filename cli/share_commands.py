@@ -28,11 +28,11 @@ def _share_params(args: Namespace) -> dict[str, Any]:
     if getattr(args, "collection", None):
         params["collection"] = [wire_path(Path(c).expanduser().absolute()) for c in args.collection]
     if getattr(args, "modality", None):
-        params["modality"] = args.modality
+        params["modality"] = [] if "all" in args.modality else args.modality
     if getattr(args, "port", None) is not None:
         params["port"] = args.port
     if getattr(args, "public_can", None):
-        params["public_can"] = [c.strip() for c in args.public_can.split(",") if c.strip()]
+        params["public_can"] = [c.strip() for c in args.public_can.split(",") if c.strip() and c.strip() != "none"]
     return params
 
 
@@ -56,6 +56,8 @@ def cmd_share_edit(args: Namespace, paths: NodePaths, out: Output) -> int:
     params = _share_params(args)
     if args.rename:
         params["new_name"] = args.rename
+    if args.yes:
+        params["yes"] = True
     out.result(call(paths.control_socket, "share.edit", name=args.name, **params), _render_share)
     return 0
 

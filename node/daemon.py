@@ -127,6 +127,8 @@ class Daemon:
                 network.bootstrap,
                 network.reprovide_seconds,
                 AdapterFiles(adapter_folders(self.paths.adapters)),
+                owner=self.identity.peer_id,
+                on_file_changed=lambda library_id, path: self.indexer.request_scan(library_id, {path}),
             )
             self.peers = PeerClient(self._catalog, self.identity.seed, network.query_timeout_seconds, bootstrap=network.bootstrap)
             self.pairing = Pairing(self._catalog, self.identity.seed, self.identity.peer_id, self.data_servers, self.peers)

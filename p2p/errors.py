@@ -88,9 +88,15 @@ class Cancelled(WireError):
     code = "cancelled"
 
 
+class Changed(WireError):
+    """The item's file is no longer the one indexed (edited or replaced); the server indexes it again."""
+
+    code = "changed"
+
+
 ERRORS: dict[str, type[WireError]] = {
     cls.code: cls
-    for cls in (Malformed, TooLarge, Unsupported, NotFound, Forbidden, RateLimited, Timeout, Unavailable, Unreachable, Internal, Cancelled)
+    for cls in (Malformed, TooLarge, Unsupported, NotFound, Forbidden, RateLimited, Timeout, Unavailable, Unreachable, Internal, Cancelled, Changed)
 }
 
 

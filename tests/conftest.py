@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -46,6 +47,21 @@ def daemon(node: NodePaths) -> Iterator[DaemonProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A network namespace of this test's own with only ``lo`` (up): anything listening beyond
+    loopback, announcing or dialling out runs in it (``ip netns exec NAME``), never in the main one."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a network namespace needs root")
+    name = f"pl{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 @pytest.fixture

@@ -127,6 +127,19 @@ async def test_every_protocol_level_and_token_gets_the_expected_answer() -> None
                 assert got == ("ok" if level == "public" else "forbidden"), (level, protocol, got)
 
 
+async def test_a_protocol_the_gate_does_not_know_is_refused_even_on_a_public_share() -> None:
+    seed = os.urandom(32)
+    share_host, asker = new_host(seed), new_host(os.urandom(32))
+    share_peer = str(share_host.get_id())
+    access = ShareAccess(share("public"), signing_key(seed), share_peer, [])
+    unknown = "/peerlight/unlisted/1.0.0"  # served by a handler, but missing from the capability map
+    ProtocolServer([Protocol(unknown, unary), Protocol(ids.MANIFEST, unary)], gate=access).attach(share_host)
+    async with running(share_host, LOOPBACK), running(asker, LOOPBACK):
+        requester = Requester(asker)
+        assert await ask(requester, share_host, share_peer, ids.MANIFEST, {}) == "ok"
+        assert await ask(requester, share_host, share_peer, unknown, {}) == "forbidden"
+
+
 async def test_a_public_share_lets_anyone_do_what_its_owner_allows_only_and_members_the_rest() -> None:
     seed = os.urandom(32)
     share_host, anyone, member = new_host(seed), new_host(os.urandom(32)), new_host(os.urandom(32))

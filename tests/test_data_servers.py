@@ -100,7 +100,7 @@ def test_a_share_is_searched_and_fetched_by_another_node(two_nodes, tmp_path) ->
     assert [(s["name"], s["scope"], s["automatic"], s["state"]) for s in shares] == [("local", "local", True, "serving")]
     assert all(address.startswith("/ip4/127.0.0.1/") for address in shares[0]["addresses"])
 
-    created = cli_json(a_dir, "share", "create", "notes", "--collection", str(library / "notes"))
+    created = cli_json(a_dir, "share", "create", "notes", "--permission", "public", "--collection", str(library / "notes"))
     assert created["state"] == "serving" and created["peer_id"] != shares[0]["peer_id"]  # shares cannot be linked
     address = _share_address(a_dir, "notes")
 
@@ -150,7 +150,7 @@ def test_a_share_is_searched_and_fetched_by_another_node(two_nodes, tmp_path) ->
     assert 'peerlight_share_bytes_total{direction="out",protocol="fetch",share="notes"}' in metrics
 
     # A share of the notes' text only names only the model of its own items (not the image model).
-    texts = cli_json(a_dir, "share", "create", "texts", "--collection", str(library / "notes"), "--modality", "text")
+    texts = cli_json(a_dir, "share", "create", "texts", "--permission", "public", "--collection", str(library / "notes"), "--modality", "text")
     only_text = cli_json(b_dir, "peers", "add", texts["addresses"][0])
     assert only_text["items"] == 3 and [m.split(":")[1] for m in only_text["models"]] == ["all-MiniLM-L6-v2"], only_text
 
@@ -164,7 +164,7 @@ def test_a_share_keeps_its_identity_and_port_and_a_client_recovers_from_a_killed
     a_dir, b_dir, library, a, b = two_nodes
     cli_json(a_dir, "library", "add", str(library))
     index_and_wait(a_dir)
-    before = cli_json(a_dir, "share", "create", "notes", "--collection", str(library / "notes"))
+    before = cli_json(a_dir, "share", "create", "notes", "--permission", "public", "--collection", str(library / "notes"))
     cli_json(b_dir, "peers", "add", before["addresses"][0])
     wav = (library / "notes" / "long.wav").read_bytes()
     wav_hash = blake3.blake3(wav).hexdigest()
@@ -261,7 +261,7 @@ def test_a_node_with_another_adapter_joins_the_share_s_space_through_its_adapter
     try:
         cli_json(a_dir, "library", "add", str(library))
         index_and_wait(a_dir)
-        share = cli_json(a_dir, "share", "create", "notes", "--collection", str(library))
+        share = cli_json(a_dir, "share", "create", "notes", "--permission", "public", "--collection", str(library))
         remote = cli_json(b_dir, "peers", "add", share["addresses"][0])
         a_model = next(m for m in remote["models"] if m.startswith("ordered:"))
         b_models = {m["role"]: m["model_id"] for m in cli_json(b_dir, "models") if m.get("model_id")}
@@ -331,7 +331,7 @@ def test_three_nodes_sync_and_search_each_other(two_nodes, tmp_path) -> None:
         index_and_wait(a_dir)
         cli_json(c_dir, "library", "add", str(c_library))
         index_and_wait(c_dir)
-        shares = [cli_json(node, "share", "create", "mine", "--collection", str(folder)) for node, folder in ((a_dir, library / "notes"), (c_dir, c_library))]
+        shares = [cli_json(node, "share", "create", "mine", "--permission", "public", "--collection", str(folder)) for node, folder in ((a_dir, library / "notes"), (c_dir, c_library))]
         added = [cli_json(b_dir, "peers", "add", share["addresses"][0]) for share in shares]
         assert sorted(p["cached_items"] for p in cli_json(b_dir, "peers")) == [2, 5]  # both catalogs synced
         found = cli_json(b_dir, "search", "what to do against the flu", "--peers", "--modality", "text", "--limit", "4")

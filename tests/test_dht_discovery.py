@@ -10,8 +10,6 @@ No public bootstrap node is ever dialled.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
 import sys
 import time
@@ -24,19 +22,6 @@ from .helpers import DaemonProcess, cli_json, index_and_wait, new_node
 pytestmark = pytest.mark.slow
 
 SWARM = Path(__file__).with_name("dht_swarm.py")
-
-
-@pytest.fixture
-def namespace():
-    if os.geteuid() != 0:
-        pytest.skip("creating a network namespace needs root")
-    name = f"pldht{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def _node(base: Path, name: str, bootstrap: str) -> Path:

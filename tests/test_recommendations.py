@@ -217,7 +217,7 @@ def test_peers_items_are_recommended_from_prefixes_and_nothing_private_leaves(tm
     try:
         cli_json(b_dir, "library", "add", str(b_library))
         index_and_wait(b_dir)
-        share = cli_json(b_dir, "share", "create", "kitchen", "--collection", str(b_library))
+        share = cli_json(b_dir, "share", "create", "kitchen", "--permission", "public", "--collection", str(b_library))
         cli_json(a_dir, "library", "add", str(a_library))
         index_and_wait(a_dir)
         remote = cli_json(a_dir, "peers", "add", share["addresses"][0])

@@ -83,8 +83,9 @@ class ShareMethods:
         params = Params(raw)
         name = _share_name(params.text("name", max_length=100))
         scope = params.choice("scope", shares.SCOPES, "local")
-        # Nothing beyond this machine is exposed by accident: public is a choice, not a default.
-        permission = params.choice("permission", shares.PERMISSIONS, "public" if scope == "local" else "members")
+        # Public is a choice, never a default: beyond this machine strangers would reach it, and on
+        # loopback every other local user and container would (a local share serves its owner).
+        permission = params.choice("permission", shares.PERMISSIONS, "devices" if scope == "local" else "members")
         collections = await _collections(params)
         if not collections:
             raise InvalidParams("a share needs at least one collection (a library, or a folder in one)", data={"param": "collection"})
@@ -135,11 +136,15 @@ class ShareMethods:
             scope=params.choice("scope", shares.SCOPES, None),
             permission=params.choice("permission", shares.PERMISSIONS, None),
             collections=(await _collections(params)) or None,
-            modalities=params.choices("modality", MODALITIES) or None,
+            # Present and empty: every kind again, and nothing open to the public, respectively.
+            modalities=params.choices("modality", MODALITIES) if "modality" in raw else None,
             port=params.number("port", None, min=0, max=65535, integer=True),
-            public_can=params.choices("public_can", tokens.CAPABILITIES) or None,
+            public_can=params.choices("public_can", tokens.CAPABILITIES) if "public_can" in raw else None,
         )
+        confirmed = params.flag("yes", False)
         params.done()
+        if edit.scope is not None and edit.permission is None and not confirmed:
+            _check_widening(await self._get(name), edit.scope)
         return await self._edit(name, edit)
 
     async def _edit(self, name: str, edit: shares.ShareEdit) -> dict[str, Any]:
@@ -385,6 +390,19 @@ class PeerMethods:
             raise Unavailable(str(exc)) from None
         except WireError as exc:
             raise Unavailable(f"{exc.code}: {exc.message}") from None
+
+
+def _check_widening(share: shares.Share, scope: str) -> None:
+    """A public share moved to a wider scope (loopback -> LAN -> internet) needs a word from the
+    user: a permission chosen with the move, or a confirmation. One typo must not publish a library."""
+    order = shares.SCOPES  # local, lan, global: each reaches more people
+    if share.permission == "public" and order.index(scope) > order.index(share.scope):
+        reach = "anyone on the internet" if scope == "global" else "anyone on the LAN"
+        raise Conflict(
+            f"{share.name!r} is public: at scope {scope} {reach} could {', '.join(share.public_can)} it. "
+            "Choose who may use it with --permission (members, devices or public), or confirm with --yes",
+            data={"param": "permission", "confirm": "yes"},
+        )
 
 
 def _share_name(name: str) -> str:

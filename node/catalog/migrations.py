@@ -468,6 +468,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE grants ADD COLUMN bytes_today INTEGER NOT NULL DEFAULT 0 CHECK (bytes_today >= 0);
         """,
     ),
+    Migration(
+        11,
+        "security: the automatic local share serves its owner and paired devices only (every local user could reach it as public)",
+        """
+        UPDATE shares SET permission = 'devices' WHERE automatic = 1 AND scope = 'local' AND permission = 'public';
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

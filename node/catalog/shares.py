@@ -185,14 +185,18 @@ def set_port(conn: sqlite3.Connection, share_id: int, port: int) -> None:
 
 
 def ensure_automatic_share(conn: sqlite3.Connection) -> Share:
-    """The node's automatic ``local`` share, created on first start with no user step."""
+    """The node's automatic ``local`` share, created on first start with no user step.
+
+    It is a ``devices`` share: on loopback every local user and container could reach it, so
+    only programs speaking with this node's own identity (its key is the user's, mode 0600)
+    or the user's paired devices are served."""
     row = conn.execute(_SELECT + " WHERE automatic = 1").fetchone()
     if row is not None:
         return _share(conn, row)
     name = AUTOMATIC_SHARE
     while conn.execute("SELECT 1 FROM shares WHERE name = ?", (name,)).fetchone():
         name += "-auto"
-    return create_share(conn, name, "local", "public", (), automatic=True)
+    return create_share(conn, name, "local", "devices", (), automatic=True)
 
 
 # --- remote shares ---

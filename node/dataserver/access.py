@@ -8,7 +8,11 @@ Every request of every protocol passes :meth:`ShareAccess.admit` before its hand
 - ``members``: holders of a grant, who send its token (``token`` in the request) with each
   request; the token must be signed by this share, name the requesting peer (authenticated
   by Noise) and a grant that still holds, and allow the protocol's capability;
-- ``devices``: the owner's paired devices only.
+- ``devices``: the owner's paired devices, and the owner: a program speaking with the node's
+  own identity (its key lies in the data directory, mode 0600, so another local user has no
+  way to it). The automatic ``local`` share and new ``local`` shares are ``devices`` shares.
+
+A protocol the gate does not know is refused: unknown means no.
 
 A refusal is a ``forbidden`` error that says why in general terms and nothing about the share's
 contents. A grant's request rate and bytes per day are limited here too; bytes are counted as
@@ -162,7 +166,9 @@ class ShareAccess:
     def _decide(self, request: Request) -> Permit:
         if request.protocol == ids.REDEEM:
             return OPEN  # how a peer without a grant gets one: the invite desk checks the invite itself
-        capability = PROTOCOL_CAPABILITY.get(request.protocol)
+        if request.protocol not in PROTOCOL_CAPABILITY:
+            raise Forbidden(f"the gate knows no protocol {request.protocol!r}", {"reason": "unknown_protocol"})
+        capability = PROTOCOL_CAPABILITY[request.protocol]
         level = self.share.permission
         if self.allows_without_grant(request.peer_id, capability):
             return LevelPermit(self, request.peer_id, capability)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -119,8 +120,14 @@ class DataServers:
         bootstrap: tuple[str, ...] = (),
         reprovide_seconds: float = 600.0,
         adapters: AdapterFiles | None = None,
+        owner: str | None = None,
+        on_file_changed: Callable[[int, str], None] = lambda library_id, path: None,
     ) -> None:
+        self._on_file_changed = on_file_changed
         self._catalog = catalog
+        # The node's own peer id: its user's programs (which can read the node's identity key,
+        # mode 0600) pass every ``devices`` gate, as the owner's own device.
+        self._owner = frozenset({owner}) if owner else frozenset()
         self._engine = engine
         self._keys = keys
         self._limits = limits
@@ -159,7 +166,7 @@ class DataServers:
 
     def set_devices(self, devices: frozenset[str]) -> None:
         """The paired devices changed: every running share's gate knows at once."""
-        self._devices = devices
+        self._devices = devices | self._owner
         for current in self.shares.values():
             if current.access is not None:
                 current.access.update(current.share, self._grants, devices)
@@ -192,7 +199,7 @@ class DataServers:
                     self._changed = trio.Event()
                     wanted = {share.id: share for share in await self._catalog.read(list_shares) if not share.paused}
                     self._grants = await self._catalog.read(all_grants)
-                    self._devices = await self._catalog.read(device_ids)
+                    self._devices = await self._catalog.read(device_ids) | self._owner
                     for share_id, current in list(self.shares.items()):
                         share = wanted.get(share_id)
                         if share is None or (share.scope, share.port) != (current.share.scope, current.share.port or share.port):
@@ -204,7 +211,7 @@ class DataServers:
                                 current.access.update(share, self._grants, self._devices)
                     for share_id, share in wanted.items():
                         if share_id not in self.shares:
-                            current = RunningShare(share, ShareService(share, self._catalog, self._engine, self._adapters))
+                            current = RunningShare(share, ShareService(share, self._catalog, self._engine, self._adapters, self._on_file_changed))
                             self.shares[share_id] = current
                             nursery.start_soon(self._serve, current)
                     await self._changed.wait()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
@@ -21,13 +21,13 @@ import numpy as np
 from peerlight.embeddings.errors import DecodeError
 from peerlight.embeddings.prefix_index import prefix_of
 from peerlight.embeddings.vectors import from_blob
-from peerlight.p2p.errors import Forbidden, Malformed, NotFound, Unavailable
+from peerlight.p2p.errors import Changed, Forbidden, Malformed, NotFound, Unavailable
 from peerlight.p2p.server import Protocol, Request, require
 
 from ..callers import Caller, Scope
 from ..catalog.database import Catalog
 from ..catalog.shares import Share
-from ..files import open_regular
+from ..files import FileChanged, IndexedFile, open_indexed
 from ..pathnames import decode_path, readable
 from ..search.engine import MODES, PRIVATE_METADATA, SearchEngine, SearchError, SearchRequest
 from ..search.filters import MODALITIES, Filters, location_in_scope, parse_date, where_clause
@@ -46,12 +46,20 @@ PREVIEW_SECONDS = 30.0  # a preview that takes longer to make (a huge or hostile
 class ShareService:
     """The protocols of one share, answered from this node's catalog and search engine."""
 
-    def __init__(self, share: Share, catalog: Catalog, engine: SearchEngine, adapters: AdapterFiles | None = None) -> None:
+    def __init__(
+        self,
+        share: Share,
+        catalog: Catalog,
+        engine: SearchEngine,
+        adapters: AdapterFiles | None = None,
+        on_changed: Callable[[int, str], None] = lambda library_id, path: None,
+    ) -> None:
         # No node name here: a share must not tell which node (or which other shares) it belongs to.
         self.share = share
         self._catalog = catalog
         self._engine = engine
         self._adapters = adapters
+        self._on_changed = on_changed  # a file found changed since indexing: the indexer looks at it again
         self._contents_cache: dict[Scope, tuple[int, tuple[dict[str, int], list[dict[str, Any]]]]] = {}
 
     def protocols(self) -> list[Protocol]:
@@ -167,20 +175,24 @@ class ShareService:
         found = await self._catalog.read(partial(_item_in_scope, content_hash=content_hash, caller=self.caller(request.peer_id)))
         if found is None:
             raise NotFound(f"this share has no item {content_hash}")
-        item_id, modality, paths = found
+        item_id, modality, files = found
         if modality == "text":
             text = await self._catalog.read(partial(document_text, item_id=item_id))
             if not text:
                 raise Unavailable("no text was extracted from this document")
             return text_preview(text)
-        for path in paths:
-            try:
-                return await run_io(media_preview, path, modality, timeout=PREVIEW_SECONDS, what="making a preview")
-            except (DecodeError, OSError) as exc:
-                log.info("no preview", extra={"reason": str(exc)})
-            except IOTimeout:
-                raise Unavailable(f"the preview took longer than {PREVIEW_SECONDS:g} s") from None
-        raise Unavailable("no preview can be made of this item")
+        handle = await self._open_first(files)
+        try:
+            # The decoders open by path: /proc/self/fd/N names the very file opened and checked
+            # above, so a file swapped meanwhile is not what they read.
+            return await run_io(media_preview, f"/proc/self/fd/{handle.fileno()}", modality, timeout=PREVIEW_SECONDS, what="making a preview")
+        except (DecodeError, OSError) as exc:
+            log.info("no preview", extra={"reason": str(exc)})
+            raise Unavailable("no preview can be made of this item") from None
+        except IOTimeout:
+            raise Unavailable(f"the preview took longer than {PREVIEW_SECONDS:g} s") from None
+        finally:
+            await run_io(handle.close)
 
     # --- fetch ---
 
@@ -193,10 +205,11 @@ class ShareService:
         length = require(body, "length", (int, type(None)), None)
         if offset < 0 or (length is not None and length < 0):
             raise Malformed("offset and length must not be negative", {"field": "offset"})
-        paths = await self._catalog.read(partial(_paths_of, content_hash=content_hash, caller=self.caller(request.peer_id)))
-        if not paths:
+        found = await self._catalog.read(partial(_item_in_scope, content_hash=content_hash, caller=self.caller(request.peer_id)))
+        if found is None or not found[2]:
             raise NotFound(f"this share has no item {content_hash}")
-        handle, size = await _open_first(paths)
+        handle = await self._open_first(found[2])
+        size = (await run_io(os.fstat, handle.fileno())).st_size
         try:
             if offset > size:
                 raise Malformed(f"offset {offset} is beyond the end ({size} bytes)", {"field": "offset"})
@@ -218,6 +231,26 @@ class ShareService:
             yield {"done": True}
         finally:
             await run_io(handle.close)
+
+
+    async def _open_first(self, files: list[IndexedFile]) -> Any:
+        """The first of an item's files that is still the file indexed, opened without following links.
+
+        A file that changed since it was indexed is never served as the old item: it is refused
+        (``changed``) and handed to the indexer to look at again."""
+        changed = False
+        for indexed in files:
+            try:
+                return await run_io(open_indexed, indexed, what="opening a shared file")
+            except FileChanged as exc:
+                log.warning("a shared file changed since it was indexed", extra={"share": self.share.name, "reason": str(exc)})
+                changed = True
+                self._on_changed(indexed.library_id, indexed.path)
+            except OSError as exc:
+                log.info("a shared file cannot be opened", extra={"share": self.share.name, "reason": str(exc)})
+        if changed:
+            raise Changed("the item's file changed since it was indexed; it is being indexed again")
+        raise NotFound("the item's files are gone from this machine; try again after it is re-indexed")
 
 
 READ_AHEAD_BYTES = 8 * ids.CHUNK_BYTES
@@ -293,34 +326,20 @@ def _models(conn, scope) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def
     ]
 
 
-def _item_in_scope(conn, content_hash: str, caller: Caller) -> tuple[int, str, list[str]] | None:  # type: ignore[no-untyped-def]
-    """(id, kind, files) of the item with ``content_hash``, if the caller's scope lets it see it."""
+def _item_in_scope(conn, content_hash: str, caller: Caller) -> tuple[int, str, list[IndexedFile]] | None:  # type: ignore[no-untyped-def]
+    """(id, kind, files as indexed) of the item with ``content_hash``, if the caller's scope lets it see it."""
     where, args = where_clause(Filters(), caller.scope)
     row = conn.execute(f"SELECT i.id, i.modality FROM items AS i WHERE i.content_hash = ? AND {where}", (content_hash, *args)).fetchone()
     if row is None:
         return None
     visible, visible_args = location_in_scope(caller.scope)
-    rows = conn.execute(f"SELECT path FROM locations WHERE item_id = ? AND {visible} ORDER BY id", (row[0], *visible_args))
-    return row[0], row[1], [decode_path(path) for (path,) in rows]
-
-
-def _paths_of(conn, content_hash: str, caller: Caller) -> list[str]:  # type: ignore[no-untyped-def]
-    """The files of the item with ``content_hash`` that the caller's scope lets it fetch."""
-    found = _item_in_scope(conn, content_hash, caller)
-    return found[2] if found else []
-
-
-async def _open_first(paths: list[str]) -> tuple[Any, int]:
-    """The first of an item's files that can still be opened as a regular file, and its size."""
-    for path in paths:
-        try:
-            handle = await run_io(open_regular, path, what="opening a shared file")
-        except OSError as exc:
-            log.info("a shared file cannot be opened", extra={"reason": str(exc)})
-            continue
-        size = (await run_io(os.fstat, handle.fileno())).st_size
-        return handle, size
-    raise NotFound("the item's files are gone from this machine; try again after it is re-indexed")
+    rows = conn.execute(
+        f"""SELECT path, library_id, (SELECT libraries.path FROM libraries WHERE libraries.id = library_id), size, mtime_ns, inode, device
+            FROM locations WHERE item_id = ? AND {visible} ORDER BY id""",
+        (row[0], *visible_args),
+    )
+    files = [IndexedFile(decode_path(path), library_id, decode_path(root), *signature) for path, library_id, root, *signature in rows]
+    return row[0], row[1], files
 
 
 def _vector(data: bytes) -> np.ndarray:
