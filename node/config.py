@@ -213,6 +213,12 @@ class NetworkOptions:
         "public libp2p bootstrap nodes join the public DHT. Empty: no DHT.",
     )
     reprovide_seconds: float = _option(600.0, "How often a global share announces itself again on the DHT.", min=10, max=86400)
+    max_remote_items: int = _option(
+        1_000_000,
+        "Items kept of one peer's share catalog. A sync also stops when a share sends far more than its manifest says it holds.",
+        min=1,
+        max=100_000_000,
+    )
     metrics_port: int = _option(
         0, "Serve Prometheus metrics at http://127.0.0.1:PORT/metrics (loopback only); 0 turns the endpoint off.", min=0, max=65535
     )

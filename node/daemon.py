@@ -130,7 +130,9 @@ class Daemon:
                 owner=self.identity.peer_id,
                 on_file_changed=lambda library_id, path: self.indexer.request_scan(library_id, {path}),
             )
-            self.peers = PeerClient(self._catalog, self.identity.seed, network.query_timeout_seconds, bootstrap=network.bootstrap)
+            self.peers = PeerClient(
+                self._catalog, self.identity.seed, network.query_timeout_seconds, bootstrap=network.bootstrap, max_remote_items=network.max_remote_items
+            )
             self.pairing = Pairing(self._catalog, self.identity.seed, self.identity.peer_id, self.data_servers, self.peers)
         try:
             async with trio.open_nursery() as daemon_scope:

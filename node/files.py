@@ -199,6 +199,30 @@ def open_indexed(indexed: IndexedFile) -> BinaryIO:
     return handle
 
 
+RENAME_NOREPLACE = 1
+AT_FDCWD = -100
+
+
+def rename_exclusive(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Rename ``source`` to ``target`` unless ``target`` exists (FileExistsError): atomic, where
+    hard links are not to be had. Where the kernel or libc lacks ``renameat2``, a plain rename
+    after a check (a window of a few microseconds, on file systems that have no links anyway)."""
+    libc = _libc()
+    function = getattr(libc, "renameat2", None)
+    if function is not None:
+        done = function(AT_FDCWD, os.fsencode(source), AT_FDCWD, os.fsencode(target), RENAME_NOREPLACE)
+        if done == 0:
+            return
+        code = ctypes.get_errno()
+        if code == errno.EEXIST:
+            raise FileExistsError(code, os.strerror(code), os.fspath(target))
+        if code not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(code, os.strerror(code), os.fspath(target))
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(target))
+    os.rename(source, target)
+
+
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
     """Flush a folder's entries (a rename or a new file in it) to disk."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

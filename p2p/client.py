@@ -80,10 +80,9 @@ class Requester:
         timeout: float = 10.0,
         max_bytes: int = REPLY_LIMIT,
     ) -> dict[str, Any]:
-        """One request, its one-frame answer (without the ``ok`` field)."""
-        frames = [frame async for frame in self.frames(peer_id, addresses, protocol_id, body, timeout=timeout, max_bytes=max_bytes)]
-        if len(frames) != 1:
-            raise Malformed(f"a reply of {len(frames)} frames where one was expected")
+        """One request, its one-frame answer (without the ``ok`` field). A reply that announces
+        more frames is refused at its first: no more than one frame (``max_bytes``) is ever held."""
+        frames = [frame async for frame in self.frames(peer_id, addresses, protocol_id, body, timeout=timeout, max_bytes=max_bytes, max_frames=1)]
         return frames[0]
 
     async def frames(
@@ -95,8 +94,10 @@ class Requester:
         *,
         timeout: float = 10.0,
         max_bytes: int = REPLY_LIMIT,
+        max_frames: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """The frames of one reply (without ``ok`` and ``more``), in order.
+        """The frames of one reply (without ``ok`` and ``more``), in order; a reply that goes on past
+        ``max_frames`` is refused (Malformed) before the next frame is read.
 
         Iterate it to the end, or under ``contextlib.aclosing`` when stopping early: a stream
         left mid-reply is reset, never reused.
@@ -120,6 +121,8 @@ class Requester:
                     frame.pop("ok", None)
                     if not more:
                         finished = True
+                    elif max_frames is not None and received >= max_frames:
+                        raise Malformed(f"a reply of more than {max_frames} frame{'s' if max_frames > 1 else ''} where {max_frames} {'were' if max_frames > 1 else 'was'} expected")
                     yield frame
                     if finished:
                         break

@@ -136,5 +136,68 @@ def test_peers_results_keep_only_checked_protocol_fields(raw) -> None:
 def test_a_peer_cannot_pass_a_result_off_as_local() -> None:
     from peerlight.node.dataserver.peers import checked_result
 
-    hostile = {"content_hash": "a" * 64, "name": "x.txt", "modality": "text", "path": "/etc/passwd", "rating": 10, "score": 1e308, "source": "local"}
-    assert checked_result(hostile) == {"content_hash": "a" * 64, "name": "x.txt", "modality": "text", "score": 1e308, "metadata": {}}
+    hostile = {"content_hash": "a" * 64, "name": "x.txt", "modality": "text", "path": "/etc/passwd", "rating": 10, "score": 3.5, "source": "local"}
+    assert checked_result(hostile) == {"content_hash": "a" * 64, "name": "x.txt", "modality": "text", "score": 3.5, "metadata": {}}
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), -float("inf"), 2**63, -(2**63) - 1, 1e308])
+def test_no_number_from_a_peer_is_kept_unless_finite_and_in_range(number) -> None:
+    """NaN and infinities are not JSON and break arithmetic; 2**63 overflows SQLite's integers."""
+    import json
+
+    from peerlight.node.dataserver.peers import checked_result
+
+    raw = {"content_hash": "b" * 64, "name": "x", "modality": "video", "size": number, "score": number, "similarity": number,
+           "metadata": {"year": number, "title": "ok"}, "match": {"start": number, "end": 2.5, "passage": "a\nb"}}
+    result = checked_result(raw)
+    assert result == {"content_hash": "b" * 64, "name": "x", "modality": "video", "metadata": {"title": "ok"}, "match": {"end": 2.5, "passage": "a b"}}
+    json.dumps(result, allow_nan=False)
+    conn = sqlite3.connect(":memory:")
+    migrate(conn)
+    conn.execute("INSERT INTO remote_shares (peer_id, addresses, found_by, first_seen) VALUES ('p', '[]', 'manual', 0)")
+    stored = remote_items.store_page(conn, "p", [raw | {"size": 10}, raw | {"content_hash": "c" * 64}], 8)
+    assert stored == 1  # the item whose size is out of range is left out, the other kept without the bad values
+    assert remote_items.cached_items(conn, [("p", "b" * 64)])[("p", "b" * 64)]["metadata"] == {"title": "ok"}
+
+
+def test_names_from_a_peer_reach_no_terminal_with_their_control_characters() -> None:
+    from peerlight.p2p.fields import plain_text
+
+    assert plain_text("\x1b[2Jevil\u202etxt.exe\x00", 255) == "[2Jeviltxt.exe"
+    assert plain_text("Ünïcode ☃ fine", 255) == "Ünïcode ☃ fine"
+    assert _checked_manifest({"name": "\x1b]0;pwned\x07share"})["name"] == "]0;pwnedshare"
+
+
+def test_metadata_near_the_bound_is_never_cut_into_invalid_json() -> None:
+    conn = sqlite3.connect(":memory:")
+    migrate(conn)
+    conn.execute("INSERT INTO remote_shares (peer_id, addresses, found_by, first_seen) VALUES ('p', '[]', 'manual', 0)")
+    metadata = {f"k{i}": "}" * 999 for i in range(32)}  # 32 KB of values, each ending in a brace
+    item = {"content_hash": "d" * 64, "name": "x", "modality": "text", "size": 1, "metadata": metadata}
+    assert remote_items.store_page(conn, "p", [item], 8) == 1
+    kept = remote_items.cached_items(conn, [("p", "d" * 64)])[("p", "d" * 64)]["metadata"]
+    assert 2 <= len(kept) < 32 and all(metadata[key] == value for key, value in kept.items())
+
+
+def test_an_adapter_zip_bomb_is_refused_before_it_is_inflated() -> None:
+    """2 MiB on the wire, 2 GiB inflated: refused from the members' declared sizes (peak memory stays small)."""
+    import tracemalloc
+
+    from peerlight.embeddings.adapters import AdapterError
+    from peerlight.node.dataserver.adapters import verified_adapter
+
+    from .hostile import _deflate_zeros, _zip
+
+    size = 2 << 30
+    body = _deflate_zeros(size)
+    npy = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (536870912,), }" + b" " * 39 + b"\n"
+    bomb = _zip([("header.npy", npy)], raw=[("rotation.npy", 8, 0, body, size)])
+    assert len(bomb) < 4 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(AdapterError, match="inflates to 2,147,48"):
+            verified_adapter(bomb, "x")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, peak

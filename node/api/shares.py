@@ -344,9 +344,12 @@ class PeerMethods:
         key = params.text("peer", max_length=200)
         params.done()
         try:
-            return (await self._catalog.write(partial(shares.forget_remote, key=key))).to_wire()
+            removed = await self._catalog.write(partial(shares.forget_remote, key=key))
         except shares.ShareNotFound as exc:
             raise NotFound(str(exc)) from None
+        if self._client is not None:
+            await self._client.forget(removed.peer_id)
+        return removed.to_wire()
 
     async def preview(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         params = Params(raw)
@@ -374,8 +377,10 @@ class PeerMethods:
         params.done()
         if not folder.is_absolute():
             raise InvalidParams("the target folder must be an absolute path", data={"param": "to"})
-        if not await run_io(folder.is_dir):
-            raise InvalidParams(f"{display(str(folder))} is not a folder", data={"param": "to"})
+        try:  # made if it does not exist yet, as wget and aria2 do
+            await run_io(partial(folder.mkdir, parents=True, exist_ok=True))
+        except OSError as exc:
+            raise InvalidParams(f"{display(str(folder))} is not a folder that can be written to: {exc.strerror}", data={"param": "to"}) from None
 
         async def progress(received: int, size: int) -> None:
             await emit({"received": received, "size": size})

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from peerlight.p2p import fields
+
 from ..search.filters import MODALITIES
 
 MAX_NAME = 255
@@ -27,20 +29,21 @@ def store_page(conn: sqlite3.Connection, peer_id: str, items: list[Any], k: int)
     for item in items:
         if not isinstance(item, dict):
             continue
-        content_hash, name, size, modality = item.get("content_hash"), item.get("name"), item.get("size"), item.get("modality")
-        if not (isinstance(content_hash, str) and len(content_hash) == 64 and isinstance(name, str) and isinstance(size, int) and modality in MODALITIES):
+        content_hash, modality = fields.content_hash(item.get("content_hash")), item.get("modality")
+        name, size = fields.plain_text(item.get("name"), MAX_NAME), fields.count(item.get("size"))
+        if not (content_hash and name and size is not None and modality in MODALITIES):
             continue
-        metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
-        encoded = json.dumps({str(key)[:40]: value for key, value in metadata.items() if isinstance(value, (str, int, float))})[:MAX_METADATA_BYTES]
-        if not encoded.endswith("}"):
-            encoded = "{}"
-        mime = item.get("mime") if isinstance(item.get("mime"), str) else None
+        metadata = fields.plain_map(item.get("metadata"))
+        encoded = json.dumps(metadata, allow_nan=False)
+        while len(encoded) > MAX_METADATA_BYTES:  # bounded entry by entry, never cut into invalid JSON
+            metadata.popitem()
+            encoded = json.dumps(metadata, allow_nan=False)
         conn.execute(
             """INSERT INTO remote_items (peer_id, content_hash, name, size, modality, mime, metadata, synced_at)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (peer_id, content_hash) DO UPDATE SET name = excluded.name, size = excluded.size,
                    modality = excluded.modality, mime = excluded.mime, metadata = excluded.metadata, synced_at = excluded.synced_at""",
-            (peer_id, content_hash, name[:MAX_NAME], size, modality, mime and mime[:100], encoded, now),
+            (peer_id, content_hash, name, size, modality, fields.plain_text(item.get("mime"), 100), encoded, now),
         )
         vectors = item.get("vectors") if isinstance(item.get("vectors"), dict) else {}
         for model_id, prefix in list(vectors.items())[:4]:
@@ -56,9 +59,18 @@ def store_page(conn: sqlite3.Connection, peer_id: str, items: list[Any], k: int)
     return stored
 
 
+def cached_size(conn: sqlite3.Connection, peer_id: str, content_hash: str) -> int | None:
+    row = conn.execute("SELECT size FROM remote_items WHERE peer_id = ? AND content_hash = ?", (peer_id, content_hash)).fetchone()
+    return row[0] if row else None
+
+
+def held_items(conn: sqlite3.Connection, peer_id: str) -> int:
+    return conn.execute("SELECT COUNT(*) FROM remote_items WHERE peer_id = ?", (peer_id,)).fetchone()[0]
+
+
 def finish_sync(conn: sqlite3.Connection, peer_id: str, cursor: int, total: int | None) -> bool:
     """Record where the sync got to; False when our copy's size disagrees with the peer's (resync from scratch)."""
-    held = conn.execute("SELECT COUNT(*) FROM remote_items WHERE peer_id = ?", (peer_id,)).fetchone()[0]
+    held = held_items(conn, peer_id)
     if total is not None and held != total:
         return False
     conn.execute("UPDATE remote_shares SET sync_cursor = ?, synced_at = ? WHERE peer_id = ?", (cursor, time.time(), peer_id))
@@ -76,11 +88,15 @@ def sync_cursor(conn: sqlite3.Connection, peer_id: str) -> int:
     return row[0] if row else 0
 
 
-def cached_prefixes(conn: sqlite3.Connection, model_id: str, peer_id: str | None = None) -> tuple[list[tuple[str, str]], np.ndarray]:
-    """Every cached K-prefix of ``model_id`` (of one peer's share, if given): the (peer id, content
-    hash) of each row, and the rows (float32)."""
+def cached_prefixes(
+    conn: sqlite3.Connection, model_id: str, peer_id: str | None = None, limit: int | None = None
+) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """Every cached K-prefix of ``model_id`` (of one peer's share, if given; at most ``limit``
+    rows): the (peer id, content hash) of each row, and the rows (float32)."""
     if peer_id is None:
-        rows = conn.execute("SELECT peer_id, content_hash, prefix FROM remote_vectors WHERE model_id = ?", (model_id,)).fetchall()
+        rows = conn.execute(
+            "SELECT peer_id, content_hash, prefix FROM remote_vectors WHERE model_id = ? LIMIT ?", (model_id, -1 if limit is None else limit)
+        ).fetchall()
     else:
         rows = conn.execute(
             "SELECT peer_id, content_hash, prefix FROM remote_vectors WHERE model_id = ? AND peer_id = ?", (model_id, peer_id)
@@ -100,8 +116,12 @@ def cached_items(conn: sqlite3.Connection, keys: list[tuple[str, str]]) -> dict[
         ).fetchone()
         if row:
             name, size, modality, mime, metadata = row
+            try:
+                details = json.loads(metadata)
+            except ValueError:  # cut into invalid JSON by an older version: the item stays, without its metadata
+                details = {}
             found[(peer_id, content_hash)] = {
-                "content_hash": content_hash, "name": name, "size": size, "modality": modality, "mime": mime, "metadata": json.loads(metadata)
+                "content_hash": content_hash, "name": name, "size": size, "modality": modality, "mime": mime, "metadata": details
             }
     return found
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,9 @@ from peerlight.embeddings.adapters import FORMAT, Adapter, AdapterError
 
 log = logging.getLogger("peerlight.dataserver")
 
-MAX_ADAPTER_BYTES = 32 * 1024 * 1024
+MAX_ADAPTER_BYTES = 32 * 1024 * 1024  # the file, as sent
+MAX_ADAPTER_INFLATED = 64 * 1024 * 1024  # its arrays, inflated (a 384-wide adapter is ~2 MB)
+MAX_ADAPTER_MEMBERS = 8
 
 
 class AdapterFiles:
@@ -56,10 +59,26 @@ def adapter_folders(node_adapters: Path) -> list[Path]:
     return [default_adapters.FOLDER, node_adapters]
 
 
+def _check_inflated_size(data: bytes) -> None:
+    """Refuse a zip bomb before inflating it: the members' declared sizes bound what zipfile inflates
+    (it stops reading a member at its declared size), so they are checked first."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise AdapterError(f"not an adapter file: {exc}") from None
+    if len(members) > MAX_ADAPTER_MEMBERS:
+        raise AdapterError(f"an adapter file of {len(members)} members")
+    inflated = sum(member.file_size for member in members)
+    if inflated > MAX_ADAPTER_INFLATED:
+        raise AdapterError(f"an adapter file that inflates to {inflated:,} bytes (at most {MAX_ADAPTER_INFLATED:,})")
+
+
 def verified_adapter(data: bytes, model_id: str) -> Adapter:
     """The adapter in ``data`` if it produces ``model_id``; AdapterError otherwise (hostile bytes included)."""
     if len(data) > MAX_ADAPTER_BYTES:
         raise AdapterError("an adapter larger than 32 MiB")
+    _check_inflated_size(data)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             header = json.loads(bytes(arrays["header"]).decode())
@@ -76,6 +95,8 @@ def verified_adapter(data: bytes, model_id: str) -> Adapter:
         and parts["out_weight"].shape == (hidden, d_in)
         and parts["out_bias"].shape == (d_in,)
     )
+    if sum(p.nbytes for p in parts.values()) > MAX_ADAPTER_INFLATED:
+        raise AdapterError("an adapter larger than 64 MiB inflated")
     if not shapes or not all(np.isfinite(p).all() for p in parts.values()):
         raise AdapterError("an adapter with inconsistent shapes or values")
     info = header.get("info") if isinstance(header.get("info"), dict) else {}

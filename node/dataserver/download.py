@@ -36,17 +36,18 @@ class PartialDownload:
         self.path = path
         self.hasher = blake3.blake3()  # one thread: chunk-sized updates gain nothing from more
         self.size = 0
-        with suppress(FileNotFoundError), open(path, "rb") as existing:
+        # No link is followed: one planted under the partial's name would write elsewhere.
+        with suppress(FileNotFoundError), open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as existing:
             while block := existing.read(STAGING_BYTES):
                 self.hasher.update(block)
                 self.size += len(block)
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         self.direct_fd: int | None = None
         self._staging: mmap.mmap | None = None
         direct = getattr(os, "O_DIRECT", 0)
         if direct:
             try:
-                self.direct_fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | direct)
+                self.direct_fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | direct)
                 self._staging = mmap.mmap(-1, STAGING_BYTES)  # page-aligned, reused: no new memory per batch
             except OSError:  # the filesystem has no direct I/O: the page cache it is
                 self._close_direct()

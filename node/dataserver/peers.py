@@ -9,9 +9,11 @@ the content hash it was asked by before it appears under its final name.
 from __future__ import annotations
 
 
+import errno
 import logging
 import os
 import re
+import shutil
 import time
 from contextlib import aclosing
 from collections.abc import Awaitable, Callable
@@ -28,10 +30,11 @@ from peerlight.embeddings.adapters import Adapter, AdapterError
 from peerlight.embeddings.model_ids import is_ordered
 from peerlight.embeddings.vectors import normalize
 
+from peerlight.p2p import fields
 from peerlight.p2p.client import Requester
 from peerlight.permissions import tokens
 from peerlight.permissions.invites import Invite
-from peerlight.p2p.errors import Forbidden, Malformed, NotFound, Timeout, Unreachable, WireError
+from peerlight.p2p.errors import Forbidden, Malformed, NotFound, Timeout, TooLarge, Unreachable, WireError
 from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, find_providers, running_dht
 from peerlight.p2p.host import new_host, running, split_peer_address
 
@@ -41,9 +44,11 @@ from ..catalog.shares import (
     RemoteShare, forget_remote, get_remote, list_remote, prune_refusing, record_contact, remember_remote, set_token,
 )
 from ..search.engine import ROLE_MODALITIES
+from ..search.filters import MODALITIES
 from ..threads import run_io
 from . import protocol_ids as ids
 from .adapters import MAX_ADAPTER_BYTES, verified_adapter
+from ..files import rename_exclusive
 from .download import STAGING_BYTES, PartialDownload
 from .lan import browse
 from .listen import NoLanInterface, lan_addresses
@@ -56,8 +61,11 @@ RESUME_BACKOFF = (0.2, 1, 3, 10)
 PREVIEW_TYPES = {"image/jpeg": ".jpg", "audio/wav": ".wav"}  # what a preview may be (and its file's suffix)
 LAN_BROWSE_SECONDS = 3.0  # how long `discover --lan` listens for mDNS announcements
 TYPICAL_SPREAD = 0.1  # the standard deviation of a query's cosines, when no items tell it
+SPREAD_SAMPLE = 2000  # cached prefixes that estimate a query's spread in a space we hold no items of
 SYNC_PAGE = 500  # items per catalog page
+MAX_SHORT_PAGES = 200  # pages beyond the item budget's (pages of changes the share does not show us)
 SYNC_PREFIX_K = 48  # the prefix length cached of each peer's vectors (D/8 for MiniLM's 384)
+FREE_SPACE_RESERVE = 64 * 1024 * 1024  # a download never leaves its disk fuller than this
 WRITE_BATCH_BYTES = STAGING_BYTES  # verified chunks are written this many at a time (one system call, one GIL hand-over)
 
 Progress = Callable[[int, int], Awaitable[None]]
@@ -65,6 +73,10 @@ Progress = Callable[[int, int], Awaitable[None]]
 
 class FetchError(Exception):
     """A download that cannot complete (the partial file is kept for a later resume, unless it was wrong)."""
+
+
+class NotEnoughSpace(FetchError):
+    """The file would not fit on the target's disk (checked before anything is written)."""
 
 
 @dataclass
@@ -76,13 +88,23 @@ class PeerAnswer:
 
 
 class PeerClient:
-    def __init__(self, catalog: Catalog, seed: bytes, query_timeout: float, sync_interval: float = 300.0, bootstrap: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        seed: bytes,
+        query_timeout: float,
+        sync_interval: float = 300.0,
+        bootstrap: tuple[str, ...] = (),
+        max_remote_items: int = 1_000_000,
+    ) -> None:
         self._catalog = catalog
+        self.max_remote_items = max_remote_items
         self._bootstrap = bootstrap
         self._seed = seed
         self.query_timeout = query_timeout
         self.sync_interval = sync_interval
-        self._adapters: dict[str, Adapter | None] = {}  # peers' ordering adapters by the model id they produce
+        self._adapters: dict[str, Adapter] = {}  # peers' ordering adapters by the model id they produce (verified: any share's will do)
+        self._bad_adapters: set[tuple[str, str]] = set()  # (share, model id) whose adapter was refused: not asked again
         self.requester: Requester | None = None
         self._ready = trio.Event()
 
@@ -163,36 +185,53 @@ class PeerClient:
         await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, manifest=manifest, address=remote.addresses[0] if remote.addresses else None))
         if "catalog" in manifest["capabilities"]:
             try:
-                await self.sync(remote)
+                await self.sync(remote, expected=manifest["items"])
             except WireError as exc:
                 await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, error=f"catalog sync: {exc.code}: {exc.message}"))
         return manifest
 
-    async def sync(self, remote: RemoteShare, k: int = SYNC_PREFIX_K) -> int:
+    async def sync(self, remote: RemoteShare, k: int = SYNC_PREFIX_K, expected: int | None = None) -> int:
         """Bring our copy of the share's catalog up to date, page by page from where the last sync ended.
 
         When our copy's size disagrees with the share's at the end (items removed or moved out of
         it, which pages of changes cannot name without leaking what lies outside), it is rebuilt
         from scratch once. Returns the items received.
+
+        A hostile share cannot make it endless or huge: every page must move the cursor forward,
+        and one sync takes at most ``max_remote_items`` items, fewer when the share's manifest
+        said how many it holds (``expected``, with room for changes meanwhile). Past that the
+        sync ends with an error and what the share sent is dropped.
         """
         requester = await self._requester()
+        budget = sync_budget(expected, self.max_remote_items)
         received = 0
         for fresh_start in (False, True):
             if fresh_start:
                 await self._catalog.write(partial(remote_items.forget_catalog, peer_id=remote.peer_id))
             cursor = await self._catalog.read(partial(remote_items.sync_cursor, peer_id=remote.peer_id))
+            taken = pages = 0  # in this pass
             while True:
                 page = await requester.request(
                     remote.peer_id, remote.addresses, ids.CATALOG, remote.with_token({"cursor": cursor, "limit": SYNC_PAGE, "k": k}), timeout=self.query_timeout * 4
                 )
-                items, next_cursor = page.get("items"), page.get("cursor")
-                if not isinstance(items, list) or not isinstance(next_cursor, int) or next_cursor < cursor:
-                    raise Malformed("a catalog page without items or with a cursor going back")
+                items, next_cursor, last_page = page.get("items"), fields.count(page.get("cursor")), page.get("last_page") is True
+                if not isinstance(items, list) or len(items) > SYNC_PAGE or next_cursor is None or next_cursor < cursor:
+                    raise Malformed("a catalog page without items, with more than were asked for, or with a cursor going back")
+                if not last_page and next_cursor == cursor:
+                    raise Malformed(f"the share's catalog makes no progress: page {pages + 1} ends where it began (cursor {cursor})")
+                taken += len(items)
+                pages += 1
+                if taken > budget or pages > budget // SYNC_PAGE + MAX_SHORT_PAGES or (
+                    not fresh_start and pages == 1 and await self._catalog.read(partial(remote_items.held_items, peer_id=remote.peer_id)) > budget
+                ):
+                    await self._catalog.write(partial(remote_items.forget_catalog, peer_id=remote.peer_id))
+                    said = f"; its manifest says {expected}" if expected is not None else ""
+                    raise TooLarge(f"the share's catalog goes past {budget:,} items{said}: not kept", {"limit": budget})
                 received += await self._catalog.write(partial(remote_items.store_page, peer_id=remote.peer_id, items=items, k=k))
                 cursor = next_cursor
-                if page.get("last_page") is True:
+                if last_page:
                     break
-            total = page.get("total") if isinstance(page.get("total"), int) else None
+            total = fields.count(page.get("total"))
             if await self._catalog.write(partial(remote_items.finish_sync, peer_id=remote.peer_id, cursor=cursor, total=total)):
                 return received
         raise Malformed("the share's catalog changed size while it was copied; try again")
@@ -245,6 +284,12 @@ class PeerClient:
             remembered += 1
         await self._catalog.write(partial(prune_refusing, now=time.time()))
         return remembered
+
+    async def forget(self, peer_id: str) -> None:
+        """A share was removed: its idle streams go, and so does what was remembered of its adapters."""
+        if self.requester is not None:
+            await self.requester.forget(peer_id)
+        self._bad_adapters = {key for key in self._bad_adapters if key[0] != peer_id}
 
     async def refresh_all(self) -> list[dict[str, Any]]:
         remotes = await self._catalog.read(list_remote)
@@ -339,8 +384,8 @@ class PeerClient:
 
     async def _adapter(self, requester: Requester, remote: RemoteShare, model_id: str) -> Adapter | None:
         """The share's ordering adapter for ``model_id``, fetched once and verified (None if it has none)."""
-        if model_id in self._adapters:
-            return self._adapters[model_id]
+        if model_id in self._adapters or (remote.peer_id, model_id) in self._bad_adapters:
+            return self._adapters.get(model_id)
         adapter = None
         try:
             reply = await requester.request(
@@ -353,14 +398,18 @@ class PeerClient:
             return None  # not an answer about the adapter: ask again next time
         except (WireError, AdapterError) as exc:
             log.info("no usable adapter from a peer", extra={"peer": remote.peer_id, "model": model_id, "reason": str(exc)})
-        self._adapters[model_id] = adapter
+        if adapter is None:  # this share's answer is no good; another share of the space may still have one
+            self._bad_adapters.add((remote.peer_id, model_id))
+        else:
+            self._adapters[model_id] = adapter
         return adapter
 
     async def _with_spread(self, model_id: str, vector: np.ndarray, mean: float | None, spread: float | None) -> tuple[np.ndarray, float, float]:
         """The query's vector with the spread of its cosines: our own items', else the cached peers' items'."""
         if mean is not None and spread is not None:
             return vector, mean, spread
-        _, matrix = await self._catalog.read(partial(remote_items.cached_prefixes, model_id=model_id))
+        # A sample is enough for a spread (every cached prefix of a big space would cost seconds and GBs).
+        _, matrix = await self._catalog.read(partial(remote_items.cached_prefixes, model_id=model_id, limit=SPREAD_SAMPLE))
         if len(matrix) < 2:
             return vector, 0.0, TYPICAL_SPREAD
         scores = normalize(matrix) @ normalize(vector[: matrix.shape[1]].reshape(1, -1))[0]
@@ -429,7 +478,9 @@ class PeerClient:
     async def fetch(self, key: str, item: str, folder: Path, progress: Progress) -> dict[str, Any]:
         """Download ``item`` from the share ``key`` into ``folder``; resumes after interruptions."""
         remote = await self._catalog.read(partial(get_remote, key=key))
-        content_hash, name, _ = await self.resolve(remote, item)
+        content_hash, name, expected = await self.resolve(remote, item)
+        if expected is None:  # by hash: the size our copy of its catalog says, if it holds the item
+            expected = await self._catalog.read(partial(remote_items.cached_size, peer_id=remote.peer_id, content_hash=content_hash))
         target = folder / safe_name(name, content_hash)
         partial_path = folder / f".{content_hash}.peerlight-partial"
         requester = await self._requester()
@@ -438,7 +489,7 @@ class PeerClient:
         try:
             for attempt in range(FETCH_ATTEMPTS):
                 try:
-                    size = await self._transfer(requester, remote, content_hash, download, progress)
+                    size = await self._transfer(requester, remote, content_hash, download, progress, expected)
                     attempts = attempt + 1
                     break
                 except (Unreachable, Timeout, ChunkCorrupted) as exc:
@@ -448,6 +499,11 @@ class PeerClient:
             else:
                 raise FetchError(f"the transfer failed {FETCH_ATTEMPTS} times (last: {last_error}); run fetch again to resume")
             digest = download.hasher.hexdigest()
+        except (Malformed, TooLarge, NotEnoughSpace) as exc:
+            # The share broke the protocol (what it sent is not kept), or the file cannot fit: an empty partial goes too.
+            if isinstance(exc, (Malformed, TooLarge)) or download.size == 0:
+                await run_io(partial_path.unlink, True)
+            raise
         finally:
             await run_io(download.close)
         if digest != content_hash:
@@ -456,16 +512,26 @@ class PeerClient:
         final = await run_io(_place, partial_path, target)
         return {"path": str(final), "content_hash": content_hash, "size": size, "peer_id": remote.peer_id, "attempts": attempts}
 
-    async def _transfer(self, requester: Requester, remote: RemoteShare, content_hash: str, partial: PartialDownload, progress: Progress) -> int:
-        """Append the rest of the file to the partial download (all it holds was verified chunk by chunk); its size."""
+    async def _transfer(
+        self, requester: Requester, remote: RemoteShare, content_hash: str, partial: PartialDownload, progress: Progress, expected: int | None
+    ) -> int:
+        """Append the rest of the file to the partial download (all it holds was verified chunk by chunk); its size.
+
+        The share's header must name the size we were told before (``expected``, when known),
+        and the rest must fit on the disk (with room to spare) before a byte is written."""
         frames = requester.frames(
             remote.peer_id, remote.addresses, ids.FETCH, remote.with_token({"hash": content_hash, "offset": partial.size}), timeout=30, max_bytes=ids.CHUNK_BYTES + 1024
         )
         async with aclosing(frames):
             header = await frames.__anext__()
-            size = header.get("size")
-            if not isinstance(size, int) or header.get("offset") != partial.size or size < partial.size:
+            size = fields.count(header.get("size"))
+            if size is None or header.get("offset") != partial.size or size < partial.size:
                 raise Malformed(f"a fetch header that does not fit the request: {header!r:.200}")
+            if expected is not None and size != expected:
+                raise Malformed(f"the share announces {size:,} bytes for an item it said has {expected:,}")
+            free = (await run_io(shutil.disk_usage, partial.path.parent)).free
+            if size - partial.size > free - FREE_SPACE_RESERVE:
+                raise NotEnoughSpace(f"{size - partial.size:,} bytes more do not fit in {partial.path.parent} ({free:,} bytes free)")
             await progress(partial.size, size)
             # Receiving and writing overlap: verified chunks go to a writer task in 8 MiB batches
             # (at most two batches queued: bounded memory), which writes each batch in a thread
@@ -517,29 +583,43 @@ class PeerClient:
         return size
 
 
+def sync_budget(expected: int | None, maximum: int) -> int:
+    """Items one sync may take: the manifest's count with room for changes made meanwhile, never past ``maximum``."""
+    if expected is None:
+        return maximum
+    return min(maximum, expected + max(2 * SYNC_PAGE, expected // 10))
+
+
 class ChunkCorrupted(WireError):
     code = "corrupted"
 
 
 def checked_result(raw: Any) -> dict[str, Any] | None:
-    """A peer's search result with only the fields of the query protocol, each of its type (None if
-    it is no result): nothing a peer sends can pass for a local path, a rating or our own item."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("content_hash"), str) or not HASH.match(raw["content_hash"]):
+    """A peer's search result with only the fields of the query protocol, each of its type and
+    range (None if it is no result): nothing a peer sends can pass for a local path, a rating or
+    our own item, and no number it sends is NaN, infinite or beyond 64 bits."""
+    if not isinstance(raw, dict) or fields.content_hash(raw.get("content_hash")) is None:
         return None
-    if not isinstance(raw.get("name"), str) or raw.get("modality") not in ("image", "audio", "video", "text"):
+    name = fields.plain_text(raw.get("name"), 255)
+    if not name or raw.get("modality") not in ("image", "audio", "video", "text"):
         return None
-    result: dict[str, Any] = {"content_hash": raw["content_hash"], "name": raw["name"][:255], "modality": raw["modality"]}
-    for key, kinds in (("mime", str), ("size", int), ("score", (int, float)), ("similarity", (int, float)), ("text_evidence", (int, float))):
-        value = raw.get(key)
-        if isinstance(value, kinds) and not isinstance(value, bool) and (not isinstance(value, float) or value == value):
-            result[key] = value[:100] if isinstance(value, str) else value
-    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
-    result["metadata"] = {str(k)[:40]: v for k, v in list(metadata.items())[:32] if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    result: dict[str, Any] = {"content_hash": raw["content_hash"], "name": name, "modality": raw["modality"]}
+    for key, value in (
+        ("mime", fields.plain_text(raw.get("mime"), 100)),
+        ("size", fields.count(raw.get("size"))),
+        ("score", fields.finite(raw.get("score"), -1e6, 1e6)),
+        ("similarity", fields.finite(raw.get("similarity"), -1.01, 1.01)),
+        ("text_evidence", fields.finite(raw.get("text_evidence"), -1e6, 1e6)),
+    ):
+        if value is not None:
+            result[key] = value
+    result["metadata"] = fields.plain_map(raw.get("metadata"))
     match = raw.get("match")
     if isinstance(match, dict):
-        shown = {k: match[k] for k in ("segment", "start", "end", "chunk_start", "chunk_end") if isinstance(match.get(k), (int, float)) and not isinstance(match.get(k), bool)}
-        if isinstance(match.get("passage"), str):
-            shown["passage"] = match["passage"][:2000]
+        shown = {k: v for k in ("segment", "start", "end", "chunk_start", "chunk_end") if (v := fields.finite(match.get(k), 0, 1e12)) is not None}
+        passage = fields.plain_text(match.get("passage"), 2000)
+        if passage is not None:
+            shown["passage"] = passage
         result["match"] = shown
     return result
 
@@ -577,17 +657,16 @@ def _checked_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     """The fields of a peer's manifest we keep, with their types checked."""
     counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
     models = [m for m in manifest.get("models") or [] if isinstance(m, dict) and isinstance(m.get("id"), str)][:16]
-    name = manifest.get("name")
     return {
-        "name": name[:200] if isinstance(name, str) else None,
+        "name": fields.plain_text(manifest.get("name"), 200) or None,
         "scope": manifest.get("scope") if manifest.get("scope") in ("local", "lan", "global") else None,
-        "permission": manifest.get("permission") if isinstance(manifest.get("permission"), str) else None,
-        "items": manifest.get("items") if isinstance(manifest.get("items"), int) else None,
-        "counts": {str(k)[:20]: v for k, v in counts.items() if isinstance(v, int)},
+        "permission": manifest.get("permission") if manifest.get("permission") in ("public", "members", "devices") else None,
+        "items": fields.count(manifest.get("items")),
+        "counts": {k: n for k, v in counts.items() if k in MODALITIES and (n := fields.count(v)) is not None},
         "models": [
             {
                 "id": m["id"][:200],
-                "dimension": m.get("dimension") if isinstance(m.get("dimension"), int) else None,
+                "dimension": fields.count(m.get("dimension"), ids.MAX_VECTOR_VALUES),
                 "space": m.get("space") if m.get("space") in ROLE_MODALITIES else None,
             }
             for m in models
@@ -618,15 +697,22 @@ def _write_new(target: Path, data: bytes) -> Path:
 
 
 def _place(partial_path: Path, target: Path) -> Path:
-    """Give the verified file its final name, never replacing an existing file."""
+    """Give the verified file its final name, never replacing an existing file (nor a link planted there).
+
+    ``link`` fails if the name exists: no race with another writer. File systems without hard
+    links (FAT, exFAT) get an exclusive rename instead (``renameat2`` with ``RENAME_NOREPLACE``)."""
     stem, suffix = target.stem, target.suffix
     candidate, n = target, 1
     while True:
         try:
-            os.link(partial_path, candidate)  # fails if the name exists: no race with another writer
-            break
+            try:
+                os.link(partial_path, candidate)
+                partial_path.unlink()
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                rename_exclusive(partial_path, candidate)
+            return candidate
         except FileExistsError:
             candidate = target.with_name(f"{stem} ({n}){suffix}")
             n += 1
-    partial_path.unlink()
-    return candidate
