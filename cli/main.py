@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query", help="what to look for, in words")
     search.add_argument("--mode", choices=["semantic", "text", "hybrid"], default="hybrid", help="default: hybrid")
     search.add_argument("--peers", action="store_true", help="also ask every known peer's share; slow peers are left out")
+    search.add_argument("--send-text", action="store_true",
+                        help="with --peers: also send the query's text to shares found by discovery (by default they get a vector prefix at most)")
     search_commands.add_filter_arguments(search)
 
     share = commands.add_parser("share", parents=[common], help="this node's Data Servers (shares)")

@@ -47,6 +47,8 @@ def cmd_search(args: Namespace, paths: NodePaths, out: Output) -> int:
     params = _filter_params(args)
     if args.peers:
         params["peers"] = True
+    if args.send_text:
+        params["send_text"] = True
     reply = call(paths.control_socket, "search.query", timeout=300, query=args.query, mode=args.mode, **params)
     out.result(reply, _render_results)
     return 0

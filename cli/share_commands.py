@@ -266,8 +266,9 @@ def _render_remotes(console: Console, remotes: list[dict[str, Any]]) -> None:
     if not remotes:
         console.print("No peers' shares known yet; add one with `peerlight peers add MULTIADDR`.")
         return
-    table = Table("name", "peer id", "scope", "items", "kinds", "models", "last seen", box=None, header_style="bold")
+    table = Table("name", "peer id", "scope", "access", "items", "kinds", "models", "last seen", box=None, header_style="bold")
     for remote in remotes:
+        access = "[red]refused[/]" if remote.get("refused") else ("granted" if remote.get("granted") else "open")
         seen = datetime.datetime.fromtimestamp(remote["last_seen"]).strftime("%Y-%m-%d %H:%M") if remote["last_seen"] else "never"
         if remote.get("last_error"):
             seen += f" [yellow]({escape(remote['last_error'][:60])})[/]"
@@ -275,6 +276,7 @@ def _render_remotes(console: Console, remotes: list[dict[str, Any]]) -> None:
             escape(remote["name"] or "?"),
             remote["peer_id"][:16] + "…",
             remote["scope"] or "?",
+            access,
             str(remote["items"] if remote["items"] is not None else "?"),
             ", ".join(remote["modalities"]),
             escape(", ".join(m[:24] for m in remote["models"])),

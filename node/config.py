@@ -213,6 +213,11 @@ class NetworkOptions:
         "public libp2p bootstrap nodes join the public DHT. Empty: no DHT.",
     )
     reprovide_seconds: float = _option(600.0, "How often a global share announces itself again on the DHT.", min=10, max=86400)
+    announce: Literal["public", "all"] = _option(
+        "public",
+        "Which of its addresses a global share announces on the DHT and to the peers it meets: public (globally "
+        "routable ones only; never loopback, private or container addresses) or all (a DHT on a private network).",
+    )
     max_remote_items: int = _option(
         1_000_000,
         "Items kept of one peer's share catalog. A sync also stops when a share sends far more than its manifest says it holds.",

@@ -127,6 +127,7 @@ class Daemon:
                 network.bootstrap,
                 network.reprovide_seconds,
                 AdapterFiles(adapter_folders(self.paths.adapters)),
+                announce=network.announce,
                 owner=self.identity.peer_id,
                 on_file_changed=lambda library_id, path: self.indexer.request_scan(library_id, {path}),
             )

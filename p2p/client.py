@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from . import wire
+from . import quirks, wire
 from .errors import Malformed, Timeout, Unreachable, Unsupported, WireError, from_wire
 from .host import connect
 
@@ -157,8 +157,7 @@ class Requester:
                 try:
                     return Exchange(await self.host.new_stream(target, [protocol_id]), timeout)
                 except Exception as exc:
-                    chain = f"{exc} {exc.__cause__} {exc.__context__}".lower()
-                    if "not supported" in chain:
+                    if quirks.refused_protocol(exc):
                         raise Unsupported(f"{peer_id} does not speak {protocol_id}") from None
                     if not (reused and attempt == 1):
                         raise Unreachable(f"cannot open a stream to {peer_id}: {type(exc).__name__}: {exc}") from None

@@ -33,10 +33,6 @@ def provider_key(text: str) -> str:
 PEERLIGHT_KEY = provider_key(PEERLIGHT_KEY_TEXT)
 
 
-def share_key(name: str) -> str:
-    return provider_key(f"peerlight:share:{name}")
-
-
 @asynccontextmanager
 async def running_dht(host: Any, *, server: bool) -> AsyncIterator[Any]:
     """A DHT node on ``host`` (server: it stores records for others) for the duration of the block."""

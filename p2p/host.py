@@ -9,7 +9,7 @@ applies the fixes of :mod:`.quirks` to the host's swarm.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,8 +31,13 @@ def _libp2p_key_pair(seed: bytes) -> Any:
     return KeyPair(private, private.get_public_key())
 
 
-def new_host(seed: bytes, *, max_connections: int = 1000, per_peer: int = 3) -> Any:
-    """A host for the Ed25519 key with the 32-byte ``seed``: Noise + Yamux over TCP, nothing else."""
+def new_host(
+    seed: bytes, *, max_connections: int = 1000, per_peer: int = 3, announce: Callable[[list[Any]], list[Any]] | None = None
+) -> Any:
+    """A host for the Ed25519 key with the 32-byte ``seed``: Noise + Yamux over TCP, nothing else.
+
+    ``announce`` chooses, from the addresses it listens on, those it tells peers (identify) and
+    the DHT (provider records): by default, all of them."""
     from libp2p import new_host as libp2p_new_host
     from libp2p.crypto import x25519
     from libp2p.custom_types import TProtocol
@@ -40,9 +45,11 @@ def new_host(seed: bytes, *, max_connections: int = 1000, per_peer: int = 3) -> 
     from libp2p.security.noise.transport import PROTOCOL_ID as NOISE, Transport as NoiseTransport
     from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX, Yamux
 
+    quirks.check_patch_targets()
     quirks.tune_bulk_transfer()
     quirks.buffered_tcp_reads()
     quirks.no_dial_delay()
+    quirks.typed_protocol_refusal()
     key_pair = _libp2p_key_pair(seed)
     host = libp2p_new_host(
         key_pair=key_pair,
@@ -55,6 +62,7 @@ def new_host(seed: bytes, *, max_connections: int = 1000, per_peer: int = 3) -> 
             dial_timeout=DIAL_TIMEOUT_SECONDS,
         ),
         enable_mDNS=False,
+        addrs_factory=announce,
     )
     network = host.get_network()
     quirks.release_inbound_slots(network)
@@ -72,7 +80,12 @@ async def running(host: Any, listen: Sequence[str]) -> AsyncIterator[Any]:
 
 
 def listen_addresses(host: Any) -> list[str]:
-    """Where the host listens, as dialable multiaddrs ending in ``/p2p/<peer id>``."""
+    """Where the host listens, as multiaddrs ending in ``/p2p/<peer id>``."""
+    return [f"{address}/p2p/{host.get_id()}" for address in host.get_transport_addrs()]
+
+
+def announced_addresses(host: Any) -> list[str]:
+    """What the host tells peers and the DHT of where to reach it (see ``announce`` of :func:`new_host`)."""
     return [str(address) for address in host.get_addrs()]
 
 

@@ -5,11 +5,19 @@ see ``docs/protocol.md`` and the project notes) are neutralised here rather than
 code that uses a host. Each function names the defect; ``tests/test_p2p_host.py`` proves
 each one is needed (the defect shows without it) or that the symptom is gone.
 
-Nothing here edits the installed package: instance attributes and module constants only.
+Nothing here edits the installed package: instance attributes, module constants and class
+attributes only. Each patch replaces something of a given shape; :func:`check_patch_targets`
+(run once, before the first host is made) asserts that every such thing exists with that
+shape, so a libp2p other than the pinned 0.8.1 fails at start with :class:`IncompatibleLibp2p`
+naming what moved, instead of silently bringing a defect back. (Not at this module's import:
+importing libp2p is slow, and the CLI imports this package without ever making a host.)
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
 import logging
 import os
 from typing import Any
@@ -17,6 +25,47 @@ from typing import Any
 import trio
 
 log = logging.getLogger("peerlight.p2p")
+
+PINNED_VERSION = "0.8.1"
+
+
+class IncompatibleLibp2p(RuntimeError):
+    """The installed py-libp2p lacks something a workaround here replaces: it is not the pinned version."""
+
+
+def _require(owner: Any, name: str, *, parameters: tuple[str, ...] | None = None, kind: type | None = None) -> None:
+    where = f"{getattr(owner, '__module__', '')}.{getattr(owner, '__qualname__', getattr(owner, '__name__', owner))}.{name}"
+    if not hasattr(owner, name):
+        raise IncompatibleLibp2p(f"{where} is missing: Peerlight's workarounds are written for libp2p=={PINNED_VERSION}")
+    value = getattr(owner, name)
+    if kind is not None and not isinstance(value, kind):
+        raise IncompatibleLibp2p(f"{where} is a {type(value).__name__}, not a {kind.__name__} (libp2p=={PINNED_VERSION} expected)")
+    if parameters is not None:
+        found = tuple(inspect.signature(value).parameters)
+        if found[: len(parameters)] != parameters:
+            raise IncompatibleLibp2p(f"{where}{found} no longer takes {parameters} (libp2p=={PINNED_VERSION} expected)")
+
+
+@functools.cache
+def check_patch_targets() -> None:
+    """Every attribute a workaround below replaces or relies on exists, with the shape it had in 0.8.1."""
+    import libp2p.network.swarm as swarm
+    import libp2p.stream_muxer.yamux.yamux as yamux
+    import libp2p.transport.tcp.tcp as tcp
+    from libp2p.io.trio import TrioTCPStream
+    from libp2p.peer.peerstore import PeerStore
+    from libp2p.protocol_muxer.multiselect_client import MultiselectClient
+
+    _require(yamux, "MAX_MESSAGE_SIZE", kind=int)  # tune_bulk_transfer
+    _require(tcp, "TrioTCPStream", kind=type)  # buffered_tcp_reads
+    _require(TrioTCPStream, "read", parameters=("self", "n"))
+    _require(swarm, "_HAPPY_EYEBALLS_DELAY", kind=float)  # no_dial_delay
+    _require(swarm.Swarm, "_do_handle_inbound_connection", parameters=("self", "read_write_closer", "maddr", "failure_event"))  # release_inbound_slots
+    _require(swarm.Swarm, "upgrade_inbound_raw_conn", parameters=("self", "raw_conn", "maddr"))
+    _require(PeerStore, "clear_addrs", parameters=("self", "peer_id"))  # replace_addresses
+    _require(PeerStore, "add_addrs", parameters=("self", "peer_id", "addrs", "ttl"))
+    _require(MultiselectClient, "select_one_of", parameters=("self", "protocols", "communicator"))  # typed_protocol_refusal
+    _require(MultiselectClient, "try_select", parameters=("self", "communicator", "protocol"))
 
 # Yamux frames: 4 Noise messages' worth of plaintext (65519 bytes each), within the default
 # 256 KiB receive window. The default, 65536, is 17 bytes over one Noise message, so every
@@ -137,9 +186,67 @@ def release_inbound_slots(swarm: Any) -> None:
 def forget_failed_dial(swarm: Any, peer_id: Any) -> None:
     """A failed dial puts the peer in a 60 s negative cache, so the next (good) address would be
     refused without being tried: forget the failure before trying the next one."""
-    cache = getattr(swarm, "_negative_peer_cache", None)
-    if cache is not None:
-        cache.evict(str(peer_id))
+    _require(swarm, "_negative_peer_cache")
+    swarm._negative_peer_cache.evict(str(peer_id))
+
+
+_REFUSED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("peerlight_refused_protocols", default=None)
+
+
+def typed_protocol_refusal() -> None:
+    """Raise a typed error when the peer refused every protocol asked for with ``na``.
+
+    Defect: ``select_one_of`` catches the typed ``ProtocolNotSupportedError`` of each refusal
+    and raises a plain ``MultiselectClientError`` whose text is the only trace (libp2p's own
+    request-response module searches that text). Here each refusal is recorded (per task,
+    in a context variable) and a selection that ends with every protocol refused raises
+    ``ProtocolNotSupportedError`` (a subclass: the library's own handling is unchanged),
+    chained from the original error."""
+    from libp2p.protocol_muxer.exceptions import MultiselectClientError, ProtocolNotSupportedError
+    from libp2p.protocol_muxer.multiselect_client import MultiselectClient
+
+    if getattr(MultiselectClient.select_one_of, "peerlight_typed", False):
+        return
+    select_one_of, try_select = MultiselectClient.select_one_of, MultiselectClient.try_select
+
+    async def recording_try_select(self: Any, communicator: Any, protocol: Any) -> Any:
+        try:
+            return await try_select(self, communicator, protocol)
+        except ProtocolNotSupportedError:
+            refused = _REFUSED.get()
+            if refused is not None:
+                refused.append(str(protocol))
+            raise
+
+    async def typed_select_one_of(self: Any, protocols: Any, communicator: Any, *args: Any, **kwargs: Any) -> Any:
+        refused: list[str] = []
+        token = _REFUSED.set(refused)
+        try:
+            return await select_one_of(self, protocols, communicator, *args, **kwargs)
+        except MultiselectClientError as error:
+            if protocols and len(refused) == len(protocols):
+                raise ProtocolNotSupportedError(f"refused with na: {', '.join(refused)}") from error
+            raise
+        finally:
+            _REFUSED.reset(token)
+
+    typed_select_one_of.peerlight_typed = True  # type: ignore[attr-defined]
+    MultiselectClient.try_select = recording_try_select
+    MultiselectClient.select_one_of = typed_select_one_of
+
+
+def refused_protocol(error: BaseException) -> bool:
+    """Whether ``error`` (or anything it was raised from) is the peer's ``na`` (see :func:`typed_protocol_refusal`)."""
+    from libp2p.protocol_muxer.exceptions import ProtocolNotSupportedError
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ProtocolNotSupportedError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def replace_addresses(host: Any, peer_id: Any, addresses: list[Any]) -> None:

@@ -77,6 +77,15 @@ class Limits:
     idle_timeout: float = 60.0  # a stream with no new request is closed after this
 
 
+@dataclass(eq=False)
+class _Running:
+    """A reply being made: its cancel scope, whether a frame is being written, and why it was stopped."""
+
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    writing: bool = False
+    refusal: WireError | None = None
+
+
 class _Bucket:
     """A token bucket: ``rate`` per minute, bursts up to a minute's worth."""
 
@@ -134,7 +143,7 @@ class ProtocolServer:
         self.stats: dict[str, ProtocolStats] = {pid: ProtocolStats() for pid in self.protocols}
         self._streams: dict[str, int] = defaultdict(int)
         self._buckets: dict[str, _Bucket] = {}
-        self._cancels: dict[str, set[trio.CancelScope]] = defaultdict(set)
+        self._cancels: dict[str, set[_Running]] = defaultdict(set)
         self._swept = time.monotonic()
 
     def attach(self, host: Any) -> None:
@@ -147,12 +156,19 @@ class ProtocolServer:
 
         return handle
 
-    def cancel_peer(self, peer_id: str) -> int:
-        """Stop every request ``peer_id`` has running (e.g. its access was revoked)."""
-        scopes = list(self._cancels.get(peer_id, ()))
-        for scope in scopes:
-            scope.cancel()
-        return len(scopes)
+    def cancel_peer(self, peer_id: str, refusal: WireError | None = None) -> int:
+        """Stop every request ``peer_id`` has running (e.g. its access was revoked).
+
+        With a ``refusal``, each reply ends with that error frame, so the peer learns why
+        instead of seeing a cut it would take for a network drop: a reply waiting in its
+        handler is cancelled at once; one in the middle of writing a frame finishes that frame
+        and meets the refusal before its next (a frame is never cut in two)."""
+        replies = list(self._cancels.get(peer_id, ()))
+        for reply in replies:
+            reply.refusal = refusal
+            if refusal is None or not reply.writing:
+                reply.scope.cancel()
+        return len(replies)
 
     def _forget_quiet_peers(self) -> None:
         """Drop the rate state of peers with no stream whose allowance has refilled.
@@ -237,12 +253,12 @@ class ProtocolServer:
         """Answer one request; False when the stream cannot carry another."""
         started = time.perf_counter()
         stats.requests += 1
-        scope = trio.CancelScope()
-        self._cancels[peer_id].add(scope)
+        running = _Running()
+        self._cancels[peer_id].add(running)
         try:
-            with scope:
+            with running.scope:
                 try:
-                    await self._answer(stream, Request(peer_id, protocol_id, body), stats)
+                    await self._answer(stream, Request(peer_id, protocol_id, body), stats, running)
                     return True
                 except WireError as error:
                     self._count_error(stats, error, peer_id, protocol_id)
@@ -255,11 +271,16 @@ class ProtocolServer:
                     log.exception("request failed", extra={"peer": peer_id, "protocol": protocol_id})
                     await self._send(stream, Internal(f"the server failed: {type(exc).__name__}").to_wire(), stats)
                     return True
-            stats.errors["cancelled"] += 1  # revoked or shutting down: the reply is cut short
+            if running.refusal is not None:  # cancelled between frames: the peer is told why
+                self._count_error(stats, running.refusal, peer_id, protocol_id)
+                with trio.move_on_after(self.limits.write_timeout):
+                    await self._send(stream, running.refusal.to_wire(), stats)
+                return True
+            stats.errors["cancelled"] += 1  # shutting down: the reply is cut short
             return False
         finally:
             stats.latencies.append(time.perf_counter() - started)
-            self._cancels[peer_id].discard(scope)
+            self._cancels[peer_id].discard(running)
             if not self._cancels[peer_id]:
                 del self._cancels[peer_id]
 
@@ -267,7 +288,7 @@ class ProtocolServer:
         stats.errors[error.code] += 1
         log.info("request refused", extra={"peer": peer_id, "protocol": protocol_id, "code": error.code, "reason": error.message})
 
-    async def _answer(self, stream: Any, request: Request, stats: ProtocolStats) -> None:
+    async def _answer(self, stream: Any, request: Request, stats: ProtocolStats, running: _Running | None = None) -> None:
         """The reply: one frame, or several of which all but the last say ``more: true``.
 
         The gate is asked first, here and nowhere else: no handler checks permissions itself."""
@@ -278,7 +299,7 @@ class ProtocolServer:
                 answer = await reply
             if waited.cancelled_caught:
                 raise Timeout(f"the answer took longer than {self.limits.handler_timeout:g} s")
-            await self._send(stream, {"ok": True, **answer}, stats, permit)
+            await self._send(stream, {"ok": True, **answer}, stats, permit, running)
             return
         if not inspect.isasyncgen(reply):
             raise TypeError(f"handler of {request.protocol} returned {type(reply).__name__}")
@@ -286,18 +307,25 @@ class ProtocolServer:
             pending: dict[str, Any] | None = None
             async for frame in frames:
                 if pending is not None:
-                    await self._send(stream, {"ok": True, **pending, "more": True}, stats, permit)
+                    await self._send(stream, {"ok": True, **pending, "more": True}, stats, permit, running)
                 pending = frame
-            await self._send(stream, {"ok": True, **(pending or {})}, stats, permit)
+            await self._send(stream, {"ok": True, **(pending or {})}, stats, permit, running)
 
-    async def _send(self, stream: Any, message: dict[str, Any], stats: ProtocolStats, permit: Permit = OPEN) -> None:
+    async def _send(self, stream: Any, message: dict[str, Any], stats: ProtocolStats, permit: Permit = OPEN, running: _Running | None = None) -> None:
         data = wire.pack(message)
+        if running is not None and running.refusal is not None:
+            raise running.refusal
         permit.charge(len(data))
         with trio.move_on_after(self.limits.write_timeout) as waited:
             try:
+                if running is not None:
+                    running.writing = True
                 await stream.write(data)
             except Exception as exc:
                 raise wire.StreamClosed(f"{type(exc).__name__}: {exc}") from None
+            finally:
+                if running is not None:
+                    running.writing = False
         if waited.cancelled_caught:
             raise wire.StreamClosed(f"the peer took no data for {self.limits.write_timeout:g} s")
         stats.bytes_out += len(data)

@@ -290,3 +290,70 @@ async def test_making_a_share_stricter_stops_replies_already_running(before: str
             await sent.wait()
             access.update(after, grants, devices=frozenset() if as_device else None)
         assert 5 <= len(received) < 1000
+
+
+def test_a_grant_revoked_while_the_grants_are_reloaded_stays_revoked() -> None:
+    """The periodic reload may read the grants before a revocation is written: its stale copy
+    must not bring the grant back for a cycle."""
+    from peerlight.node.dataserver.runner import DataServers, RunningShare
+
+    members = share("members")
+    access = ShareAccess(members, signing_key(os.urandom(32)), "12D3KooWShare", [])
+    held = grant("00000000000000e1", "12D3KooWMember")
+
+    class ReadBeforeTheRevocation:  # a catalog read that began before the revocation was written
+        def __init__(self) -> None:
+            self.reading = trio.Event()
+            self.answer = trio.Event()
+
+        async def read(self, fn):  # type: ignore[no-untyped-def]
+            self.reading.set()
+            await self.answer.wait()
+            return [held]
+
+    catalog = ReadBeforeTheRevocation()
+    servers = DataServers(catalog, None, None, None)  # type: ignore[arg-type]
+    servers.shares[members.id] = RunningShare(members, None, access=access)  # type: ignore[arg-type]
+    servers.grant_changed(held)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(servers.reload_grants)
+            await catalog.reading.wait()
+            servers.revoked(dataclasses.replace(held, revoked_at=time.time()))
+            catalog.answer.set()
+        servers.set_devices(frozenset())  # pushes the node's list of grants to every gate
+        assert not access.grants[held.id].holds(time.time())
+
+    trio.run(main)
+
+
+async def test_a_reply_stopped_by_a_revocation_ends_with_a_forbidden_frame_not_a_cut() -> None:
+    seed = os.urandom(32)
+    share_host, member = new_host(seed), new_host(os.urandom(32))
+    share_peer, member_id = str(share_host.get_id()), str(member.get_id())
+    waiting = trio.Event()
+
+    async def stalls(request: Request):  # type: ignore[no-untyped-def]
+        yield {"n": 0}
+        yield {"n": 1}
+        waiting.set()
+        await trio.sleep(100)  # reading a slow disk, say
+        yield {"n": 2}
+
+    server = ProtocolServer([Protocol(ids.FETCH, stalls)])
+    server.attach(share_host)
+    async with running(share_host, LOOPBACK), running(member, LOOPBACK):
+        requester = Requester(member)
+        received: list[int] = []
+
+        async def download() -> None:
+            with pytest.raises(errors.Forbidden, match="revoked"):
+                async for frame in requester.frames(share_peer, listen_addresses(share_host), ids.FETCH, {}, timeout=10):
+                    received.append(frame["n"])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(download)
+            await waiting.wait()
+            assert server.cancel_peer(member_id, errors.Forbidden("the grant has been revoked", {"reason": "revoked"})) == 1
+        assert received == [0]  # the server holds a frame back until it knows whether more follow

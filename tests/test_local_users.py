@@ -77,7 +77,9 @@ def test_only_the_node_s_own_user_gets_anything_from_its_loopback_shares(namespa
         assert refused.returncode != 0 and json.loads(refused.stdout)["error"]["code"] == "conflict", refused
         assert "--yes" in json.loads(refused.stdout)["error"]["message"]
         assert cli_json(data_dir, "share", "show", "open")["scope"] == "local"  # nothing changed
-        assert cli_json(data_dir, "share", "edit", "open", "--scope", "global", "--yes")["scope"] == "global"
+        widened = cli_json(data_dir, "share", "edit", "open", "--scope", "global", "--yes")
+        # A global share tells the internet only of public addresses: here there are none.
+        assert widened["scope"] == "global" and widened["addresses"] and widened["announced"] == [], widened
         chosen = cli_json(data_dir, "share", "edit", "notes", "--scope", "global", "--permission", "members")
         assert (chosen["scope"], chosen["permission"]) == ("global", "members")
         # Narrowing needs no confirmation; kinds and the public's capabilities can be widened back or cleared.

@@ -70,6 +70,10 @@ def test_a_members_share_serves_its_grantees_only_until_revoked(nodes, tmp_path)
     cli_json(a_dir, "share", "revoke", "family", granted["grant"]["id"])
     after = cli_json(b_dir, "search", "winter", "--peers", "--modality", "text")
     assert after["peers"][0]["answered"] is False and "forbidden" in (after["peers"][0]["error"] or ""), after["peers"]
+    # B's node drops the token and its copy of the catalog: nothing of the share is shown from cache.
+    assert not [r for r in after["results"] if r.get("source") == "peer"], after["results"]
+    remote = next(r for r in cli_json(b_dir, "peers") if r["peer_id"] == share["peer_id"])
+    assert (remote["granted"], remote["refused"], remote["cached_items"]) == (False, True, 0), remote
     processes[0].stop()
     processes[0] = started(a_dir)
     again = cli_json(b_dir, "search", "winter", "--peers", "--modality", "text")

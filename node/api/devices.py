@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from peerlight.p2p.errors import Forbidden
+
 from ..callers import Caller
 from ..catalog import devices
 from ..catalog.database import Catalog
@@ -66,5 +68,5 @@ class DeviceMethods:
             self._servers.set_devices(await self._catalog.read(devices.device_ids))
             for current in list(self._servers.shares.values()):
                 if current.server is not None:
-                    current.server.cancel_peer(removed["peer_id"])  # what it runs on our devices share stops too
+                    current.server.cancel_peer(removed["peer_id"], Forbidden("this device was unpaired", {"permission": "devices"}))  # what it runs on our devices share stops too
         return removed

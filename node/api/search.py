@@ -52,6 +52,7 @@ class SearchMethods:
         limit = params.number("limit", 20, min=1, max=1000, integer=True)
         filters = _filters(params, caller)
         with_peers = params.flag("peers", False)
+        send_text = params.flag("send_text", False)
         params.done()
         request = SearchRequest(query, mode, limit, filters)
         if not with_peers:
@@ -65,9 +66,9 @@ class SearchMethods:
             raise Unavailable("networking is off (network.enabled = false)")
         if filters.folder is not None or filters.rating_min is not None or filters.rating_max is not None:
             raise InvalidParams("folder and rating filters apply to this node only; search peers without them", data={"param": "peers"})
-        return await self._with_peers(request, caller)
+        return await self._with_peers(request, caller, send_text)
 
-    async def _with_peers(self, request: SearchRequest, caller: Caller) -> dict[str, Any]:
+    async def _with_peers(self, request: SearchRequest, caller: Caller, send_text: bool = False) -> dict[str, Any]:
         """Local and peers' results in one ranking; peers that do not answer in time are named, not waited for.
 
         Results are merged on z-scores: a cosine measured against the spread of the query's cosines
@@ -91,7 +92,7 @@ class SearchMethods:
 
         async def ask_peers() -> None:
             nonlocal answers
-            answers = await self._peers.search(peer_query(request), query.by_model, query.bases)
+            answers = await self._peers.search(peer_query(request), query.by_model, query.bases, send_text=send_text)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ask_local)

@@ -233,6 +233,7 @@ class RemoteShare:
             "last_seen": self.last_seen,
             "last_error": self.last_error,
             "granted": self.token is not None,
+            "refused": (self.last_error or "").startswith("forbidden:"),
         }
 
 

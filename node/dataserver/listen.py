@@ -36,3 +36,21 @@ def listen_multiaddrs(scope: str, port: int | None) -> list[str]:
         # share announces on the DHT, so they must be ones a peer can dial.
         return [f"/ip4/{address}{tcp}" for address in interface_addresses() if not address.is_link_local]
     raise ValueError(f"unknown scope {scope!r}")
+
+
+def dialable(address: str, scope: str, announce: str = "public") -> bool:
+    """Whether a multiaddr a share listens on should be announced, for peers of its ``scope``.
+
+    A global share tells the internet only of its globally routable addresses (``announce =
+    "public"``): loopback, private, link-local or a container bridge's address means nothing
+    there and tells strangers about this machine's networks. ``"all"`` announces every address
+    (a DHT on a private network, or a test network)."""
+    try:
+        ip = ipaddress.ip_address(address.split("/")[2])
+    except (IndexError, ValueError):
+        return False
+    if scope == "local":
+        return ip.is_loopback
+    if scope == "lan":
+        return ip.is_private and not ip.is_loopback and not ip.is_link_local
+    return announce == "all" or ip.is_global

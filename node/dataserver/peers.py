@@ -180,6 +180,7 @@ class PeerClient:
             manifest = await requester.request(remote.peer_id, remote.addresses, ids.MANIFEST, remote.with_token({}), timeout=self.query_timeout)
         except WireError as exc:
             await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, error=f"{exc.code}: {exc.message}"))
+            await self._refused(remote.peer_id, exc)
             return None
         manifest = _checked_manifest(manifest)
         await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, manifest=manifest, address=remote.addresses[0] if remote.addresses else None))
@@ -188,7 +189,21 @@ class PeerClient:
                 await self.sync(remote, expected=manifest["items"])
             except WireError as exc:
                 await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, error=f"catalog sync: {exc.code}: {exc.message}"))
+                await self._refused(remote.peer_id, exc)
         return manifest
+
+    async def _refused(self, peer_id: str, error: WireError) -> None:
+        """A share refused us as a whole (our grant revoked, expired or unknown there; unpaired;
+        made members-only): the token it no longer honours and our copy of its catalog go, so
+        nothing of it is shown from cache. A refusal of one capability only changes nothing."""
+        if isinstance(error, Forbidden) and "capability" not in error.data:
+            log.info("a share refused us; its token and cached catalog are dropped", extra={"peer": peer_id, "reason": error.message})
+
+            def drop(conn: Any) -> None:
+                set_token(conn, peer_id, None)
+                remote_items.forget_catalog(conn, peer_id)
+
+            await self._catalog.write(drop)
 
     async def sync(self, remote: RemoteShare, k: int = SYNC_PREFIX_K, expected: int | None = None) -> int:
         """Bring our copy of the share's catalog up to date, page by page from where the last sync ended.
@@ -301,7 +316,12 @@ class PeerClient:
     # --- searching ---
 
     async def search(
-        self, body: dict[str, Any], vectors: dict[str, tuple[np.ndarray, float | None, float | None]], bases: dict[str, np.ndarray] | None = None
+        self,
+        body: dict[str, Any],
+        vectors: dict[str, tuple[np.ndarray, float | None, float | None]],
+        bases: dict[str, np.ndarray] | None = None,
+        *,
+        send_text: bool = False,
     ) -> list[PeerAnswer]:
         """Ask every known share at once; those that do not answer within the deadline are left out.
 
@@ -313,6 +333,11 @@ class PeerClient:
         A share whose space is our base model under another ordering adapter is joined: its
         adapter (fetched once, verified against its model id) turns our base vector (``bases``)
         into a query in its space. Other shares are asked by text, and score on their own z-scores.
+
+        Strangers (shares found by discovery, neither added by the user nor granted to us) learn
+        as little of the query as works: a K-prefix of an ordered vector, never the whole vector
+        (embedding inversion turns whole vectors back into much of the text), and no text unless
+        the user asks (``send_text``); they are ranked from our cached catalog instead.
         """
         requester = await self._requester()
         remotes = await self._catalog.read(list_remote)
@@ -340,11 +365,17 @@ class PeerClient:
                     spaces[model_id] = await self._with_spread(model_id, vector, None, None)
 
         async def ask(answer: PeerAnswer) -> None:
-            if bases:
+            stranger = is_stranger(answer.remote)
+            if bases and not stranger:
                 await join_spaces(answer.remote)
             models = models_of(answer.remote)
+            if stranger:
+                models = [model for model in models if is_ordered(model)]
+                if not models and not send_text:
+                    answer.error = "not asked: a share found by discovery gets no query text (search with --send-text to ask it)"
+                    return
             requests = [(None, body)] if not models else [
-                (model, {"vector": spaces[model][0].astype("<f4").tobytes(), "model_id": model, "k": k, "filters": body.get("filters", {})})
+                (model, {"vector": _query_vector(spaces[model][0], stranger), "model_id": model, "k": k, "filters": body.get("filters", {})})
                 for model in models
             ]
             best: dict[str, dict[str, Any]] = {}
@@ -366,6 +397,9 @@ class PeerClient:
                 answer.results = sorted(best.values(), key=result_score, reverse=True)[:k]
             except WireError as exc:
                 answer.error = f"{exc.code}: {exc.message}"
+                await self._refused(answer.remote.peer_id, exc)
+                if isinstance(exc, Forbidden):
+                    await self._catalog.write(partial(record_contact, peer_id=answer.remote.peer_id, error=answer.error))
 
         with trio.move_on_after(self.query_timeout + 1):
             async with trio.open_nursery() as nursery:
@@ -581,6 +615,19 @@ class PeerClient:
         if partial.size != size:
             raise Unreachable(f"the transfer stopped at {partial.size} of {size} bytes")
         return size
+
+
+STRANGER_PREFIX = SYNC_PREFIX_K  # values of an ordered query vector a stranger's share is sent
+
+
+def is_stranger(remote: RemoteShare) -> bool:
+    """A share found by discovery that the user neither added nor joined (no grant of ours)."""
+    return remote.found_by != "manual" and remote.token is None
+
+
+def _query_vector(vector: np.ndarray, stranger: bool) -> bytes:
+    """The query as sent: whole for a share the user chose, a K-prefix for a stranger's."""
+    return (vector[:STRANGER_PREFIX] if stranger else vector).astype("<f4").tobytes()
 
 
 def sync_budget(expected: int | None, maximum: int) -> int:

@@ -21,8 +21,9 @@ from typing import Any
 
 import trio
 
-from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, running_dht, share_key
-from peerlight.p2p.host import listen_addresses, new_host, running
+from peerlight.p2p.errors import Forbidden
+from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, running_dht
+from peerlight.p2p.host import announced_addresses, listen_addresses, new_host, running
 from peerlight.p2p.server import Limits, Protocol, ProtocolServer
 
 from ..catalog import access_log
@@ -37,7 +38,7 @@ from . import protocol_ids as ids
 from .access import GrantUsage, InviteDesk, ShareAccess, signing_key
 from .adapters import AdapterFiles
 from .lan import LanAnnouncement
-from .listen import listen_multiaddrs
+from .listen import dialable, listen_multiaddrs
 from .serving import ShareService
 
 log = logging.getLogger("peerlight.dataserver")
@@ -72,6 +73,7 @@ class RunningShare:
             "error": self.error,
             "peer_id": self.peer_id,
             "addresses": self.addresses,
+            "announced": announced_addresses(self.host) if network is not None else [],
             "connections": sum(len(c) for c in network.connections.values()) if network is not None else 0,
             **({"dht": self.dht} if self.dht is not None else {}),
             **(self.server.describe() if self.server is not None else {}),
@@ -79,18 +81,20 @@ class RunningShare:
 
 
 async def _provide_forever(current: RunningShare, host: Any, dht: Any, bootstrap_peers: tuple[str, ...], every: float) -> None:
-    """Join the DHT and provide the share's keys, again every ``every`` seconds (records expire)."""
+    """Join the DHT and provide the Peerlight key, again every ``every`` seconds (records expire).
+
+    Only the one key every share provides: a key made from the share's name would let anyone
+    confirm a guessed name of a members-only share (and no client looks shares up by name)."""
     while True:
         if dht.get_routing_table_size() == 0:
             await bootstrap(host, dht, bootstrap_peers)
-        provided = 0
-        for key in (PEERLIGHT_KEY, share_key(current.share.name)):
-            try:
-                provided += bool(await dht.provide(key))
-            except Exception as exc:  # no DHT peer reachable now: try again later
-                log.info("providing on the DHT failed", extra={"share": current.share.name, "reason": describe_error(exc)})
-        current.dht = {"routing_table": dht.get_routing_table_size(), "provided": provided == 2, "at": time.time()}
-        await trio.sleep(every if provided == 2 else min(every, 30))
+        provided = False
+        try:
+            provided = bool(await dht.provide(PEERLIGHT_KEY))
+        except Exception as exc:  # no DHT peer reachable now: try again later
+            log.info("providing on the DHT failed", extra={"share": current.share.name, "reason": describe_error(exc)})
+        current.dht = {"routing_table": dht.get_routing_table_size(), "provided": provided, "at": time.time()}
+        await trio.sleep(every if provided else min(every, 30))
 
 
 def key_path(folder: Path, share_id: int) -> Path:
@@ -122,6 +126,7 @@ class DataServers:
         adapters: AdapterFiles | None = None,
         owner: str | None = None,
         on_file_changed: Callable[[int, str], None] = lambda library_id, path: None,
+        announce: str = "public",
     ) -> None:
         self._on_file_changed = on_file_changed
         self._catalog = catalog
@@ -134,10 +139,12 @@ class DataServers:
         self._max_connections = max_connections
         self._bootstrap = bootstrap
         self._reprovide_seconds = reprovide_seconds
+        self._announce = announce
         self._adapters = adapters
         self.shares: dict[int, RunningShare] = {}
         self._changed = trio.Event()
         self._grants: list[Grant] = []
+        self._changed_during_reload: dict[str, Grant] = {}  # grants changed since the reload now running began
         self._devices: frozenset[str] = frozenset()
         self._usage: dict[str, GrantUsage] = {}  # every share's grants' traffic, for the node's lifetime
 
@@ -175,6 +182,7 @@ class DataServers:
         """A grant was issued, redeemed or revoked (the catalog has it already): its share's gate
         knows before this returns, not after the next reload; later reloads keep it too."""
         self._grants = [g for g in self._grants if g.id != grant.id] + [grant]
+        self._changed_during_reload[grant.id] = grant
         current = self.shares.get(grant.share_id)
         if current is not None and current.access is not None:
             current.access.update(current.share, self._grants)
@@ -185,7 +193,15 @@ class DataServers:
         self.grant_changed(grant)
         current = self.shares.get(grant.share_id)
         if current is not None and current.server is not None and grant.grantee is not None:
-            current.server.cancel_peer(grant.grantee)
+            current.server.cancel_peer(grant.grantee, Forbidden("the grant has been revoked", {"permission": "members", "reason": "revoked"}))
+
+    async def reload_grants(self) -> None:
+        """Read every grant again. A grant revoked (or issued) while the read runs keeps its newer
+        state: the read may have begun before the change, and must not bring a revoked grant back."""
+        self._changed_during_reload = {}
+        read = await self._catalog.read(all_grants)
+        newer = self._changed_during_reload
+        self._grants = [newer.get(grant.id, grant) for grant in read] + [g for g in newer.values() if g.id not in {r.id for r in read}]
 
     def running_share(self, name: str) -> RunningShare | None:
         return next((r for r in self.shares.values() if r.share.name == name), None)
@@ -198,7 +214,7 @@ class DataServers:
                 while True:
                     self._changed = trio.Event()
                     wanted = {share.id: share for share in await self._catalog.read(list_shares) if not share.paused}
-                    self._grants = await self._catalog.read(all_grants)
+                    await self.reload_grants()
                     self._devices = await self._catalog.read(device_ids) | self._owner
                     for share_id, current in list(self.shares.items()):
                         share = wanted.get(share_id)
@@ -271,7 +287,12 @@ class DataServers:
         share = current.share
         identity = await trio.to_thread.run_sync(share_identity, self._keys, share.id)
         listen = listen_multiaddrs(share.scope, share.port)
-        host = new_host(identity.seed, max_connections=self._max_connections, per_peer=3)
+        host = new_host(
+            identity.seed,
+            max_connections=self._max_connections,
+            per_peer=3,
+            announce=lambda candidates: [a for a in candidates if dialable(str(a), share.scope, self._announce)],
+        )
         key = signing_key(identity.seed)
         access = ShareAccess(share, key, identity.peer_id, self._grants, self._devices, self._usage)
         desk = InviteDesk(access, self._catalog, key, on_redeemed=self.grant_changed)

@@ -291,8 +291,9 @@ def _catalog_page(conn, scope, cursor: int, limit: int, k: int) -> dict[str, Any
         items.append({"content_hash": content_hash, "name": name, "modality": modality, "mime": mime, "size": size, "metadata": metadata, "vectors": vectors})
     last_page = len(rows) < limit
     if last_page:
-        # Past every change, visible or not: the next sync starts from here.
-        next_cursor = conn.execute("SELECT n FROM change_clock").fetchone()[0]
+        # The newest change the caller may see (not the node's change counter: how fast that
+        # grows would tell how much changes outside the scope). The next sync starts there.
+        next_cursor = rows[-1][5] if rows else cursor
         total = conn.execute(f"SELECT COUNT(*) FROM items AS i WHERE {where}", args).fetchone()[0]
     else:
         next_cursor, total = rows[-1][5], None

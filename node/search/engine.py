@@ -140,7 +140,10 @@ class SearchEngine:
         text_hits: dict[int, float] = {}
         if request.mode in ("text", "hybrid"):
             columns = ALL_COLUMNS if caller.is_local else PEER_COLUMNS
-            text_query = await self._catalog.read(partial(plan_query, text=request.query, columns=columns))
+            # A caller with a scope weighs words by what it may see: idf over every item would tell
+            # how many items outside its scope hold a word.
+            seen = None if scope.is_everything else where_clause(Filters(), scope)
+            text_query = await self._catalog.read(partial(plan_query, text=request.query, columns=columns, visible=seen))
             where, args = (None, []) if request.filters.is_empty() and scope.is_everything else where_clause(request.filters, scope)
             ranked = await self._catalog.read(partial(fulltext_ranking, query=text_query, limit=fetch, where=where, args=args))
             text_hits = dict(ranked)

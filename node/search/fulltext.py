@@ -27,6 +27,7 @@ PREFIX_MIN_CHARS = 3  # the last word of a query also matches longer words (as t
 ALL_COLUMNS = ("name", "path", "metadata")
 COMMON_SHARE = 0.2  # a word in more than this share of the items says little about any of them
 COMMON_MIN_ITEMS = 20  # ... unless it is in so few items that the share means nothing
+MAX_QUERY_WORDS = 32  # informative words weighed per query (a 1,000-character query could hold ~150)
 
 STOP_WORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before being below
@@ -68,26 +69,59 @@ def words(text: str) -> list[str]:
     return _TOKEN.findall(plain)
 
 
-def plan_query(conn: sqlite3.Connection, text: str, columns: tuple[str, ...] = ALL_COLUMNS) -> TextQuery:
-    """Drop stop words and common words from ``text``; weigh the rest by idf."""
+def plan_query(
+    conn: sqlite3.Connection, text: str, columns: tuple[str, ...] = ALL_COLUMNS, visible: tuple[str, list[Any]] | None = None
+) -> TextQuery:
+    """Drop stop words and common words from ``text``; weigh the rest by idf.
+
+    With ``visible`` (SQL conditions on ``items AS i`` and their arguments: a peer's scope),
+    document frequencies count the items it may see only, so no weight, and no evidence score
+    made of weights, depends on items outside that scope."""
     all_words = words(text)
-    candidates = list(dict.fromkeys(w for w in all_words if w not in STOP_WORDS))
+    candidates = list(dict.fromkeys(w for w in all_words if w not in STOP_WORDS))[:MAX_QUERY_WORDS]
     if not candidates:
         return TextQuery(columns=columns)
+    if visible is not None:
+        return _plan_within(conn, all_words, candidates, columns, *visible)
     (total,) = conn.execute("SELECT COALESCE(SUM(n), 0) FROM item_counts").fetchone()
     marks = ",".join("?" * len(candidates))
     frequency = {
         f'"{term}"': doc
         for term, doc in conn.execute(f"SELECT term, doc FROM items_fts_vocab WHERE term IN ({marks})", candidates)
     }
-    expressions = [f'"{word}"' for word in candidates]
-    if all_words[-1] == candidates[-1] and len(candidates[-1]) >= PREFIX_MIN_CHARS:
+    expressions = _expressions(all_words, candidates)
+    if expressions[-1].endswith("*"):
         # The items holding some word that starts so: at most the sum of those words' counts.
         prefix = candidates[-1]
-        expressions[-1] += "*"
         (frequency[expressions[-1]],) = conn.execute(
             "SELECT COALESCE(SUM(doc), 0) FROM items_fts_vocab WHERE term >= ? AND term < ?", (prefix, prefix + "\U0010ffff")
         ).fetchone()
+    return _weighed(expressions, frequency, total, columns)
+
+
+def _expressions(all_words: list[str], candidates: list[str]) -> list[str]:
+    """FTS5 terms of the candidate words; the last, as typed, also as a prefix."""
+    expressions = [f'"{word}"' for word in candidates]
+    if all_words[-1] == candidates[-1] and len(candidates[-1]) >= PREFIX_MIN_CHARS:
+        expressions[-1] += "*"
+    return expressions
+
+
+def _plan_within(
+    conn: sqlite3.Connection, all_words: list[str], candidates: list[str], columns: tuple[str, ...], where: str, args: list[Any]
+) -> TextQuery:
+    """:func:`plan_query` with frequencies counted among the items ``where`` allows only."""
+    (total,) = conn.execute(f"SELECT COUNT(*) FROM items AS i WHERE {where}", args).fetchone()
+    frequency = {}
+    for expression in _expressions(all_words, candidates):
+        (frequency[expression],) = conn.execute(
+            f"SELECT COUNT(*) FROM items_fts AS f JOIN items AS i ON i.id = f.rowid WHERE items_fts MATCH ? AND {where}",
+            (TextQuery(columns=columns).restrict(expression), *args),
+        ).fetchone()
+    return _weighed(list(frequency), frequency, total, columns)
+
+
+def _weighed(expressions: list[str], frequency: dict[str, int], total: int, columns: tuple[str, ...]) -> TextQuery:
     common = max(COMMON_MIN_ITEMS, COMMON_SHARE * total)
     terms = {}
     for expression in expressions:
