@@ -51,3 +51,19 @@ async def test_a_peer_s_scores_are_the_same_whatever_the_private_folders_hold(tm
     owner = Caller.local()
     (tmp_path / "o").mkdir()
     assert (await scores(tmp_path / "o", 0, owner))["tulip.txt"] != (await scores(tmp_path / "o", 10, owner))["tulip.txt"]
+
+
+def test_a_catalog_page_s_cursor_does_not_count_changes_outside_the_scope(tmp_path: Path) -> None:
+    from peerlight.node.catalog.migrations import migrate
+    from peerlight.node.dataserver.serving import _catalog_page
+
+    conn = sqlite3.connect(tmp_path / "catalog.sqlite3")
+    migrate(conn)
+    fill(conn, 5)
+    scope = Scope(libraries=frozenset({1}))
+    first = _catalog_page(conn, scope, cursor=0, limit=1000, k=8)
+    assert first["last_page"] and first["total"] == 33
+    for n in range(20):  # the private folder changes; the shared one does not
+        record_files(conn, 2, [IndexedFile(f"/media/private/new{n}.txt", 1, 1, 5000 + n, 1, f"f{n:063x}", "text", "text/plain", {})])
+    again = _catalog_page(conn, scope, cursor=first["cursor"], limit=1000, k=8)
+    assert again["items"] == [] and again["cursor"] == first["cursor"]
