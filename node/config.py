@@ -207,6 +207,15 @@ class NetworkOptions:
     requests_per_minute: int = _option(1200, "Requests one peer may make per minute to a share.", min=1)
     streams_per_peer: int = _option(16, "Streams one peer may have open at once to a share.", min=1, max=1024)
     max_connections: int = _option(1000, "Connections a share accepts at once.", min=1, max=100_000)
+    max_active_peers: int = _option(
+        256, "Peers served at once by all shares together; a new peer beyond it is refused (rate_limited) before any work.", min=1, max=100_000
+    )
+    concurrent_work: int = _option(
+        4,
+        "Costly requests (text queries, scans, previews) all shares answer at once; each peer gets at most its fair share.",
+        min=1,
+        max=256,
+    )
     bootstrap: tuple[str, ...] = _option(
         (),
         "Multiaddrs (/ip4/…/tcp/…/p2p/…) of DHT nodes to join for global shares and `discover --global`; "

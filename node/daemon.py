@@ -115,6 +115,7 @@ class Daemon:
         self.pairing: Pairing | None = None
         network = self.config.network
         if network.enabled:
+            from peerlight.p2p.resources import ResourceLimits, ResourceManager
             from peerlight.p2p.server import Limits
 
             limits = Limits(streams_per_peer=network.streams_per_peer, requests_per_minute=network.requests_per_minute)
@@ -128,6 +129,7 @@ class Daemon:
                 network.reprovide_seconds,
                 AdapterFiles(adapter_folders(self.paths.adapters)),
                 announce=network.announce,
+                resources=ResourceManager(ResourceLimits(peers=network.max_active_peers, work=network.concurrent_work)),
                 owner=self.identity.peer_id,
                 on_file_changed=lambda library_id, path: self.indexer.request_scan(library_id, {path}),
             )
@@ -232,6 +234,7 @@ class Daemon:
             "services": self.supervisor.describe(),
             "requests_in_flight": self.control.requests_in_flight,
             "shares": self.data_servers.describe() if self.data_servers else [],
+            "peers_budget": self.data_servers.resources.describe() if self.data_servers else None,
             "conditions": self.conditions(),
         }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from contextlib import aclosing
+from contextlib import ExitStack, aclosing
 import logging
 import time
 from collections import defaultdict, deque
@@ -23,6 +23,7 @@ import trio
 
 from . import wire
 from .errors import Internal, Malformed, RateLimited, Timeout, WireError
+from .resources import ResourceManager
 
 log = logging.getLogger("peerlight.p2p")
 
@@ -62,6 +63,8 @@ class Protocol:
     id: str  # e.g. /peerlight/query/1.0.0
     handler: Handler
     max_request_bytes: int = 64 * 1024
+    costly: bool = False  # its answer costs CPU (an encoder pass, a scan, a decode): one of the node's few work slots
+    buffer_bytes: int = 0  # memory its reply holds while it runs (a transfer's read-ahead), from the node's budget
 
 
 SWEEP_SECONDS = 60.0  # at most this often, a stream's end also forgets other quiet peers
@@ -136,10 +139,20 @@ class ProtocolStats:
 class ProtocolServer:
     """The protocols of one host, their limits and their counters."""
 
-    def __init__(self, protocols: list[Protocol], limits: Limits = Limits(), gate: Gate | None = None) -> None:
+    def __init__(
+        self,
+        protocols: list[Protocol],
+        limits: Limits = Limits(),
+        gate: Gate | None = None,
+        resources: ResourceManager | None = None,
+        name: str = "",
+    ) -> None:
         self.protocols = {protocol.id: protocol for protocol in protocols}
         self.limits = limits
         self.gate = gate
+        # The node-wide budget every share's server draws from (a server of its own when alone).
+        self.resources = resources if resources is not None else ResourceManager()
+        self.name = name
         self.stats: dict[str, ProtocolStats] = {pid: ProtocolStats() for pid in self.protocols}
         self._streams: dict[str, int] = defaultdict(int)
         self._buckets: dict[str, _Bucket] = {}
@@ -196,6 +209,17 @@ class ProtocolServer:
         """
         peer_id = str(stream.muxed_conn.peer_id)
         stats = self.stats[protocol_id]
+        try:
+            close_slot = self.resources.open_stream(self.name, peer_id)
+        except RateLimited as refusal:  # the node's budget, before anything is read or done
+            self._count_error(stats, refusal, peer_id, protocol_id)
+            with trio.move_on_after(1):
+                try:
+                    await self._send(stream, refusal.to_wire(), stats)
+                    await stream.close()
+                except (wire.StreamClosed, Exception):
+                    pass
+            return
         self._streams[peer_id] += 1
         reader = wire.FrameReader(stream.read)
         counted = 0  # bytes of the stream already added to the stats
@@ -218,6 +242,7 @@ class ProtocolServer:
         except wire.StreamClosed:
             stats.errors["closed"] += 1
         finally:
+            close_slot()
             stats.bytes_in += reader.bytes_read - counted
             self._streams[peer_id] -= 1
             if not self._streams[peer_id]:
@@ -293,6 +318,15 @@ class ProtocolServer:
 
         The gate is asked first, here and nowhere else: no handler checks permissions itself."""
         permit = OPEN if self.gate is None else await self.gate.admit(request)
+        protocol = self.protocols[request.protocol]
+        with ExitStack() as held:
+            if protocol.costly:
+                held.enter_context(self.resources.work(request.peer_id))
+            if protocol.buffer_bytes:
+                held.enter_context(self.resources.buffer(request.peer_id, protocol.buffer_bytes))
+            await self._reply(stream, request, stats, permit, running)
+
+    async def _reply(self, stream: Any, request: Request, stats: ProtocolStats, permit: Permit, running: _Running | None) -> None:
         reply = self.protocols[request.protocol].handler(request)
         if inspect.isawaitable(reply):
             with trio.move_on_after(self.limits.handler_timeout) as waited:

@@ -24,6 +24,7 @@ import trio
 from peerlight.p2p.errors import Forbidden
 from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, running_dht
 from peerlight.p2p.host import announced_addresses, listen_addresses, new_host, running
+from peerlight.p2p.resources import ResourceManager
 from peerlight.p2p.server import Limits, Protocol, ProtocolServer
 
 from ..catalog import access_log
@@ -127,7 +128,10 @@ class DataServers:
         owner: str | None = None,
         on_file_changed: Callable[[int, str], None] = lambda library_id, path: None,
         announce: str = "public",
+        resources: ResourceManager | None = None,
     ) -> None:
+        # One budget for every share: peer ids cost nothing, so per-peer limits alone do not bound the node.
+        self.resources = resources if resources is not None else ResourceManager()
         self._on_file_changed = on_file_changed
         self._catalog = catalog
         # The node's own peer id: its user's programs (which can read the node's identity key,
@@ -297,7 +301,7 @@ class DataServers:
         access = ShareAccess(share, key, identity.peer_id, self._grants, self._devices, self._usage)
         desk = InviteDesk(access, self._catalog, key, on_redeemed=self.grant_changed)
         protocols = [*current.service.protocols(), Protocol(ids.REDEEM, desk.redeem, max_request_bytes=4096)]
-        server = ProtocolServer(protocols, self._limits, gate=access)
+        server = ProtocolServer(protocols, self._limits, gate=access, resources=self.resources, name=share.name)
         server.attach(host)
         current.access = access
         async with running(host, listen):

@@ -65,10 +65,10 @@ class ShareService:
     def protocols(self) -> list[Protocol]:
         return [
             Protocol(ids.MANIFEST, self.manifest, max_request_bytes=1024),
-            Protocol(ids.QUERY, self.query, max_request_bytes=64 * 1024),
-            Protocol(ids.FETCH, self.fetch, max_request_bytes=4 * 1024),
-            Protocol(ids.CATALOG, self.catalog, max_request_bytes=1024),
-            Protocol(ids.PREVIEW, self.preview, max_request_bytes=1024),
+            Protocol(ids.QUERY, self.query, max_request_bytes=64 * 1024, costly=True),  # an encoder pass, a scan
+            Protocol(ids.FETCH, self.fetch, max_request_bytes=4 * 1024, buffer_bytes=READ_AHEAD_BYTES),
+            Protocol(ids.CATALOG, self.catalog, max_request_bytes=1024, costly=True),  # a page of items and their vectors
+            Protocol(ids.PREVIEW, self.preview, max_request_bytes=1024, costly=True),  # a decode
             Protocol(ids.ADAPTER, self.adapter, max_request_bytes=1024),
         ]
 
