@@ -170,7 +170,7 @@ def main() -> None:
         cli_json(a_dir, "library", "add", str(library))
         cli_json(a_dir, "index", "--wait")
         share = cli_json(a_dir, "share", "create", "bench", "--permission", "public", "--collection", str(library))
-        cli_json(b_dir, "peers", "add", share["addresses"][0])
+        cli_json(b_dir, "peers", "add", share["addresses"][0], "--wait")
         size = big.stat().st_size
         content_hash = __import__("blake3").blake3(big.read_bytes(), max_threads=-1).hexdigest()
 

@@ -29,7 +29,11 @@ def cmd_devices_pair(args: Namespace, paths: NodePaths, out: Output) -> int:
             print(json.dumps(event), file=sys.stderr, flush=True)
             return
         out.console.print(f"Pairing code: [bold]{escape(event['code'])}[/] (valid {int(event['expires_in'] // 60)} minutes). On your other node, run:")
-        out.console.print(f"peerlight devices pair --join {event['join']}", soft_wrap=True, markup=False, highlight=False)
+        joins = event.get("joins") or [event["join"]]
+        for join in joins:
+            out.console.print(f"peerlight devices pair --join {join}", soft_wrap=True, markup=False, highlight=False)
+        if len(joins) > 1:
+            out.console.print("(one line per address of this node, the likely LAN first: use one the other node can reach)")
         out.console.print("Waiting for it…")
 
     with ControlClient(paths.control_socket, timeout=PAIR_WAIT_SECONDS) as client:

@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     peers.set_defaults(run=share_commands.cmd_peers_list)
     add_peer = command("add", share_commands.cmd_peers_add, "add a share by its multiaddr (/ip4/…/tcp/…/p2p/…)", peers_actions)
     add_peer.add_argument("address")
+    add_peer.add_argument("--wait", action="store_true", help="copy its catalog before returning, with a progress bar (default: in the background)")
     command("list", share_commands.cmd_peers_list, "list known shares", peers_actions)
     forget = command("remove", share_commands.cmd_peers_remove, "forget a share", peers_actions)
     forget.add_argument("peer", help="peer ID or name")

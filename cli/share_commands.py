@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
 from peerlight.node.paths import NodePaths
@@ -181,8 +181,26 @@ def _when(stamp: float | None, never: str) -> str:
 
 
 def cmd_peers_add(args: Namespace, paths: NodePaths, out: Output) -> int:
-    remote = call(paths.control_socket, "peers.add", timeout=120, address=args.address)
-    out.result(remote, lambda console, r: _render_remotes(console, [r]))
+    """Remember a share. Its catalog is copied in the background (``peers`` shows how far), or
+    with ``--wait`` before this returns, with a progress bar."""
+    with ControlClient(paths.control_socket, timeout=None if args.wait else 120) as client:
+        if not args.wait or out.as_json:
+            remote = client.call("peers.add", address=args.address, wait=args.wait)
+        else:
+            progress = Progress(TextColumn("catalog"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=out.console)
+            task = progress.add_task("catalog", total=None)
+            with progress:
+                remote = client.call(
+                    "peers.add", address=args.address, wait=True,
+                    on_event=lambda e: progress.update(task, completed=e["received"], total=e["expected"] or None),
+                )
+
+    def render(console: Console, r: dict[str, Any]) -> None:
+        _render_remotes(console, [r])
+        if not args.wait and r.get("last_error") is None:
+            console.print("Its catalog is being copied in the background; `peerlight peers` shows how far.")
+
+    out.result(remote, render)
     return 0
 
 
@@ -270,6 +288,9 @@ def _render_remotes(console: Console, remotes: list[dict[str, Any]]) -> None:
     for remote in remotes:
         access = "[red]refused[/]" if remote.get("refused") else ("granted" if remote.get("granted") else "open")
         seen = datetime.datetime.fromtimestamp(remote["last_seen"]).strftime("%Y-%m-%d %H:%M") if remote["last_seen"] else "never"
+        if remote.get("syncing"):
+            sync = remote["syncing"]
+            seen += f" [cyan](copying its catalog: {sync['received']:,}{' of ' + format(sync['expected'], ',') if sync['expected'] else ''})[/]"
         if remote.get("last_error"):
             seen += f" [yellow]({escape(remote['last_error'][:60])})[/]"
         table.add_row(

@@ -64,6 +64,9 @@ class ClapModel:
         fingerprint = hub_weights_fingerprint(source)
         self.model_id = make_model_id("clap", spec.name, fingerprint, self.dimension)
 
+    sample_rate = SAMPLE_RATE  # what ``prepare`` decodes to: a decoder elsewhere can do the same
+    max_seconds = MAX_SECONDS
+
     def prepare(self, path: str) -> np.ndarray:
         """The first ``MAX_SECONDS`` of a file, as 48 kHz mono samples."""
         from .media import load_audio

@@ -104,6 +104,12 @@ class IndexOptions:
     skip_hidden: bool = _option(True, "Skip files and folders whose names start with a dot.")
     store_gps: bool = _option(False, "Store GPS coordinates from photos' EXIF data.")
     workers: int = _option(2, "Files inspected (hashed, decoded) in parallel.", min=1, max=64)
+    isolate_decoders: bool = _option(
+        True,
+        "Run native decoders (libav, libheif, Pillow) in worker processes: a file that crashes one is listed as corrupt "
+        "and the daemon goes on. false decodes inside the daemon (a little faster, but such a file ends it).",
+    )
+    decoder_memory_mb: int = _option(2048, "Address space each decoder worker may use; a file that needs more is listed as too_large.", min=256, max=65536)
     forget_missing_after_seconds: float = _option(
         7 * 86400.0,
         "How long an item whose files all vanished keeps its embeddings and metadata, in case the file comes back.",

@@ -28,6 +28,7 @@ from .auto_adapters import AutoAdapters, AutoAdapterSettings
 from .catalog import Catalog
 from .catalog.items import item_counts
 from .config import Config
+from .decoders import DecoderLimits, DecoderPool
 from .control.protocol import PROTOCOL_VERSION
 from .control.server import ControlServer, Handler, Streaming
 from .identity import NodeIdentity
@@ -91,7 +92,14 @@ class Daemon:
             IndexSettings(self.config.search.prefix_length, self.config.search.shortlist, self.config.search.save_interval_seconds),
         )
         self.search = SearchEngine(self._catalog, self.models, indexes)
-        self.embedder = Embedder(self._catalog, self.models, self.config)
+        options = self.config.index
+        # Native decoders in worker processes: a file that crashes one costs a worker, not the daemon.
+        self.decoders = (
+            DecoderPool(DecoderLimits(workers=options.workers + 1, memory_bytes=options.decoder_memory_mb * 2**20))
+            if options.isolate_decoders
+            else None
+        )
+        self.embedder = Embedder(self._catalog, self.models, self.config, self.decoders)
         self.search.embed_example = self.embedder.embed_example
         chosen = self.config.recommender
         self.recommendations = Recommendations(
@@ -108,7 +116,7 @@ class Daemon:
             on_switched=self.embedder.wake,
         )
         self.indexer = Indexer(
-            self._catalog, self.config.index, exclude=(self.paths.root,), on_items_recorded=self.embedder.wake
+            self._catalog, self.config.index, exclude=(self.paths.root,), on_items_recorded=self.embedder.wake, decoders=self.decoders
         )
         self.data_servers: DataServers | None = None
         self.peers: PeerClient | None = None
@@ -130,6 +138,7 @@ class Daemon:
                 AdapterFiles(adapter_folders(self.paths.adapters)),
                 announce=network.announce,
                 resources=ResourceManager(ResourceLimits(peers=network.max_active_peers, work=network.concurrent_work)),
+                decoders=self.decoders,
                 owner=self.identity.peer_id,
                 on_file_changed=lambda library_id, path: self.indexer.request_scan(library_id, {path}),
             )
@@ -143,6 +152,8 @@ class Daemon:
                 await self._serve(on_ready)
                 daemon_scope.cancel_scope.cancel()
         finally:
+            if self.decoders is not None:
+                await trio.to_thread.run_sync(self.decoders.close)
             await self._catalog.aclose()
             log.info("daemon stopped")
 

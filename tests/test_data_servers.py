@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+import time
 import wave
 from pathlib import Path
 
@@ -107,8 +108,12 @@ def test_a_share_is_searched_and_fetched_by_another_node(two_nodes, tmp_path) ->
     remote = cli_json(b_dir, "peers", "add", address)
     assert remote["name"] == "notes" and remote["last_error"] is None
     assert remote["items"] == 5 and remote["modalities"] == ["audio", "image", "text"]  # the private folder is not counted
-    # Adding a share copies its catalog (items and K-prefixes), the private folder excepted.
-    assert cli_json(b_dir, "peers")[0]["cached_items"] == 5
+    # Adding a share copies its catalog (items and K-prefixes), the private folder excepted, in the background.
+    deadline = time.monotonic() + 30
+    while (listed := cli_json(b_dir, "peers")[0])["cached_items"] < 5 or listed["syncing"] is not None:
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.1)
+    assert listed["cached_items"] == 5 and listed["last_error"] is None
 
     # (The image model is randomly initialised here: its cosines mean nothing, so the notes are searched alone.)
     found = cli_json(b_dir, "search", "how do I avoid getting sick in winter", "--peers", "--limit", "10", "--modality", "text")
@@ -151,7 +156,7 @@ def test_a_share_is_searched_and_fetched_by_another_node(two_nodes, tmp_path) ->
 
     # A share of the notes' text only names only the model of its own items (not the image model).
     texts = cli_json(a_dir, "share", "create", "texts", "--permission", "public", "--collection", str(library / "notes"), "--modality", "text")
-    only_text = cli_json(b_dir, "peers", "add", texts["addresses"][0])
+    only_text = cli_json(b_dir, "peers", "add", texts["addresses"][0], "--wait")
     assert only_text["items"] == 3 and [m.split(":")[1] for m in only_text["models"]] == ["all-MiniLM-L6-v2"], only_text
 
     # A file outside the share cannot be fetched, even by its exact content hash.
@@ -165,7 +170,7 @@ def test_a_share_keeps_its_identity_and_port_and_a_client_recovers_from_a_killed
     cli_json(a_dir, "library", "add", str(library))
     index_and_wait(a_dir)
     before = cli_json(a_dir, "share", "create", "notes", "--permission", "public", "--collection", str(library / "notes"))
-    cli_json(b_dir, "peers", "add", before["addresses"][0])
+    cli_json(b_dir, "peers", "add", before["addresses"][0], "--wait")
     wav = (library / "notes" / "long.wav").read_bytes()
     wav_hash = blake3.blake3(wav).hexdigest()
     target = tmp_path / "downloads"
@@ -226,7 +231,7 @@ def test_a_share_keeps_its_identity_and_port_and_a_client_recovers_from_a_killed
         # once although the old one is still in its list (no 60 s block after the failed dial).
         moved = cli_json(a_dir, "share", "edit", "notes", "--port", str(_free_port()))
         assert moved["port"] != before["port"] and moved["peer_id"] == before["peer_id"]
-        cli_json(b_dir, "peers", "add", moved["addresses"][0])
+        cli_json(b_dir, "peers", "add", moved["addresses"][0], "--wait")
         again = cli_json(b_dir, "search", "wash your hands", "--peers")
         assert again["peers"][0]["answered"] is True, again["peers"][0]["error"]
         assert len(cli_json(b_dir, "peers")[0]["addresses"]) == 2
@@ -262,7 +267,7 @@ def test_a_node_with_another_adapter_joins_the_share_s_space_through_its_adapter
         cli_json(a_dir, "library", "add", str(library))
         index_and_wait(a_dir)
         share = cli_json(a_dir, "share", "create", "notes", "--permission", "public", "--collection", str(library))
-        remote = cli_json(b_dir, "peers", "add", share["addresses"][0])
+        remote = cli_json(b_dir, "peers", "add", share["addresses"][0], "--wait")
         a_model = next(m for m in remote["models"] if m.startswith("ordered:"))
         b_models = {m["role"]: m["model_id"] for m in cli_json(b_dir, "models") if m.get("model_id")}
         assert b_models["text"] != a_model and b_models["text"].startswith("ordered:") == (b_adapter == "its own")
@@ -297,7 +302,7 @@ def test_a_damaged_chunk_is_fetched_again_and_a_wrong_file_never_gets_its_name(t
 
     peer, address = _corrupting_peer(wav, "flip-once")
     try:
-        remote = cli_json(b_dir, "peers", "add", address)
+        remote = cli_json(b_dir, "peers", "add", address, "--wait")
         fetched = cli_json(b_dir, "fetch", remote["peer_id"], wav_hash, "--to", str(target))
         assert fetched["attempts"] == 2 and Path(fetched["path"]).read_bytes() == wav.read_bytes()
     finally:
@@ -309,7 +314,7 @@ def test_a_damaged_chunk_is_fetched_again_and_a_wrong_file_never_gets_its_name(t
     (target / "again").mkdir()
     liar, address = _corrupting_peer(wav, "other-file")
     try:
-        remote = cli_json(b_dir, "peers", "add", address)
+        remote = cli_json(b_dir, "peers", "add", address, "--wait")
         refused = cli_json(b_dir, "fetch", remote["peer_id"], wav_hash, "--to", str(target / "again"), expect_rc=1)
     finally:
         liar.kill()
@@ -332,7 +337,7 @@ def test_three_nodes_sync_and_search_each_other(two_nodes, tmp_path) -> None:
         cli_json(c_dir, "library", "add", str(c_library))
         index_and_wait(c_dir)
         shares = [cli_json(node, "share", "create", "mine", "--permission", "public", "--collection", str(folder)) for node, folder in ((a_dir, library / "notes"), (c_dir, c_library))]
-        added = [cli_json(b_dir, "peers", "add", share["addresses"][0]) for share in shares]
+        added = [cli_json(b_dir, "peers", "add", share["addresses"][0], "--wait") for share in shares]
         assert sorted(p["cached_items"] for p in cli_json(b_dir, "peers")) == [2, 5]  # both catalogs synced
         found = cli_json(b_dir, "search", "what to do against the flu", "--peers", "--modality", "text", "--limit", "4")
         assert all(p["answered"] for p in found["peers"]) and len(found["peers"]) == 2, found["peers"]

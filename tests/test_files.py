@@ -98,3 +98,32 @@ def test_open_regular_reads_files_and_refuses_everything_else_without_blocking(t
     listener.close()
     assert not worker.is_alive(), "open_regular blocked"
     assert outcomes == {str(fifo): "FIFO", str(sock_path): "socket", str(tmp_path): "folder", "/dev/null": "character device"}
+
+
+def test_lan_addresses_put_the_home_network_first_and_container_bridges_last() -> None:
+    from ipaddress import IPv4Address as ip
+
+    from peerlight.node.dataserver.listen import lan_order
+
+    interfaces = [
+        ("docker0", ip("172.17.0.1")), ("lo", ip("127.0.0.1")), ("eth0", ip("10.0.0.7")), ("wlan0", ip("192.168.1.20")),
+        ("br-5f2c", ip("172.18.0.1")), ("eth0", ip("169.254.3.3")), ("eth1", ip("203.0.113.9")), ("eth0", ip("172.20.1.5")),
+    ]
+    assert lan_order(interfaces) == ["192.168.1.20", "10.0.0.7", "172.20.1.5", "172.17.0.1", "172.18.0.1"]
+
+
+def test_a_share_on_several_addresses_listens_on_one_port() -> None:
+    import socket
+
+    from peerlight.node.dataserver.listen import common_port
+
+    port = common_port(["127.0.0.1", "127.0.0.2", "127.0.0.3"])
+    held = []
+    try:
+        for address in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):  # free on each, and the same number
+            sock = socket.socket()
+            sock.bind((address, port))
+            held.append(sock)
+    finally:
+        for sock in held:
+            sock.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,10 @@ def client(tmp_path_factory) -> Iterator[tuple[Path, object]]:
         daemon.stop()
 
 
+def _remote(data_dir: Path, peer_id: str) -> dict:
+    return next(r for r in cli_json(data_dir, "peers") if r["peer_id"] == peer_id)
+
+
 def _still_serving(data_dir: Path, daemon) -> None:  # type: ignore[no-untyped-def]
     assert daemon.proc.poll() is None
     assert cli_json(data_dir, "status")["peer_id"]
@@ -69,7 +74,7 @@ def test_a_reply_of_many_huge_frames_is_refused_at_the_first(client) -> None:
     data_dir, daemon = client
     hostile = Hostile("many-frames")
     before = _rss_bytes(daemon.pid)
-    added = cli_json(data_dir, "peers", "add", hostile.address)
+    added = cli_json(data_dir, "peers", "add", hostile.address, "--wait")
     grown = _rss_bytes(daemon.pid) - before
     assert added["last_error"].startswith("malformed") and "more than 1 frame" in added["last_error"], added
     assert grown < 64 * 1024 * 1024, f"RSS grew by {grown / 2**20:.0f} MiB for a 504 MiB reply"
@@ -80,8 +85,13 @@ def test_a_reply_of_many_huge_frames_is_refused_at_the_first(client) -> None:
 def test_a_catalog_that_makes_no_progress_ends_the_sync_at_once(client) -> None:
     data_dir, _ = client
     hostile = Hostile("repeat-cursor")
-    added = cli_json(data_dir, "peers", "add", hostile.address)
-    assert "no progress" in (added["last_error"] or ""), added
+    added = cli_json(data_dir, "peers", "add", hostile.address)  # returns once the manifest is read
+    assert added["name"] == "hostile"
+    deadline = time.monotonic() + 30
+    while "no progress" not in ((remote := _remote(data_dir, hostile.peer_id))["last_error"] or ""):  # the background sync ended
+        assert time.monotonic() < deadline, remote
+        time.sleep(0.1)
+    assert remote["syncing"] is None
     catalog_requests = [r for r in hostile.requests() if r["protocol"].startswith("/peerlight/catalog/")]
     assert len(catalog_requests) == 1, catalog_requests
 
@@ -89,7 +99,7 @@ def test_a_catalog_that_makes_no_progress_ends_the_sync_at_once(client) -> None:
 def test_a_catalog_that_grows_past_its_manifest_is_cut_and_dropped(client) -> None:
     data_dir, _ = client
     hostile = Hostile("growing-cursor")
-    added = cli_json(data_dir, "peers", "add", hostile.address)
+    added = cli_json(data_dir, "peers", "add", hostile.address, "--wait")
     assert (added["last_error"] or "").startswith("catalog sync: too_large"), added
     remote = next(r for r in cli_json(data_dir, "peers") if r["peer_id"] == hostile.peer_id)
     assert remote["cached_items"] == 0, remote  # nothing of what it sent is kept
@@ -100,7 +110,7 @@ def test_a_catalog_that_grows_past_its_manifest_is_cut_and_dropped(client) -> No
 def test_numbers_and_names_from_a_share_reach_no_database_json_or_terminal_unchecked(client) -> None:
     data_dir, _ = client
     hostile = Hostile("odd-values")
-    added = cli_json(data_dir, "peers", "add", hostile.address)
+    added = cli_json(data_dir, "peers", "add", hostile.address, "--wait")
     assert added["last_error"] is None, added  # the bad items are left out, the share is kept
     remote = next(r for r in cli_json(data_dir, "peers") if r["peer_id"] == hostile.peer_id)
     assert remote["cached_items"] == 1 and remote["name"] == "[2J]0;pwnedeviltxt.exe", remote
@@ -120,7 +130,7 @@ def test_numbers_and_names_from_a_share_reach_no_database_json_or_terminal_unche
 def test_a_fetch_that_announces_more_than_the_item_has_writes_nothing(client, tmp_path) -> None:
     data_dir, daemon = client
     hostile = Hostile("huge-fetch")
-    cli_json(data_dir, "peers", "add", hostile.address)
+    cli_json(data_dir, "peers", "add", hostile.address, "--wait")
     target = tmp_path / "not-yet" / "downloads"  # made by fetch
     refused = cli_json(data_dir, "fetch", hostile.peer_id, "file.bin", "--to", str(target), expect_rc=1)
     assert "announces 1,099,511,627,776 bytes" in refused["error"]["message"], refused

@@ -220,7 +220,7 @@ def test_peers_items_are_recommended_from_prefixes_and_nothing_private_leaves(tm
         share = cli_json(b_dir, "share", "create", "kitchen", "--permission", "public", "--collection", str(b_library))
         cli_json(a_dir, "library", "add", str(a_library))
         index_and_wait(a_dir)
-        remote = cli_json(a_dir, "peers", "add", share["addresses"][0])
+        remote = cli_json(a_dir, "peers", "add", share["addresses"][0], "--wait")
         assert remote["items"] == 16
 
         # Rated here: the local stew; and, before fetching anything, two of the peer's items.

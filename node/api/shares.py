@@ -275,7 +275,7 @@ class PeerMethods:
 
     def methods(self) -> dict[str, Handler | Streaming]:
         return {
-            "peers.add": local_only(self.add),
+            "peers.add": local_only(Streaming(self.add)),
             "peers.join": local_only(self.join),
             "peers.list": local_only(self.list),
             "peers.remove": local_only(self.remove),
@@ -289,12 +289,19 @@ class PeerMethods:
             raise Unavailable("networking is off (network.enabled = false)")
         return self._client
 
-    async def add(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+    async def add(self, raw: dict[str, Any], caller: Caller, emit: Emit) -> dict[str, Any]:
+        """Remember a share; returns once its manifest is read, its catalog copied in the background
+        (``peers`` shows how far), or with ``wait``, once the copy is done, with progress events."""
         params = Params(raw)
         address = params.text("address", max_length=1000)
+        wait = params.flag("wait", False)
         params.done()
+
+        async def progress(received: int, expected: int) -> None:
+            await emit({"received": received, "expected": expected})
+
         try:
-            return await self._need_client().add(address)
+            return await self._need_client().add(address, progress if wait else None)
         except Malformed as exc:
             raise InvalidParams(exc.message, data={"param": "address"}) from None
 
@@ -315,7 +322,11 @@ class PeerMethods:
     async def list(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         Params(raw).done()
         cached = await self._catalog.read(remote_items.catalog_counts)
-        return [remote.to_wire() | {"cached_items": cached.get(remote.peer_id, 0)} for remote in await self._catalog.read(shares.list_remote)]
+        syncing = self._client.syncing if self._client is not None else {}
+        return [
+            remote.to_wire() | {"cached_items": cached.get(remote.peer_id, 0), "syncing": syncing[remote.peer_id].to_wire() if remote.peer_id in syncing else None}
+            for remote in await self._catalog.read(shares.list_remote)
+        ]
 
     async def discover(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Every known share asked for its manifest now (LAN and DHT discovery add to what is known)."""

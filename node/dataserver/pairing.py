@@ -99,7 +99,10 @@ class Pairing:
             self._offer = offer
             await self._devices_share(scope)
             addresses = await self._nursery.start(self._listen, offer, scope)
-        return {"code": offer.code, "addresses": addresses, "expires_in": OFFER_SECONDS, "join": f"{offer.code}@{addresses[0]}"}
+        # Every address it listens on, the likely LAN first (container bridges last): the user
+        # types the one their other device can reach.
+        joins = [f"{offer.code}@{address}" for address in addresses]
+        return {"code": offer.code, "addresses": addresses, "expires_in": OFFER_SECONDS, "join": joins[0], "joins": joins}
 
     async def wait(self) -> dict[str, Any]:
         """The device that paired with the current offer (PairingError when it expires first)."""

@@ -80,6 +80,17 @@ class NotEnoughSpace(FetchError):
 
 
 @dataclass
+class SyncProgress:
+    """How far a catalog sync has got: items received of the ``expected`` the manifest named."""
+
+    expected: int | None
+    received: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"received": self.received, "expected": self.expected}
+
+
+@dataclass
 class PeerAnswer:
     remote: RemoteShare
     results: list[dict[str, Any]] | None = None  # the share's own answer
@@ -107,12 +118,15 @@ class PeerClient:
         self._bad_adapters: set[tuple[str, str]] = set()  # (share, model id) whose adapter was refused: not asked again
         self.requester: Requester | None = None
         self._ready = trio.Event()
+        self._background: trio.Nursery | None = None  # catalog syncs that go on after `peers add` returned
+        self.syncing: dict[str, SyncProgress] = {}  # peer id -> the sync running now
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         host = new_host(self._seed)
         # A client host listens on loopback only: peers it asks answer on the same connection.
-        async with running(host, ["/ip4/127.0.0.1/tcp/0"]):
+        async with running(host, ["/ip4/127.0.0.1/tcp/0"]), trio.open_nursery() as background:
             self.requester = Requester(host)
+            self._background = background
             self._ready.set()
             task_status.started()
             try:
@@ -121,7 +135,9 @@ class PeerClient:
                     await self.refresh_all()
             finally:
                 self.requester = None
+                self._background = None
                 self._ready = trio.Event()
+                background.cancel_scope.cancel()
 
     async def ready_requester(self) -> Requester:
         """The node's client host, once it runs (for protocols other than a share's, e.g. pairing)."""
@@ -136,14 +152,16 @@ class PeerClient:
 
     # --- remote shares ---
 
-    async def add(self, multiaddr: str) -> dict[str, Any]:
-        """Remember the share at ``multiaddr`` and read its manifest (a share that does not answer is kept, with the error)."""
+    async def add(self, multiaddr: str, progress: Progress | None = None) -> dict[str, Any]:
+        """Remember the share at ``multiaddr`` and read its manifest (a share that does not answer is
+        kept, with the error). Its catalog is copied in the background (``syncing`` shows how far),
+        or before this returns when ``progress`` is given (called after each page)."""
         try:
             peer_id, address = split_peer_address(multiaddr)
         except ValueError as exc:
             raise Malformed(str(exc)) from None
         remote = await self._catalog.write(partial(remember_remote, peer_id=peer_id, addresses=[address], found_by="manual"))
-        await self.refresh(remote)
+        await self.refresh(remote, background=progress is None, progress=progress)
         return (await self._catalog.read(partial(get_remote, key=peer_id))).to_wire()
 
     async def join(self, invite: Invite) -> dict[str, Any]:
@@ -173,8 +191,9 @@ class PeerClient:
         await self.refresh(await self._catalog.read(partial(get_remote, key=remote.peer_id)))
         return (await self._catalog.read(partial(get_remote, key=remote.peer_id))).to_wire()
 
-    async def refresh(self, remote: RemoteShare) -> dict[str, Any] | None:
-        """Ask a remote share for its manifest; remember what it said, or why it did not answer."""
+    async def refresh(self, remote: RemoteShare, *, background: bool = False, progress: Progress | None = None) -> dict[str, Any] | None:
+        """Ask a remote share for its manifest; remember what it said, or why it did not answer.
+        Then bring our copy of its catalog up to date: before returning, or in the background."""
         requester = await self._requester()
         try:
             manifest = await requester.request(remote.peer_id, remote.addresses, ids.MANIFEST, remote.with_token({}), timeout=self.query_timeout)
@@ -184,13 +203,26 @@ class PeerClient:
             return None
         manifest = _checked_manifest(manifest)
         await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, manifest=manifest, address=remote.addresses[0] if remote.addresses else None))
-        if "catalog" in manifest["capabilities"]:
-            try:
-                await self.sync(remote, expected=manifest["items"])
-            except WireError as exc:
-                await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, error=f"catalog sync: {exc.code}: {exc.message}"))
-                await self._refused(remote.peer_id, exc)
+        if "catalog" in manifest["capabilities"] and remote.peer_id not in self.syncing:
+            if background and self._background is not None:
+                self.syncing[remote.peer_id] = SyncProgress(manifest["items"])
+                self._background.start_soon(self._recorded_sync, remote, manifest["items"], None)
+            else:
+                await self._recorded_sync(remote, manifest["items"], progress)
         return manifest
+
+    async def _recorded_sync(self, remote: RemoteShare, expected: int | None, progress: Progress | None) -> None:
+        """:meth:`sync`, its failure remembered as the share's last error (a background sync never
+        takes the client down: a defect is logged, and the next refresh tries again)."""
+        try:
+            await self.sync(remote, expected=expected, progress=progress)
+        except WireError as exc:
+            await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, error=f"catalog sync: {exc.code}: {exc.message}"))
+            await self._refused(remote.peer_id, exc)
+        except Exception:
+            if progress is not None:
+                raise
+            log.exception("a background catalog sync failed", extra={"peer": remote.peer_id})
 
     async def _refused(self, peer_id: str, error: WireError) -> None:
         """A share refused us as a whole (our grant revoked, expired or unknown there; unpaired;
@@ -205,7 +237,7 @@ class PeerClient:
 
             await self._catalog.write(drop)
 
-    async def sync(self, remote: RemoteShare, k: int = SYNC_PREFIX_K, expected: int | None = None) -> int:
+    async def sync(self, remote: RemoteShare, k: int = SYNC_PREFIX_K, expected: int | None = None, progress: Progress | None = None) -> int:
         """Bring our copy of the share's catalog up to date, page by page from where the last sync ended.
 
         When our copy's size disagrees with the share's at the end (items removed or moved out of
@@ -217,39 +249,46 @@ class PeerClient:
         said how many it holds (``expected``, with room for changes meanwhile). Past that the
         sync ends with an error and what the share sent is dropped.
         """
-        requester = await self._requester()
-        budget = sync_budget(expected, self.max_remote_items)
-        received = 0
-        for fresh_start in (False, True):
-            if fresh_start:
-                await self._catalog.write(partial(remote_items.forget_catalog, peer_id=remote.peer_id))
-            cursor = await self._catalog.read(partial(remote_items.sync_cursor, peer_id=remote.peer_id))
-            taken = pages = 0  # in this pass
-            while True:
-                page = await requester.request(
-                    remote.peer_id, remote.addresses, ids.CATALOG, remote.with_token({"cursor": cursor, "limit": SYNC_PAGE, "k": k}), timeout=self.query_timeout * 4
-                )
-                items, next_cursor, last_page = page.get("items"), fields.count(page.get("cursor")), page.get("last_page") is True
-                if not isinstance(items, list) or len(items) > SYNC_PAGE or next_cursor is None or next_cursor < cursor:
-                    raise Malformed("a catalog page without items, with more than were asked for, or with a cursor going back")
-                if not last_page and next_cursor == cursor:
-                    raise Malformed(f"the share's catalog makes no progress: page {pages + 1} ends where it began (cursor {cursor})")
-                taken += len(items)
-                pages += 1
-                if taken > budget or pages > budget // SYNC_PAGE + MAX_SHORT_PAGES or (
-                    not fresh_start and pages == 1 and await self._catalog.read(partial(remote_items.held_items, peer_id=remote.peer_id)) > budget
-                ):
+        state = self.syncing.setdefault(remote.peer_id, SyncProgress(expected))
+        try:
+            requester = await self._requester()
+            budget = sync_budget(expected, self.max_remote_items)
+            received = 0
+            for fresh_start in (False, True):
+                if fresh_start:
                     await self._catalog.write(partial(remote_items.forget_catalog, peer_id=remote.peer_id))
-                    said = f"; its manifest says {expected}" if expected is not None else ""
-                    raise TooLarge(f"the share's catalog goes past {budget:,} items{said}: not kept", {"limit": budget})
-                received += await self._catalog.write(partial(remote_items.store_page, peer_id=remote.peer_id, items=items, k=k))
-                cursor = next_cursor
-                if last_page:
-                    break
-            total = fields.count(page.get("total"))
-            if await self._catalog.write(partial(remote_items.finish_sync, peer_id=remote.peer_id, cursor=cursor, total=total)):
-                return received
-        raise Malformed("the share's catalog changed size while it was copied; try again")
+                cursor = await self._catalog.read(partial(remote_items.sync_cursor, peer_id=remote.peer_id))
+                taken = pages = 0  # in this pass
+                while True:
+                    page = await requester.request(
+                        remote.peer_id, remote.addresses, ids.CATALOG, remote.with_token({"cursor": cursor, "limit": SYNC_PAGE, "k": k}), timeout=self.query_timeout * 4
+                    )
+                    items, next_cursor, last_page = page.get("items"), fields.count(page.get("cursor")), page.get("last_page") is True
+                    if not isinstance(items, list) or len(items) > SYNC_PAGE or next_cursor is None or next_cursor < cursor:
+                        raise Malformed("a catalog page without items, with more than were asked for, or with a cursor going back")
+                    if not last_page and next_cursor == cursor:
+                        raise Malformed(f"the share's catalog makes no progress: page {pages + 1} ends where it began (cursor {cursor})")
+                    taken += len(items)
+                    pages += 1
+                    if taken > budget or pages > budget // SYNC_PAGE + MAX_SHORT_PAGES or (
+                        not fresh_start and pages == 1 and await self._catalog.read(partial(remote_items.held_items, peer_id=remote.peer_id)) > budget
+                    ):
+                        await self._catalog.write(partial(remote_items.forget_catalog, peer_id=remote.peer_id))
+                        said = f"; its manifest says {expected}" if expected is not None else ""
+                        raise TooLarge(f"the share's catalog goes past {budget:,} items{said}: not kept", {"limit": budget})
+                    received += await self._catalog.write(partial(remote_items.store_page, peer_id=remote.peer_id, items=items, k=k))
+                    state.received = received
+                    if progress is not None:
+                        await progress(received, expected or 0)
+                    cursor = next_cursor
+                    if last_page:
+                        break
+                total = fields.count(page.get("total"))
+                if await self._catalog.write(partial(remote_items.finish_sync, peer_id=remote.peer_id, cursor=cursor, total=total)):
+                    return received
+            raise Malformed("the share's catalog changed size while it was copied; try again")
+        finally:
+            self.syncing.pop(remote.peer_id, None)
 
     async def discover_lan(self, seconds: float = LAN_BROWSE_SECONDS) -> int:
         """Listen for shares announced over mDNS on this machine's LAN interfaces; remember those that
@@ -293,7 +332,7 @@ class PeerClient:
             if not transports:
                 continue
             remote = await self._catalog.write(partial(remember_remote, peer_id=peer_id, addresses=transports, found_by=found_by))
-            if await self.refresh(remote) is None and peer_id not in known and not await self._refused_us(peer_id):
+            if await self.refresh(remote, background=True) is None and peer_id not in known and not await self._refused_us(peer_id):
                 await self._catalog.write(partial(forget_remote, key=peer_id))  # not (or not now) a Peerlight share
                 continue
             remembered += 1

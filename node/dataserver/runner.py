@@ -31,6 +31,7 @@ from ..catalog import access_log
 from ..catalog.database import Catalog
 from ..catalog.devices import device_ids
 from ..catalog.grants import Grant, all_grants, record_bytes_served, touch_grants
+from ..decoders import DecoderPool
 from ..catalog.shares import Share, ensure_automatic_share, list_shares, set_port
 from ..identity import IdentityError, create_identity, load_identity
 from ..search.engine import SearchEngine
@@ -129,7 +130,9 @@ class DataServers:
         on_file_changed: Callable[[int, str], None] = lambda library_id, path: None,
         announce: str = "public",
         resources: ResourceManager | None = None,
+        decoders: DecoderPool | None = None,
     ) -> None:
+        self._decoders = decoders
         # One budget for every share: peer ids cost nothing, so per-peer limits alone do not bound the node.
         self.resources = resources if resources is not None else ResourceManager()
         self._on_file_changed = on_file_changed
@@ -231,7 +234,7 @@ class DataServers:
                                 current.access.update(share, self._grants, self._devices)
                     for share_id, share in wanted.items():
                         if share_id not in self.shares:
-                            current = RunningShare(share, ShareService(share, self._catalog, self._engine, self._adapters, self._on_file_changed))
+                            current = RunningShare(share, ShareService(share, self._catalog, self._engine, self._adapters, self._on_file_changed, self._decoders))
                             self.shares[share_id] = current
                             nursery.start_soon(self._serve, current)
                     await self._changed.wait()

@@ -27,6 +27,7 @@ from peerlight.p2p.server import Protocol, Request, require
 from ..callers import Caller, Scope
 from ..catalog.database import Catalog
 from ..catalog.shares import Share
+from ..decoders import DecoderPool
 from ..files import FileChanged, IndexedFile, open_indexed
 from ..pathnames import decode_path, readable
 from ..search.engine import MODES, PRIVATE_METADATA, SearchEngine, SearchError, SearchRequest
@@ -53,7 +54,9 @@ class ShareService:
         engine: SearchEngine,
         adapters: AdapterFiles | None = None,
         on_changed: Callable[[int, str], None] = lambda library_id, path: None,
+        decoders: DecoderPool | None = None,
     ) -> None:
+        self._decoders = decoders  # previews decoded in worker processes (None: in this process)
         # No node name here: a share must not tell which node (or which other shares) it belongs to.
         self.share = share
         self._catalog = catalog
@@ -183,6 +186,8 @@ class ShareService:
             return text_preview(text)
         handle = await self._open_first(files)
         try:
+            if self._decoders is not None:  # the worker decodes the very file opened and checked above
+                return await run_io(self._decoders.preview, handle.fileno(), modality, timeout=PREVIEW_SECONDS, what="making a preview")
             # The decoders open by path: /proc/self/fd/N names the very file opened and checked
             # above, so a file swapped meanwhile is not what they read.
             return await run_io(media_preview, f"/proc/self/fd/{handle.fileno()}", modality, timeout=PREVIEW_SECONDS, what="making a preview")

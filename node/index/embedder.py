@@ -31,6 +31,7 @@ from ..catalog.embeddings import PendingItem, Segment
 from ..catalog.items import document_text
 from ..config import Config
 from ..models import ModelManager, ModelUnavailable
+from ..decoders import DecoderPool
 from ..files import open_regular
 from ..pathnames import display
 from ..threads import run_io
@@ -75,8 +76,10 @@ class Embedder:
         catalog: Catalog,
         models: ModelManager,
         config: Config,
+        decoders: DecoderPool | None = None,
     ) -> None:
         self._catalog = catalog
+        self._decoders = decoders  # native decoders in worker processes (None: in this process)
         self._models = models
         self._config = config
         self._wake = trio.Event()
@@ -287,6 +290,8 @@ class Embedder:
         return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._decode_threads, abandon_on_cancel=True)
 
     async def _prepare_file(self, model: Encoder, item: PendingItem) -> Any:
+        if self._decoders is not None and item.modality in ("image", "audio"):
+            return await self._in_worker(_decode_isolated, self._decoders, model, item.path, item.modality)
         return await self._in_worker(_decode_regular, model.prepare, item.path)
 
     def _encode_whole(self, model: Encoder, batch: list[Any]) -> list[list[Segment]]:
@@ -297,9 +302,12 @@ class Embedder:
         video = self._config.video
 
         def frames() -> list[tuple[float, Any]]:
+            if self._decoders is not None:
+                with open_regular(item.path) as handle:
+                    sampled = self._decoders.video_frames(handle.fileno(), video.frame_interval_seconds, video.max_frames)
+                return [(time_, model.preprocess(image)) for time_, image in sampled]
             open_regular(item.path).close()
-            sampled = sample_video_frames(item.path, video.frame_interval_seconds, video.max_frames)
-            return [(frame.time, model.preprocess(frame.image)) for frame in sampled]
+            return [(frame.time, model.preprocess(frame.image)) for frame in sample_video_frames(item.path, video.frame_interval_seconds, video.max_frames)]
 
         return await self._in_worker(frames)
 
@@ -343,6 +351,15 @@ class Embedder:
 def _read_head(path: str) -> bytes:
     with open_regular(path) as handle:
         return handle.read(HEAD_BYTES)
+
+
+def _decode_isolated(decoders: DecoderPool, model: Any, path: str, modality: str) -> Any:
+    """What ``model.prepare(path)`` gives, with the file decoded in a worker process: an image
+    shrunk for the model's input, then preprocessed here; an audio file's samples as the model takes them."""
+    with open_regular(path) as handle:
+        if modality == "image":
+            return model.preprocess(decoders.image(handle.fileno(), min_side=model.input_size))
+        return decoders.audio(handle.fileno(), model.sample_rate, model.max_seconds)
 
 
 def _decode_regular(decode: Callable[[str], Any], path: str) -> Any:

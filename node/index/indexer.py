@@ -32,6 +32,7 @@ from ..catalog.items import PROBLEM_KINDS, IndexedFile, SkippedFile
 from ..config import IndexOptions
 from ..pathnames import display, is_within
 from ..supervisor import describe_error
+from ..decoders import DecoderPool
 from ..threads import IOTimeout, run_io
 from .inspect import Changing, Inspected, Vanished, inspect_file
 from .progress import IndexProgress, LibraryProgress
@@ -59,8 +60,10 @@ class Indexer:
         *,
         exclude: tuple[Path, ...] = (),
         on_items_recorded: Callable[[], None] = lambda: None,
+        decoders: DecoderPool | None = None,
     ) -> None:
         self._catalog = catalog
+        self._decoders = decoders  # native parsers in worker processes (None: in this process)
         self._options = options
         self._exclude = exclude
         self._on_items_recorded = on_items_recorded
@@ -228,7 +231,7 @@ class Indexer:
             with trio.move_on_after(limit):
                 # Abandoned on timeout or shutdown: it only reads, so its thread may finish on its own.
                 return await trio.to_thread.run_sync(
-                    partial(inspect_file, file, store_gps=self._options.store_gps),
+                    partial(inspect_file, file, store_gps=self._options.store_gps, decoders=self._decoders),
                     abandon_on_cancel=True,
                     limiter=self._inspection_threads,
                 )

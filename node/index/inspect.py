@@ -19,6 +19,7 @@ import blake3
 from ..catalog.items import IndexedFile, SkippedFile
 from ..files import NotRegularFile, open_regular
 from .detect import detect
+from ..decoders import DecoderError, DecoderFailed, DecoderPool
 from .metadata import MediaError, extract_metadata
 from .scanner import FileStat
 
@@ -56,7 +57,9 @@ def content_hash(handle: BinaryIO) -> str:
     return hasher.hexdigest()
 
 
-def inspect_file(file: FileStat, *, store_gps: bool) -> Inspected:
+def inspect_file(file: FileStat, *, store_gps: bool, decoders: DecoderPool | None = None) -> Inspected:
+    """What one file is: its hash, kind, metadata (or why it is skipped). With ``decoders``, the
+    native parsers of images, audio and video run in a worker process on the open file."""
     def skipped(kind: str, reason: str) -> SkippedFile:
         return SkippedFile(file.path, file.size, file.mtime_ns, kind, reason)
 
@@ -73,7 +76,10 @@ def inspect_file(file: FileStat, *, store_gps: bool) -> Inspected:
                 return skipped("corrupt", f"named like {detected.claimed} but {what}")
             if detected.modality == "other":
                 return skipped("unsupported", f"not a media file ({detected.mime or 'unknown type'})")
-            metadata, document = extract_metadata(path, detected.modality, detected.mime, store_gps=store_gps)
+            if decoders is not None and detected.modality in ("image", "audio", "video"):
+                metadata, document = decoders.metadata(handle.fileno(), detected.modality, store_gps=store_gps), None
+            else:
+                metadata, document = extract_metadata(path, detected.modality, detected.mime, store_gps=store_gps)
             digest = content_hash(handle)
             after = os.fstat(handle.fileno())
             # The extractors open the file by its path: make sure that was still this file.
@@ -82,7 +88,7 @@ def inspect_file(file: FileStat, *, store_gps: bool) -> Inspected:
         return Vanished(file.path)
     except NotRegularFile as exc:
         return skipped("special", f"not a regular file ({exc.kind}); never opened")
-    except MediaError as exc:
+    except (MediaError, DecoderFailed, DecoderError) as exc:
         return skipped(exc.kind, str(exc))
     except OSError as exc:
         return skipped("unreadable", f"cannot read: {exc.strerror or exc}")

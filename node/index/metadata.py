@@ -8,6 +8,7 @@ cannot parse raises :class:`MediaError`: it is skipped with that reason, not hal
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,29 @@ def extract_metadata(path: Path, modality: str, mime: str | None, *, store_gps: 
 _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 
 
+TEST_DECODER_HOOKS = "PEERLIGHT_TEST_DECODER_HOOKS"  # set to 1 by tests only
+
+
+def _hostile_test_format(path: Path) -> None:
+    """Tests only (``PEERLIGHT_TEST_DECODER_HOOKS=1``): an image marked ``PEERLIGHT-TEST-ABORT``
+    crashes its decoder as a native one can (``abort``); one marked ``PEERLIGHT-TEST-HOG``
+    allocates without bound. Wherever images are parsed, so the daemon's isolation of its
+    decoders is tested against what it guards."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if b"PEERLIGHT-TEST-ABORT" in head:
+        os.abort()
+    if b"PEERLIGHT-TEST-HOG" in head:
+        held = []
+        while True:
+            held.append(bytearray(64 << 20))
+
+
 def image_metadata(path: Path, *, store_gps: bool) -> Metadata:
     from PIL import Image
+
+    if os.environ.get(TEST_DECODER_HOOKS) == "1":
+        _hostile_test_format(path)
 
     from peerlight.embeddings.media import register_image_plugins
 
