@@ -90,11 +90,17 @@ async def time_pipeline(config, base, library_root, count: int, role: str, warm_
     from peerlight.node.index.indexer import Indexer
     from peerlight.node.models import ModelManager
 
+    from peerlight.node.decoders import DecoderLimits, DecoderPool
+
     catalog = await Catalog.open(base / "catalog.sqlite3")
     models = ModelManager(config)
     warm_up(await models.get(role))
-    embedder = Embedder(catalog, models, config)
-    indexer = Indexer(catalog, config.index, on_items_recorded=embedder.wake)
+    # As the daemon does: native decoders in worker processes unless the config says otherwise.
+    decoders = DecoderPool(DecoderLimits(workers=config.index.workers + 1)) if config.index.isolate_decoders else None
+    if decoders is not None:  # started with the daemon, long before any file: warmed like the model
+        await trio.to_thread.run_sync(decoders.warm)
+    embedder = Embedder(catalog, models, config, decoders)
+    indexer = Indexer(catalog, config.index, on_items_recorded=embedder.wake, decoders=decoders)
     library = await catalog.write(lambda conn: libraries.add_library(conn, library_root))
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
@@ -108,6 +114,8 @@ async def time_pipeline(config, base, library_root, count: int, role: str, warm_
         elapsed = time.perf_counter() - started
         nursery.cancel_scope.cancel()
     await catalog.aclose()
+    if decoders is not None:
+        decoders.close()
     return elapsed
 
 

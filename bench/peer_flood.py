@@ -10,7 +10,7 @@ through the control socket. Baseline, in the same run: the same searches with no
 One JSON line: the local search p50 during the flood against idle (the aim: at most 2x), the
 daemon's peak RSS, and how many of the flood's requests were refused (``rate_limited``).
 
-    python bench/peer_flood.py [--peers 1000] [--concurrency 50] [--searches 40]
+    python bench/peer_flood.py [--peers 1000] [--concurrency 25] [--searches 40]
 """
 
 from __future__ import annotations
@@ -115,11 +115,11 @@ def peak_rss(pid: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--peers", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=25)
     parser.add_argument("--searches", type=int, default=40)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pl-bench-", dir="/tmp"))
-    daemon = None
+    daemon = flooder = None
     try:
         library = base / "library"
         library.mkdir()
@@ -163,8 +163,12 @@ def main() -> None:
             refused_by_kind=budget["refused"],
         )
     finally:
+        if flooder is not None and flooder.poll() is None:
+            flooder.kill()
         if daemon is not None:
-            daemon.stop()
+            stopped = time.perf_counter()
+            daemon.stop(timeout=120)
+            print(f"the daemon stopped in {time.perf_counter() - stopped:.1f} s", file=sys.stderr)
         shutil.rmtree(base, ignore_errors=True)
 
 

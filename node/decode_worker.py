@@ -50,6 +50,7 @@ def _ops() -> dict[str, Any]:
         ],
         "load_audio": lambda path, sample_rate, max_seconds: load_audio(path, sample_rate, max_seconds).astype("<f4").tobytes(),
         "preview": lambda path, modality: media_preview(path, modality),
+        "ping": lambda path: True,  # started and ready (its imports done)
     }
 
 

@@ -71,15 +71,7 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
         if exc.errno == errno.ENXIO:  # opening a Unix socket
             raise NotRegularFile(path, "socket") from None
         raise
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFile(path, kind_of(mode))
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    return _regular_handle(fd, path)
 
 
 class FileChanged(OSError):
@@ -165,15 +157,7 @@ def open_beneath(root: str, path: str, *, use_openat2: bool = True) -> BinaryIO:
         raise
     finally:
         os.close(root_fd)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFile(path, kind_of(mode))
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    return _regular_handle(fd, path)
 
 
 def check_unchanged(handle: BinaryIO, indexed: IndexedFile) -> None:
@@ -221,6 +205,20 @@ def rename_exclusive(source: str | os.PathLike[str], target: str | os.PathLike[s
     if os.path.lexists(target):
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(target))
     os.rename(source, target)
+
+
+def _regular_handle(fd: int, path: str | os.PathLike[str]) -> BinaryIO:
+    """A file object of ``fd`` if it is a regular file (reads blocking again); else ``fd`` is
+    closed and the file refused: the check and the reads concern the same open file."""
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path, kind_of(mode))
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:

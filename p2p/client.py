@@ -17,6 +17,7 @@ from .errors import Malformed, Timeout, Unreachable, Unsupported, WireError, fro
 from .host import connect
 
 REPLY_LIMIT = 8 * 1024 * 1024  # a unary answer (search results, a catalog page)
+IDLE_SECONDS = 60.0  # a kept stream unused this long is closed (servers close theirs after 60 s too)
 
 
 class Exchange:
@@ -65,10 +66,12 @@ class Requester:
     is a read, safe to repeat.
     """
 
-    def __init__(self, host: Any, max_idle_per_peer: int = 4) -> None:
+    def __init__(self, host: Any, max_idle_per_peer: int = 4, idle_seconds: float = IDLE_SECONDS) -> None:
         self.host = host
         self._idle: dict[tuple[str, str], list[Exchange]] = {}
+        self._used: dict[tuple[str, str], float] = {}  # when each kept stream was last put back
         self._max_idle = max_idle_per_peer
+        self._idle_seconds = idle_seconds
 
     async def request(
         self,
@@ -103,6 +106,7 @@ class Requester:
         left mid-reply is reset, never reused.
         """
         key = (peer_id, protocol_id)
+        await self._drop_stale()
         for attempt in (1, 2):
             idle = self._idle.get(key) or []
             reused = bool(idle) and attempt == 1
@@ -172,13 +176,24 @@ class Requester:
 
     async def _keep(self, key: tuple[str, str], current: Exchange) -> None:
         idle = self._idle.setdefault(key, [])
+        self._used[key] = trio.current_time()
         if len(idle) < self._max_idle:
             idle.append(current)
         else:
             await current.aclose()
 
+    async def _drop_stale(self) -> None:
+        """Close streams kept longer than the server keeps them (it closes idle ones): peers met
+        once, strangers found by discovery among them, do not stay in memory for the node's life."""
+        now = trio.current_time()
+        for key in [key for key, used in self._used.items() if now - used > self._idle_seconds]:
+            del self._used[key]
+            for current in self._idle.pop(key, []):
+                await current.aclose()
+
     async def forget(self, peer_id: str) -> None:
         """Drop idle streams to ``peer_id`` (it went away, or changed address)."""
         for key in [key for key in self._idle if key[0] == peer_id]:
+            self._used.pop(key, None)
             for current in self._idle.pop(key):
                 await current.aclose()

@@ -9,7 +9,9 @@ that prints its multiaddr, then answers as the mode says, to try one attack on a
 - ``odd-values``: names with escape sequences and bidi overrides; sizes of 2**63; NaN and
   infinite scores, times and metadata; metadata past every bound;
 - ``huge-fetch``: a query says the file has 1,000 bytes; the fetch header says 2**40, and
-  valid chunks follow.
+  valid chunks follow;
+- ``adapter-bomb``: the share's space is an ordered one the client does not have; its
+  adapter file is 2 MB on the wire and inflates to 2 GiB.
 
 Each request it receives is printed as one JSON line (protocol and cursor), so a test can
 count them.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import blake3
@@ -29,10 +32,21 @@ from peerlight.node.dataserver import protocol_ids as ids
 from peerlight.p2p.host import listen_addresses, new_host, running
 from peerlight.p2p.server import Limits, Protocol, ProtocolServer, Request
 
-MODES = ("many-frames", "repeat-cursor", "growing-cursor", "odd-values", "huge-fetch")
+MODES = ("many-frames", "repeat-cursor", "growing-cursor", "odd-values", "huge-fetch", "adapter-bomb")
+BOMB_MODEL = "ordered:all-MiniLM-L6-v2:0123456789abcdef"
 EVIL_NAME = "\x1b[2J\x1b]0;pwned\x07evil\u202etxt.exe\x00"
 FRAME_BYTES = 8 * 1024 * 1024 - 4096
 CLAIMED = 1000  # the size a query gives for huge-fetch's file
+
+
+def _adapter_bomb() -> bytes:
+    """An .npz whose rotation array declares 2 GiB, deflated to ~2 MB (repeated deflate blocks)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.hostile import _deflate_zeros, _zip
+
+    size = 2 << 30
+    header = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (536870912,), }" + b" " * 39 + b"\n"
+    return _zip([("header.npy", header)], raw=[("rotation.npy", 8, 0, _deflate_zeros(size), size)])
 
 
 def _item(n: int, **fields: Any) -> dict[str, Any]:
@@ -49,8 +63,9 @@ async def main(mode: str) -> None:
 
     async def manifest(request: Request):  # type: ignore[no-untyped-def]
         log(request)
+        models = [{"id": BOMB_MODEL, "dimension": 384, "space": "text"}] if mode == "adapter-bomb" else []
         answer = {"name": EVIL_NAME if mode == "odd-values" else "hostile", "scope": "local", "permission": "public", "items": 3,
-                  "counts": {"text": 3}, "models": [], "capabilities": ["manifest", "catalog", "query.text", "fetch.range"]}
+                  "counts": {"text": 3}, "models": models, "capabilities": ["manifest", "catalog", "query.text", "query.vector", "fetch.range", "adapter"]}
         if mode == "many-frames":
             for _ in range(63):
                 yield {"pad": bytes(FRAME_BYTES)}
@@ -76,6 +91,10 @@ async def main(mode: str) -> None:
         result = _item(1, name="file.bin", size=CLAIMED) | {"score": nan, "similarity": inf, "match": {"start": nan, "end": inf, "passage": EVIL_NAME}}
         return {"results": [result, _item(2, name=EVIL_NAME) | {"score": -inf, "size": 2**64 - 1}], "warnings": [], "took_ms": nan}
 
+    async def adapter(request: Request) -> dict[str, Any]:
+        log(request)
+        return {"model_id": BOMB_MODEL, "adapter": _adapter_bomb()}
+
     async def fetch(request: Request):  # type: ignore[no-untyped-def]
         log(request)
         yield {"hash": request.body.get("hash"), "size": 2**40, "offset": request.body.get("offset", 0), "length": 2**40, "chunk_bytes": ids.CHUNK_BYTES}
@@ -89,6 +108,7 @@ async def main(mode: str) -> None:
         Protocol(ids.CATALOG, catalog),
         Protocol(ids.QUERY, query, max_request_bytes=64 * 1024),
         Protocol(ids.FETCH, fetch, max_request_bytes=4096),
+        Protocol(ids.ADAPTER, adapter),
     ]
     ProtocolServer(protocols, Limits(requests_per_minute=1_000_000)).attach(host)
     async with running(host, ["/ip4/127.0.0.1/tcp/0"]):

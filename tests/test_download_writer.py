@@ -87,3 +87,48 @@ def test_without_direct_io_every_write_is_buffered(tmp_path: Path) -> None:
     write_all(download, data)
     download.close()
     assert path.read_bytes() == b"".join(data)
+
+
+def test_a_link_planted_in_the_target_folder_is_never_followed(tmp_path: Path) -> None:
+    """Someone who can write into the download folder plants links where the download will go."""
+    import errno as errnos
+
+    import pytest
+
+    from peerlight.node.dataserver.peers import _place
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"precious")
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    planted = folder / ".abc.peerlight-partial"
+    planted.symlink_to(elsewhere)
+    with pytest.raises(OSError) as refused:
+        PartialDownload(planted)  # would append the peer's bytes to `elsewhere`
+    assert refused.value.errno == errnos.ELOOP and elsewhere.read_bytes() == b"precious"
+
+    partial = folder / ".def.peerlight-partial"
+    partial.write_bytes(b"verified download")
+    (folder / "song.mp3").symlink_to(elsewhere)  # the final name, taken by a link
+    placed = _place(partial, folder / "song.mp3")
+    assert placed.name == "song (1).mp3" and placed.read_bytes() == b"verified download"
+    assert elsewhere.read_bytes() == b"precious" and not partial.exists()
+
+
+def test_placing_falls_back_to_an_exclusive_rename_where_hard_links_are_refused(tmp_path: Path, monkeypatch) -> None:
+    """FAT and exFAT have no hard links: the verified file still gets its name, never over another."""
+    import errno as errnos
+    import os
+
+    from peerlight.node.dataserver import peers
+
+    def no_links(source, target):  # type: ignore[no-untyped-def]
+        raise OSError(errnos.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "a.jpg").write_bytes(b"older")
+    partial = tmp_path / ".x.peerlight-partial"
+    partial.write_bytes(b"newer")
+    placed = peers._place(partial, tmp_path / "a.jpg")
+    assert placed.name == "a (1).jpg" and placed.read_bytes() == b"newer" and (tmp_path / "a.jpg").read_bytes() == b"older"
+    assert not partial.exists()

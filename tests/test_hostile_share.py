@@ -137,3 +137,18 @@ def test_a_fetch_that_announces_more_than_the_item_has_writes_nothing(client, tm
     assert target.is_dir() and list(target.iterdir()) == []  # no partial file left behind
     hostile.requests()
     _still_serving(data_dir, daemon)
+
+
+def test_an_adapter_that_inflates_to_gigabytes_is_refused_before_it_is_inflated(client) -> None:
+    data_dir, daemon = client
+    hostile = Hostile("adapter-bomb")
+    cli_json(data_dir, "peers", "add", hostile.address, "--wait")
+    before = _rss_bytes(daemon.pid)
+    for _ in range(2):  # the refused adapter is remembered: asked for once
+        found = cli_json(data_dir, "search", "winter", "--peers", "--mode", "semantic")
+        assert any(p["peer_id"] == hostile.peer_id for p in found["peers"]), found["peers"]
+    grown = _rss_bytes(daemon.pid) - before
+    assert grown < 64 * 1024 * 1024, f"RSS grew by {grown / 2**20:.0f} MiB for a 2 GiB adapter"
+    adapter_requests = [r for r in hostile.requests() if r["protocol"].startswith("/peerlight/adapter/")]
+    assert len(adapter_requests) == 1, adapter_requests
+    _still_serving(data_dir, daemon)
