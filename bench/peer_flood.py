@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+import wave
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -125,8 +127,12 @@ def main() -> None:
         library.mkdir()
         for n in range(200):
             (library / f"note{n}.txt").write_text(NOTES[n % len(NOTES)] + f" Note {n}.")
-        big = library / "big.bin"
-        big.write_bytes(os.urandom(64 * 1024 * 1024))
+        big = library / "big.wav"  # a media file, so that it is indexed and served: 64 MB of noise
+        with wave.open(str(big), "wb") as out:
+            out.setnchannels(2)
+            out.setsampwidth(2)
+            out.setframerate(44100)
+            out.writeframes(os.urandom(64 * 1024 * 1024))
         paths = NodePaths(base / "node")
         init_node(paths)
         write_config(paths.root)
@@ -139,6 +145,7 @@ def main() -> None:
 
         local_searches(paths.root / "control.sock", 5)  # warm: the model is loaded
         idle = local_searches(paths.root / "control.sock", args.searches)
+        rss_before_flood = peak_rss(daemon.proc.pid)
         flooder = subprocess.Popen(
             [sys.executable, "-c", FLOODER, share["addresses"][0], big_hash, str(args.peers), str(args.concurrency)],
             stdout=subprocess.PIPE, text=True,
@@ -157,11 +164,15 @@ def main() -> None:
             local_search_p50_flood_ms=round(percentile(during, 50) * 1000, 1),
             ratio=round(percentile(during, 50) / percentile(idle, 50), 2),
             daemon_peak_rss_mb=round(peak_rss(daemon.proc.pid) / 2**20),
+            daemon_peak_rss_before_flood_mb=round(rss_before_flood / 2**20),
             requests=sum(counts.values()),
             refused=refused,
             outcomes=counts,
             refused_by_kind=budget["refused"],
         )
+    except BaseException:
+        traceback.print_exc()  # before the clean-up, whose own failure would hide it
+        raise
     finally:
         if flooder is not None and flooder.poll() is None:
             flooder.kill()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import socket
 import struct
 import sys
@@ -60,7 +61,18 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"type": type(exc).__name__, "message": str(exc)[:2000], "kind": getattr(exc, "kind", None)}
 
 
+def _die_with_parent() -> None:
+    """Linux: killed when the daemon goes, however it goes (no worker outlives it)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the line above
+        raise SystemExit(0)
+
+
 def serve(channel: socket.socket, memory_bytes: int) -> None:
+    _die_with_parent()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))

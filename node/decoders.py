@@ -18,6 +18,7 @@ Blocking and thread-safe: called from the worker threads that indexing and previ
 from __future__ import annotations
 
 import logging
+import os
 import select
 import signal
 import socket
@@ -33,12 +34,14 @@ import msgpack
 import numpy as np
 
 from peerlight.embeddings.errors import DecodeError
+from peerlight.p2p import fields
 
 log = logging.getLogger("peerlight.decoders")
 
 HEADER = struct.Struct(">I")
 MAX_ANSWER_BYTES = 512 * 1024 * 1024  # a decoded image or a 30 s waveform is far below
-START_SECONDS = 30.0
+START_SECONDS = 30.0  # for a new worker to import its decoders and answer
+ANSWER_LIMITS = {"max_bin_len": MAX_ANSWER_BYTES, "max_str_len": 1 << 20, "max_array_len": 100_000, "max_map_len": 10_000}
 
 
 class DecoderFailed(DecodeError):
@@ -49,6 +52,10 @@ class DecoderFailed(DecodeError):
     def __init__(self, message: str, kind: str = "corrupt") -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class DecoderUnavailable(OSError):
+    """No decoder worker could be had (none started, or none free in time): not the file's fault."""
 
 
 class DecoderError(DecodeError):
@@ -107,79 +114,104 @@ class DecoderPool:
     def __init__(self, limits: DecoderLimits = DecoderLimits()) -> None:
         self.limits = limits
         self._idle: list[_Worker] = []
+        self._all: set[_Worker] = set()  # idle and busy: every one is killed at close
         self._count = 0
         self._lock = threading.Condition()
         self._closed = False
         self.crashes = 0  # workers lost to a file, since the start
 
     def close(self) -> None:
+        """Kill every worker, busy ones included (their callers get DecoderFailed), and wake waiters."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
-        for worker in idle:
+            workers, self._idle = list(self._all), []
+            self._lock.notify_all()
+        for worker in workers:
             worker.kill()
 
     def _take(self) -> _Worker:
+        deadline = time.monotonic() + self.limits.deadline_seconds
         with self._lock:
-            while not self._idle and self._count >= self.limits.workers:
-                self._lock.wait()
+            while not self._closed and not self._idle and self._count >= self.limits.workers:
+                if not self._lock.wait(max(0.0, deadline - time.monotonic())):
+                    raise DecoderUnavailable(f"no decoder free within {self.limits.deadline_seconds:g} s")
             if self._closed:
-                raise DecoderFailed("the node is shutting down")
+                raise DecoderUnavailable("the node is shutting down")
             if self._idle:
                 return self._idle.pop()
             self._count += 1
         try:
-            return _Worker(self.limits.memory_bytes)
-        except BaseException:
+            worker = _Worker(self.limits.memory_bytes)
             with self._lock:
-                self._count -= 1
-                self._lock.notify()
+                self._all.add(worker)
+            self._started(worker)
+            return worker
+        except BaseException:
+            self._give_back(None)
             raise
 
-    def _give_back(self, worker: _Worker | None) -> None:
+    def _started(self, worker: _Worker) -> None:
+        """Wait until a new worker has imported its decoders and answers: one that cannot start
+        (too little memory for its imports, a broken install) is no fault of any file."""
+        with open("/dev/null", "rb") as nothing:
+            try:
+                self._exchange(worker, "ping", nothing.fileno(), {}, START_SECONDS)
+            except DecoderFailed as exc:
+                worker.kill()
+                raise DecoderUnavailable(f"a decoder worker did not start: {exc}") from None
+
+    def _give_back(self, worker: _Worker | None, dead: _Worker | None = None) -> None:
+        """Put ``worker`` back to be used again, or account for a worker that is gone (``dead``)."""
         with self._lock:
             if worker is not None and worker.alive() and not self._closed:
                 self._idle.append(worker)
             else:
                 self._count -= 1
-                if worker is not None:
-                    worker.kill()
-            self._lock.notify()
+                gone = worker or dead
+                if gone is not None:
+                    self._all.discard(gone)
+                    gone.kill()
+            self._lock.notify_all()
 
     def call(self, op: str, fd: int, **args: Any) -> Any:
-        """Run ``op`` on the open file ``fd`` in a worker; its answer, or a :class:`DecodeError`."""
-        worker = self._take()
+        """Run ``op`` on the open file ``fd`` in a worker; its answer, or a :class:`DecodeError`.
+
+        The file is duplicated at once: a caller that gives up (a deadline) and closes its own
+        descriptor cannot have its number reused for another file while this call waits."""
+        own = os.dup(fd)
         try:
-            answer = self._exchange(worker, op, fd, args)
-            error = answer.get("error")
-            if isinstance(error, dict) and error.get("type") == "memory":  # its heap is suspect now: replaced too
-                raise DecoderFailed(f"the decoder needed more than its {self.limits.memory_bytes // 2**20} MiB on this file", "too_large")
-        except DecoderFailed:
-            self.crashes += 1
-            worker.kill()
-            self._give_back(None)
-            raise
-        except BaseException:
-            worker.kill()
-            self._give_back(None)
-            raise
-        self._give_back(worker)
+            worker = self._take()
+            try:
+                answer = self._exchange(worker, op, own, args, self.limits.deadline_seconds)
+                error = answer.get("error")
+                if isinstance(error, dict) and error.get("type") == "memory":  # its heap is suspect now: replaced too
+                    raise DecoderFailed(f"the decoder needed more than its {self.limits.memory_bytes // 2**20} MiB on this file", "too_large")
+            except DecoderFailed:
+                self.crashes += 1
+                self._give_back(None, worker)
+                raise
+            except BaseException:
+                self._give_back(None, worker)
+                raise
+            self._give_back(worker)
+        finally:
+            os.close(own)
         if "error" in answer:
             error = answer["error"] if isinstance(answer["error"], dict) else {}
             message, kind = str(error.get("message", "cannot be decoded"))[:2000], error.get("kind")
             raise DecoderError(message, kind if kind in ("corrupt", "too_large") else None)
         return answer.get("ok")
 
-    def _exchange(self, worker: _Worker, op: str, fd: int, args: dict[str, Any]) -> dict[str, Any]:
+    def _exchange(self, worker: _Worker, op: str, fd: int, args: dict[str, Any], seconds: float) -> dict[str, Any]:
         body = msgpack.packb({"op": op, "args": args}, use_bin_type=True)
         try:
             socket.send_fds(worker.channel, [HEADER.pack(len(body)) + body], [fd])
-            deadline = time.monotonic() + self.limits.deadline_seconds
-            (length,) = HEADER.unpack(self._read(worker, HEADER.size, deadline))
+            deadline = time.monotonic() + seconds
+            (length,) = HEADER.unpack(self._read(worker, HEADER.size, deadline, seconds))
             if length > MAX_ANSWER_BYTES:
                 raise DecoderFailed(f"the decoder answered {length:,} bytes")
-            answer = msgpack.unpackb(self._read(worker, length, deadline), raw=False, strict_map_key=True)
-        except (BrokenPipeError, ConnectionResetError, EOFError):
+            answer = msgpack.unpackb(self._read(worker, length, deadline, seconds), raw=False, strict_map_key=True, **ANSWER_LIMITS)
+        except (EOFError, OSError):  # the worker is gone (a crash, a kill): why, from its exit status
             raise DecoderFailed(worker.death()) from None
         except (ValueError, msgpack.UnpackException):
             raise DecoderFailed("the decoder's answer is not one") from None
@@ -187,12 +219,12 @@ class DecoderPool:
             raise DecoderFailed("the decoder's answer is not one")
         return answer
 
-    def _read(self, worker: _Worker, size: int, deadline: float) -> bytes:
+    def _read(self, worker: _Worker, size: int, deadline: float, seconds: float) -> bytes:
         data = bytearray()
         while len(data) < size:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([worker.channel], [], [], left)[0]:
-                raise DecoderFailed(f"decoding took longer than {self.limits.deadline_seconds:g} s")
+                raise DecoderFailed(f"decoding took longer than {seconds:g} s")
             chunk = worker.channel.recv(min(size - len(data), 1 << 20))
             if not chunk:
                 raise EOFError
@@ -202,14 +234,9 @@ class DecoderPool:
     def warm(self) -> None:
         """Start every worker now and wait until each has its decoders imported (they start on
         first use otherwise: a second or so of CPU each, better spent before the work begins)."""
-        with open("/dev/null", "rb") as nothing:
-            workers = [self._take() for _ in range(self.limits.workers)]
-            try:
-                for worker in workers:
-                    self._exchange(worker, "ping", nothing.fileno(), {})
-            finally:
-                for worker in workers:
-                    self._give_back(worker)
+        workers = [self._take() for _ in range(self.limits.workers)]  # each answered a ping to start
+        for worker in workers:
+            self._give_back(worker)
 
     # --- what the node asks of its decoders (each on a file the caller opened) ---
 
@@ -221,7 +248,7 @@ class DecoderPool:
             found = self.call(f"{modality}_metadata", fd)
         if not isinstance(found, dict):
             raise DecoderFailed("the decoder's metadata is not a map")
-        return found
+        return fields.plain_map(found, max_entries=64, max_key=64, max_text=4000)  # what reaches the catalog: plain and bounded
 
     def image(self, fd: int, *, max_side: int = 1024, min_side: int | None = None) -> Any:
         return _image(self.call("load_image", fd, max_side=max_side, min_side=min_side))
@@ -230,7 +257,10 @@ class DecoderPool:
         frames = self.call("video_frames", fd, interval=interval, max_frames=max_frames, max_side=max_side)
         if not isinstance(frames, list) or not frames:
             raise DecoderFailed("the decoder sent no frames")
-        return [(float(time_), _image(image)) for time_, image in frames]
+        times = [fields.finite(entry[0], 0, 1e9) if isinstance(entry, list) and len(entry) == 2 else None for entry in frames]
+        if any(t is None for t in times):
+            raise DecoderFailed("the decoder's frames are not (time, image) pairs")
+        return [(float(t), _image(entry[1])) for t, entry in zip(times, frames)]
 
     def audio(self, fd: int, sample_rate: int, max_seconds: float) -> np.ndarray:
         data = self.call("load_audio", fd, sample_rate=sample_rate, max_seconds=max_seconds)

@@ -63,10 +63,11 @@ def kind_of(mode: int) -> str:
     return "unknown file type"
 
 
-def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
-    """Open a regular file for reading; anything else raises :class:`NotRegularFile` at once."""
+def open_regular(path: str | os.PathLike[str], *, follow: bool = True) -> BinaryIO:
+    """Open a regular file for reading; anything else raises :class:`NotRegularFile` at once.
+    With ``follow=False`` a symbolic link at ``path`` itself is refused (``ELOOP``)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # opening a Unix socket
             raise NotRegularFile(path, "socket") from None
@@ -127,8 +128,8 @@ def _walk_nofollow(dir_fd: int, parts: list[bytes]) -> int:
     """Open ``parts`` below ``dir_fd`` one component at a time, each with ``O_NOFOLLOW``."""
     current = os.dup(dir_fd)
     try:
-        for folder in parts[:-1]:
-            following = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
+        for folder in parts[:-1]:  # O_PATH: a folder that may be traversed but not listed still opens
+            following = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
             os.close(current)
             current = following
         return os.open(parts[-1], OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=current)

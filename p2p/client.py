@@ -186,14 +186,19 @@ class Requester:
         """Close streams kept longer than the server keeps them (it closes idle ones): peers met
         once, strangers found by discovery among them, do not stay in memory for the node's life."""
         now = trio.current_time()
-        for key in [key for key, used in self._used.items() if now - used > self._idle_seconds]:
-            del self._used[key]
-            for current in self._idle.pop(key, []):
-                await current.aclose()
+        stale = [key for key, used in self._used.items() if now - used > self._idle_seconds]
+        closing = []  # taken out before the first await: another request may sweep meanwhile
+        for key in stale:
+            self._used.pop(key, None)
+            closing += self._idle.pop(key, [])
+        for current in closing:
+            await current.aclose()
 
     async def forget(self, peer_id: str) -> None:
         """Drop idle streams to ``peer_id`` (it went away, or changed address)."""
+        closing = []
         for key in [key for key in self._idle if key[0] == peer_id]:
             self._used.pop(key, None)
-            for current in self._idle.pop(key):
-                await current.aclose()
+            closing += self._idle.pop(key, [])
+        for current in closing:
+            await current.aclose()

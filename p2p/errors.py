@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .fields import plain_text
+
 
 class WireError(Exception):
     """A request that failed; ``code`` is what travels."""
@@ -107,7 +109,8 @@ def from_wire(error: Any) -> WireError:
     code, message = error.get("code"), error.get("message")
     cls = ERRORS.get(code, Internal) if isinstance(code, str) else Internal
     data = error.get("data") if isinstance(error.get("data"), dict) else None
-    text = message if isinstance(message, str) else repr(message)
+    # A peer's words reach our logs and terminal: no control or bidi characters, bounded.
+    text = plain_text(message, 1000) if isinstance(message, str) else plain_text(repr(message), 200)
     if cls is Internal and code != "internal":
-        text = f"{code}: {text}"
-    return cls(text[:1000], data)
+        text = f"{plain_text(code, 40)}: {text}"
+    return cls((text or "")[:1000], data)

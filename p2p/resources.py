@@ -5,12 +5,13 @@ Limits per share and per peer are not enough on their own: peer IDs cost nothing
 a thousand fresh ones each within its own limits add up to an exhausted node. Every share's
 server draws from one :class:`ResourceManager`:
 
-- **peers**: distinct peers with requests running node-wide; a new one past the limit is
-  refused before anything is done for it;
+- **peers**: distinct peers with a request running node-wide (an idle stream holds none);
+  a new one past the limit is refused before anything is done for it;
 - **streams**: open streams, node-wide and per share;
 - **work**: requests that cost CPU in threads the handler timeout cannot stop (an encoder pass
   for a text query, a scan, a decode for a preview): a few at once node-wide, and each peer
-  at most its fair share of them (the limit divided among the peers asking, at least one);
+  at most its fair share of them (the limit divided among the peers asking, at least one,
+  and never more than half of it); held while the answer is computed, not while it is sent;
 - **buffers**: the read-ahead memory of running transfers, node-wide and per peer.
 
 A refusal is :class:`~.errors.RateLimited` with a ``retry_after``: nothing waits in a queue a
@@ -44,6 +45,7 @@ class ResourceManager:
     def __init__(self, limits: ResourceLimits = ResourceLimits()) -> None:
         self.limits = limits
         self._peer_streams: Counter[str] = Counter()  # peer -> streams open, node-wide
+        self._requests: Counter[str] = Counter()  # peer -> requests running, node-wide
         self._share_streams: Counter[str] = Counter()
         self._work: Counter[str] = Counter()  # peer -> expensive requests running
         self._buffers: Counter[str] = Counter()  # peer -> buffer bytes held
@@ -55,8 +57,6 @@ class ResourceManager:
 
     def open_stream(self, share: str, peer_id: str) -> Callable[[], None]:
         """Take a stream slot for ``peer_id`` on ``share``; the function returned gives it back."""
-        if peer_id not in self._peer_streams and len(self._peer_streams) >= self.limits.peers:
-            raise self._refuse("peers", f"the node serves {self.limits.peers} peers at once; try again later")
         if sum(self._peer_streams.values()) >= self.limits.streams:
             raise self._refuse("streams", "the node has too many open streams; try again later")
         if self._share_streams[share] >= self.limits.streams_per_share:
@@ -71,12 +71,24 @@ class ResourceManager:
         return close
 
     @contextmanager
+    def request(self, peer_id: str) -> Iterator[None]:
+        """Count ``peer_id`` among the peers served while one of its requests runs."""
+        if peer_id not in self._requests and len(self._requests) >= self.limits.peers:
+            raise self._refuse("peers", f"the node serves {self.limits.peers} peers at once; try again later")
+        self._requests[peer_id] += 1
+        try:
+            yield
+        finally:
+            _release(self._requests, peer_id, 1)
+
+    @contextmanager
     def work(self, peer_id: str) -> Iterator[None]:
         """Hold one of the node's few slots for expensive work, within ``peer_id``'s fair share."""
         running = sum(self._work.values())
         if running >= self.limits.work:
             raise self._refuse("work", "the node is busy answering other peers; try again shortly")
-        fair = max(1, self.limits.work // max(1, len(self._work | {peer_id: 1})))
+        asking = len(set(self._work) | {peer_id})  # peers with costly work running, this one included
+        fair = max(1, min(self.limits.work // 2, self.limits.work // asking))
         if self._work[peer_id] >= fair:
             raise self._refuse("work", f"at most {fair} costly request{'s' if fair > 1 else ''} of one peer at a time")
         self._work[peer_id] += 1
@@ -100,7 +112,7 @@ class ResourceManager:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "peers": len(self._peer_streams),
+            "peers": len(self._requests),
             "streams": sum(self._peer_streams.values()),
             "work": sum(self._work.values()),
             "buffer_bytes": sum(self._buffers.values()),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from contextlib import ExitStack, aclosing
+from contextlib import ExitStack, aclosing, nullcontext
 import logging
 import time
 from collections import defaultdict, deque
@@ -67,6 +67,7 @@ class Protocol:
     buffer_bytes: int = 0  # memory its reply holds while it runs (a transfer's read-ahead), from the node's budget
 
 
+REFUSALS_LOGGED_PER_MINUTE = 120
 SWEEP_SECONDS = 60.0  # at most this often, a stream's end also forgets other quiet peers
 
 
@@ -157,6 +158,8 @@ class ProtocolServer:
         self._streams: dict[str, int] = defaultdict(int)
         self._buckets: dict[str, _Bucket] = {}
         self._cancels: dict[str, set[_Running]] = defaultdict(set)
+        self._log_budget = _Bucket(REFUSALS_LOGGED_PER_MINUTE)
+        self._unlogged = 0  # refusals counted but not logged since the last one logged
         self._swept = time.monotonic()
 
     def attach(self, host: Any) -> None:
@@ -310,29 +313,39 @@ class ProtocolServer:
                 del self._cancels[peer_id]
 
     def _count_error(self, stats: ProtocolStats, error: WireError, peer_id: str, protocol_id: str) -> None:
+        """Count a refusal; log it unless refusals come faster than the log's own budget (a flood
+        of fresh peers must not turn into a flood of log lines: disk, CPU, a blocked stderr)."""
         stats.errors[error.code] += 1
-        log.info("request refused", extra={"peer": peer_id, "protocol": protocol_id, "code": error.code, "reason": error.message})
+        if self._log_budget.take():
+            self._unlogged += 1
+            return
+        extra = {"peer": peer_id, "protocol": protocol_id, "code": error.code, "reason": error.message}
+        if self._unlogged:
+            extra["not_logged_before"], self._unlogged = self._unlogged, 0
+        log.info("request refused", extra=extra)
 
     async def _answer(self, stream: Any, request: Request, stats: ProtocolStats, running: _Running | None = None) -> None:
         """The reply: one frame, or several of which all but the last say ``more: true``.
 
         The gate is asked first, here and nowhere else: no handler checks permissions itself."""
-        permit = OPEN if self.gate is None else await self.gate.admit(request)
-        protocol = self.protocols[request.protocol]
-        with ExitStack() as held:
-            if protocol.costly:
-                held.enter_context(self.resources.work(request.peer_id))
-            if protocol.buffer_bytes:
-                held.enter_context(self.resources.buffer(request.peer_id, protocol.buffer_bytes))
-            await self._reply(stream, request, stats, permit, running)
+        with self.resources.request(request.peer_id):  # a new peer past the node's budget: refused here
+            permit = OPEN if self.gate is None else await self.gate.admit(request)
+            protocol = self.protocols[request.protocol]
+            with ExitStack() as held:
+                if protocol.buffer_bytes:
+                    held.enter_context(self.resources.buffer(request.peer_id, protocol.buffer_bytes))
+                await self._reply(stream, request, stats, permit, running)
 
     async def _reply(self, stream: Any, request: Request, stats: ProtocolStats, permit: Permit, running: _Running | None) -> None:
-        reply = self.protocols[request.protocol].handler(request)
-        if inspect.isawaitable(reply):
-            with trio.move_on_after(self.limits.handler_timeout) as waited:
-                answer = await reply
-            if waited.cancelled_caught:
-                raise Timeout(f"the answer took longer than {self.limits.handler_timeout:g} s")
+        protocol = self.protocols[request.protocol]
+        with self.resources.work(request.peer_id) if protocol.costly else nullcontext():
+            reply = protocol.handler(request)
+            if inspect.isawaitable(reply):
+                with trio.move_on_after(self.limits.handler_timeout) as waited:
+                    answer = await reply
+                if waited.cancelled_caught:
+                    raise Timeout(f"the answer took longer than {self.limits.handler_timeout:g} s")
+        if inspect.isawaitable(reply):  # computed: the work slot is free while a slow reader takes it
             await self._send(stream, {"ok": True, **answer}, stats, permit, running)
             return
         if not inspect.isasyncgen(reply):

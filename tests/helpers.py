@@ -8,7 +8,9 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,15 @@ class DaemonProcess:
         )
         os.close(write_end)
         self._ready_fd = read_end
+        # Drained as it comes: a chatty daemon must never block on a full pipe while a test runs.
+        self._stderr: deque[str] = deque(maxlen=5000)
+        self._drain = threading.Thread(target=self._collect_stderr, daemon=True)
+        self._drain.start()
+
+    def _collect_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._stderr.append(line)
 
     @property
     def pid(self) -> int:
@@ -89,8 +100,10 @@ class DaemonProcess:
             raise AssertionError(f"daemon did not exit within {timeout} s of {signal.Signals(sig).name}") from None
 
     def stderr(self) -> str:
+        """What the daemon wrote to stderr (its last 5,000 lines), once it has exited."""
         assert self.proc.poll() is not None, "read stderr only after the daemon exited"
-        return self.proc.stderr.read() if self.proc.stderr else ""
+        self._drain.join(10)
+        return "".join(self._stderr)
 
 
 # Small, fast models for tests: a randomly initialised open_clip (fixed seed) for the media

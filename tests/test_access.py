@@ -357,3 +357,15 @@ async def test_a_reply_stopped_by_a_revocation_ends_with_a_forbidden_frame_not_a
             await waiting.wait()
             assert server.cancel_peer(member_id, errors.Forbidden("the grant has been revoked", {"reason": "revoked"})) == 1
         assert received == [0]  # the server holds a frame back until it knows whether more follow
+
+
+def test_the_node_s_own_identity_passes_devices_gates_after_a_pairing_changes_them() -> None:
+    from peerlight.node.dataserver.runner import DataServers, RunningShare
+
+    devices_share = share("devices")
+    access = ShareAccess(devices_share, signing_key(os.urandom(32)), "12D3KooWShare", [])
+    servers = DataServers(None, None, None, None, owner="12D3KooWOwner")  # type: ignore[arg-type]
+    servers.shares[devices_share.id] = RunningShare(devices_share, None, access=access)  # type: ignore[arg-type]
+    servers.set_devices(frozenset({"12D3KooWLaptop"}))
+    assert access.devices == {"12D3KooWLaptop", "12D3KooWOwner"}
+    assert access.allows_without_grant("12D3KooWOwner", "fetch") and not access.allows_without_grant("12D3KooWStranger", None)

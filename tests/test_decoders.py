@@ -85,3 +85,33 @@ def test_without_isolation_such_a_file_would_end_the_process(tmp_path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], env=os.environ | {HOOKS: "1"}, capture_output=True)
     assert done.returncode < 0  # killed by its signal
+
+
+def test_a_worker_that_cannot_start_is_not_blamed_on_the_file(tmp_path) -> None:
+    """Too little memory for its own imports: the pool says it has no decoder (an OSError, so the
+    file is tried again later), it does not list the file as corrupt."""
+    from peerlight.node.decoders import DecoderUnavailable
+
+    good = media.image(tmp_path / "good.png")
+    pool = DecoderPool(DecoderLimits(workers=1, memory_bytes=32 * 2**20))
+    try:
+        with open(good, "rb") as handle, pytest.raises(DecoderUnavailable, match="did not start"):
+            pool.metadata(handle.fileno(), "image", store_gps=False)
+    finally:
+        pool.close()
+
+
+def test_the_pool_duplicates_the_file_so_a_caller_that_gives_up_cannot_swap_it(tmp_path) -> None:
+    good = media.image(tmp_path / "good.png", size=(40, 30))
+    pool = DecoderPool(DecoderLimits(workers=1))
+    try:
+        handle = open(good, "rb")
+        fd = handle.fileno()
+        own = os.dup(fd)
+        handle.close()  # the caller's own descriptor is gone; the pool works on its duplicate
+        try:
+            assert pool.image(own).size == (40, 30)
+        finally:
+            os.close(own)
+    finally:
+        pool.close()

@@ -191,3 +191,25 @@ def test_a_libp2p_without_what_a_workaround_replaces_fails_loudly(monkeypatch, m
         monkeypatch.delattr(target, name)
     with pytest.raises(quirks.IncompatibleLibp2p, match="0.8.1"):
         quirks.check_patch_targets.__wrapped__()
+
+
+async def test_stale_kept_streams_are_swept_safely_by_requests_running_at_once() -> None:
+    """Every kept stream goes stale between two periodic refreshes, and the refreshes of many
+    shares then run at once: the sweep must not trip over another request's."""
+    servers = [new_host(os.urandom(32)) for _ in range(4)]
+    for host in servers:
+        ProtocolServer([Protocol(ECHO, echo)]).attach(host)
+    client = new_host(os.urandom(32))
+    async with AsyncExitStack() as stack:
+        for host in (*servers, client):
+            await stack.enter_async_context(running(host, LOOPBACK))
+        requester = Requester(client, idle_seconds=0.0)
+
+        async def ask(host) -> None:  # type: ignore[no-untyped-def]
+            assert (await requester.request(str(host.get_id()), listen_addresses(host), ECHO, {"n": 1}))["echo"] == {"n": 1}
+
+        for _ in range(3):
+            async with trio.open_nursery() as nursery:
+                for host in servers:
+                    nursery.start_soon(ask, host)
+            await trio.sleep(0.01)

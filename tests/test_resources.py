@@ -24,11 +24,20 @@ SLOW, CHEAP = "/peerlight-test/slow/1.0.0", "/peerlight-test/cheap/1.0.0"
 def test_peers_work_and_buffers_are_bounded_node_wide_and_per_peer() -> None:
     manager = ResourceManager(ResourceLimits(peers=2, work=4, buffer_bytes=100, buffer_bytes_per_peer=60))
     close_a, close_b = manager.open_stream("s", "a"), manager.open_stream("t", "b")  # two shares, one budget
-    with pytest.raises(errors.RateLimited):
-        manager.open_stream("s", "c")  # a third peer
-    manager.open_stream("s", "a")()  # a known peer may open more
+    manager.open_stream("s", "c")()  # idle streams hold no peer slot
+    with manager.request("a"), manager.request("b"):
+        with pytest.raises(errors.RateLimited):
+            with manager.request("c"):  # a third peer with a request running
+                pass
+        with manager.request("a"):  # a known peer may run more
+            pass
+    with manager.request("c"):
+        pass
     close_b()
-    manager.open_stream("s", "c")()
+    with manager.work("a"), manager.work("a"):
+        with pytest.raises(errors.RateLimited, match="at most 2"):  # alone, still at most half the slots
+            with manager.work("a"):
+                pass
     with manager.work("a"):
         with manager.work("b"):
             # Two peers ask: each gets its fair share (4 // 2 = 2), not all four slots.
@@ -45,7 +54,7 @@ def test_peers_work_and_buffers_are_bounded_node_wide_and_per_peer() -> None:
                 with manager.buffer("c", 1):
                     pass
     close_a()
-    assert manager.describe() == {"peers": 0, "streams": 0, "work": 0, "buffer_bytes": 0, "refused": {"peers": 1, "work": 1, "buffers": 2}}
+    assert manager.describe() == {"peers": 0, "streams": 0, "work": 0, "buffer_bytes": 0, "refused": {"peers": 1, "work": 2, "buffers": 2}}
 
 
 async def test_a_flood_of_fresh_peers_is_refused_before_any_work_and_the_budget_comes_back() -> None:

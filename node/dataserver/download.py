@@ -20,6 +20,8 @@ from pathlib import Path
 
 import blake3
 
+from ..files import open_regular
+
 DIRECT_ALIGNMENT = 4096  # offsets, lengths and buffer addresses of direct writes: covers 512 and 4096-byte sectors
 STAGING_BYTES = 8 * 1024 * 1024  # the largest batch written at once (a multiple of the alignment)
 
@@ -36,8 +38,9 @@ class PartialDownload:
         self.path = path
         self.hasher = blake3.blake3()  # one thread: chunk-sized updates gain nothing from more
         self.size = 0
-        # No link is followed: one planted under the partial's name would write elsewhere.
-        with suppress(FileNotFoundError), open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as existing:
+        # No link is followed (one planted under the partial's name would write elsewhere), and
+        # nothing but a regular file is read (a FIFO planted there would block this thread).
+        with suppress(FileNotFoundError), open_regular(path, follow=False) as existing:
             while block := existing.read(STAGING_BYTES):
                 self.hasher.update(block)
                 self.size += len(block)

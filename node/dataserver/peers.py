@@ -64,6 +64,8 @@ TYPICAL_SPREAD = 0.1  # the standard deviation of a query's cosines, when no ite
 SPREAD_SAMPLE = 2000  # cached prefixes that estimate a query's spread in a space we hold no items of
 SYNC_PAGE = 500  # items per catalog page
 MAX_SHORT_PAGES = 200  # pages beyond the item budget's (pages of changes the share does not show us)
+STRANGER_ITEMS = 100_000  # items kept of a share found by discovery that the user neither added nor joined
+SYNC_SECONDS = 600.0  # one catalog sync, all its pages (an honest million-item share takes about a minute)
 SYNC_PREFIX_K = 48  # the prefix length cached of each peer's vectors (D/8 for MiniLM's 384)
 FREE_SPACE_RESERVE = 64 * 1024 * 1024  # a download never leaves its disk fuller than this
 WRITE_BATCH_BYTES = STAGING_BYTES  # verified chunks are written this many at a time (one system call, one GIL hand-over)
@@ -215,7 +217,10 @@ class PeerClient:
         """:meth:`sync`, its failure remembered as the share's last error (a background sync never
         takes the client down: a defect is logged, and the next refresh tries again)."""
         try:
-            await self.sync(remote, expected=expected, progress=progress)
+            with trio.fail_after(SYNC_SECONDS):
+                await self.sync(remote, expected=expected, progress=progress)
+        except trio.TooSlowError:
+            await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, error=f"catalog sync: timeout: not done within {SYNC_SECONDS:g} s"))
         except WireError as exc:
             await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, error=f"catalog sync: {exc.code}: {exc.message}"))
             await self._refused(remote.peer_id, exc)
@@ -252,7 +257,8 @@ class PeerClient:
         state = self.syncing.setdefault(remote.peer_id, SyncProgress(expected))
         try:
             requester = await self._requester()
-            budget = sync_budget(expected, self.max_remote_items)
+            # A share found by discovery (a stranger, maybe one of many a Sybil put on the DHT) gets less room.
+            budget = sync_budget(expected, min(self.max_remote_items, STRANGER_ITEMS) if is_stranger(remote) else self.max_remote_items)
             received = 0
             for fresh_start in (False, True):
                 if fresh_start:
@@ -742,7 +748,7 @@ def safe_name(name: Any, content_hash: str) -> str:
 def _checked_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     """The fields of a peer's manifest we keep, with their types checked."""
     counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
-    models = [m for m in manifest.get("models") or [] if isinstance(m, dict) and isinstance(m.get("id"), str)][:16]
+    models = [m for m in manifest.get("models") or [] if isinstance(m, dict) and fields.plain_text(m.get("id"), 200) == m.get("id")][:16]
     return {
         "name": fields.plain_text(manifest.get("name"), 200) or None,
         "scope": manifest.get("scope") if manifest.get("scope") in ("local", "lan", "global") else None,
@@ -757,7 +763,7 @@ def _checked_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
             }
             for m in models
         ],
-        "capabilities": [c for c in manifest.get("capabilities") or [] if isinstance(c, str)][:32],
+        "capabilities": [c for c in (fields.plain_text(c, 40) for c in (manifest.get("capabilities") or [])[:32]) if c],
     }
 
 

@@ -153,6 +153,7 @@ class DataServers:
         self._grants: list[Grant] = []
         self._changed_during_reload: dict[str, Grant] = {}  # grants changed since the reload now running began
         self._devices: frozenset[str] = frozenset()
+        self._devices_changed = False
         self._usage: dict[str, GrantUsage] = {}  # every share's grants' traffic, for the node's lifetime
 
     def changed(self) -> None:
@@ -181,9 +182,10 @@ class DataServers:
     def set_devices(self, devices: frozenset[str]) -> None:
         """The paired devices changed: every running share's gate knows at once."""
         self._devices = devices | self._owner
+        self._devices_changed = True  # a reload reading the devices meanwhile keeps this set
         for current in self.shares.values():
             if current.access is not None:
-                current.access.update(current.share, self._grants, devices)
+                current.access.update(current.share, self._grants, self._devices)
 
     def grant_changed(self, grant: Grant) -> None:
         """A grant was issued, redeemed or revoked (the catalog has it already): its share's gate
@@ -222,7 +224,10 @@ class DataServers:
                     self._changed = trio.Event()
                     wanted = {share.id: share for share in await self._catalog.read(list_shares) if not share.paused}
                     await self.reload_grants()
-                    self._devices = await self._catalog.read(device_ids) | self._owner
+                    self._devices_changed = False
+                    devices = await self._catalog.read(device_ids) | self._owner
+                    if not self._devices_changed:  # else a pairing or unpairing landed during the read: it is newer
+                        self._devices = devices
                     for share_id, current in list(self.shares.items()):
                         share = wanted.get(share_id)
                         if share is None or (share.scope, share.port) != (current.share.scope, current.share.port or share.port):

@@ -9,7 +9,6 @@ paths, ratings or private metadata. Any field a peer sends is checked here befor
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -28,7 +27,7 @@ from ..callers import Caller, Scope
 from ..catalog.database import Catalog
 from ..catalog.shares import Share
 from ..decoders import DecoderPool
-from ..files import FileChanged, IndexedFile, open_indexed
+from ..files import FileChanged, IndexedFile, check_unchanged, open_indexed
 from ..pathnames import decode_path, readable
 from ..search.engine import MODES, PRIVATE_METADATA, SearchEngine, SearchError, SearchRequest
 from ..search.filters import MODALITIES, Filters, location_in_scope, parse_date, where_clause
@@ -213,8 +212,8 @@ class ShareService:
         found = await self._catalog.read(partial(_item_in_scope, content_hash=content_hash, caller=self.caller(request.peer_id)))
         if found is None or not found[2]:
             raise NotFound(f"this share has no item {content_hash}")
-        handle = await self._open_first(found[2])
-        size = (await run_io(os.fstat, handle.fileno())).st_size
+        handle, indexed = await self._open_first(found[2], with_file=True)
+        size = indexed.size
         try:
             if offset > size:
                 raise Malformed(f"offset {offset} is beyond the end ({size} bytes)", {"field": "offset"})
@@ -229,6 +228,11 @@ class ShareService:
                 block = await run_io(_read_block, handle, end - position, what="reading a shared file")
                 if not block:
                     raise Unavailable("the file became shorter while it was sent; try again after it is re-indexed")
+                try:  # rewritten in place while it is sent (an editor, a sync client): not the item any more
+                    await run_io(check_unchanged, handle, indexed)
+                except FileChanged:
+                    self._on_changed(indexed.library_id, indexed.path)
+                    raise Changed("the item's file changed while it was sent; it is being indexed again") from None
                 for start in range(0, len(block), ids.CHUNK_BYTES):
                     data = block[start : start + ids.CHUNK_BYTES]
                     yield {"data": data, "hash": blake3.blake3(data).digest()}
@@ -238,7 +242,7 @@ class ShareService:
             await run_io(handle.close)
 
 
-    async def _open_first(self, files: list[IndexedFile]) -> Any:
+    async def _open_first(self, files: list[IndexedFile], with_file: bool = False) -> Any:
         """The first of an item's files that is still the file indexed, opened without following links.
 
         A file that changed since it was indexed is never served as the old item: it is refused
@@ -246,7 +250,8 @@ class ShareService:
         changed = False
         for indexed in files:
             try:
-                return await run_io(open_indexed, indexed, what="opening a shared file")
+                handle = await run_io(open_indexed, indexed, what="opening a shared file")
+                return (handle, indexed) if with_file else handle
             except FileChanged as exc:
                 log.warning("a shared file changed since it was indexed", extra={"share": self.share.name, "reason": str(exc)})
                 changed = True
