@@ -369,3 +369,29 @@ def test_the_node_s_own_identity_passes_devices_gates_after_a_pairing_changes_th
     servers.set_devices(frozenset({"12D3KooWLaptop"}))
     assert access.devices == {"12D3KooWLaptop", "12D3KooWOwner"}
     assert access.allows_without_grant("12D3KooWOwner", "fetch") and not access.allows_without_grant("12D3KooWStranger", None)
+
+
+def test_a_global_share_provides_the_peerlight_key_only_never_one_made_from_its_name() -> None:
+    """sha256("peerlight:share:" + name) let anyone confirm a guessed name of a members-only share."""
+    from peerlight.node.dataserver.runner import RunningShare, _provide_forever
+    from peerlight.p2p.dht import PEERLIGHT_KEY
+
+    provided: list[str] = []
+
+    class RecordingDht:  # stands in for libp2p's KadDHT: only what _provide_forever calls
+        def get_routing_table_size(self) -> int:
+            return 1
+
+        async def provide(self, key: str) -> bool:
+            provided.append(key)
+            return True
+
+    current = RunningShare(share("members"), None)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        with trio.move_on_after(0.2):
+            await _provide_forever(current, None, RecordingDht(), (), 0.05)
+
+    trio.run(main)
+    assert provided and set(provided) == {PEERLIGHT_KEY}
+    assert current.dht is not None and current.dht["provided"] is True

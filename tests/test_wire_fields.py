@@ -201,3 +201,23 @@ def test_an_adapter_zip_bomb_is_refused_before_it_is_inflated() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 32 << 20, peak
+
+
+def test_a_query_s_spread_reads_a_sample_of_a_space_s_cached_prefixes_not_all() -> None:
+    """A space the node holds no items of was once estimated from every cached prefix of it:
+    seconds and gigabytes after a hostile share had filled the cache."""
+    from peerlight.node.dataserver.peers import SPREAD_SAMPLE
+
+    conn = sqlite3.connect(":memory:")
+    migrate(conn)
+    conn.execute("INSERT INTO remote_shares (peer_id, addresses, found_by, first_seen) VALUES ('p', '[]', 'manual', 0)")
+    rng = np.random.default_rng(1)
+    items = [
+        {"content_hash": f"{n:064x}", "name": f"n{n}", "modality": "text", "size": 1,
+         "vectors": {"m": rng.normal(size=8).astype("<f2").tobytes()}}
+        for n in range(SPREAD_SAMPLE + 500)
+    ]
+    assert remote_items.store_page(conn, "p", items, 8) == len(items)
+    keys, matrix = remote_items.cached_prefixes(conn, "m", limit=SPREAD_SAMPLE)
+    assert len(keys) == SPREAD_SAMPLE and matrix.shape == (SPREAD_SAMPLE, 8)
+    assert len(remote_items.cached_prefixes(conn, "m")[0]) == len(items)  # ranking one peer's cache still sees all
