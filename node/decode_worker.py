@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import socket
 import struct
 import sys
@@ -61,18 +60,11 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"type": type(exc).__name__, "message": str(exc)[:2000], "kind": getattr(exc, "kind", None)}
 
 
-def _die_with_parent() -> None:
-    """Linux: killed when the daemon goes, however it goes (no worker outlives it)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before the line above
-        raise SystemExit(0)
-
-
 def serve(channel: socket.socket, memory_bytes: int) -> None:
-    _die_with_parent()
+    """Answer requests until the daemon closes its end of the socket (or dies: the kernel closes
+    it then, so no worker outlives the daemon by more than the file it is decoding).
+    (Not PR_SET_PDEATHSIG: it fires when the *thread* that started the worker ends, and the
+    daemon starts workers from short-lived worker threads.)"""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))

@@ -137,8 +137,13 @@ class DecoderPool:
                     raise DecoderUnavailable(f"no decoder free within {self.limits.deadline_seconds:g} s")
             if self._closed:
                 raise DecoderUnavailable("the node is shutting down")
-            if self._idle:
-                return self._idle.pop()
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive():
+                    return worker
+                self._count -= 1  # died while idle (killed from outside): replaced below
+                self._all.discard(worker)
+                worker.kill()
             self._count += 1
         try:
             worker = _Worker(self.limits.memory_bytes)

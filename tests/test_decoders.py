@@ -115,3 +115,31 @@ def test_the_pool_duplicates_the_file_so_a_caller_that_gives_up_cannot_swap_it(t
             os.close(own)
     finally:
         pool.close()
+
+
+def test_a_worker_outlives_the_thread_that_started_it_and_a_dead_idle_one_is_replaced(tmp_path) -> None:
+    """Workers start from short-lived worker threads; one killed while idle is replaced, not handed out."""
+    import threading
+    import time
+
+    good = media.image(tmp_path / "good.png", size=(40, 30))
+    pool = DecoderPool(DecoderLimits(workers=1))
+    try:
+        def first_use() -> None:
+            with open(good, "rb") as handle:
+                assert pool.image(handle.fileno()).size == (40, 30)
+
+        starter = threading.Thread(target=first_use)
+        starter.start()
+        starter.join()  # the thread that started the worker is gone
+        time.sleep(0.5)
+        with open(good, "rb") as handle:
+            assert pool.image(handle.fileno()).size == (40, 30)
+        idle = pool._idle[0]
+        idle.process.kill()
+        idle.process.wait()
+        with open(good, "rb") as handle:
+            assert pool.image(handle.fileno()).size == (40, 30)
+        assert pool.crashes == 0  # no file is blamed for it
+    finally:
+        pool.close()
