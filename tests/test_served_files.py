@@ -85,6 +85,7 @@ def test_a_peer_never_gets_the_bytes_of_a_file_swapped_in_after_indexing(tmp_pat
     note = library / "key.txt"
     note.write_bytes(b"x" * len(SECRET))  # the same size as the secret
     photo = media.image(library / "photo.png")
+    long_wav = media.tone(library / "long.wav", seconds=240)  # 23 MB: three read-ahead blocks
     secret = tmp_path / "id_ed25519"
     secret.write_bytes(SECRET)
     note_hash, photo_hash = blake3.blake3(note.read_bytes()).hexdigest(), blake3.blake3(photo.read_bytes()).hexdigest()
@@ -111,6 +112,9 @@ def test_a_peer_never_gets_the_bytes_of_a_file_swapped_in_after_indexing(tmp_pat
         assert swapped["answers"][ids.PREVIEW] == "changed", swapped
         assert swapped["answers"][ids.FETCH] in ("changed", "not_found") and swapped["fetched"] == 0, swapped
 
+        # A file written to in place while it is sent: the transfer ends with `changed`, not new bytes.
+        assert _fetch_while_rewritten(address, long_wav) < long_wav.stat().st_size
+
         # The changed file was handed to the indexer: the old item is gone from the share soon after.
         deadline = time.monotonic() + 60
         while _ask_here(address, photo_hash)["answers"][ids.FETCH] != "not_found":
@@ -118,3 +122,35 @@ def test_a_peer_never_gets_the_bytes_of_a_file_swapped_in_after_indexing(tmp_pat
             time.sleep(0.5)
     finally:
         daemon.stop()
+
+
+def _fetch_while_rewritten(address: str, path: Path) -> int:
+    """Fetch ``path``'s item, reading slowly; rewrite the file in place after the first frames.
+    The share must end the reply with ``changed``; the bytes received before, how many."""
+    import trio
+
+    from peerlight.p2p import errors
+    from peerlight.p2p.client import Requester
+    from peerlight.p2p.host import new_host, running, split_peer_address
+
+    content_hash = blake3.blake3(path.read_bytes()).hexdigest()
+    peer_id, transport = split_peer_address(address)
+
+    async def main() -> int:
+        received = 0
+        host = new_host(os.urandom(32))
+        async with running(host, ["/ip4/127.0.0.1/tcp/0"]):
+            frames = Requester(host).frames(peer_id, [transport], ids.FETCH, {"hash": content_hash}, timeout=30)
+            try:
+                async for frame in frames:
+                    received += len(frame.get("data") or b"")
+                    if received and received <= 2 * 1024 * 1024:
+                        with open(path, "r+b") as out:  # same inode, same size, new bytes
+                            out.seek(len(out.read()) // 2)
+                            out.write(os.urandom(4096))
+                        await trio.sleep(0.05)
+            except errors.Changed:
+                return received
+        raise AssertionError(f"the whole file ({received} bytes) was sent although it changed")
+
+    return trio.run(main)

@@ -183,7 +183,7 @@ class ShareService:
             if not text:
                 raise Unavailable("no text was extracted from this document")
             return text_preview(text)
-        handle = await self._open_first(files)
+        handle, _ = await self._open_first(files)
         try:
             if self._decoders is not None:  # the worker decodes the very file opened and checked above
                 return await run_io(self._decoders.preview, handle.fileno(), modality, timeout=PREVIEW_SECONDS, what="making a preview")
@@ -212,7 +212,7 @@ class ShareService:
         found = await self._catalog.read(partial(_item_in_scope, content_hash=content_hash, caller=self.caller(request.peer_id)))
         if found is None or not found[2]:
             raise NotFound(f"this share has no item {content_hash}")
-        handle, indexed = await self._open_first(found[2], with_file=True)
+        handle, indexed = await self._open_first(found[2])
         size = indexed.size
         try:
             if offset > size:
@@ -225,14 +225,13 @@ class ShareService:
                 # A block of several chunks per trip to a worker thread, read by one system call:
                 # each return from a thread waits for the GIL (up to 5 ms while the event loop is
                 # busy sending), so trips are few and hashing is done here, on the loop.
-                block = await run_io(_read_block, handle, end - position, what="reading a shared file")
-                if not block:
-                    raise Unavailable("the file became shorter while it was sent; try again after it is re-indexed")
-                try:  # rewritten in place while it is sent (an editor, a sync client): not the item any more
-                    await run_io(check_unchanged, handle, indexed)
-                except FileChanged:
+                try:
+                    block = await run_io(_read_block, handle, end - position, indexed, what="reading a shared file")
+                except FileChanged:  # rewritten in place while it is sent (an editor, a sync client)
                     self._on_changed(indexed.library_id, indexed.path)
                     raise Changed("the item's file changed while it was sent; it is being indexed again") from None
+                if not block:
+                    raise Unavailable("the file became shorter while it was sent; try again after it is re-indexed")
                 for start in range(0, len(block), ids.CHUNK_BYTES):
                     data = block[start : start + ids.CHUNK_BYTES]
                     yield {"data": data, "hash": blake3.blake3(data).digest()}
@@ -241,17 +240,16 @@ class ShareService:
         finally:
             await run_io(handle.close)
 
-
-    async def _open_first(self, files: list[IndexedFile], with_file: bool = False) -> Any:
-        """The first of an item's files that is still the file indexed, opened without following links.
+    async def _open_first(self, files: list[IndexedFile]) -> tuple[Any, IndexedFile]:
+        """The first of an item's files that is still the file indexed, opened without following
+        links, and what was indexed of it.
 
         A file that changed since it was indexed is never served as the old item: it is refused
         (``changed``) and handed to the indexer to look at again."""
         changed = False
         for indexed in files:
             try:
-                handle = await run_io(open_indexed, indexed, what="opening a shared file")
-                return (handle, indexed) if with_file else handle
+                return await run_io(open_indexed, indexed, what="opening a shared file"), indexed
             except FileChanged as exc:
                 log.warning("a shared file changed since it was indexed", extra={"share": self.share.name, "reason": str(exc)})
                 changed = True
@@ -266,8 +264,10 @@ class ShareService:
 READ_AHEAD_BYTES = 8 * ids.CHUNK_BYTES
 
 
-def _read_block(handle: Any, left: int) -> memoryview:
-    """Up to READ_AHEAD_BYTES (and at most ``left``) of the file, read at once; empty at its end."""
+def _read_block(handle: Any, left: int, indexed: IndexedFile) -> memoryview:
+    """Up to READ_AHEAD_BYTES (and at most ``left``) of the file, read at once; empty at its end.
+    Then, in the same trip to the thread, :class:`FileChanged` if the file is no longer the one
+    indexed (written to in place while it is sent): what was read is not sent."""
     buffer = bytearray(min(READ_AHEAD_BYTES, left))
     view = memoryview(buffer)
     filled = 0
@@ -276,6 +276,7 @@ def _read_block(handle: Any, left: int) -> memoryview:
         if not got:
             break
         filled += got
+    check_unchanged(handle, indexed)
     return view[:filled]
 
 
