@@ -89,9 +89,14 @@ class _Worker:
         return self.process.poll() is None
 
     def kill(self) -> None:
+        """SIGKILL, and reap it if it goes within a few seconds (a process stuck in uninterruptible
+        I/O on a stalled mount may not: it is left to the kernel rather than waited for)."""
         if self.alive():
             self.process.kill()
-        self.process.wait()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.warning("a decoder worker did not end after SIGKILL", extra={"pid": self.process.pid})
         self.channel.close()
 
     def death(self) -> str:
@@ -100,8 +105,13 @@ class _Worker:
             code = self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            code = self.process.wait()
-        if code < 0:
+            try:
+                code = self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = None
+        if code is None or code < 0:
+            if code is None:
+                return "the decoder stopped answering on this file"
             name = signal.Signals(-code).name
             why = {"SIGXCPU": "used up its CPU time", "SIGKILL": "was killed (out of memory?)"}.get(name, "crashed")
             return f"the decoder {why} on this file ({name})"
@@ -129,22 +139,32 @@ class DecoderPool:
         for worker in workers:
             worker.kill()
 
-    def _take(self) -> _Worker:
-        deadline = time.monotonic() + self.limits.deadline_seconds
+    def _take(self, wait: float | None = None) -> _Worker:
+        """A worker: an idle one, a new one, or the next one given back within ``wait`` seconds."""
+        deadline = time.monotonic() + (self.limits.deadline_seconds if wait is None else wait)
         with self._lock:
             while not self._closed and not self._idle and self._count >= self.limits.workers:
                 if not self._lock.wait(max(0.0, deadline - time.monotonic())):
-                    raise DecoderUnavailable(f"no decoder free within {self.limits.deadline_seconds:g} s")
+                    raise DecoderUnavailable("no decoder was free in time")
             if self._closed:
                 raise DecoderUnavailable("the node is shutting down")
-            while self._idle:
-                worker = self._idle.pop()
-                if worker.alive():
-                    return worker
-                self._count -= 1  # died while idle (killed from outside): replaced below
-                self._all.discard(worker)
-                worker.kill()
-            self._count += 1
+            dead: list[_Worker] = []
+            found = None
+            while self._idle and found is None:
+                candidate = self._idle.pop()
+                if candidate.alive():
+                    found = candidate
+                else:  # died while idle (killed from outside): replaced below
+                    self._count -= 1
+                    self._all.discard(candidate)
+                    dead.append(candidate)
+            if found is None:
+                self._count += 1
+        for candidate in dead:
+            candidate.kill()
+        if found is not None:
+            return found
+        worker = None
         try:
             worker = _Worker(self.limits.memory_bytes)
             with self._lock:
@@ -152,7 +172,7 @@ class DecoderPool:
             self._started(worker)
             return worker
         except BaseException:
-            self._give_back(None)
+            self._give_back(None, worker)
             raise
 
     def _started(self, worker: _Worker) -> None:
@@ -167,6 +187,7 @@ class DecoderPool:
 
     def _give_back(self, worker: _Worker | None, dead: _Worker | None = None) -> None:
         """Put ``worker`` back to be used again, or account for a worker that is gone (``dead``)."""
+        gone = None
         with self._lock:
             if worker is not None and worker.alive() and not self._closed:
                 self._idle.append(worker)
@@ -175,19 +196,21 @@ class DecoderPool:
                 gone = worker or dead
                 if gone is not None:
                     self._all.discard(gone)
-                    gone.kill()
             self._lock.notify_all()
+        if gone is not None:  # outside the lock: killing may take seconds
+            gone.kill()
 
-    def call(self, op: str, fd: int, **args: Any) -> Any:
+    def call(self, op: str, fd: int, *, seconds: float | None = None, **args: Any) -> Any:
         """Run ``op`` on the open file ``fd`` in a worker; its answer, or a :class:`DecodeError`.
 
         The file is duplicated at once: a caller that gives up (a deadline) and closes its own
         descriptor cannot have its number reused for another file while this call waits."""
+        limit = self.limits.deadline_seconds if seconds is None else seconds
         own = os.dup(fd)
         try:
-            worker = self._take()
+            worker = self._take(limit)  # a caller with a short deadline (a peer's preview) waits no longer
             try:
-                answer = self._exchange(worker, op, own, args, self.limits.deadline_seconds)
+                answer = self._exchange(worker, op, own, args, limit)
                 error = answer.get("error")
                 if isinstance(error, dict) and error.get("type") == "memory":  # its heap is suspect now: replaced too
                     raise DecoderFailed(f"the decoder needed more than its {self.limits.memory_bytes // 2**20} MiB on this file", "too_large")
@@ -239,9 +262,13 @@ class DecoderPool:
     def warm(self) -> None:
         """Start every worker now and wait until each has its decoders imported (they start on
         first use otherwise: a second or so of CPU each, better spent before the work begins)."""
-        workers = [self._take() for _ in range(self.limits.workers)]  # each answered a ping to start
-        for worker in workers:
-            self._give_back(worker)
+        workers: list[_Worker] = []
+        try:
+            for _ in range(self.limits.workers):
+                workers.append(self._take())  # each answered a ping to start
+        finally:
+            for worker in workers:
+                self._give_back(worker)
 
     # --- what the node asks of its decoders (each on a file the caller opened) ---
 
@@ -273,8 +300,9 @@ class DecoderPool:
             raise DecoderFailed("the decoder's samples are not float32 of the length asked for")
         return np.frombuffer(data, dtype="<f4").astype(np.float32)
 
-    def preview(self, fd: int, modality: str) -> dict[str, Any]:
-        found = self.call("preview", fd, modality=modality)
+    def preview(self, fd: int, modality: str, seconds: float | None = None) -> dict[str, Any]:
+        """A peer's preview: with its deadline (``seconds``), waiting for a worker included."""
+        found = self.call("preview", fd, seconds=seconds, modality=modality)
         if not isinstance(found, dict) or not isinstance(found.get("mime"), str) or not isinstance(found.get("data"), bytes):
             raise DecoderFailed("the decoder's preview is not one")
         return {"mime": found["mime"], "data": found["data"]}

@@ -143,3 +143,19 @@ def test_a_worker_outlives_the_thread_that_started_it_and_a_dead_idle_one_is_rep
         assert pool.crashes == 0  # no file is blamed for it
     finally:
         pool.close()
+
+
+def test_no_decoder_free_is_not_the_file_s_fault_and_it_is_tried_again(tmp_path) -> None:
+    """Indexing with no worker to be had records the file with an impossible mtime, so the next
+    scan looks at it again; it is never listed as corrupt for it."""
+    from peerlight.node.index.inspect import inspect_file
+    from peerlight.node.index.scanner import FileStat
+
+    good = media.image(tmp_path / "good.png")
+    pool = DecoderPool(DecoderLimits(workers=1, memory_bytes=32 * 2**20))  # too little to start
+    try:
+        skipped = inspect_file(FileStat.of(str(good), good.stat()), store_gps=False, decoders=pool)
+    finally:
+        pool.close()
+    assert (skipped.kind, skipped.mtime_ns) == ("unreadable", -1), skipped
+    assert "tried again" in skipped.reason

@@ -221,3 +221,12 @@ def test_a_query_s_spread_reads_a_sample_of_a_space_s_cached_prefixes_not_all() 
     keys, matrix = remote_items.cached_prefixes(conn, "m", limit=SPREAD_SAMPLE)
     assert len(keys) == SPREAD_SAMPLE and matrix.shape == (SPREAD_SAMPLE, 8)
     assert len(remote_items.cached_prefixes(conn, "m")[0]) == len(items)  # ranking one peer's cache still sees all
+
+
+def test_a_catalog_sync_cut_short_resumes_after_the_last_page_stored() -> None:
+    conn = sqlite3.connect(":memory:")
+    migrate(conn)
+    conn.execute("INSERT INTO remote_shares (peer_id, addresses, found_by, first_seen) VALUES ('p', '[]', 'manual', 0)")
+    item = {"content_hash": "e" * 64, "name": "x", "modality": "text", "size": 1}
+    remote_items.store_page(conn, "p", [item], 8, cursor=500)
+    assert remote_items.sync_cursor(conn, "p") == 500

@@ -22,8 +22,12 @@ MAX_NAME = 255
 MAX_METADATA_BYTES = 4096
 
 
-def store_page(conn: sqlite3.Connection, peer_id: str, items: list[Any], k: int) -> int:
-    """Store a page of a peer's catalog (every field checked: it comes from the network); items stored."""
+def store_page(conn: sqlite3.Connection, peer_id: str, items: list[Any], k: int, cursor: int | None = None) -> int:
+    """Store a page of a peer's catalog (every field checked: it comes from the network); items
+    stored. With ``cursor``, where the page ended, in the same transaction: a sync cut short
+    resumes after the last page stored."""
+    if cursor is not None:
+        conn.execute("UPDATE remote_shares SET sync_cursor = ? WHERE peer_id = ?", (cursor, peer_id))
     now = time.time()
     stored = 0
     for item in items:

@@ -219,15 +219,24 @@ class PeerClient:
         try:
             with trio.fail_after(SYNC_SECONDS):
                 await self.sync(remote, expected=expected, progress=progress)
-        except trio.TooSlowError:
-            await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, error=f"catalog sync: timeout: not done within {SYNC_SECONDS:g} s"))
+        except trio.TooSlowError:  # the pages stored so far are kept: the next sync goes on from them
+            await self._remember_failure(remote.peer_id, f"catalog sync: timeout: not done within {SYNC_SECONDS:g} s")
         except WireError as exc:
-            await self._catalog.write(partial(record_contact, peer_id=remote.peer_id, error=f"catalog sync: {exc.code}: {exc.message}"))
-            await self._refused(remote.peer_id, exc)
+            await self._remember_failure(remote.peer_id, f"catalog sync: {exc.code}: {exc.message}", exc)
         except Exception:
             if progress is not None:
                 raise
             log.exception("a background catalog sync failed", extra={"peer": remote.peer_id})
+
+    async def _remember_failure(self, peer_id: str, error: str, cause: WireError | None = None) -> None:
+        """Record why a sync failed; a catalog that cannot be written now (a full disk) is logged,
+        and never takes the client down from a background task."""
+        try:
+            await self._catalog.write(partial(record_contact, peer_id=peer_id, error=error))
+            if cause is not None:
+                await self._refused(peer_id, cause)
+        except Exception:
+            log.exception("recording a failed sync failed", extra={"peer": peer_id, "error": error})
 
     async def _refused(self, peer_id: str, error: WireError) -> None:
         """A share refused us as a whole (our grant revoked, expired or unknown there; unpaired;
@@ -282,7 +291,10 @@ class PeerClient:
                         await self._catalog.write(partial(remote_items.forget_catalog, peer_id=remote.peer_id))
                         said = f"; its manifest says {expected}" if expected is not None else ""
                         raise TooLarge(f"the share's catalog goes past {budget:,} items{said}: not kept", {"limit": budget})
-                    received += await self._catalog.write(partial(remote_items.store_page, peer_id=remote.peer_id, items=items, k=k))
+                    # The cursor moves with each page stored: a sync cut short goes on from here next time.
+                    received += await self._catalog.write(
+                        partial(remote_items.store_page, peer_id=remote.peer_id, items=items, k=k, cursor=next_cursor)
+                    )
                     state.received = received
                     if progress is not None:
                         await progress(received, expected or 0)

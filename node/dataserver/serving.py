@@ -16,6 +16,7 @@ from typing import Any
 
 import blake3
 import numpy as np
+import trio
 
 from peerlight.embeddings.errors import DecodeError
 from peerlight.embeddings.prefix_index import prefix_of
@@ -186,7 +187,8 @@ class ShareService:
         handle, _ = await self._open_first(files)
         try:
             if self._decoders is not None:  # the worker decodes the very file opened and checked above
-                return await run_io(self._decoders.preview, handle.fileno(), modality, timeout=PREVIEW_SECONDS, what="making a preview")
+                # Its deadline goes along: a thread abandoned here ends soon after, not 120 s later.
+                return await run_io(self._decoders.preview, handle.fileno(), modality, PREVIEW_SECONDS, timeout=PREVIEW_SECONDS + 5, what="making a preview")
             # The decoders open by path: /proc/self/fd/N names the very file opened and checked
             # above, so a file swapped meanwhile is not what they read.
             return await run_io(media_preview, f"/proc/self/fd/{handle.fileno()}", modality, timeout=PREVIEW_SECONDS, what="making a preview")
@@ -196,7 +198,8 @@ class ShareService:
         except IOTimeout:
             raise Unavailable(f"the preview took longer than {PREVIEW_SECONDS:g} s") from None
         finally:
-            await run_io(handle.close)
+            with trio.CancelScope(shield=True):  # closed even when the request is cancelled
+                await run_io(handle.close)
 
     # --- fetch ---
 
@@ -238,7 +241,8 @@ class ShareService:
                     position += len(data)
             yield {"done": True}
         finally:
-            await run_io(handle.close)
+            with trio.CancelScope(shield=True):  # closed even when the transfer is cancelled
+                await run_io(handle.close)
 
     async def _open_first(self, files: list[IndexedFile]) -> tuple[Any, IndexedFile]:
         """The first of an item's files that is still the file indexed, opened without following

@@ -31,7 +31,7 @@ from ..catalog.embeddings import PendingItem, Segment
 from ..catalog.items import document_text
 from ..config import Config
 from ..models import ModelManager, ModelUnavailable
-from ..decoders import DecoderPool
+from ..decoders import DecoderPool, DecoderUnavailable
 from ..files import open_regular
 from ..pathnames import display
 from ..threads import run_io
@@ -194,6 +194,9 @@ class Embedder:
                 with trio.move_on_after(PREPARE_TIMEOUT_SECONDS):
                     try:
                         prepared[index] = await prepare(item)
+                    except DecoderUnavailable:  # no worker now: not the file's fault, tried again next pass
+                        log.warning("no decoder was free; the item is tried again later", extra={"path": display(item.path)})
+                        prepared[index] = TIMED_OUT
                     except (DecodeError, OSError) as exc:
                         prepared[index] = DecodeError(str(exc))
                     except Exception as exc:  # a decoder's bug on hostile input fails this item, not the batch

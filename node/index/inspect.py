@@ -19,7 +19,7 @@ import blake3
 from ..catalog.items import IndexedFile, SkippedFile
 from ..files import NotRegularFile, open_regular
 from .detect import detect
-from ..decoders import DecoderError, DecoderFailed, DecoderPool
+from ..decoders import DecoderError, DecoderFailed, DecoderPool, DecoderUnavailable
 from .metadata import MediaError, extract_metadata
 from .scanner import FileStat
 
@@ -90,6 +90,8 @@ def inspect_file(file: FileStat, *, store_gps: bool, decoders: DecoderPool | Non
         return skipped("special", f"not a regular file ({exc.kind}); never opened")
     except (MediaError, DecoderFailed, DecoderError) as exc:
         return skipped(exc.kind, str(exc))
+    except DecoderUnavailable as exc:  # not the file's fault: an impossible mtime, so the next scan tries again
+        return SkippedFile(file.path, file.size, -1, "unreadable", f"{exc}; tried again on the next scan")
     except OSError as exc:
         return skipped("unreadable", f"cannot read: {exc.strerror or exc}")
     except Exception as exc:  # a parser's bug on hostile input: this file is skipped, the scan goes on
