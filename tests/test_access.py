@@ -395,3 +395,39 @@ def test_a_global_share_provides_the_peerlight_key_only_never_one_made_from_its_
     trio.run(main)
     assert provided and set(provided) == {PEERLIGHT_KEY}
     assert current.dht is not None and current.dht["provided"] is True
+
+
+def test_an_unpairing_that_overlaps_a_pairing_is_not_undone_by_its_older_list() -> None:
+    from peerlight.node.dataserver.runner import DataServers, RunningShare
+
+    devices_share = share("devices")
+    access = ShareAccess(devices_share, signing_key(os.urandom(32)), "12D3KooWShare", [])
+    paired = {"12D3KooWLaptop", "12D3KooWPhone"}
+
+    class SlowFirstRead:  # the first read (the pairing's) sees the list before the unpairing
+        def __init__(self) -> None:
+            self.reads = 0
+            self.release = trio.Event()
+
+        async def read(self, fn):  # type: ignore[no-untyped-def]
+            self.reads += 1
+            seen = frozenset(paired)
+            if self.reads == 1:
+                await self.release.wait()
+            return seen
+
+    catalog = SlowFirstRead()
+    servers = DataServers(catalog, None, None, None)  # type: ignore[arg-type]
+    servers.shares[devices_share.id] = RunningShare(devices_share, None, access=access)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(servers.refresh_devices)  # after a pairing
+            await trio.sleep(0.01)
+            paired.discard("12D3KooWPhone")  # unpaired in the catalog
+            nursery.start_soon(servers.refresh_devices)  # after the unpairing
+            await trio.sleep(0.01)
+            catalog.release.set()
+        assert access.devices == {"12D3KooWLaptop"}
+
+    trio.run(main)

@@ -65,7 +65,7 @@ class DeviceMethods:
         except LookupError as exc:
             raise NotFound(str(exc)) from None
         if self._servers is not None:
-            self._servers.set_devices(await self._catalog.read(devices.device_ids))
+            await self._servers.refresh_devices()
             for current in list(self._servers.shares.values()):
                 if current.server is not None:
                     current.server.cancel_peer(removed["peer_id"], Forbidden("this device was unpaired", {"permission": "devices"}))  # what it runs on our devices share stops too

@@ -25,7 +25,7 @@ from peerlight.p2p.server import Protocol, ProtocolServer, Request, require
 from peerlight.permissions import pairing
 
 from ..catalog.database import Catalog
-from ..catalog.devices import add_device, device_ids, devices_share, ensure_devices_share
+from ..catalog.devices import add_device, devices_share, ensure_devices_share
 from . import protocol_ids as ids
 from .listen import listen_multiaddrs
 from .peers import PeerClient
@@ -187,7 +187,7 @@ class Pairing:
 
     async def _paired(self, peer_id: str, name: str, their_share: list[str]) -> dict[str, Any]:
         await self._catalog.write(partial(add_device, peer_id=peer_id, name=name, share_addresses=their_share))
-        self._servers.set_devices(await self._catalog.read(device_ids))
+        await self._servers.refresh_devices()
         log.info("paired with a device", extra={"peer": peer_id, "device": name})
         if their_share and self._nursery is not None:
             self._nursery.start_soon(self._add_their_share, their_share[0])

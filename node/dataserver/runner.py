@@ -153,7 +153,7 @@ class DataServers:
         self._grants: list[Grant] = []
         self._changed_during_reload: dict[str, Grant] = {}  # grants changed since the reload now running began
         self._devices: frozenset[str] = frozenset()
-        self._devices_changed = False
+        self._devices_lock = trio.Lock()  # one read-and-apply of the paired devices at a time
         self._usage: dict[str, GrantUsage] = {}  # every share's grants' traffic, for the node's lifetime
 
     def changed(self) -> None:
@@ -179,10 +179,15 @@ class DataServers:
                 await trio.sleep(0.02)
         return None
 
+    async def refresh_devices(self) -> None:
+        """Read the paired devices and give them to every gate, one caller at a time: a pairing and
+        an unpairing that overlap would otherwise apply the older list last."""
+        async with self._devices_lock:
+            self.set_devices(await self._catalog.read(device_ids))
+
     def set_devices(self, devices: frozenset[str]) -> None:
         """The paired devices changed: every running share's gate knows at once."""
         self._devices = devices | self._owner
-        self._devices_changed = True  # a reload reading the devices meanwhile keeps this set
         for current in self.shares.values():
             if current.access is not None:
                 current.access.update(current.share, self._grants, self._devices)
@@ -224,10 +229,8 @@ class DataServers:
                     self._changed = trio.Event()
                     wanted = {share.id: share for share in await self._catalog.read(list_shares) if not share.paused}
                     await self.reload_grants()
-                    self._devices_changed = False
-                    devices = await self._catalog.read(device_ids) | self._owner
-                    if not self._devices_changed:  # else a pairing or unpairing landed during the read: it is newer
-                        self._devices = devices
+                    async with self._devices_lock:  # a pairing or unpairing meanwhile is applied after, not undone
+                        self._devices = await self._catalog.read(device_ids) | self._owner
                     for share_id, current in list(self.shares.items()):
                         share = wanted.get(share_id)
                         if share is None or (share.scope, share.port) != (current.share.scope, current.share.port or share.port):
