@@ -172,7 +172,7 @@ class DecoderPool:
             self._started(worker)
             return worker
         except BaseException:
-            self._give_back(None, worker)
+            self._retire(worker)
             raise
 
     def _started(self, worker: _Worker) -> None:
@@ -182,23 +182,26 @@ class DecoderPool:
             try:
                 self._exchange(worker, "ping", nothing.fileno(), {}, START_SECONDS)
             except DecoderFailed as exc:
-                worker.kill()
                 raise DecoderUnavailable(f"a decoder worker did not start: {exc}") from None
 
-    def _give_back(self, worker: _Worker | None, dead: _Worker | None = None) -> None:
-        """Put ``worker`` back to be used again, or account for a worker that is gone (``dead``)."""
-        gone = None
+    def _give_back(self, worker: _Worker) -> None:
+        """A worker done with a file: used again while it lives (and the pool is open), else retired."""
         with self._lock:
-            if worker is not None and worker.alive() and not self._closed:
+            if worker.alive() and not self._closed:
                 self._idle.append(worker)
-            else:
-                self._count -= 1
-                gone = worker or dead
-                if gone is not None:
-                    self._all.discard(gone)
+                self._lock.notify_all()
+                return
+        self._retire(worker)
+
+    def _retire(self, worker: _Worker | None) -> None:
+        """Free a worker's place in the pool (``None``: one that was never started) and kill it."""
+        with self._lock:
+            self._count -= 1
+            if worker is not None:
+                self._all.discard(worker)
             self._lock.notify_all()
-        if gone is not None:  # outside the lock: killing may take seconds
-            gone.kill()
+        if worker is not None:  # outside the lock: killing may take seconds
+            worker.kill()
 
     def call(self, op: str, fd: int, *, seconds: float | None = None, **args: Any) -> Any:
         """Run ``op`` on the open file ``fd`` in a worker; its answer, or a :class:`DecodeError`.
@@ -214,12 +217,9 @@ class DecoderPool:
                 error = answer.get("error")
                 if isinstance(error, dict) and error.get("type") == "memory":  # its heap is suspect now: replaced too
                     raise DecoderFailed(f"the decoder needed more than its {self.limits.memory_bytes // 2**20} MiB on this file", "too_large")
-            except DecoderFailed:
-                self.crashes += 1
-                self._give_back(None, worker)
-                raise
-            except BaseException:
-                self._give_back(None, worker)
+            except BaseException as exc:  # a worker that failed (or was interrupted) mid-file is not reused
+                self.crashes += isinstance(exc, DecoderFailed)
+                self._retire(worker)
                 raise
             self._give_back(worker)
         finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from contextlib import ExitStack, aclosing, nullcontext
+from contextlib import aclosing, nullcontext
 import logging
 import time
 from collections import defaultdict, deque
@@ -220,7 +220,7 @@ class ProtocolServer:
                 try:
                     await self._send(stream, refusal.to_wire(), stats)
                     await stream.close()
-                except (wire.StreamClosed, Exception):
+                except Exception:  # the peer is gone already: nothing to tell it
                     pass
             return
         self._streams[peer_id] += 1
@@ -330,10 +330,8 @@ class ProtocolServer:
         The gate is asked first, here and nowhere else: no handler checks permissions itself."""
         with self.resources.request(request.peer_id):  # a new peer past the node's budget: refused here
             permit = OPEN if self.gate is None else await self.gate.admit(request)
-            protocol = self.protocols[request.protocol]
-            with ExitStack() as held:
-                if protocol.buffer_bytes:
-                    held.enter_context(self.resources.buffer(request.peer_id, protocol.buffer_bytes))
+            buffer_bytes = self.protocols[request.protocol].buffer_bytes
+            with self.resources.buffer(request.peer_id, buffer_bytes) if buffer_bytes else nullcontext():
                 await self._reply(stream, request, stats, permit, running)
 
     async def _reply(self, stream: Any, request: Request, stats: ProtocolStats, permit: Permit, running: _Running | None) -> None:
@@ -359,9 +357,9 @@ class ProtocolServer:
             await self._send(stream, {"ok": True, **(pending or {})}, stats, permit, running)
 
     async def _send(self, stream: Any, message: dict[str, Any], stats: ProtocolStats, permit: Permit = OPEN, running: _Running | None = None) -> None:
-        data = wire.pack(message)
         if running is not None and running.refusal is not None:
             raise running.refusal
+        data = wire.pack(message)
         permit.charge(len(data))
         with trio.move_on_after(self.limits.write_timeout) as waited:
             try:

@@ -278,16 +278,11 @@ class PeerClient:
                     page = await requester.request(
                         remote.peer_id, remote.addresses, ids.CATALOG, remote.with_token({"cursor": cursor, "limit": SYNC_PAGE, "k": k}), timeout=self.query_timeout * 4
                     )
-                    items, next_cursor, last_page = page.get("items"), fields.count(page.get("cursor")), page.get("last_page") is True
-                    if not isinstance(items, list) or len(items) > SYNC_PAGE or next_cursor is None or next_cursor < cursor:
-                        raise Malformed("a catalog page without items, with more than were asked for, or with a cursor going back")
-                    if not last_page and next_cursor == cursor:
-                        raise Malformed(f"the share's catalog makes no progress: page {pages + 1} ends where it began (cursor {cursor})")
+                    items, next_cursor, last_page = _checked_page(page, cursor)
                     taken += len(items)
                     pages += 1
-                    if taken > budget or pages > budget // SYNC_PAGE + MAX_SHORT_PAGES or (
-                        not fresh_start and pages == 1 and await self._catalog.read(partial(remote_items.held_items, peer_id=remote.peer_id)) > budget
-                    ):
+                    held = await self._catalog.read(partial(remote_items.held_items, peer_id=remote.peer_id)) if pages == 1 else 0
+                    if taken > budget or pages > budget // SYNC_PAGE + MAX_SHORT_PAGES or held > budget:
                         await self._catalog.write(partial(remote_items.forget_catalog, peer_id=remote.peer_id))
                         said = f"; its manifest says {expected}" if expected is not None else ""
                         raise TooLarge(f"the share's catalog goes past {budget:,} items{said}: not kept", {"limit": budget})
@@ -685,6 +680,17 @@ def is_stranger(remote: RemoteShare) -> bool:
 def _query_vector(vector: np.ndarray, stranger: bool) -> bytes:
     """The query as sent: whole for a share the user chose, a K-prefix for a stranger's."""
     return (vector[:STRANGER_PREFIX] if stranger else vector).astype("<f4").tobytes()
+
+
+def _checked_page(page: dict[str, Any], cursor: int) -> tuple[list[Any], int, bool]:
+    """(items, next cursor, last page?) of a catalog page asked for from ``cursor``, or Malformed:
+    no more items than asked for, and a cursor that moves forward unless the page is the last."""
+    items, next_cursor, last_page = page.get("items"), fields.count(page.get("cursor")), page.get("last_page") is True
+    if not isinstance(items, list) or len(items) > SYNC_PAGE or next_cursor is None or next_cursor < cursor:
+        raise Malformed("a catalog page without items, with more than were asked for, or with a cursor going back")
+    if not last_page and next_cursor == cursor:
+        raise Malformed(f"the share's catalog makes no progress: a page ends where it began (cursor {cursor})")
+    return items, next_cursor, last_page
 
 
 def sync_budget(expected: int | None, maximum: int) -> int:
