@@ -29,8 +29,8 @@ from common import emit  # noqa: E402
 
 from peerlight.embeddings.vectors import normalize, to_blob  # noqa: E402
 from peerlight.node.catalog import Catalog, remote_items, shares  # noqa: E402
-from peerlight.node.dataserver import protocol_ids as ids  # noqa: E402
-from peerlight.node.dataserver.peers import PeerClient  # noqa: E402
+from peerlight.p2p import schema  # noqa: E402
+from peerlight.node.peers.client import PeerClient  # noqa: E402
 from peerlight.p2p import wire  # noqa: E402
 from peerlight.p2p.host import split_peer_address  # noqa: E402
 
@@ -61,7 +61,7 @@ def fill(conn, items: int) -> None:  # type: ignore[no-untyped-def]
 
 
 async def serve(path: Path) -> None:
-    from peerlight.node.dataserver.serving import ShareService
+    from peerlight.node.serving.handlers import ShareService
     from peerlight.p2p.host import listen_addresses, new_host, running
     from peerlight.p2p.server import Limits, ProtocolServer
 
@@ -102,7 +102,7 @@ async def client(base: Path, address: str, items: int, server_catalog: Path) -> 
         assert requester is not None
         total, cursor = 0, 0
         while True:
-            page = await requester.request(peer_id, [transport], ids.CATALOG, {"cursor": cursor, "limit": 500, "k": 48}, timeout=30)
+            page = await requester.request(peer_id, [transport], schema.CATALOG, {"cursor": cursor, "limit": 500, "k": 48}, timeout=30)
             total += len(wire.pack({"ok": True, **page}))
             cursor = page["cursor"]
             if page["last_page"]:

@@ -37,7 +37,7 @@ from common import emit, percentile  # noqa: E402
 from tests.helpers import DaemonProcess, cli_json, write_config  # noqa: E402
 
 from peerlight.cli.client import ControlClient  # noqa: E402
-from peerlight.node.dataserver.download import PartialDownload  # noqa: E402
+from peerlight.node.peers.download import PartialDownload  # noqa: E402
 from peerlight.node.paths import NodePaths  # noqa: E402
 from peerlight.node.setup import init_node  # noqa: E402
 
@@ -113,7 +113,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def round_trips(address: str, queries: int) -> dict[str, float]:
-    from peerlight.node.dataserver import protocol_ids as ids
+    from peerlight.p2p import schema
     from peerlight.p2p.client import Requester
     from peerlight.p2p.host import new_host, running, split_peer_address
 
@@ -124,12 +124,12 @@ def round_trips(address: str, queries: int) -> dict[str, float]:
         host = new_host(os.urandom(32))
         async with running(host, ["/ip4/127.0.0.1/tcp/0"]):
             requester = Requester(host)
-            manifest = await requester.request(peer_id, [transport], ids.MANIFEST, {})
+            manifest = await requester.request(peer_id, [transport], schema.MANIFEST, {})
             model = next((m for m in manifest["models"] if m["space"] == "text"), None)
-            cases = [("manifest", ids.MANIFEST, {})]
+            cases = [("manifest", schema.MANIFEST, {})]
             if model:
                 prefix = np.random.default_rng(0).normal(size=model["dimension"] // 8).astype("<f4")
-                cases.append(("query", ids.QUERY, {"vector": prefix.tobytes(), "model_id": model["id"], "k": 10}))
+                cases.append(("query", schema.QUERY, {"vector": prefix.tobytes(), "model_id": model["id"], "k": 10}))
             for name, protocol, body in cases:
                 for _ in range(20):
                     await requester.request(peer_id, [transport], protocol, body)

@@ -40,7 +40,7 @@ from peerlight.node.setup import init_node  # noqa: E402
 FLOODER = r"""
 import json, os, sys
 import trio
-from peerlight.node.dataserver import protocol_ids as ids
+from peerlight.p2p import schema
 from peerlight.p2p.client import Requester
 from peerlight.p2p.errors import WireError
 from peerlight.p2p.host import new_host, running, split_peer_address
@@ -57,12 +57,12 @@ async def one_peer():
     async with running(host, ["/ip4/127.0.0.1/tcp/0"]):
         requester = Requester(host)
         try:
-            await requester.request(peer_id, [transport], ids.QUERY, {"text": "how to keep warm in winter", "mode": "hybrid", "k": 10}, timeout=30)
+            await requester.request(peer_id, [transport], schema.QUERY, {"text": "how to keep warm in winter", "mode": "hybrid", "k": 10}, timeout=30)
             count("query_ok")
         except WireError as exc:
             count("query_" + exc.code)
         try:
-            frames = requester.frames(peer_id, [transport], ids.FETCH, {"hash": big_hash}, timeout=30)
+            frames = requester.frames(peer_id, [transport], schema.FETCH, {"hash": big_hash}, timeout=30)
             async for frame in frames:  # a slow reader: the node's buffers stay held meanwhile
                 await trio.sleep(0.2)
                 if "data" in frame:

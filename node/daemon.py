@@ -41,10 +41,10 @@ from .api.search import SearchMethods
 from .api.devices import DeviceMethods
 from .api.feedback import FeedbackMethods
 from .api.shares import PeerMethods, ShareMethods
-from .dataserver.pairing import Pairing
-from .dataserver.peers import PeerClient
-from .dataserver.adapters import AdapterFiles, adapter_folders
-from .dataserver.runner import DataServers
+from .pairing import Pairing
+from .peers.client import PeerClient
+from .serving.adapter_files import AdapterFiles, adapter_folders
+from .serving.servers import DataServers
 from .metrics import serve_metrics
 from .models import ModelManager
 from .recommendations import Recommendations, RecommenderSettings

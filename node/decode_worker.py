@@ -37,7 +37,7 @@ def _image(image: Any) -> dict[str, Any]:
 def _ops() -> dict[str, Any]:
     from peerlight.embeddings.media import load_audio, load_image, sample_video_frames
 
-    from .dataserver.previews import media_preview
+    from .serving.previews import media_preview
     from .index.metadata import audio_metadata, image_metadata, video_metadata
 
     return {

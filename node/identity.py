@@ -57,13 +57,6 @@ class NodeIdentity:
         # Keys this short are "inlined": multihash code 0x00 (identity), then the length.
         return _base58(b"\x00" + bytes([len(encoded_key)]) + encoded_key)
 
-    def libp2p_key_pair(self):  # -> libp2p.crypto.keys.KeyPair (imported lazily: slow to import)
-        from libp2p.crypto.ed25519 import Ed25519PrivateKey as Libp2pPrivateKey
-        from libp2p.crypto.keys import KeyPair
-
-        private = Libp2pPrivateKey.from_bytes(self.seed)
-        return KeyPair(private, private.get_public_key())
-
 
 def create_identity(path: Path) -> NodeIdentity:
     """Create a new key pair at ``path`` (mode 0600); refuse to overwrite an existing key."""

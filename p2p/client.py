@@ -15,8 +15,8 @@ import trio
 from . import quirks, wire
 from .errors import Malformed, Timeout, Unreachable, Unsupported, WireError, from_wire
 from .host import connect
+from .schema import REPLY_FRAME_BYTES, Spec
 
-REPLY_LIMIT = 8 * 1024 * 1024  # a unary answer (search results, a catalog page)
 IDLE_SECONDS = 60.0  # a kept stream unused this long is closed (servers close theirs after 60 s too)
 
 
@@ -45,7 +45,7 @@ class Exchange:
             except Exception:
                 pass
 
-    async def receive(self, max_bytes: int = REPLY_LIMIT) -> dict[str, Any]:
+    async def receive(self, max_bytes: int = REPLY_FRAME_BYTES) -> dict[str, Any]:
         """The next frame; an error frame is raised as its type."""
         try:
             message = await self.reader.message(max_bytes, self.timeout)
@@ -73,38 +73,32 @@ class Requester:
         self._max_idle = max_idle_per_peer
         self._idle_seconds = idle_seconds
 
-    async def request(
-        self,
-        peer_id: str,
-        addresses: Sequence[str],
-        protocol_id: str,
-        body: dict[str, Any],
-        *,
-        timeout: float = 10.0,
-        max_bytes: int = REPLY_LIMIT,
-    ) -> dict[str, Any]:
-        """One request, its one-frame answer (without the ``ok`` field). A reply that announces
-        more frames is refused at its first: no more than one frame (``max_bytes``) is ever held."""
-        frames = [frame async for frame in self.frames(peer_id, addresses, protocol_id, body, timeout=timeout, max_bytes=max_bytes, max_frames=1)]
-        return frames[0]
+    async def request(self, peer_id: str, addresses: Sequence[str], spec: Spec, body: dict[str, Any], *, timeout: float = 10.0) -> dict[str, Any]:
+        """One request, its one-frame answer (without the ``ok`` field), checked against the
+        protocol's schema: only the fields it defines, each valid, are kept. A reply that
+        announces more frames is refused at its first: no more than one frame is ever held."""
+        frames = [frame async for frame in self.frames(peer_id, addresses, spec, body, timeout=timeout, max_frames=1)]
+        return spec.keep_reply(frames[0])
 
     async def frames(
         self,
         peer_id: str,
         addresses: Sequence[str],
-        protocol_id: str,
+        spec: Spec,
         body: dict[str, Any],
         *,
         timeout: float = 10.0,
-        max_bytes: int = REPLY_LIMIT,
         max_frames: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """The frames of one reply (without ``ok`` and ``more``), in order; a reply that goes on past
-        ``max_frames`` is refused (Malformed) before the next frame is read.
+        """The frames of one reply (without ``ok`` and ``more``), in order, each at most the
+        protocol's ``max_reply_bytes``; a reply that goes on past ``max_frames`` is refused
+        (Malformed) before the next frame is read. The caller checks each frame against the
+        schema (which of a streamed answer's messages it is depends on where it comes).
 
         Iterate it to the end, or under ``contextlib.aclosing`` when stopping early: a stream
         left mid-reply is reset, never reused.
         """
+        protocol_id, max_bytes = spec.id, spec.max_reply_bytes
         key = (peer_id, protocol_id)
         await self._drop_stale()
         for attempt in (1, 2):
@@ -136,8 +130,10 @@ class Requester:
                     continue  # the server closed the idle stream: once more on a new one
                 raise
             except WireError as error:
-                # A typed error frame ends the reply; the stream stays usable unless it was a framing error.
-                if not isinstance(error, (Malformed, Timeout)) and received == 0 and error.code not in ("too_large", "rate_limited"):
+                # The server's error frame ends the reply; the stream stays usable unless the server
+                # closes it: after a framing error (a malformed with no field named), too_large or rate_limited.
+                framing = error.code in ("too_large", "rate_limited", "timeout") or (isinstance(error, Malformed) and "field" not in error.data)
+                if received == 0 and not framing:
                     await self._keep(key, current)
                 else:
                     await current.aclose()

@@ -9,6 +9,7 @@ internal error, logged with its traceback, and the server keeps serving.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from contextlib import aclosing, nullcontext
@@ -22,22 +23,13 @@ from typing import Any
 import trio
 
 from . import wire
-from .errors import Internal, Malformed, RateLimited, Timeout, WireError
+from .errors import Internal, RateLimited, Timeout, WireError
 from .resources import ResourceManager
+from .schema import Spec
 
 log = logging.getLogger("peerlight.p2p")
 
 Reply = dict[str, Any] | AsyncIterator[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Request:
-    peer_id: str
-    protocol: str
-    body: dict[str, Any]
-
-
-Handler = Callable[[Request], Awaitable[dict[str, Any]] | AsyncIterator[dict[str, Any]]]
 
 
 class Permit:
@@ -45,11 +37,28 @@ class Permit:
     sent, and raises a :class:`~.errors.WireError` to stop the reply (a byte limit reached, a
     grant revoked while a transfer runs)."""
 
+    grant_id: str | None = None  # the grant it was let in by, if any
+
     def charge(self, size: int) -> None:
+        return None
+
+    def remaining(self) -> int | None:
+        """Bytes it may still be sent (None: no limit), so a transfer can end exactly on a limit."""
         return None
 
 
 OPEN = Permit()
+
+
+@dataclass(frozen=True)
+class Request:
+    peer_id: str
+    protocol: str
+    body: dict[str, Any]  # checked against the protocol's schema, defaults filled in
+    permit: Permit = OPEN  # what the gate let it do (set before the handler runs)
+
+
+Handler = Callable[[Request], Awaitable[dict[str, Any]] | AsyncIterator[dict[str, Any]]]
 
 
 class Gate(typing.Protocol):
@@ -60,11 +69,14 @@ class Gate(typing.Protocol):
 
 @dataclass(frozen=True)
 class Protocol:
-    id: str  # e.g. /peerlight/query/1.0.0
+    """A protocol of the schema and the handler that answers it."""
+
+    spec: Spec
     handler: Handler
-    max_request_bytes: int = 64 * 1024
-    costly: bool = False  # its answer costs CPU (an encoder pass, a scan, a decode): one of the node's few work slots
-    buffer_bytes: int = 0  # memory its reply holds while it runs (a transfer's read-ahead), from the node's budget
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
 
 
 REFUSALS_LOGGED_PER_MINUTE = 120
@@ -88,6 +100,7 @@ class _Running:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     writing: bool = False
     refusal: WireError | None = None
+    permit: Permit = OPEN
 
 
 class _Bucket:
@@ -172,14 +185,15 @@ class ProtocolServer:
 
         return handle
 
-    def cancel_peer(self, peer_id: str, refusal: WireError | None = None) -> int:
-        """Stop every request ``peer_id`` has running (e.g. its access was revoked).
+    def cancel_peer(self, peer_id: str, refusal: WireError | None = None, grant_id: str | None = None) -> int:
+        """Stop every request ``peer_id`` has running (e.g. its access was revoked); with
+        ``grant_id``, only those let in by that grant (the peer's others go on).
 
         With a ``refusal``, each reply ends with that error frame, so the peer learns why
         instead of seeing a cut it would take for a network drop: a reply waiting in its
         handler is cancelled at once; one in the middle of writing a frame finishes that frame
         and meets the refusal before its next (a frame is never cut in two)."""
-        replies = list(self._cancels.get(peer_id, ()))
+        replies = [r for r in self._cancels.get(peer_id, ()) if grant_id is None or r.permit.grant_id == grant_id]
         for reply in replies:
             reply.refusal = refusal
             if refusal is None or not reply.writing:
@@ -268,7 +282,7 @@ class ProtocolServer:
             raise RateLimited(f"at most {self.limits.streams_per_peer} streams at once per peer", {"retry_after": 1})
         first = reader.bytes_read == 0
         try:
-            body = await reader.message(protocol.max_request_bytes, self.limits.request_timeout if first else self.limits.idle_timeout)
+            body = await reader.message(protocol.spec.max_request_bytes, self.limits.request_timeout if first else self.limits.idle_timeout)
         except wire.StreamClosed:
             return None
         bucket = self._buckets.setdefault(peer_id, _Bucket(self.limits.requests_per_minute))
@@ -327,16 +341,22 @@ class ProtocolServer:
     async def _answer(self, stream: Any, request: Request, stats: ProtocolStats, running: _Running | None = None) -> None:
         """The reply: one frame, or several of which all but the last say ``more: true``.
 
-        The gate is asked first, here and nowhere else: no handler checks permissions itself."""
+        The gate is asked first, here and nowhere else: no handler checks permissions itself.
+        Then the request is checked against its protocol's schema: the handler sees only fields
+        of the types and within the limits the schema gives, with defaults filled in."""
         with self.resources.request(request.peer_id):  # a new peer past the node's budget: refused here
             permit = OPEN if self.gate is None else await self.gate.admit(request)
-            buffer_bytes = self.protocols[request.protocol].buffer_bytes
+            checked = self.protocols[request.protocol].spec.check_request(request.body)
+            request = dataclasses.replace(request, body=checked, permit=permit)
+            if running is not None:
+                running.permit = permit
+            buffer_bytes = self.protocols[request.protocol].spec.buffer_bytes
             with self.resources.buffer(request.peer_id, buffer_bytes) if buffer_bytes else nullcontext():
                 await self._reply(stream, request, stats, permit, running)
 
     async def _reply(self, stream: Any, request: Request, stats: ProtocolStats, permit: Permit, running: _Running | None) -> None:
         protocol = self.protocols[request.protocol]
-        with self.resources.work(request.peer_id) if protocol.costly else nullcontext():
+        with self.resources.work(request.peer_id) if protocol.spec.costly else nullcontext():
             reply = protocol.handler(request)
             if inspect.isawaitable(reply):
                 with trio.move_on_after(self.limits.handler_timeout) as waited:
@@ -375,23 +395,3 @@ class ProtocolServer:
             raise wire.StreamClosed(f"the peer took no data for {self.limits.write_timeout:g} s")
         stats.bytes_out += len(data)
 
-
-def require(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ..., *, max_length: int | None = None) -> Any:
-    """A field of a request, of the given type (and length), or :class:`Malformed` naming it."""
-    if key not in body:
-        if default is ...:
-            raise Malformed(f"the request has no {key!r}", {"field": key})
-        return default
-    value = body[key]
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise Malformed(f"{key!r} must be {_kind_name(kind)}, not a boolean", {"field": key})
-    if not isinstance(value, kind):
-        raise Malformed(f"{key!r} must be {_kind_name(kind)}, not {type(value).__name__}", {"field": key})
-    if max_length is not None and hasattr(value, "__len__") and len(value) > max_length:
-        raise Malformed(f"{key!r} is longer than {max_length}", {"field": key})
-    return value
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(k.__name__ for k in kinds)

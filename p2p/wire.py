@@ -58,6 +58,28 @@ def pack(message: dict[str, Any]) -> bytes:
     return encode_varint(len(body)) + body
 
 
+def data_fitting(budget: int, envelope: dict[str, Any], key: str) -> int:
+    """The most bytes ``envelope[key]`` can hold with the whole frame (prefix included) at most
+    ``budget`` bytes long (0 when not even an empty one fits). Computed, not packed: msgpack's
+    ``bin`` header grows at 256 and 65,536 bytes, the varint prefix at 128, 16,384, ..."""
+
+    def frame_size(n: int) -> int:
+        body = base + n + _bin_header(n) - _bin_header(0)
+        return body + len(encode_varint(body))
+
+    base = len(msgpack.packb(envelope | {key: b""}, use_bin_type=True))
+    n = max(0, budget - base - 16)
+    while n > 0 and frame_size(n) > budget:
+        n -= 1
+    while frame_size(n + 1) <= budget:
+        n += 1
+    return n if frame_size(n) <= budget else 0
+
+
+def _bin_header(n: int) -> int:
+    return 2 if n < 256 else 3 if n < 65536 else 5
+
+
 def unpack(body: bytes | memoryview) -> dict[str, Any]:
     """A frame's body as a map with string keys, or :class:`Malformed`."""
     try:

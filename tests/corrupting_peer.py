@@ -22,7 +22,7 @@ from typing import Any
 import blake3
 import trio
 
-from peerlight.node.dataserver import protocol_ids as ids
+from peerlight.p2p import schema
 from peerlight.p2p.host import listen_addresses, new_host, running
 from peerlight.p2p.server import Protocol, ProtocolServer, Request
 
@@ -44,11 +44,11 @@ async def main(path: Path, mode: str) -> None:
         if request.body.get("hash") != content_hash:
             yield {"ok": False}
             return
-        yield {"hash": content_hash, "size": len(content), "offset": offset, "length": len(content) - offset, "chunk_bytes": ids.CHUNK_BYTES}
-        for start in range(offset, len(content), ids.CHUNK_BYTES):
-            data = bytes(served[start : start + ids.CHUNK_BYTES])
+        yield {"hash": content_hash, "size": len(content), "offset": offset, "length": len(content) - offset, "chunk_bytes": schema.CHUNK_BYTES}
+        for start in range(offset, len(content), schema.CHUNK_BYTES):
+            data = bytes(served[start : start + schema.CHUNK_BYTES])
             digest = blake3.blake3(data).digest()
-            if mode == "flip-once" and requests == 1 and start == 2 * ids.CHUNK_BYTES:
+            if mode == "flip-once" and requests == 1 and start == 2 * schema.CHUNK_BYTES:
                 damaged = bytearray(data)
                 damaged[1000] ^= 0x40
                 data = bytes(damaged)
@@ -56,7 +56,7 @@ async def main(path: Path, mode: str) -> None:
         yield {"done": True}
 
     host = new_host(os.urandom(32))
-    server = ProtocolServer([Protocol(ids.MANIFEST, manifest), Protocol(ids.FETCH, fetch, max_request_bytes=4096)])
+    server = ProtocolServer([Protocol(schema.MANIFEST, manifest), Protocol(schema.FETCH, fetch)])
     server.attach(host)
     async with running(host, ["/ip4/127.0.0.1/tcp/0"]):
         print(f"{listen_addresses(host)[0]}/p2p/{host.get_id()}", flush=True)

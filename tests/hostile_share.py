@@ -28,7 +28,7 @@ from typing import Any
 import blake3
 import trio
 
-from peerlight.node.dataserver import protocol_ids as ids
+from peerlight.p2p import schema
 from peerlight.p2p.host import listen_addresses, new_host, running
 from peerlight.p2p.server import Limits, Protocol, ProtocolServer, Request
 
@@ -97,18 +97,18 @@ async def main(mode: str) -> None:
 
     async def fetch(request: Request):  # type: ignore[no-untyped-def]
         log(request)
-        yield {"hash": request.body.get("hash"), "size": 2**40, "offset": request.body.get("offset", 0), "length": 2**40, "chunk_bytes": ids.CHUNK_BYTES}
+        yield {"hash": request.body.get("hash"), "size": 2**40, "offset": request.body.get("offset", 0), "length": 2**40, "chunk_bytes": schema.CHUNK_BYTES}
         for _ in range(2048):  # 2 GiB of chunks, each consistent with its hash
-            data = os.urandom(ids.CHUNK_BYTES)
+            data = os.urandom(schema.CHUNK_BYTES)
             yield {"data": data, "hash": blake3.blake3(data).digest()}
 
     host = new_host(os.urandom(32))
     protocols = [
-        Protocol(ids.MANIFEST, manifest),
-        Protocol(ids.CATALOG, catalog),
-        Protocol(ids.QUERY, query, max_request_bytes=64 * 1024),
-        Protocol(ids.FETCH, fetch, max_request_bytes=4096),
-        Protocol(ids.ADAPTER, adapter),
+        Protocol(schema.MANIFEST, manifest),
+        Protocol(schema.CATALOG, catalog),
+        Protocol(schema.QUERY, query),
+        Protocol(schema.FETCH, fetch),
+        Protocol(schema.ADAPTER, adapter),
     ]
     ProtocolServer(protocols, Limits(requests_per_minute=1_000_000)).attach(host)
     async with running(host, ["/ip4/127.0.0.1/tcp/0"]):

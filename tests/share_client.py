@@ -24,7 +24,7 @@ from pathlib import Path
 
 import trio
 
-from peerlight.node.dataserver import protocol_ids as ids
+from peerlight.p2p import schema
 from peerlight.node.identity import IdentityError, load_identity
 from peerlight.p2p.client import Requester
 from peerlight.p2p.errors import WireError
@@ -39,25 +39,25 @@ async def ask_everything(address: str, content_hash: str, seed: bytes) -> tuple[
     async with running(host, ["/ip4/127.0.0.1/tcp/0"]):
         requester = Requester(host)
         unary = {
-            ids.MANIFEST: {},
-            ids.QUERY: {"text": "winter", "mode": "text", "k": 5},
-            ids.CATALOG: {"cursor": 0, "limit": 10, "k": 8},
-            ids.PREVIEW: {"hash": content_hash},
-            ids.ADAPTER: {"model_id": "x"},
-            ids.REDEEM: {"token": b"\x00" * 64},
+            schema.MANIFEST: {},
+            schema.QUERY: {"text": "winter", "mode": "text", "k": 5},
+            schema.CATALOG: {"cursor": 0, "limit": 10, "k": 8},
+            schema.PREVIEW: {"hash": content_hash},
+            schema.ADAPTER: {"model_id": "x"},
+            schema.REDEEM: {"token": b"\x00" * 64},
         }
         for protocol, body in unary.items():
             try:
                 await requester.request(peer_id, [transport], protocol, body, timeout=10)
-                answers[protocol] = "ok"
+                answers[protocol.id] = "ok"
             except WireError as exc:
-                answers[protocol] = exc.code
+                answers[protocol.id] = exc.code
         try:
-            async for frame in requester.frames(peer_id, [transport], ids.FETCH, {"hash": content_hash}, timeout=10):
+            async for frame in requester.frames(peer_id, [transport], schema.FETCH, {"hash": content_hash}, timeout=10):
                 fetched += len(frame.get("data") or b"")
-            answers[ids.FETCH] = "ok"
+            answers[schema.FETCH.id] = "ok"
         except WireError as exc:
-            answers[ids.FETCH] = exc.code
+            answers[schema.FETCH.id] = exc.code
     return answers, fetched
 
 

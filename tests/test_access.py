@@ -19,8 +19,8 @@ import trio
 from peerlight.node.catalog.grants import Grant, add_grant, grants_of, record_bytes_served
 from peerlight.node.catalog.migrations import migrate
 from peerlight.node.catalog.shares import Share, create_share
-from peerlight.node.dataserver import protocol_ids as ids
-from peerlight.node.dataserver.access import PROTOCOL_CAPABILITY, ShareAccess, signing_key
+from peerlight.p2p import schema
+from peerlight.node.serving.access import ShareAccess, signing_key
 from peerlight.p2p import errors
 from peerlight.p2p.client import Requester
 from peerlight.p2p.host import listen_addresses, new_host, running
@@ -28,7 +28,9 @@ from peerlight.p2p.server import Protocol, ProtocolServer, Request
 from peerlight.permissions import tokens
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
-PROTOCOLS = list(PROTOCOL_CAPABILITY)
+PROTOCOLS = [spec for spec in schema.SHARE_PROTOCOLS if spec is not schema.REDEEM]
+# The least each protocol's schema needs beside a token: what is asked is the gate's answer, not the handler's.
+NEEDS = {schema.FETCH: {"hash": "0" * 64}, schema.PREVIEW: {"hash": "0" * 64}, schema.ADAPTER: {"model_id": "m"}}
 ALL = ("search", "browse", "fetch")
 
 
@@ -69,10 +71,10 @@ def token(key, share_peer: str, grant_id: str, to: str, can: tuple[str, ...] = A
     return tokens.issue(key, tokens.Claims(share_peer, grant_id, to, can, exp=exp))
 
 
-async def ask(requester: Requester, host, peer: str, protocol: str, body: dict) -> str:  # type: ignore[no-untyped-def]
+async def ask(requester: Requester, host, peer: str, protocol: schema.Spec, body: dict) -> str:  # type: ignore[no-untyped-def]
     """'ok', or the error code the request got."""
     try:
-        frames = [frame async for frame in requester.frames(peer, listen_addresses(host), protocol, body, timeout=10)]
+        frames = [frame async for frame in requester.frames(peer, listen_addresses(host), protocol, NEEDS.get(protocol, {}) | body, timeout=10)]
     except errors.WireError as exc:
         return exc.code
     assert frames
@@ -91,7 +93,7 @@ async def test_every_protocol_level_and_token_gets_the_expected_answer() -> None
         grant("00000000000000a4", stranger_id),
     ]
     access = ShareAccess(share("public"), key, share_peer, grants, devices=frozenset({member_id}))
-    protocols = [Protocol(pid, streamed if pid == ids.FETCH else unary) for pid in PROTOCOLS]
+    protocols = [Protocol(pid, streamed if pid == schema.FETCH else unary) for pid in PROTOCOLS]
     server = ProtocolServer(protocols, gate=access)
     server.attach(share_host)
     valid = token(key, share_peer, "00000000000000a1", member_id)
@@ -132,11 +134,11 @@ async def test_a_protocol_the_gate_does_not_know_is_refused_even_on_a_public_sha
     share_host, asker = new_host(seed), new_host(os.urandom(32))
     share_peer = str(share_host.get_id())
     access = ShareAccess(share("public"), signing_key(seed), share_peer, [])
-    unknown = "/peerlight/unlisted/1.0.0"  # served by a handler, but missing from the capability map
-    ProtocolServer([Protocol(unknown, unary), Protocol(ids.MANIFEST, unary)], gate=access).attach(share_host)
+    unknown = schema.Spec("unlisted", "1.0.0", schema.Message({}), (schema.Message({}),), served_by_shares=False)  # served, but no share's
+    ProtocolServer([Protocol(unknown, unary), Protocol(schema.MANIFEST, unary)], gate=access).attach(share_host)
     async with running(share_host, LOOPBACK), running(asker, LOOPBACK):
         requester = Requester(asker)
-        assert await ask(requester, share_host, share_peer, ids.MANIFEST, {}) == "ok"
+        assert await ask(requester, share_host, share_peer, schema.MANIFEST, {}) == "ok"
         assert await ask(requester, share_host, share_peer, unknown, {}) == "forbidden"
 
 
@@ -146,17 +148,17 @@ async def test_a_public_share_lets_anyone_do_what_its_owner_allows_only_and_memb
     key, share_peer, member_id = signing_key(seed), str(share_host.get_id()), str(member.get_id())
     searchable = dataclasses.replace(share("public"), public_can=("search",))
     access = ShareAccess(searchable, key, share_peer, [grant("00000000000000c1", member_id, ("search", "fetch"))])
-    ProtocolServer([Protocol(pid, streamed if pid == ids.FETCH else unary) for pid in PROTOCOLS], gate=access).attach(share_host)
+    ProtocolServer([Protocol(pid, streamed if pid == schema.FETCH else unary) for pid in PROTOCOLS], gate=access).attach(share_host)
     held = token(key, share_peer, "00000000000000c1", member_id, ("search", "fetch"))
     async with running(share_host, LOOPBACK), running(anyone, LOOPBACK), running(member, LOOPBACK):
         requester = Requester(anyone)
-        got = {pid: await ask(requester, share_host, share_peer, pid, {}) for pid in PROTOCOLS}
+        got = {pid.name: await ask(requester, share_host, share_peer, pid, {}) for pid in PROTOCOLS}
         # A grant holder may also do what its grant allows beyond the public's capabilities.
-        granted = {pid: await ask(Requester(member), share_host, share_peer, pid, {"token": held}) for pid in PROTOCOLS}
-        shown_by_another = {pid: await ask(requester, share_host, share_peer, pid, {"token": held}) for pid in PROTOCOLS}
-    expected = {pid: "ok" if PROTOCOL_CAPABILITY[pid] in (None, "search") else "forbidden" for pid in PROTOCOLS}
+        granted = {pid.name: await ask(Requester(member), share_host, share_peer, pid, {"token": held}) for pid in PROTOCOLS}
+        shown_by_another = {pid.name: await ask(requester, share_host, share_peer, pid, {"token": held}) for pid in PROTOCOLS}
+    expected = {pid.name: "ok" if pid.capability in (None, "search") else "forbidden" for pid in PROTOCOLS}
     assert got == expected
-    assert granted == {pid: "ok" if PROTOCOL_CAPABILITY[pid] in (None, "search", "fetch") else "forbidden" for pid in PROTOCOLS}
+    assert granted == {pid.name: "ok" if pid.capability in (None, "search", "fetch") else "forbidden" for pid in PROTOCOLS}
     assert shown_by_another == expected  # the token names the member: another peer gains nothing by it
 
 
@@ -167,19 +169,19 @@ async def test_a_grant_allows_its_capabilities_only_and_its_limits_hold() -> Non
     share_peer, member_id = str(share_host.get_id()), str(member.get_id())
     grants = [grant("00000000000000b1", member_id, ("search",), rpm=3), grant("00000000000000b2", member_id, ("fetch",), bytes_per_day=2500)]
     access = ShareAccess(share("members"), key, share_peer, grants)
-    server = ProtocolServer([Protocol(pid, streamed if pid == ids.FETCH else unary) for pid in PROTOCOLS], gate=access)
+    server = ProtocolServer([Protocol(pid, streamed if pid == schema.FETCH else unary) for pid in PROTOCOLS], gate=access)
     server.attach(share_host)
     search_only = token(key, share_peer, "00000000000000b1", member_id, ("search",))
     fetch_only = token(key, share_peer, "00000000000000b2", member_id, ("fetch",))
     async with running(share_host, LOOPBACK), running(member, LOOPBACK):
         requester = Requester(member)
-        assert await ask(requester, share_host, share_peer, ids.CATALOG, {"token": search_only}) == "forbidden"  # browse: not granted
-        assert await ask(requester, share_host, share_peer, ids.FETCH, {"token": search_only}) == "forbidden"
-        answers = [await ask(requester, share_host, share_peer, ids.QUERY, {"token": search_only}) for _ in range(4)]
+        assert await ask(requester, share_host, share_peer, schema.CATALOG, {"token": search_only}) == "forbidden"  # browse: not granted
+        assert await ask(requester, share_host, share_peer, schema.FETCH, {"token": search_only}) == "forbidden"
+        answers = [await ask(requester, share_host, share_peer, schema.QUERY, {"token": search_only}) for _ in range(4)]
         assert answers == ["ok", "ok", "ok", "rate_limited"]  # 3 a minute (refusals for capabilities count none)
         # 2,500 bytes a day: the first fetch's four ~1 KB frames stop at the third.
-        assert await ask(requester, share_host, share_peer, ids.FETCH, {"token": fetch_only}) == "forbidden"
-        assert await ask(requester, share_host, share_peer, ids.FETCH, {"token": fetch_only}) == "forbidden"
+        assert await ask(requester, share_host, share_peer, schema.FETCH, {"token": fetch_only}) == "forbidden"
+        assert await ask(requester, share_host, share_peer, schema.FETCH, {"token": fetch_only}) == "forbidden"
 
 
 @pytest.mark.parametrize("recorded_day", [0, -1], ids=["recorded-today", "recorded-yesterday"])
@@ -199,11 +201,11 @@ async def test_a_grants_bytes_of_the_day_survive_a_restart(tmp_path, recorded_da
     answers = []
     for run in range(2):
         access = ShareAccess(shared, key, share_peer, grants_of(conn, shared.id))
-        server = ProtocolServer([Protocol(ids.FETCH, streamed)], gate=access)
+        server = ProtocolServer([Protocol(schema.FETCH, streamed)], gate=access)
         host = share_host if run == 0 else new_host(seed)  # the same identity, a new host: a restart
         server.attach(host)
         async with running(host, LOOPBACK), running(member, LOOPBACK):
-            answers.append(await ask(Requester(member), host, share_peer, ids.FETCH, {"token": valid}))
+            answers.append(await ask(Requester(member), host, share_peer, schema.FETCH, {"token": valid}))
         served = {grant_id: (day + recorded_day, size) for grant_id, (day, size) in access.bytes_counted.items()}
         record_bytes_served(conn, served)
     assert answers == (["ok", "forbidden"] if recorded_day == 0 else ["ok", "ok"])
@@ -217,7 +219,7 @@ async def test_revoking_a_grant_stops_a_transfer_that_is_running() -> None:
     grants = [grant("00000000000000c1", member_id)]
     access = ShareAccess(share("members"), key, share_peer, grants)
     sent = trio.Event()
-    server = ProtocolServer([Protocol(ids.FETCH, slow_fetch(sent))], gate=access)
+    server = ProtocolServer([Protocol(schema.FETCH, slow_fetch(sent))], gate=access)
     server.attach(share_host)
     valid = token(key, share_peer, "00000000000000c1", member_id)
     async with running(share_host, LOOPBACK), running(member, LOOPBACK):
@@ -226,7 +228,7 @@ async def test_revoking_a_grant_stops_a_transfer_that_is_running() -> None:
 
         async def download() -> None:
             with pytest.raises(errors.Forbidden, match="revoked"):
-                async for frame in requester.frames(share_peer, listen_addresses(share_host), ids.FETCH, {"token": valid}, timeout=10):
+                async for frame in requester.frames(share_peer, listen_addresses(share_host), schema.FETCH, {"hash": "0" * 64, "token": valid}, timeout=10):
                     received.append(frame["n"])
 
         async with trio.open_nursery() as nursery:
@@ -234,13 +236,13 @@ async def test_revoking_a_grant_stops_a_transfer_that_is_running() -> None:
             await sent.wait()
             access.update(share("members"), [grant("00000000000000c1", member_id, revoked_at=time.time())])
         assert 5 <= len(received) < 1000
-        assert await ask(requester, share_host, share_peer, ids.FETCH, {"token": valid}) == "forbidden"
+        assert await ask(requester, share_host, share_peer, schema.FETCH, {"token": valid}) == "forbidden"
 
 
 def test_a_grant_issued_redeemed_or_revoked_reaches_the_gate_before_the_call_returns() -> None:
     """The node's own list of grants changes with the gate's: a later device change (which
     pushes that list to every gate) must not undo a redemption or a revocation."""
-    from peerlight.node.dataserver.runner import DataServers, RunningShare
+    from peerlight.node.serving.servers import DataServers, RunningShare
 
     seed = os.urandom(32)
     members = share("members")
@@ -275,14 +277,14 @@ async def test_making_a_share_stricter_stops_replies_already_running(before: str
     grants = [grant("00000000000000e1", peer_id)]
     access = ShareAccess(share(before), key, share_peer, grants, devices=frozenset({peer_id}))
     sent = trio.Event()
-    ProtocolServer([Protocol(ids.FETCH, slow_fetch(sent))], gate=access).attach(share_host)
+    ProtocolServer([Protocol(schema.FETCH, slow_fetch(sent))], gate=access).attach(share_host)
     body = {"token": token(key, share_peer, "00000000000000e1", peer_id)} if before == "members" else {}
     async with running(share_host, LOOPBACK), running(peer, LOOPBACK):
         received: list[int] = []
 
         async def download() -> None:
             with pytest.raises(errors.Forbidden, match="permission changed"):
-                async for frame in Requester(peer).frames(share_peer, listen_addresses(share_host), ids.FETCH, body, timeout=10):
+                async for frame in Requester(peer).frames(share_peer, listen_addresses(share_host), schema.FETCH, NEEDS[schema.FETCH] | body, timeout=10):
                     received.append(frame["n"])
 
         async with trio.open_nursery() as nursery:
@@ -295,7 +297,7 @@ async def test_making_a_share_stricter_stops_replies_already_running(before: str
 def test_a_grant_revoked_while_the_grants_are_reloaded_stays_revoked() -> None:
     """The periodic reload may read the grants before a revocation is written: its stale copy
     must not bring the grant back for a cycle."""
-    from peerlight.node.dataserver.runner import DataServers, RunningShare
+    from peerlight.node.serving.servers import DataServers, RunningShare
 
     members = share("members")
     access = ShareAccess(members, signing_key(os.urandom(32)), "12D3KooWShare", [])
@@ -341,7 +343,7 @@ async def test_a_reply_stopped_by_a_revocation_ends_with_a_forbidden_frame_not_a
         await trio.sleep(100)  # reading a slow disk, say
         yield {"n": 2}
 
-    server = ProtocolServer([Protocol(ids.FETCH, stalls)])
+    server = ProtocolServer([Protocol(schema.FETCH, stalls)])
     server.attach(share_host)
     async with running(share_host, LOOPBACK), running(member, LOOPBACK):
         requester = Requester(member)
@@ -349,7 +351,7 @@ async def test_a_reply_stopped_by_a_revocation_ends_with_a_forbidden_frame_not_a
 
         async def download() -> None:
             with pytest.raises(errors.Forbidden, match="revoked"):
-                async for frame in requester.frames(share_peer, listen_addresses(share_host), ids.FETCH, {}, timeout=10):
+                async for frame in requester.frames(share_peer, listen_addresses(share_host), schema.FETCH, {"hash": "0" * 64}, timeout=10):
                     received.append(frame["n"])
 
         async with trio.open_nursery() as nursery:
@@ -360,7 +362,7 @@ async def test_a_reply_stopped_by_a_revocation_ends_with_a_forbidden_frame_not_a
 
 
 def test_the_node_s_own_identity_passes_devices_gates_after_a_pairing_changes_them() -> None:
-    from peerlight.node.dataserver.runner import DataServers, RunningShare
+    from peerlight.node.serving.servers import DataServers, RunningShare
 
     devices_share = share("devices")
     access = ShareAccess(devices_share, signing_key(os.urandom(32)), "12D3KooWShare", [])
@@ -373,7 +375,7 @@ def test_the_node_s_own_identity_passes_devices_gates_after_a_pairing_changes_th
 
 def test_a_global_share_provides_the_peerlight_key_only_never_one_made_from_its_name() -> None:
     """sha256("peerlight:share:" + name) let anyone confirm a guessed name of a members-only share."""
-    from peerlight.node.dataserver.runner import RunningShare, _provide_forever
+    from peerlight.node.serving.servers import RunningShare, _provide_forever
     from peerlight.p2p.dht import PEERLIGHT_KEY
 
     provided: list[str] = []
@@ -398,7 +400,7 @@ def test_a_global_share_provides_the_peerlight_key_only_never_one_made_from_its_
 
 
 def test_an_unpairing_that_overlaps_a_pairing_is_not_undone_by_its_older_list() -> None:
-    from peerlight.node.dataserver.runner import DataServers, RunningShare
+    from peerlight.node.serving.servers import DataServers, RunningShare
 
     devices_share = share("devices")
     access = ShareAccess(devices_share, signing_key(os.urandom(32)), "12D3KooWShare", [])

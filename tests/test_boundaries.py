@@ -52,6 +52,27 @@ def test_package_does_not_import_across_its_boundary(package: str) -> None:
     assert not violations
 
 
+@pytest.mark.parametrize("package", [p for p in PACKAGES if p != "p2p"])
+def test_only_p2p_imports_libp2p(package: str) -> None:
+    """libp2p stays behind ``p2p/``: its internals (mDNS, hosts, peer ids) change between
+    releases, and one package adapts to them (``p2p/quirks.py``)."""
+    found = [f"{file}: {name}" for file, name in imports_of(package) if name.split(".")[0] in ("libp2p", "multiaddr")]
+    assert not found
+
+
+def test_the_wire_schema_is_the_one_place_protocol_ids_are_written() -> None:
+    """Every /peerlight/... protocol id in the code comes from ``p2p/schema.py``."""
+    written = [
+        f"{file}:{n}"
+        for package in PACKAGES
+        for file in (REPO / package).rglob("*.py")
+        if file != REPO / "p2p" / "schema.py"
+        for n, line in enumerate(file.read_text().splitlines(), 1)
+        if '"/peerlight/' in line
+    ]
+    assert not written
+
+
 def test_relative_imports_are_resolved_by_the_checker() -> None:
     assert any(name == "peerlight.node.control.protocol" for _, name in imports_of("node"))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from peerlight.node.dataserver.download import DIRECT_ALIGNMENT, STAGING_BYTES, PartialDownload
+from peerlight.node.peers.download import DIRECT_ALIGNMENT, STAGING_BYTES, PartialDownload
 
 MIB = 1024 * 1024
 
@@ -95,7 +95,7 @@ def test_a_link_planted_in_the_target_folder_is_never_followed(tmp_path: Path) -
 
     import pytest
 
-    from peerlight.node.dataserver.peers import _place
+    from peerlight.node.peers.transfers import _place
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.write_bytes(b"precious")
@@ -120,7 +120,7 @@ def test_placing_falls_back_to_an_exclusive_rename_where_hard_links_are_refused(
     import errno as errnos
     import os
 
-    from peerlight.node.dataserver import peers
+    from peerlight.node.peers import transfers as peers
 
     def no_links(source, target):  # type: ignore[no-untyped-def]
         raise OSError(errnos.EPERM, "Operation not permitted")

@@ -103,7 +103,7 @@ def test_open_regular_reads_files_and_refuses_everything_else_without_blocking(t
 def test_lan_addresses_put_the_home_network_first_and_container_bridges_last() -> None:
     from ipaddress import IPv4Address as ip
 
-    from peerlight.node.dataserver.listen import lan_order
+    from peerlight.p2p.listen import lan_order
 
     interfaces = [
         ("docker0", ip("172.17.0.1")), ("lo", ip("127.0.0.1")), ("eth0", ip("10.0.0.7")), ("wlan0", ip("192.168.1.20")),
@@ -115,7 +115,7 @@ def test_lan_addresses_put_the_home_network_first_and_container_bridges_last() -
 def test_a_share_on_several_addresses_listens_on_one_port() -> None:
     import socket
 
-    from peerlight.node.dataserver.listen import common_port
+    from peerlight.p2p.listen import common_port
 
     port = common_port(["127.0.0.1", "127.0.0.2", "127.0.0.3"])
     held = []

@@ -20,10 +20,10 @@ def test_created_key_is_private_and_reloads_to_the_same_peer_id(tmp_path: Path) 
 
 
 def test_peer_id_matches_the_one_a_real_libp2p_host_uses(tmp_path: Path) -> None:
-    from libp2p import new_host
+    from peerlight.p2p.host import new_host
 
     identity = create_identity(tmp_path / "identity.key")
-    host = new_host(key_pair=identity.libp2p_key_pair())
+    host = new_host(identity.seed)
     assert host.get_id().to_base58() == identity.peer_id
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from peerlight.node.dataserver import protocol_ids as ids
+from peerlight.p2p import schema
 
 from .helpers import DaemonProcess, cli, cli_json, index_and_wait, new_node
 
@@ -67,8 +67,8 @@ def test_only_the_node_s_own_user_gets_anything_from_its_loopback_shares(namespa
             owner = _ask(namespace, address, content_hash, "--identity", str(data_dir / "identity.key"))
             assert owner["identity"] == "read", owner
             answers = owner["answers"]
-            assert all(answers[p] == "ok" for p in (ids.MANIFEST, ids.QUERY, ids.CATALOG, ids.PREVIEW, ids.FETCH)), answers
-            assert answers[ids.ADAPTER] == "not_found" and answers[ids.REDEEM] == "forbidden"  # no such model; no such invite
+            assert all(answers[p.id] == "ok" for p in (schema.MANIFEST, schema.QUERY, schema.CATALOG, schema.PREVIEW, schema.FETCH)), answers
+            assert answers[schema.ADAPTER.id] == "not_found" and answers[schema.REDEEM.id] == "forbidden"  # no such model; no such invite
             assert owner["fetched"] == len(NOTE.encode())
 
         # Widening a public share's reach takes a word from the user.

@@ -12,10 +12,13 @@ import trio
 from peerlight.p2p import errors, wire
 from peerlight.p2p.client import Requester
 from peerlight.p2p.host import connect, listen_addresses, new_host, running, split_peer_address
+from peerlight.p2p.schema import Binary, Boolean, Field, Integer, Message, Spec, Text
 from peerlight.p2p.server import Limits, Protocol, ProtocolServer
 
-ECHO = "/peerlight-test/echo/1.0.0"
-COUNT = "/peerlight-test/count/1.0.0"
+ECHOED = Message({"n": Field(Integer()), "blob": Field(Binary(8192)), "still": Field(Text(100)), "last": Field(Boolean())})
+ECHO = Spec("test-echo", "1.0.0", ECHOED, (Message({"echo": Field(ECHOED), "peer": Field(Text(100))}),))
+COUNT = Spec("test-count", "1.0.0", Message({"n": Field(Integer(0, 100), required=True)}), (Message({"n": Field(Integer())}),), streamed=True)
+NOTHING = Spec("test-nothing", "1.0.0", Message({}), (Message({}),))
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 
 
@@ -43,7 +46,7 @@ def _task_count() -> int:
 
 @pytest.fixture
 async def pair():
-    server = ProtocolServer([Protocol(ECHO, echo, max_request_bytes=1024), Protocol(COUNT, count)], Limits(requests_per_minute=100_000))
+    server = ProtocolServer([Protocol(ECHO, echo), Protocol(COUNT, count)], Limits(requests_per_minute=100_000))
     a, b = new_host(os.urandom(32)), new_host(os.urandom(32))
     server.attach(a)
     async with running(a, LOOPBACK), running(b, LOOPBACK):
@@ -61,7 +64,7 @@ async def test_requests_share_a_stream_and_replies_may_have_many_frames(pair) ->
     frames = [frame async for frame in requester.frames(peer, listen_addresses(a), COUNT, {"n": 5})]
     assert frames == [{"n": n} for n in range(5)]
     stats = server.describe()["protocols"]
-    assert stats["echo"]["requests"] == 20 and stats["echo"]["bytes_in"] > 0 and stats["echo"]["latency_ms"]["p50"] is not None
+    assert stats["test-echo"]["requests"] == 20 and stats["test-echo"]["bytes_in"] > 0 and stats["test-echo"]["latency_ms"]["p50"] is not None
 
 
 async def test_bad_requests_get_typed_errors_and_the_server_keeps_serving(pair) -> None:
@@ -69,18 +72,18 @@ async def test_bad_requests_get_typed_errors_and_the_server_keeps_serving(pair) 
     requester = Requester(b)
     peer, addresses = str(a.get_id()), listen_addresses(a)
     with pytest.raises(errors.Unsupported):
-        await requester.request(peer, addresses, "/peerlight-test/nothing/1.0.0", {})
+        await requester.request(peer, addresses, NOTHING, {})
     with pytest.raises(errors.TooLarge):
         await requester.request(peer, addresses, ECHO, {"blob": b"x" * 5000})
     # Raw bytes that are not msgpack, sent on a stream of our own.
     from libp2p.peer.id import ID
 
-    stream = await b.new_stream(ID.from_base58(peer), [ECHO])
+    stream = await b.new_stream(ID.from_base58(peer), [ECHO.id])
     await stream.write(wire.encode_varint(3) + b"\xc1\xc1\xc1")
     reply = await wire.FrameReader(stream.read).message(10_000, 5)
     assert reply["ok"] is False and reply["error"]["code"] == "malformed"
     assert (await requester.request(peer, addresses, ECHO, {"still": "serving"}))["echo"] == {"still": "serving"}
-    errors_seen = server.describe()["protocols"]["echo"]["errors"]
+    errors_seen = server.describe()["protocols"]["test-echo"]["errors"]
     assert errors_seen["too_large"] == 1 and errors_seen["malformed"] == 1
     # Once its streams are gone and its rate allowance has refilled, nothing of the peer is kept.
     await requester.forget(peer)

@@ -178,7 +178,7 @@ def _offer_in_background(data_dir: Path) -> tuple:  # type: ignore[type-arg]
 def test_a_pairing_offer_ends_at_once_after_too_many_wrong_codes_or_a_newer_offer(nodes) -> None:
     import time
 
-    from peerlight.node.dataserver.pairing import MAX_ATTEMPTS
+    from peerlight.node.pairing import MAX_ATTEMPTS
 
     a_dir, b_dir, _, _ = nodes
     worker, offered, outcome = _offer_in_background(a_dir)

@@ -15,10 +15,12 @@ from peerlight.p2p import errors
 from peerlight.p2p.client import Requester
 from peerlight.p2p.host import listen_addresses, new_host, running
 from peerlight.p2p.resources import ResourceLimits, ResourceManager
+from peerlight.p2p.schema import Boolean, Field, Message, Spec
 from peerlight.p2p.server import Protocol, ProtocolServer, Request
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
-SLOW, CHEAP = "/peerlight-test/slow/1.0.0", "/peerlight-test/cheap/1.0.0"
+SLOW = Spec("test-slow", "1.0.0", Message({}), (Message({"done": Field(Boolean())}),), costly=True)
+CHEAP = Spec("test-cheap", "1.0.0", Message({}), (Message({"ok_cheap": Field(Boolean())}),))
 
 
 def test_peers_work_and_buffers_are_bounded_node_wide_and_per_peer() -> None:
@@ -72,7 +74,7 @@ async def test_a_flood_of_fresh_peers_is_refused_before_any_work_and_the_budget_
 
     server_host = new_host(os.urandom(32))
     manager = ResourceManager(ResourceLimits(peers=8, work=2))
-    server = ProtocolServer([Protocol(SLOW, slow, costly=True), Protocol(CHEAP, cheap)], resources=manager, name="share")
+    server = ProtocolServer([Protocol(SLOW, slow), Protocol(CHEAP, cheap)], resources=manager, name="share")
     server.attach(server_host)
     flooders = [new_host(os.urandom(32)) for _ in range(12)]
     outcomes: list[str] = []

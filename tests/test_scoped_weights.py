@@ -55,7 +55,7 @@ async def test_a_peer_s_scores_are_the_same_whatever_the_private_folders_hold(tm
 
 def test_a_catalog_page_s_cursor_does_not_count_changes_outside_the_scope(tmp_path: Path) -> None:
     from peerlight.node.catalog.migrations import migrate
-    from peerlight.node.dataserver.serving import _catalog_page
+    from peerlight.node.serving.share_queries import catalog_page as _catalog_page
 
     conn = sqlite3.connect(tmp_path / "catalog.sqlite3")
     migrate(conn)

@@ -17,8 +17,9 @@ import trio
 
 from peerlight.node.catalog import Catalog
 from peerlight.node.catalog.shares import record_contact, remember_remote
-from peerlight.node.dataserver import protocol_ids as ids
-from peerlight.node.dataserver.peers import STRANGER_PREFIX, PeerClient
+from peerlight.p2p import schema
+from peerlight.node.peers.client import PeerClient
+from peerlight.node.peers.search import STRANGER_PREFIX
 from peerlight.p2p.host import listen_addresses, new_host, running, split_peer_address
 from peerlight.p2p.server import Protocol, ProtocolServer, Request
 
@@ -43,7 +44,7 @@ async def test_a_stranger_gets_a_vector_prefix_and_never_the_text_unless_asked(t
             sent.setdefault(name, []).append(request.body)
             return {"results": [], "warnings": [], "took_ms": 0}
 
-        ProtocolServer([Protocol(ids.QUERY, query, max_request_bytes=64 * 1024)]).attach(host)
+        ProtocolServer([Protocol(schema.QUERY, query)]).attach(host)
         hosts[name] = host
     client = PeerClient(catalog, os.urandom(32), query_timeout=5)
     vector = np.random.default_rng(3).normal(size=384).astype(np.float32)
@@ -57,7 +58,7 @@ async def test_a_stranger_gets_a_vector_prefix_and_never_the_text_unless_asked(t
                     await catalog.write(partial(record_contact, peer_id=peer_id, manifest=manifest(model)))
                 body = {"text": "my secret words", "mode": "hybrid", "k": 5, "filters": {}}
                 spaces = {ORDERED_MODEL: (vector, 0.0, 0.1), PLAIN_MODEL: (vector, 0.0, 0.1)}
-                answers = {a.remote.manifest["models"][0]["id"] + a.remote.found_by: a for a in await client.search(body, spaces)}
+                answers = {a.remote.manifest["models"][0]["id"] + a.remote.found_by: a for a in await client.search.ask(body, spaces)}
 
                 assert [len(b["vector"]) // 4 for b in sent["added"]] == [384]  # the user's own choice: the whole vector
                 assert [len(b["vector"]) // 4 for b in sent["stranger"]] == [STRANGER_PREFIX]
@@ -65,7 +66,7 @@ async def test_a_stranger_gets_a_vector_prefix_and_never_the_text_unless_asked(t
                 assert not any("text" in b for bodies in sent.values() for b in bodies)
                 assert "stranger-plain" not in sent and "--send-text" in answers[PLAIN_MODEL + "mdns"].error
 
-                await client.search(body, spaces, send_text=True)  # the user asks for it
+                await client.search.ask(body, spaces, send_text=True)  # the user asks for it
                 assert [b.get("text") for b in sent["stranger-plain"]] == ["my secret words"]
                 nursery.cancel_scope.cancel()
     finally:

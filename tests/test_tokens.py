@@ -180,7 +180,7 @@ def test_pairing_codes_and_proofs() -> None:
 
 
 def test_a_device_name_from_another_node_is_made_safe_to_show() -> None:
-    from peerlight.node.dataserver.pairing import MAX_DEVICE_NAME, device_name
+    from peerlight.node.pairing import MAX_DEVICE_NAME, device_name
 
     assert device_name("laptop\x1b[2J\x1b]0;pwned\x07 \n\tdesk") == "laptop [2J ]0;pwned desk"
     assert device_name("\x00\x01  ") == "a device"

@@ -14,9 +14,18 @@ from hypothesis import given, settings, strategies as st
 
 from peerlight.node.catalog import remote_items
 from peerlight.node.catalog.migrations import migrate
-from peerlight.node.dataserver.peers import _checked_manifest, safe_name
-from peerlight.node.dataserver.serving import _filters, _vector
+from peerlight.node.peers.transfers import safe_name
+from peerlight.node.serving.handlers import _filters, _vector
+from peerlight.p2p import schema
 from peerlight.p2p.errors import Forbidden, Malformed
+
+
+def _checked_manifest(raw: dict) -> dict:
+    return schema.MANIFEST.keep_reply(raw)
+
+
+def checked_result(raw: dict) -> dict | None:
+    return schema.RESULT.keep(raw)
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(max_size=30) | st.binary(max_size=64),
@@ -30,7 +39,7 @@ maps = st.dictionaries(st.sampled_from(["modality", "date_from", "date_to", "siz
 @settings(max_examples=300, deadline=None)
 def test_query_filters_are_checked_or_refused(raw) -> None:
     try:
-        filters = _filters(raw)
+        filters = _filters(schema.QUERY.check_request({"filters": raw})["filters"])
     except (Malformed, Forbidden):
         return
     assert all(m in ("image", "audio", "video", "text") for m in filters.modalities)
@@ -51,7 +60,7 @@ def test_query_vectors_are_finite_float32_or_refused(data: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 def test_manifests_keep_only_checked_fields(raw) -> None:
     manifest = _checked_manifest(raw)
-    assert manifest["name"] is None or isinstance(manifest["name"], str)
+    assert manifest.get("name") is None or isinstance(manifest["name"], str)
     assert all(isinstance(n, int) for n in manifest["counts"].values())
     assert all(isinstance(m["id"], str) for m in manifest["models"])
 
@@ -100,7 +109,7 @@ def test_a_valid_catalog_page_is_stored() -> None:
 @settings(max_examples=200, deadline=None)
 def test_no_byte_string_passes_for_an_adapter(data: bytes) -> None:
     from peerlight.embeddings.adapters import AdapterError
-    from peerlight.node.dataserver.adapters import verified_adapter
+    from peerlight.node.peers.adapters import verified_adapter
 
     with pytest.raises(AdapterError):
         verified_adapter(data, "ordered:x:0123456789abcdef")
@@ -108,7 +117,7 @@ def test_no_byte_string_passes_for_an_adapter(data: bytes) -> None:
 
 def test_an_adapter_verifies_only_against_the_model_id_it_produces() -> None:
     from peerlight.embeddings.adapters import AdapterError, pca_adapter
-    from peerlight.node.dataserver.adapters import verified_adapter
+    from peerlight.node.peers.adapters import verified_adapter
 
     vectors = np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32)
     adapter = pca_adapter("st:base:0123", vectors)
@@ -124,8 +133,6 @@ def test_an_adapter_verifies_only_against_the_model_id_it_produces() -> None:
 @given(st.dictionaries(st.sampled_from(["content_hash", "name", "modality", "path", "rating", "item_id", "score", "similarity", "metadata", "match", "source"]), values, max_size=9))
 @settings(max_examples=300, deadline=None)
 def test_peers_results_keep_only_checked_protocol_fields(raw) -> None:
-    from peerlight.node.dataserver.peers import checked_result
-
     result = checked_result(raw)
     if result is None:
         return
@@ -134,8 +141,6 @@ def test_peers_results_keep_only_checked_protocol_fields(raw) -> None:
 
 
 def test_a_peer_cannot_pass_a_result_off_as_local() -> None:
-    from peerlight.node.dataserver.peers import checked_result
-
     hostile = {"content_hash": "a" * 64, "name": "x.txt", "modality": "text", "path": "/etc/passwd", "rating": 10, "score": 3.5, "source": "local"}
     assert checked_result(hostile) == {"content_hash": "a" * 64, "name": "x.txt", "modality": "text", "score": 3.5, "metadata": {}}
 
@@ -144,8 +149,6 @@ def test_a_peer_cannot_pass_a_result_off_as_local() -> None:
 def test_no_number_from_a_peer_is_kept_unless_finite_and_in_range(number) -> None:
     """NaN and infinities are not JSON and break arithmetic; 2**63 overflows SQLite's integers."""
     import json
-
-    from peerlight.node.dataserver.peers import checked_result
 
     raw = {"content_hash": "b" * 64, "name": "x", "modality": "video", "size": number, "score": number, "similarity": number,
            "metadata": {"year": number, "title": "ok"}, "match": {"start": number, "end": 2.5, "passage": "a\nb"}}
@@ -184,7 +187,7 @@ def test_an_adapter_zip_bomb_is_refused_before_it_is_inflated() -> None:
     import tracemalloc
 
     from peerlight.embeddings.adapters import AdapterError
-    from peerlight.node.dataserver.adapters import verified_adapter
+    from peerlight.node.peers.adapters import verified_adapter
 
     from .hostile import _deflate_zeros, _zip
 
@@ -206,7 +209,7 @@ def test_an_adapter_zip_bomb_is_refused_before_it_is_inflated() -> None:
 def test_a_query_s_spread_reads_a_sample_of_a_space_s_cached_prefixes_not_all() -> None:
     """A space the node holds no items of was once estimated from every cached prefix of it:
     seconds and gigabytes after a hostile share had filled the cache."""
-    from peerlight.node.dataserver.peers import SPREAD_SAMPLE
+    from peerlight.node.peers.search import SPREAD_SAMPLE
 
     conn = sqlite3.connect(":memory:")
     migrate(conn)

@@ -14,8 +14,8 @@ from ..catalog.shares import SCOPES
 from ..control.params import Params
 from ..control.protocol import InvalidParams, NotFound, Unavailable
 from ..control.server import Emit, Handler, Streaming, local_only
-from ..dataserver.pairing import Pairing, PairingError
-from ..dataserver.runner import DataServers
+from ..pairing import Pairing, PairingError
+from ..serving.servers import DataServers
 
 
 class DeviceMethods:

@@ -14,7 +14,8 @@ from ..callers import Caller
 from ..control.params import Params
 from ..control.protocol import Forbidden, InvalidParams, NotFound, Unavailable
 from ..control.server import Handler, Streaming, local_only
-from ..dataserver.peers import PeerClient, result_score
+from ..peers.client import PeerClient
+from ..peers.search import result_score
 from ..search.duplicates import find_duplicates
 from ..search.engine import MODES, QueryVectors, SearchEngine, SearchError, SearchRequest
 from ..search.filters import MODALITIES, Filters, parse_date
@@ -92,7 +93,7 @@ class SearchMethods:
 
         async def ask_peers() -> None:
             nonlocal answers
-            answers = await self._peers.search(peer_query(request), query.by_model, query.bases, send_text=send_text)
+            answers = await self._peers.search.ask(peer_query(request), query.by_model, query.bases, send_text=send_text)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ask_local)

@@ -24,10 +24,11 @@ from ..catalog.database import Catalog
 from ..control.params import Params
 from ..control.protocol import Conflict, InvalidParams, NotFound, Unavailable
 from ..control.server import Emit, Handler, Streaming, local_only
-from ..dataserver.peers import FetchError, PeerClient
-from ..dataserver.listen import NoLanInterface
-from ..dataserver.access import signing_key
-from ..dataserver.runner import DataServers, key_path, share_identity
+from ..peers.client import PeerClient
+from ..peers.transfers import FetchError
+from peerlight.p2p.listen import NoLanInterface
+from ..serving.access import signing_key
+from ..serving.servers import DataServers, key_path, share_identity
 from ..pathnames import display
 from ..search.filters import MODALITIES
 from ..threads import run_io
@@ -301,7 +302,7 @@ class PeerMethods:
             await emit({"received": received, "expected": expected})
 
         try:
-            return await self._need_client().add(address, progress if wait else None)
+            return await self._need_client().remotes.add(address, progress if wait else None)
         except Malformed as exc:
             raise InvalidParams(exc.message, data={"param": "address"}) from None
 
@@ -315,14 +316,14 @@ class PeerMethods:
         except invites.InviteError as exc:
             raise InvalidParams(str(exc), data={"param": "invite"}) from None
         try:
-            return await self._need_client().join(invite)
+            return await self._need_client().remotes.join(invite)
         except WireError as exc:
             raise Unavailable(f"the share did not accept the invite: {exc.code}: {exc.message}") from None
 
     async def list(self, raw: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         Params(raw).done()
         cached = await self._catalog.read(remote_items.catalog_counts)
-        syncing = self._client.syncing if self._client is not None else {}
+        syncing = self._client.catalogs.syncing if self._client is not None else {}
         return [
             remote.to_wire() | {"cached_items": cached.get(remote.peer_id, 0), "syncing": syncing[remote.peer_id].to_wire() if remote.peer_id in syncing else None}
             for remote in await self._catalog.read(shares.list_remote)
@@ -337,17 +338,17 @@ class PeerMethods:
         client = self._need_client()
         if source in (None, "lan"):
             try:
-                await client.discover_lan()
+                await client.discovery.lan()
             except NoLanInterface as exc:
                 if source == "lan":
                     raise Unavailable(str(exc)) from None
         if source in (None, "global"):
             try:
-                await client.discover_global()
+                await client.discovery.dht()
             except Unreachable as exc:
                 if source == "global":
                     raise Unavailable(exc.message) from None
-        remotes = await client.refresh_all()
+        remotes = await client.remotes.refresh_all()
         return [remote for remote in remotes if found_by is None or remote["found_by"] == found_by]
 
     async def remove(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
@@ -372,7 +373,7 @@ class PeerMethods:
         if folder is not None and not await run_io(folder.is_dir):
             raise InvalidParams(f"{display(str(folder))} is not a folder", data={"param": "to"})
         try:
-            return await self._need_client().preview(key, item, folder)
+            return await self._need_client().transfers.preview(key, item, folder)
         except shares.ShareNotFound as exc:
             raise NotFound(str(exc)) from None
         except PeerNotFound as exc:
@@ -397,7 +398,7 @@ class PeerMethods:
             await emit({"received": received, "size": size})
 
         try:
-            return await self._need_client().fetch(key, item, folder, progress)
+            return await self._need_client().transfers.fetch(key, item, folder, progress)
         except shares.ShareNotFound as exc:
             raise NotFound(str(exc)) from None
         except PeerNotFound as exc:

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from peerlight.p2p import fields
+from peerlight.p2p import schema
 
-from ..search.filters import MODALITIES
 
 MAX_NAME = 255
 MAX_METADATA_BYTES = 4096
@@ -30,14 +29,12 @@ def store_page(conn: sqlite3.Connection, peer_id: str, items: list[Any], k: int,
         conn.execute("UPDATE remote_shares SET sync_cursor = ? WHERE peer_id = ?", (cursor, peer_id))
     now = time.time()
     stored = 0
-    for item in items:
-        if not isinstance(item, dict):
+    for raw in items:
+        item = schema.CATALOG_ITEM.keep(raw)  # the catalog protocol's item: each field of its type and range
+        if item is None:
             continue
-        content_hash, modality = fields.content_hash(item.get("content_hash")), item.get("modality")
-        name, size = fields.plain_text(item.get("name"), MAX_NAME), fields.count(item.get("size"))
-        if not (content_hash and name and size is not None and modality in MODALITIES):
-            continue
-        metadata = fields.plain_map(item.get("metadata"))
+        content_hash, modality, name, size = item["content_hash"], item["modality"], item["name"], item["size"]
+        metadata = item["metadata"]
         encoded = json.dumps(metadata, allow_nan=False)
         while len(encoded) > MAX_METADATA_BYTES:  # bounded entry by entry, never cut into invalid JSON
             metadata.popitem()
@@ -47,17 +44,16 @@ def store_page(conn: sqlite3.Connection, peer_id: str, items: list[Any], k: int,
                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (peer_id, content_hash) DO UPDATE SET name = excluded.name, size = excluded.size,
                    modality = excluded.modality, mime = excluded.mime, metadata = excluded.metadata, synced_at = excluded.synced_at""",
-            (peer_id, content_hash, name, size, modality, fields.plain_text(item.get("mime"), 100), encoded, now),
+            (peer_id, content_hash, name, size, modality, item.get("mime"), encoded, now),
         )
-        vectors = item.get("vectors") if isinstance(item.get("vectors"), dict) else {}
-        for model_id, prefix in list(vectors.items())[:4]:
-            if isinstance(model_id, str) and isinstance(prefix, bytes) and len(prefix) == 2 * k:
+        for model_id, prefix in item["vectors"].items():
+            if len(prefix) == 2 * k:
                 values = np.frombuffer(prefix, dtype="<f2")
                 if np.isfinite(values).all() and np.any(values):
                     conn.execute(
                         """INSERT INTO remote_vectors (peer_id, content_hash, model_id, prefix) VALUES (?, ?, ?, ?)
                            ON CONFLICT (peer_id, content_hash, model_id) DO UPDATE SET prefix = excluded.prefix""",
-                        (peer_id, content_hash, model_id[:200], prefix),
+                        (peer_id, content_hash, model_id, prefix),
                     )
         stored += 1
     return stored

@@ -214,6 +214,12 @@ class RemoteShare:
     last_error: str | None
     token: bytes | None = None  # our grant's token for this share, sent with every request
 
+    @property
+    def stranger(self) -> bool:
+        """Found by discovery, and neither added nor joined by the user (we hold no grant of it):
+        maybe one of many a Sybil put on the DHT, so it is told less and kept smaller."""
+        return self.found_by != "manual" and self.token is None
+
     def with_token(self, body: dict[str, Any]) -> dict[str, Any]:
         """A request body for this share, carrying our grant's token when we hold one."""
         return body if self.token is None else body | {"token": self.token}

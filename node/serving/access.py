@@ -32,29 +32,20 @@ from functools import partial
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from peerlight.p2p import schema
 from peerlight.p2p.errors import Forbidden, RateLimited, WireError
-from peerlight.p2p.server import OPEN, Permit, Request, require
+from peerlight.p2p.server import OPEN, Permit, Request
 from peerlight.permissions import tokens
 
 from ..catalog.access_log import Access
 from ..catalog.database import Catalog
 from ..catalog.grants import Grant, InviteUsed, InviteVoid, day_of, redeem_invite
 from ..catalog.shares import Share
-from . import protocol_ids as ids
 
-# The capability each protocol needs; the manifest needs none beyond being let in at all.
-PROTOCOL_CAPABILITY: dict[str, str | None] = {
-    ids.MANIFEST: None,
-    ids.QUERY: "search",
-    ids.ADAPTER: "search",
-    ids.CATALOG: "browse",
-    ids.PREVIEW: "browse",
-    ids.FETCH: "fetch",
-}
 VERIFIED_TOKENS_KEPT = 4096  # tokens whose signature was checked, kept to spare a check per request
 LOG_BACKLOG = 10_000  # access-log entries waiting for their batch write (beyond that the oldest are dropped)
 
-log = logging.getLogger("peerlight.dataserver")
+log = logging.getLogger("peerlight.serving")
 
 
 @dataclass
@@ -65,6 +56,17 @@ class GrantUsage:
     stamp: float
     day: int = 0
     bytes_today: int = 0
+
+    def today(self) -> int:
+        """The bytes served today (a new UTC day starts from 0)."""
+        day = day_of(time.time())
+        if self.day != day:
+            self.day, self.bytes_today = day, 0
+        return self.bytes_today
+
+
+# A refusal for today's bytes concerns the requests, not the peer: its token stays good for tomorrow.
+USED_UP = {"limit": "bytes_per_day", "reason": "bytes_per_day"}
 
 
 @dataclass
@@ -80,13 +82,16 @@ class GrantPermit(Permit):
         if self.access.share.permission == "devices":  # made stricter while the reply runs
             raise Forbidden("the share's permission changed", {"permission": "devices"})
         if grant.bytes_per_day:
-            day = day_of(time.time())
-            if self.usage.day != day:
-                self.usage.day, self.usage.bytes_today = day, 0
-            if self.usage.bytes_today + size > grant.bytes_per_day:
-                raise Forbidden(f"the grant's {grant.bytes_per_day} bytes for today are used up", {"limit": "bytes_per_day"})
+            if self.usage.today() + size > grant.bytes_per_day:
+                raise Forbidden(f"the grant's {grant.bytes_per_day} bytes for today are used up", USED_UP)
             self.usage.bytes_today += size
-            self.access.bytes_counted[self.grant_id] = (day, self.usage.bytes_today)
+            self.access.bytes_counted[self.grant_id] = (self.usage.day, self.usage.bytes_today)
+
+    def remaining(self) -> int | None:
+        grant = self.access.grants.get(self.grant_id)
+        if grant is None or not grant.bytes_per_day:
+            return None
+        return max(0, grant.bytes_per_day - self.usage.today())
 
 
 @dataclass
@@ -155,7 +160,7 @@ class ShareAccess:
                 time.time(),
                 request.peer_id,
                 request.protocol.rsplit("/", 2)[-2],
-                PROTOCOL_CAPABILITY.get(request.protocol),
+                capability if isinstance(capability := schema.capability_of(request.protocol), str) else None,
                 item if isinstance(item, str) and len(item) <= 64 else None,
                 refused is None,
                 refused,
@@ -164,11 +169,12 @@ class ShareAccess:
         )
 
     def _decide(self, request: Request) -> Permit:
-        if request.protocol == ids.REDEEM:
+        if request.protocol == schema.REDEEM.id:
             return OPEN  # how a peer without a grant gets one: the invite desk checks the invite itself
-        if request.protocol not in PROTOCOL_CAPABILITY:
+        capability = schema.capability_of(request.protocol)
+        if capability is schema.MISSING:
             raise Forbidden(f"the gate knows no protocol {request.protocol!r}", {"reason": "unknown_protocol"})
-        capability = PROTOCOL_CAPABILITY[request.protocol]
+        assert capability is None or isinstance(capability, str)
         level = self.share.permission
         if self.allows_without_grant(request.peer_id, capability):
             return LevelPermit(self, request.peer_id, capability)
@@ -191,6 +197,8 @@ class ShareAccess:
             if usage.tokens < 1:
                 raise RateLimited(f"the grant allows {grant.rpm} requests a minute", {"retry_after": round((1 - usage.tokens) * 60 / grant.rpm, 3)})
             usage.tokens -= 1
+        if grant.bytes_per_day and usage.today() >= grant.bytes_per_day:
+            raise Forbidden(f"the grant's {grant.bytes_per_day} bytes for today are used up", USED_UP)
         self.last_used[grant.id] = time.time()
         return GrantPermit(self, grant.id, usage)
 
@@ -242,7 +250,7 @@ class InviteDesk:
         self._on_redeemed = on_redeemed  # the node's list of grants must hear of it too, or its next reload undoes it
 
     async def redeem(self, request: Request) -> dict[str, bytes]:
-        token = require(request.body, "token", bytes, max_length=tokens.MAX_TOKEN_BYTES)
+        token = request.body["token"]
         try:
             claims = tokens.verify(token, self._key.public_key(), share=self._access.peer_id, peer=None)
         except tokens.TokenError as exc:

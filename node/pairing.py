@@ -19,17 +19,17 @@ from typing import Any
 
 import trio
 
-from peerlight.p2p.errors import Forbidden, Malformed, WireError
+from peerlight.p2p import schema
+from peerlight.p2p.errors import Forbidden, WireError
 from peerlight.p2p.host import listen_addresses, new_host, running, split_peer_address
-from peerlight.p2p.server import Protocol, ProtocolServer, Request, require
+from peerlight.p2p.listen import listen_multiaddrs
+from peerlight.p2p.server import Protocol, ProtocolServer, Request
 from peerlight.permissions import pairing
 
-from ..catalog.database import Catalog
-from ..catalog.devices import add_device, devices_share, ensure_devices_share
-from . import protocol_ids as ids
-from .listen import listen_multiaddrs
-from .peers import PeerClient
-from .runner import DataServers
+from .catalog.database import Catalog
+from .catalog.devices import add_device, devices_share, ensure_devices_share
+from .peers.client import PeerClient
+from .serving.servers import DataServers
 
 log = logging.getLogger("peerlight.pairing")
 
@@ -117,7 +117,7 @@ class Pairing:
 
     async def _listen(self, offer: _Offer, scope: str, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         host = new_host(self._seed)
-        ProtocolServer([Protocol(ids.PAIR, partial(self._answer, offer), max_request_bytes=8192)]).attach(host)
+        ProtocolServer([Protocol(schema.PAIR, partial(self._answer, offer))]).attach(host)
         with offer.cancel, trio.move_on_at(trio.current_time() + OFFER_SECONDS):
             async with running(host, listen_multiaddrs(scope, 0)):
                 task_status.started(listen_addresses(host))
@@ -127,7 +127,7 @@ class Pairing:
             self._offer = None
 
     async def _answer(self, offer: _Offer, request: Request) -> dict[str, Any]:
-        given = require(request.body, "proof", bytes, max_length=64)
+        given = request.body["proof"]
         proven = pairing.matches(pairing.proof(offer.code, "join", request.peer_id, self._node), given)
         if proven and offer.answer is not None and offer.device is not None and offer.device["peer_id"] == request.peer_id:
             return offer.answer  # the same device asking again: its first answer was lost
@@ -161,7 +161,7 @@ class Pairing:
             raise PairingError(str(exc)) from None
         await self._devices_share(scope)
         ours = await self._devices_share_addresses()
-        requester = await self._peers.ready_requester()
+        requester = await self._peers.host.requester()
         body = {"proof": pairing.proof(code, "join", self._node, peer_id), "name": self.device_name, "addresses": ours}
         reply = await self._ask_to_pair(requester, peer_id, transport, body)
         if not pairing.matches(pairing.proof(code, "offer", self._node, peer_id), reply.get("proof")):
@@ -174,7 +174,7 @@ class Pairing:
         may have paired already and answers the same device again), never after a refusal."""
         for attempt in range(JOIN_ATTEMPTS):
             try:
-                return await requester.request(peer_id, [transport], ids.PAIR, body, timeout=30)
+                return await requester.request(peer_id, [transport], schema.PAIR, body, timeout=30)
             except Forbidden as exc:
                 raise PairingError(f"the other node refused: {exc.message}") from None
             except (WireError, OSError) as exc:
@@ -195,7 +195,7 @@ class Pairing:
 
     async def _add_their_share(self, address: str) -> None:
         try:
-            await self._peers.add(address)
+            await self._peers.remotes.add(address)
         except (WireError, OSError) as exc:
             log.info("the paired device's share is not reachable yet", extra={"reason": str(exc)})
 
@@ -210,12 +210,9 @@ class Pairing:
 
 
 def _device_fields(body: dict[str, Any]) -> tuple[str, list[str]]:
-    name = body.get("name")
-    addresses = body.get("addresses")
-    if not isinstance(name, str) or not isinstance(addresses, list):
-        raise Malformed("a pairing message names its device and its devices share's addresses")
-    checked = [a for a in addresses[:8] if isinstance(a, str) and len(a) < 300 and "/p2p/" in a]
-    return device_name(name), checked
+    """The device's name and its devices share's addresses from a pairing message (checked
+    against the schema already: a name, at most 8 addresses)."""
+    return device_name(body["name"]), [a for a in body["addresses"] if "/p2p/" in a]
 
 
 def device_name(name: str) -> str:

@@ -25,7 +25,10 @@ from peerlight.p2p.errors import Forbidden
 from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, running_dht
 from peerlight.p2p.host import announced_addresses, listen_addresses, new_host, running
 from peerlight.p2p.resources import ResourceManager
+from peerlight.p2p.listen import dialable, listen_multiaddrs
+from peerlight.p2p.mdns import LanAnnouncement
 from peerlight.p2p.server import Limits, Protocol, ProtocolServer
+from peerlight.p2p import schema
 
 from ..catalog import access_log
 from ..catalog.database import Catalog
@@ -36,14 +39,11 @@ from ..catalog.shares import Share, ensure_automatic_share, list_shares, set_por
 from ..identity import IdentityError, create_identity, load_identity
 from ..search.engine import SearchEngine
 from ..supervisor import describe_error
-from . import protocol_ids as ids
 from .access import GrantUsage, InviteDesk, ShareAccess, signing_key
-from .adapters import AdapterFiles
-from .lan import LanAnnouncement
-from .listen import dialable, listen_multiaddrs
-from .serving import ShareService
+from .adapter_files import AdapterFiles
+from .handlers import ShareService
 
-log = logging.getLogger("peerlight.dataserver")
+log = logging.getLogger("peerlight.serving")
 
 RETRY_SECONDS = (1, 5, 30, 120)
 
@@ -203,11 +203,13 @@ class DataServers:
         self.changed()
 
     def revoked(self, grant: Grant) -> None:
-        """A grant was revoked: its gate refuses at once, and the grantee's running requests stop."""
+        """A grant was revoked: its gate refuses at once, and the requests running under it stop
+        (the grantee's others, under another grant or the share's level, go on)."""
         self.grant_changed(grant)
         current = self.shares.get(grant.share_id)
         if current is not None and current.server is not None and grant.grantee is not None:
-            current.server.cancel_peer(grant.grantee, Forbidden("the grant has been revoked", {"permission": "members", "reason": "revoked"}))
+            refusal = Forbidden("the grant has been revoked", {"permission": "members", "reason": "revoked"})
+            current.server.cancel_peer(grant.grantee, refusal, grant_id=grant.id)
 
     async def reload_grants(self) -> None:
         """Read every grant again. A grant revoked (or issued) while the read runs keeps its newer
@@ -311,7 +313,7 @@ class DataServers:
         key = signing_key(identity.seed)
         access = ShareAccess(share, key, identity.peer_id, self._grants, self._devices, self._usage)
         desk = InviteDesk(access, self._catalog, key, on_redeemed=self.grant_changed)
-        protocols = [*current.service.protocols(), Protocol(ids.REDEEM, desk.redeem, max_request_bytes=4096)]
+        protocols = [*current.service.protocols(), Protocol(schema.REDEEM, desk.redeem)]
         server = ProtocolServer(protocols, self._limits, gate=access, resources=self.resources, name=share.name)
         server.attach(host)
         current.access = access

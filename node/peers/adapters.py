@@ -1,10 +1,10 @@
-"""Ordering adapters by the model id they produce: what the adapter protocol serves and verifies.
+"""Peers' ordering adapters: fetched once per model id, verified against it, kept.
 
-A share's ordered vectors live in the space of ``base model + adapter``; a peer with the
-same base model but another adapter (or none) can join that space for a query by applying
-the share's adapter to its own base vector. An adapter proves itself: its model id is a
-hash of its base model id, its weights and its dimension, so a client recomputes it from
-the bytes it received and rejects an adapter that does not produce the id it asked for.
+A share's ordered vectors live in the space of ``base model + adapter``; a node with the same
+base model but another adapter (or none) can join that space for a query by applying the
+share's adapter to its own base vector. An adapter proves itself: its model id is a hash of
+its base model id, its weights and its dimension, so the bytes received are checked against
+the id asked for, and any share's adapter for that id will do.
 """
 
 from __future__ import annotations
@@ -13,50 +13,55 @@ import io
 import json
 import logging
 import zipfile
-from pathlib import Path
 
 import numpy as np
+import trio
 
-from peerlight.embeddings import default_adapters
 from peerlight.embeddings.adapters import FORMAT, Adapter, AdapterError
+from peerlight.p2p import schema
+from peerlight.p2p.client import Requester
+from peerlight.p2p.errors import Timeout, Unreachable, WireError
 
-log = logging.getLogger("peerlight.dataserver")
+from ..catalog.shares import RemoteShare
 
-MAX_ADAPTER_BYTES = 32 * 1024 * 1024  # the file, as sent
+log = logging.getLogger("peerlight.peers")
+
+MAX_ADAPTER_BYTES = schema.MAX_ADAPTER_BYTES  # the file, as sent
 MAX_ADAPTER_INFLATED = 64 * 1024 * 1024  # its arrays, inflated (a 384-wide adapter is ~2 MB)
 MAX_ADAPTER_MEMBERS = 8
 
 
-class AdapterFiles:
-    """The adapters this node has (shipped ones and its own), found by the model id they produce."""
+class PeerAdapters:
+    """Verified adapters by the model id they produce, and the shares whose answer was no good."""
 
-    def __init__(self, folders: list[Path]) -> None:
-        self._folders = folders
-        self._by_model: dict[str, Path] = {}
-        self._seen: dict[Path, float] = {}
+    def __init__(self, query_timeout: float) -> None:
+        self._query_timeout = query_timeout
+        self._adapters: dict[str, Adapter] = {}
+        self._refused: set[tuple[str, str]] = set()  # (share, model id) whose adapter was refused: not asked again
 
-    def find(self, model_id: str) -> bytes | None:
-        """The adapter file producing ``model_id``, as bytes (blocking: run in a worker thread)."""
-        if model_id not in self._by_model:
-            self._scan()
-        path = self._by_model.get(model_id)
-        return path.read_bytes() if path is not None else None
+    async def get(self, requester: Requester, remote: RemoteShare, model_id: str) -> Adapter | None:
+        """The adapter for ``model_id``, asked of ``remote`` once unless already held (None if it has none)."""
+        if model_id in self._adapters or (remote.peer_id, model_id) in self._refused:
+            return self._adapters.get(model_id)
+        adapter = None
+        try:
+            reply = await requester.request(
+                remote.peer_id, remote.addresses, schema.ADAPTER, remote.with_token({"model_id": model_id}), timeout=self._query_timeout
+            )
+            adapter = await trio.to_thread.run_sync(verified_adapter, reply["adapter"], model_id)
+        except (Unreachable, Timeout):
+            return None  # not an answer about the adapter: ask again next time
+        except (WireError, AdapterError) as exc:
+            log.info("no usable adapter from a peer", extra={"peer": remote.peer_id, "model": model_id, "reason": str(exc)})
+        if adapter is None:  # this share's answer is no good; another share of the space may still have one
+            self._refused.add((remote.peer_id, model_id))
+        else:
+            self._adapters[model_id] = adapter
+        return adapter
 
-    def _scan(self) -> None:
-        for folder in self._folders:
-            for path in sorted(folder.glob("*.npz")) if folder.is_dir() else ():
-                try:
-                    mtime = path.stat().st_mtime
-                    if self._seen.get(path) == mtime:
-                        continue
-                    self._seen[path] = mtime
-                    self._by_model[Adapter.load(path).model_id] = path
-                except (OSError, AdapterError) as exc:
-                    log.debug("not an adapter: %s (%s)", path, exc)
-
-
-def adapter_folders(node_adapters: Path) -> list[Path]:
-    return [default_adapters.FOLDER, node_adapters]
+    def forget(self, peer_id: str) -> None:
+        """A share was removed: what was remembered of its answers goes."""
+        self._refused = {key for key in self._refused if key[0] != peer_id}
 
 
 def _check_inflated_size(data: bytes) -> None:

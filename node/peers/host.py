@@ -1,0 +1,62 @@
+"""The node's client host: one libp2p host with the node's own identity, which asks peers.
+
+Grants are bound to that peer id, and paired devices know the node by it. The host listens
+on loopback only: the peers it asks answer on the connection it opened. Work that outlives
+the request that started it (a catalog copied after ``peers add`` returned) runs in the
+host's background nursery and ends with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from peerlight.p2p.client import Requester
+from peerlight.p2p.errors import Unreachable
+from peerlight.p2p.host import new_host, running
+
+READY_SECONDS = 30.0  # how long a request waits for the host to come up (at the daemon's start)
+
+
+class PeerHost:
+    def __init__(self, seed: bytes) -> None:
+        self._seed = seed
+        self._requester: Requester | None = None
+        self._ready = trio.Event()
+        self._background: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        host = new_host(self._seed)
+        async with running(host, ["/ip4/127.0.0.1/tcp/0"]), trio.open_nursery() as background:
+            self._requester = Requester(host)
+            self._background = background
+            self._ready.set()
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._requester = None
+                self._background = None
+                self._ready = trio.Event()
+                background.cancel_scope.cancel()
+
+    async def requester(self) -> Requester:
+        """The host's requester, once it runs; Unreachable when it does not come up."""
+        with trio.move_on_after(READY_SECONDS):
+            await self._ready.wait()
+        if self._requester is None:
+            raise Unreachable("the node's network client is not running")
+        return self._requester
+
+    @property
+    def running_requester(self) -> Requester | None:
+        return self._requester
+
+    def start_soon(self, work: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+        """Run ``work`` in the background while the host runs; False (not started) when it does not."""
+        if self._background is None:
+            return False
+        self._background.start_soon(work, *args)
+        return True

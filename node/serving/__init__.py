@@ -1,0 +1,1 @@
+"""Serving shares: the Data Servers, one libp2p host per share, their gate and their protocols."""
