@@ -369,6 +369,9 @@ class Spec:
     def id(self) -> str:
         return f"/peerlight/{self.name}/{self.version}"
 
+    def __repr__(self) -> str:
+        return f"Spec({self.id!r})"
+
     def check_request(self, body: dict[str, Any]) -> dict[str, Any]:
         """The request's fields, checked and with defaults; ``malformed`` naming the field otherwise."""
         try:

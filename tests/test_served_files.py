@@ -96,7 +96,7 @@ def test_a_peer_never_gets_the_bytes_of_a_file_swapped_in_after_indexing(tmp_pat
         share = cli_json(data_dir, "share", "create", "open", "--permission", "public", "--collection", str(library))
         address = share["addresses"][0]
         before = _ask_here(address, photo_hash)
-        assert before["answers"][schema.FETCH] == "ok" and before["answers"][schema.PREVIEW] == "ok", before
+        assert before["answers"][schema.FETCH.id] == "ok" and before["answers"][schema.PREVIEW.id] == "ok", before
 
         # The note becomes a link to the secret; the photo another file of the same size.
         note.unlink()
@@ -106,18 +106,18 @@ def test_a_peer_never_gets_the_bytes_of_a_file_swapped_in_after_indexing(tmp_pat
         os.replace(other, photo)
 
         linked = _ask_here(address, note_hash)
-        assert linked["answers"][schema.FETCH] == "not_found" and linked["fetched"] == 0, linked
+        assert linked["answers"][schema.FETCH.id] == "not_found" and linked["fetched"] == 0, linked
         swapped = _ask_here(address, photo_hash)
         # Preview is asked first and finds the change; by the fetch the file may be re-indexed already.
-        assert swapped["answers"][schema.PREVIEW] == "changed", swapped
-        assert swapped["answers"][schema.FETCH] in ("changed", "not_found") and swapped["fetched"] == 0, swapped
+        assert swapped["answers"][schema.PREVIEW.id] == "changed", swapped
+        assert swapped["answers"][schema.FETCH.id] in ("changed", "not_found") and swapped["fetched"] == 0, swapped
 
         # A file written to in place while it is sent: the transfer ends with `changed`, not new bytes.
         assert _fetch_while_rewritten(address, long_wav) < long_wav.stat().st_size
 
         # The changed file was handed to the indexer: the old item is gone from the share soon after.
         deadline = time.monotonic() + 60
-        while _ask_here(address, photo_hash)["answers"][schema.FETCH] != "not_found":
+        while _ask_here(address, photo_hash)["answers"][schema.FETCH.id] != "not_found":
             assert time.monotonic() < deadline, "the changed file was not indexed again"
             time.sleep(0.5)
     finally:
