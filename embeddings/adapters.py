@@ -13,8 +13,9 @@ keeps cosine similarities, so the full-length vector of an untrained adapter ran
 like the base vector, while centring would distort it. Inference is plain numpy; torch is
 needed only for training.
 
-An adapter is a small ``.npz`` file. Its id is the BLAKE3 hash of that file, and the model
-id of the vectors it produces is a hash of (base model id, adapter id, D): so vectors from
+An adapter is a small ``.npz`` file. Its id is the BLAKE3 hash of its base model id and
+weights in a layout any language can write (:meth:`Adapter.id_bytes`), and the model id of
+the vectors it produces is a hash of (base model id, adapter id, D): so vectors from
 different adapters are never compared, and a node can fetch an adapter it lacks from a
 peer and verify it by its hash.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from .model_ids import ORDERED, make_model_id
 from .vectors import normalize
 
 DEFAULT_PREFIXES = (8, 16, 32, 48, 64, 96, 128, 192)
+ID_TAG = b"peerlight-adapter-id/2\0"  # version 2 of the adapter id recipe (docs/protocol.md)
 FORMAT = "peerlight-ordering-adapter/1"
 
 
@@ -86,19 +89,38 @@ class Adapter:
         )
         return buffer.getvalue()
 
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The weights, in the order the adapter id hashes them."""
+        return (self.rotation, self.hidden_weight, self.hidden_bias, self.out_weight, self.out_bias)
+
+    def id_bytes(self) -> bytes:
+        """What the adapter id hashes (``docs/protocol.md``, "The adapter id"): a tag, the base model
+        id, then each array's dimensions (little-endian u32) and values (little-endian float32,
+        row-major). Every implementation can write these bytes; the header's ``info`` is not in them."""
+        parts = [ID_TAG, self.base_model_id.encode("utf-8"), b"\0"]
+        for array in self.arrays():
+            values = np.ascontiguousarray(array, dtype="<f4")
+            parts.append(struct.pack(f"<{1 + values.ndim}I", values.ndim, *values.shape))
+            parts.append(values.tobytes())
+        return b"".join(parts)
+
     @property
     def adapter_id(self) -> str:
-        """BLAKE3 of the adapter's weights and header: changes whenever any weight changes."""
+        """BLAKE3 of :meth:`id_bytes`: changes whenever any weight changes."""
         import blake3
 
-        return blake3.blake3(self._weights_bytes()).hexdigest()
+        return blake3.blake3(self.id_bytes()).hexdigest()
 
-    def _weights_bytes(self) -> bytes:
+    @property
+    def legacy_adapter_id(self) -> str:
+        """The id under version 1 of the recipe (each shape as Python writes a tuple, parts joined by
+        NUL bytes): kept only to rename the ids a node stored before version 2."""
+        import blake3
+
         parts = [self.base_model_id.encode()]
-        for array in (self.rotation, self.hidden_weight, self.hidden_bias, self.out_weight, self.out_bias):
-            parts.append(str(array.shape).encode())
-            parts.append(np.ascontiguousarray(array, dtype="<f4").tobytes())
-        return b"\0".join(parts)
+        for array in self.arrays():
+            parts += [str(array.shape).encode(), np.ascontiguousarray(array, dtype="<f4").tobytes()]
+        return blake3.blake3(b"\0".join(parts)).hexdigest()
 
     @property
     def space_id(self) -> str:
@@ -107,8 +129,12 @@ class Adapter:
 
     @property
     def model_id(self) -> str:
+        return self.model_id_for(self.adapter_id)
+
+    def model_id_for(self, adapter_id: str) -> str:
+        """The model id of this adapter's vectors, were its id ``adapter_id``."""
         name = self.base_model_id.split(":")[1] if self.base_model_id.count(":") >= 2 else self.base_model_id
-        return make_model_id(ORDERED, name, f"{self.base_model_id}:{self.adapter_id}", self.dimension)
+        return make_model_id(ORDERED, name, f"{self.base_model_id}:{adapter_id}", self.dimension)
 
     @classmethod
     def load(cls, path: Path) -> Adapter:

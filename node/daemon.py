@@ -43,6 +43,7 @@ from .api.feedback import FeedbackMethods
 from .api.shares import PeerMethods, ShareMethods
 from .pairing import Pairing
 from .peers.client import PeerClient
+from .model_id_renames import adapter_renames, log_renames, rename_adapter_files, rename_in_catalog
 from .serving.adapter_files import AdapterFiles, adapter_folders
 from .serving.servers import DataServers
 from .metrics import serve_metrics
@@ -85,6 +86,7 @@ class Daemon:
 
     async def run(self, on_ready: Callable[[], None] = lambda: None) -> None:
         self._catalog = await Catalog.open(self.paths.catalog, readers=self.config.catalog.readers)
+        await self._rename_model_ids()
         self.models = ModelManager(self.config, partial(self.config.resolve_path, self.paths.root), self.paths.adapters)
         indexes = VectorIndexes(
             self._catalog,
@@ -156,6 +158,15 @@ class Daemon:
                 await trio.to_thread.run_sync(self.decoders.close)
             await self._catalog.aclose()
             log.info("daemon stopped")
+
+    async def _rename_model_ids(self) -> None:
+        """Ids stored under version 1 of the adapter id recipe take their version 2 names."""
+        assert self._catalog is not None
+        renames = await trio.to_thread.run_sync(adapter_renames, adapter_folders(self.paths.adapters))
+        if renames:
+            rows = await self._catalog.write(partial(rename_in_catalog, renames=renames))
+            await trio.to_thread.run_sync(rename_adapter_files, self.paths.adapters, renames)
+            log_renames(renames, rows)
 
     async def _serve(self, on_ready: Callable[[], None]) -> None:
         assert self._catalog is not None

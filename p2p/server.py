@@ -370,10 +370,17 @@ class ProtocolServer:
             raise TypeError(f"handler of {request.protocol} returned {type(reply).__name__}")
         async with aclosing(reply) as frames:
             pending: dict[str, Any] | None = None
-            async for frame in frames:
+            try:
+                async for frame in frames:
+                    if pending is not None:
+                        await self._send(stream, {"ok": True, **pending, "more": True}, stats, permit, running)
+                    pending = frame
+            except WireError:
+                # The handler ends the answer with an error: the frame it made before goes first
+                # (a transfer cut at a byte limit delivers its last, shortened frame).
                 if pending is not None:
                     await self._send(stream, {"ok": True, **pending, "more": True}, stats, permit, running)
-                pending = frame
+                raise
             await self._send(stream, {"ok": True, **(pending or {})}, stats, permit, running)
 
     async def _send(self, stream: Any, message: dict[str, Any], stats: ProtocolStats, permit: Permit = OPEN, running: _Running | None = None) -> None:

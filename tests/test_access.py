@@ -239,6 +239,50 @@ async def test_revoking_a_grant_stops_a_transfer_that_is_running() -> None:
         assert await ask(requester, share_host, share_peer, schema.FETCH, {"token": valid}) == "forbidden"
 
 
+async def test_revoking_one_grant_stops_only_the_transfers_running_under_it() -> None:
+    """A peer holding two grants of a share (a friend's, a club's) loses what runs under the
+    revoked one; its transfer under the other goes on to the end. (The node's revocation goes
+    through DataServers.revoked, which updates the gate and stops the grant's running replies.)"""
+    from peerlight.node.serving.servers import DataServers, RunningShare
+
+    seed = os.urandom(32)
+    share_host, member = new_host(seed), new_host(os.urandom(32))
+    key = signing_key(seed)
+    share_peer, member_id = str(share_host.get_id()), str(member.get_id())
+    revoked, kept = grant("00000000000000f1", member_id), grant("00000000000000f2", member_id)
+    members = share("members")
+    access = ShareAccess(members, key, share_peer, [revoked, kept])
+    sent = trio.Event()
+    server = ProtocolServer([Protocol(schema.FETCH, slow_fetch(sent))], gate=access)
+    server.attach(share_host)
+    servers = DataServers(None, None, None, None)  # type: ignore[arg-type]  # the gates and servers only
+    servers._grants = [revoked, kept]
+    servers.shares[members.id] = RunningShare(members, None, server=server, access=access)  # type: ignore[arg-type]
+    async with running(share_host, LOOPBACK), running(member, LOOPBACK):
+        requester = Requester(member)
+        outcome: dict[str, object] = {}
+
+        async def download(grant_id: str) -> None:
+            frames = 0
+            body = {"hash": "0" * 64, "token": token(key, share_peer, grant_id, member_id)}
+            try:
+                async for _ in requester.frames(share_peer, listen_addresses(share_host), schema.FETCH, body, timeout=30):
+                    frames += 1
+                outcome[grant_id] = frames
+            except errors.WireError as exc:
+                outcome[grant_id] = (exc.code, exc.data.get("reason"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(download, kept.id)
+            await sent.wait()
+            sent = trio.Event()
+            server.protocols[schema.FETCH.id] = Protocol(schema.FETCH, slow_fetch(sent))
+            nursery.start_soon(download, revoked.id)
+            await sent.wait()
+            servers.revoked(dataclasses.replace(revoked, revoked_at=time.time()))
+    assert outcome == {revoked.id: ("forbidden", "revoked"), kept.id: 1000}
+
+
 def test_a_grant_issued_redeemed_or_revoked_reaches_the_gate_before_the_call_returns() -> None:
     """The node's own list of grants changes with the gate's: a later device change (which
     pushes that list to every gate) must not undo a redemption or a revocation."""

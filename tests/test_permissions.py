@@ -206,3 +206,30 @@ def test_a_pairing_offer_ends_at_once_after_too_many_wrong_codes_or_a_newer_offe
     second.join(60)
     assert paired["paired"]["peer_id"] == cli_json(a_dir, "status")["peer_id"]
     assert second_outcome["result"]["paired"]["peer_id"] == cli_json(b_dir, "status")["peer_id"]
+
+
+def test_a_grant_s_bytes_of_the_day_are_served_to_the_limit_exactly(nodes, tmp_path) -> None:
+    """A fetch under a grant of 2 MB a day ends on the limit to the byte (its last data frame cut
+    short), is refused with the limit named, and the grantee keeps what it got and its token;
+    every later request under the grant, however small, is refused until the next day."""
+    from . import media
+
+    a_dir, b_dir, library, processes = nodes
+    media.tone(library / "long.wav", seconds=40)  # ~3.8 MB: more than the day's allowance
+    cli_json(a_dir, "library", "add", str(library))
+    index_and_wait(a_dir)
+    share = cli_json(a_dir, "share", "create", "quota", "--collection", str(library), "--permission", "members")
+    b_peer = cli_json(b_dir, "status")["peer_id"]
+    limit = 2_000_000
+    granted = cli_json(a_dir, "share", "grant", "quota", "--to", b_peer, "--can", "search,browse,fetch", "--bytes-per-day", str(limit))
+    cli_json(b_dir, "join", granted["invite"])
+    target = tmp_path / "downloads"
+    refused = cli_json(b_dir, "fetch", share["peer_id"], "long.wav", "--to", str(target), expect_rc=1)
+    assert "bytes for today are used up" in refused["error"]["message"], refused
+    assert cli_json(a_dir, "share", "grants", "quota")[0]["bytes_today"] == limit  # to the byte
+    partial = [p for p in target.iterdir() if p.name.endswith(".peerlight-partial")]
+    assert len(partial) == 1 and limit - 100_000 < partial[0].stat().st_size < limit  # kept for tomorrow's resume
+    small = cli_json(b_dir, "fetch", share["peer_id"], "flu.txt", "--to", str(target), expect_rc=1)
+    assert "used up" in small["error"]["message"], small
+    remote = next(r for r in cli_json(b_dir, "peers") if r["peer_id"] == share["peer_id"])
+    assert remote["granted"] is True, remote  # a refusal of today's bytes is no refusal of the peer

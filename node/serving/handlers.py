@@ -243,7 +243,8 @@ class ShareService:
                 if not block:
                     raise Unavailable("the file became shorter while it was sent; try again after it is re-indexed")
                 for start in range(0, len(block), schema.CHUNK_BYTES):
-                    data = allowance.cut(block[start : start + schema.CHUNK_BYTES])
+                    chunk = block[start : start + schema.CHUNK_BYTES]
+                    data = allowance.cut(chunk, finishing=position + len(chunk) == end)
                     frame = {"data": data, "hash": blake3.blake3(data).digest()}
                     allowance.spend(frame)
                     yield frame
@@ -293,10 +294,12 @@ class _Allowance:
         if self.left is not None:
             self.left -= len(wire.pack({"ok": True, **frame, "more": True}))
 
-    def cut(self, data: memoryview) -> memoryview:
+    def cut(self, data: memoryview, finishing: bool) -> memoryview:
+        """``data``, or as much of it as is left (room kept for ``done`` when it would end the range)."""
         if self.left is None:
             return data
-        room = wire.data_fitting(self.left - self.DONE_FRAME, {"ok": True, "data": b"", "hash": bytes(32), "more": True}, "data")
+        left = self.left - (self.DONE_FRAME if finishing else 0)
+        room = wire.data_fitting(left, {"ok": True, "data": b"", "hash": bytes(32), "more": True}, "data")
         if room <= 0:
             raise Forbidden("the grant's bytes for today are used up", {"limit": "bytes_per_day", "reason": "bytes_per_day"})
         return data[:room]
