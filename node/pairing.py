@@ -206,7 +206,9 @@ class Pairing:
     async def _devices_share_addresses(self) -> list[str]:
         share = await self._catalog.read(devices_share)
         running = self._servers.running_share(share.name) if share is not None else None
-        return list(running.addresses) if running is not None and running.state == "serving" else []
+        # At most what the pairing message carries (a machine with many interfaces lists more).
+        addresses = list(running.addresses) if running is not None and running.state == "serving" else []
+        return addresses[: schema.PAIR.request.fields["addresses"].type.max_items]
 
 
 def _device_fields(body: dict[str, Any]) -> tuple[str, list[str]]:

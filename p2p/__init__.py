@@ -1,5 +1,7 @@
-"""Peer-to-peer networking: libp2p hosts, Data Servers, discovery (mDNS, Kademlia DHT).
+"""Peer-to-peer networking: everything that touches libp2p, and the wire protocols' schema.
 
-Arrives with the Data Server milestone. Never imports ``peerlight.recommender``: the user's
-ratings and preference model must never reach the network.
+Hosts, mDNS, the DHT, framing, typed errors, the protocol server and the requester live here;
+what a share answers and what a client does with the answers live in ``peerlight.node``. This
+package imports nothing of the node, and never ``peerlight.recommender``: the user's ratings
+and preference model must never reach the network.
 """

@@ -10,6 +10,7 @@ Each function returns the checked value, or None when there is none to keep.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import unicodedata
@@ -62,7 +63,7 @@ def plain_map(value: Any, *, max_entries: int = 32, max_key: int = 40, max_text:
     if not isinstance(value, dict):
         return {}
     kept: dict[str, str | int | float] = {}
-    for key, item in list(value.items())[: max_entries * 2]:
+    for key, item in itertools.islice(value.items(), max_entries * 2):
         name = plain_text(key, max_key)
         if not name:
             continue

@@ -1,8 +1,8 @@
 """Every Peerlight wire protocol in one table: its id, its messages, their fields and limits.
 
-The server checks each request against its protocol's request message before the gate or
-the handler sees it, and the client checks each reply frame against the reply message
-before it keeps a byte of it, so both sides agree by construction, and ``docs/protocol.md``
+The server checks each request against its protocol's request message after the share's
+gate has let it in and before the handler sees it, and the client checks each reply frame
+against the reply message before it keeps a byte of it, so both sides agree by construction, and ``docs/protocol.md``
 states the limits from this table (:func:`markdown` writes its field tables; a test checks
 that the page holds them as written). Adding a protocol means adding a :class:`Spec` here
 and a handler, nothing else.
@@ -22,6 +22,7 @@ Two ways to check a message, one per direction:
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -260,7 +261,7 @@ class MapOf:
         if not isinstance(value, dict):
             return None
         kept = {}
-        for k, v in list(value.items())[: self.max_entries]:
+        for k, v in itertools.islice(value.items(), self.max_entries):
             key, item = self.key.keep(k), self.value.keep(v)
             if key is not None and item is not None:
                 kept[key] = item

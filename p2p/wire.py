@@ -58,22 +58,23 @@ def pack(message: dict[str, Any]) -> bytes:
     return encode_varint(len(body)) + body
 
 
+def packed_size(envelope: dict[str, Any], key: str, n: int) -> int:
+    """The length of ``pack(envelope)`` with ``envelope[key]`` a bin of ``n`` bytes, computed
+    without building it: msgpack's ``bin`` header grows at 256 and 65,536 bytes, the varint
+    prefix at 128, 16,384, ..."""
+    body = len(msgpack.packb(envelope | {key: b""}, use_bin_type=True)) + n + _bin_header(n) - _bin_header(0)
+    return body + len(encode_varint(body))
+
+
 def data_fitting(budget: int, envelope: dict[str, Any], key: str) -> int:
     """The most bytes ``envelope[key]`` can hold with the whole frame (prefix included) at most
-    ``budget`` bytes long (0 when not even an empty one fits). Computed, not packed: msgpack's
-    ``bin`` header grows at 256 and 65,536 bytes, the varint prefix at 128, 16,384, ..."""
-
-    def frame_size(n: int) -> int:
-        body = base + n + _bin_header(n) - _bin_header(0)
-        return body + len(encode_varint(body))
-
-    base = len(msgpack.packb(envelope | {key: b""}, use_bin_type=True))
-    n = max(0, budget - base - 16)
-    while n > 0 and frame_size(n) > budget:
+    ``budget`` bytes long (0 when not even an empty one fits)."""
+    n = max(0, budget - packed_size(envelope, key, 0) - 16)
+    while n > 0 and packed_size(envelope, key, n) > budget:
         n -= 1
-    while frame_size(n + 1) <= budget:
+    while packed_size(envelope, key, n + 1) <= budget:
         n += 1
-    return n if frame_size(n) <= budget else 0
+    return n if packed_size(envelope, key, n) <= budget else 0
 
 
 def _bin_header(n: int) -> int:

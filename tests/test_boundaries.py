@@ -15,7 +15,7 @@ PACKAGES = ("node", "p2p", "embeddings", "recommender", "permissions", "cli")
 # package -> imports it must never make (directly; the run-time check below covers indirect ones)
 FORBIDDEN = {
     "cli": {"torch", "open_clip", "faiss", "peerlight.embeddings"},
-    "p2p": {"peerlight.recommender"},
+    "p2p": {"peerlight.recommender", "peerlight.node", "peerlight.cli", "peerlight.embeddings"},
     "recommender": {"peerlight.p2p"},
     "embeddings": {"peerlight.node", "peerlight.p2p", "peerlight.cli"},
 }

@@ -67,6 +67,7 @@ class GrantUsage:
 
 # A refusal for today's bytes concerns the requests, not the peer: its token stays good for tomorrow.
 USED_UP = {"limit": "bytes_per_day", "reason": "bytes_per_day"}
+SMALLEST_ANSWER = 64  # bytes: fewer left of the day's allowance than a data frame or a manifest takes is none left
 
 
 @dataclass
@@ -105,7 +106,11 @@ class LevelPermit(Permit):
 
     def charge(self, size: int) -> None:
         if not self.access.allows_without_grant(self.peer_id, self.capability):
-            raise Forbidden("the share's permission changed", {"permission": self.access.share.permission})
+            level = self.access.share.permission
+            # Still public with less opened to all: this capability is refused, not the peer (a
+            # grant it holds may still allow it).
+            narrowed = {"capability": self.capability} if level == "public" and self.capability else {}
+            raise Forbidden("the share's permission changed", {"permission": level, **narrowed})
 
 
 class ShareAccess:
@@ -153,7 +158,7 @@ class ShareAccess:
         return permit
 
     def _record(self, request: Request, grant_id: str | None, refused: str | None) -> None:
-        item = request.body.get("hash")
+        item = schema.Hash().keep(request.body.get("hash"))  # as the handler reads it, or nothing
         self.log.append(
             Access(
                 self.share.id,
@@ -161,7 +166,7 @@ class ShareAccess:
                 request.peer_id,
                 request.protocol.rsplit("/", 2)[-2],
                 capability if isinstance(capability := schema.capability_of(request.protocol), str) else None,
-                item if isinstance(item, str) and len(item) <= 64 else None,
+                item,
                 refused is None,
                 refused,
                 grant_id,
@@ -197,7 +202,7 @@ class ShareAccess:
             if usage.tokens < 1:
                 raise RateLimited(f"the grant allows {grant.rpm} requests a minute", {"retry_after": round((1 - usage.tokens) * 60 / grant.rpm, 3)})
             usage.tokens -= 1
-        if grant.bytes_per_day and usage.today() >= grant.bytes_per_day:
+        if grant.bytes_per_day and usage.today() + SMALLEST_ANSWER > grant.bytes_per_day:
             raise Forbidden(f"the grant's {grant.bytes_per_day} bytes for today are used up", USED_UP)
         self.last_used[grant.id] = time.time()
         return GrantPermit(self, grant.id, usage)

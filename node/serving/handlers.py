@@ -21,7 +21,7 @@ import trio
 from peerlight.embeddings.errors import DecodeError
 from peerlight.p2p import schema, wire
 from peerlight.p2p.errors import Changed, Forbidden, Malformed, NotFound, Unavailable
-from peerlight.p2p.server import Protocol, Request
+from peerlight.p2p.server import Permit, Protocol, Request
 
 from ..callers import Caller, Scope
 from ..catalog.database import Catalog
@@ -33,6 +33,7 @@ from ..search.engine import SearchEngine, SearchError, SearchRequest
 from ..search.filters import Filters, parse_date
 from ..threads import IOTimeout, run_io
 from . import share_queries as queries
+from .access import USED_UP
 from .adapter_files import AdapterFiles
 from .previews import media_preview, text_preview
 
@@ -226,8 +227,8 @@ class ShareService:
                 raise Malformed(f"offset: {offset} is beyond the end ({size} bytes)", {"field": "offset"})
             end = size if length is None else min(size, offset + length)
             header = {"hash": content_hash, "size": size, "offset": offset, "length": end - offset, "chunk_bytes": schema.CHUNK_BYTES}
-            allowance = _Allowance(request.permit.remaining())
-            allowance.spend(header)
+            allowance = _Allowance(request.permit)
+            allowance.sent(header)
             yield header
             position = offset
             await run_io(handle.seek, offset)
@@ -244,10 +245,12 @@ class ShareService:
                     raise Unavailable("the file became shorter while it was sent; try again after it is re-indexed")
                 for start in range(0, len(block), schema.CHUNK_BYTES):
                     chunk = block[start : start + schema.CHUNK_BYTES]
-                    data = allowance.cut(chunk, finishing=position + len(chunk) == end)
+                    data, last = allowance.cut(chunk, finishing=position + len(chunk) == end)
                     frame = {"data": data, "hash": blake3.blake3(data).digest()}
-                    allowance.spend(frame)
+                    allowance.sent(frame, len(data))
                     yield frame
+                    if last:  # the day's bytes end on this frame: the next is refused, not read
+                        raise Forbidden("the grant's bytes for today are used up", USED_UP)
                     position += len(data)
             yield {"done": True}
         finally:
@@ -279,30 +282,41 @@ READ_AHEAD_BYTES = schema.FETCH.buffer_bytes
 
 
 class _Allowance:
-    """What is left of a grant's bytes for today as a fetch's frames use it (None: no limit).
+    """A grant's bytes for today as a fetch's frames use them (no limit: the permit says None).
 
-    The data frame that would pass the limit is cut to end exactly on it; the one after is
-    refused. The permit still checks every frame as it is sent: several transfers under one
-    grant at once share the same bytes."""
+    Asked before each data frame, so other transfers under the grant and a new UTC day count
+    too. The server sends a frame once the next one is made (to mark it ``more``), so the frame
+    made last is not charged yet and is taken off what the permit says is left. The data frame
+    that would pass the limit is cut to end exactly on it, and the transfer ends there with
+    ``forbidden``; the permit still checks every frame as it is sent."""
 
+    DATA_FRAME = {"ok": True, "data": b"", "hash": bytes(32), "more": True}
     DONE_FRAME = len(wire.pack({"ok": True, "done": True}))
 
-    def __init__(self, left: int | None) -> None:
-        self.left = left
+    def __init__(self, permit: Permit) -> None:
+        self._permit = permit
+        self._uncharged = 0  # the size of the frame made last, which the server has not sent yet
 
-    def spend(self, frame: dict[str, Any]) -> None:
-        if self.left is not None:
-            self.left -= len(wire.pack({"ok": True, **frame, "more": True}))
+    def sent(self, frame: dict[str, Any], data_bytes: int | None = None) -> None:
+        if data_bytes is None:
+            self._uncharged = len(wire.pack({"ok": True, **frame, "more": True}))
+        else:
+            self._uncharged = wire.packed_size(self.DATA_FRAME, "data", data_bytes)
 
-    def cut(self, data: memoryview, finishing: bool) -> memoryview:
-        """``data``, or as much of it as is left (room kept for ``done`` when it would end the range)."""
-        if self.left is None:
-            return data
-        left = self.left - (self.DONE_FRAME if finishing else 0)
-        room = wire.data_fitting(left, {"ok": True, "data": b"", "hash": bytes(32), "more": True}, "data")
+    def cut(self, chunk: memoryview, finishing: bool) -> tuple[memoryview, bool]:
+        """The data to send of ``chunk`` and whether the day's bytes end with it (with room for
+        ``done`` when it would end the range: a range that cannot end is cut on the limit)."""
+        left = self._permit.remaining()
+        if left is None:
+            return chunk, False
+        left -= self._uncharged
+        whole = wire.packed_size(self.DATA_FRAME, "data", len(chunk))
+        if whole + (self.DONE_FRAME if finishing else 0) <= left:
+            return chunk, False
+        room = wire.data_fitting(left, self.DATA_FRAME, "data")
         if room <= 0:
-            raise Forbidden("the grant's bytes for today are used up", {"limit": "bytes_per_day", "reason": "bytes_per_day"})
-        return data[:room]
+            raise Forbidden("the grant's bytes for today are used up", USED_UP)
+        return chunk[:room], True
 
 
 def _read_block(handle: Any, left: int, indexed: IndexedFile) -> memoryview:
