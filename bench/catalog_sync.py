@@ -84,7 +84,7 @@ async def client(base: Path, address: str, items: int, server_catalog: Path) -> 
         await nursery.start(peers.run)
         remote = await catalog.write(partial(shares.remember_remote, peer_id=peer_id, addresses=[transport], found_by="manual"))
         started = time.perf_counter()
-        received = await peers.sync(remote)
+        received = await peers.catalogs.sync(remote)
         figures["full_seconds"] = round(time.perf_counter() - started, 2)
         assert received == items, received
         held = await catalog.read(remote_items.catalog_counts)
@@ -94,12 +94,11 @@ async def client(base: Path, address: str, items: int, server_catalog: Path) -> 
         await server.write(lambda conn: conn.execute("UPDATE items SET size = size + 1 WHERE id = 1"))
         await server.aclose()
         started = time.perf_counter()
-        changed = await peers.sync(await catalog.read(partial(shares.get_remote, key=peer_id)))
+        changed = await peers.catalogs.sync(await catalog.read(partial(shares.get_remote, key=peer_id)))
         figures["incremental_ms"] = round((time.perf_counter() - started) * 1000, 1)
         figures["incremental_items"] = changed
         # The bytes of the pages as they travel (asked again, same pages).
-        requester = peers.requester
-        assert requester is not None
+        requester = await peers.host.requester()
         total, cursor = 0, 0
         while True:
             page = await requester.request(peer_id, [transport], schema.CATALOG, {"cursor": cursor, "limit": 500, "k": 48}, timeout=30)

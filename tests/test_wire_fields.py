@@ -27,6 +27,12 @@ def _checked_manifest(raw: dict) -> dict:
 def checked_result(raw: dict) -> dict | None:
     return schema.RESULT.keep(raw)
 
+
+def store_page(conn: sqlite3.Connection, items: list, k: int, **options) -> int:
+    """A page from a peer as the client stores it: kept through the catalog protocol's schema first."""
+    page = schema.CATALOG.keep_reply({"items": items, "cursor": 0})
+    return remote_items.store_page(conn, "p", page["items"], k, **options)
+
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(max_size=30) | st.binary(max_size=64),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
@@ -85,7 +91,7 @@ def test_hostile_catalog_pages_store_only_checked_rows(items) -> None:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     migrate(conn)
     conn.execute("INSERT INTO remote_shares (peer_id, found_by, first_seen) VALUES ('p', 'manual', 0)")
-    remote_items.store_page(conn, "p", items, k=4)
+    store_page(conn, items, k=4)
     for content_hash, name, size, modality in conn.execute("SELECT content_hash, name, size, modality FROM remote_items"):
         assert len(content_hash) == 64 and isinstance(name, str) and isinstance(size, int) and modality in ("image", "audio", "video", "text")
     for (prefix,) in conn.execute("SELECT prefix FROM remote_vectors"):
@@ -98,7 +104,7 @@ def test_a_valid_catalog_page_is_stored() -> None:
     conn.execute("INSERT INTO remote_shares (peer_id, found_by, first_seen) VALUES ('p', 'manual', 0)")
     prefix = np.array([0.5, 0.5, 0.5, 0.5], "<f2").tobytes()
     item = {"content_hash": "a" * 64, "name": "x.jpg", "size": 3, "modality": "image", "metadata": {"date": "2024"}, "vectors": {"m": prefix}}
-    assert remote_items.store_page(conn, "p", [item], k=4) == 1
+    assert store_page(conn, [item], k=4) == 1
     keys, matrix = remote_items.cached_prefixes(conn, "m")
     assert keys == [("p", "a" * 64)] and matrix.shape == (1, 4)
     assert remote_items.finish_sync(conn, "p", cursor=9, total=1) and remote_items.sync_cursor(conn, "p") == 9
@@ -158,7 +164,7 @@ def test_no_number_from_a_peer_is_kept_unless_finite_and_in_range(number) -> Non
     conn = sqlite3.connect(":memory:")
     migrate(conn)
     conn.execute("INSERT INTO remote_shares (peer_id, addresses, found_by, first_seen) VALUES ('p', '[]', 'manual', 0)")
-    stored = remote_items.store_page(conn, "p", [raw | {"size": 10}, raw | {"content_hash": "c" * 64}], 8)
+    stored = store_page(conn, [raw | {"size": 10}, raw | {"content_hash": "c" * 64}], 8)
     assert stored == 1  # the item whose size is out of range is left out, the other kept without the bad values
     assert remote_items.cached_items(conn, [("p", "b" * 64)])[("p", "b" * 64)]["metadata"] == {"title": "ok"}
 
@@ -177,7 +183,7 @@ def test_metadata_near_the_bound_is_never_cut_into_invalid_json() -> None:
     conn.execute("INSERT INTO remote_shares (peer_id, addresses, found_by, first_seen) VALUES ('p', '[]', 'manual', 0)")
     metadata = {f"k{i}": "}" * 999 for i in range(32)}  # 32 KB of values, each ending in a brace
     item = {"content_hash": "d" * 64, "name": "x", "modality": "text", "size": 1, "metadata": metadata}
-    assert remote_items.store_page(conn, "p", [item], 8) == 1
+    assert store_page(conn, [item], 8) == 1
     kept = remote_items.cached_items(conn, [("p", "d" * 64)])[("p", "d" * 64)]["metadata"]
     assert 2 <= len(kept) < 32 and all(metadata[key] == value for key, value in kept.items())
 
@@ -220,7 +226,7 @@ def test_a_query_s_spread_reads_a_sample_of_a_space_s_cached_prefixes_not_all() 
          "vectors": {"m": rng.normal(size=8).astype("<f2").tobytes()}}
         for n in range(SPREAD_SAMPLE + 500)
     ]
-    assert remote_items.store_page(conn, "p", items, 8) == len(items)
+    assert sum(store_page(conn, items[i : i + 500], 8) for i in range(0, len(items), 500)) == len(items)
     keys, matrix = remote_items.cached_prefixes(conn, "m", limit=SPREAD_SAMPLE)
     assert len(keys) == SPREAD_SAMPLE and matrix.shape == (SPREAD_SAMPLE, 8)
     assert len(remote_items.cached_prefixes(conn, "m")[0]) == len(items)  # ranking one peer's cache still sees all
@@ -231,5 +237,5 @@ def test_a_catalog_sync_cut_short_resumes_after_the_last_page_stored() -> None:
     migrate(conn)
     conn.execute("INSERT INTO remote_shares (peer_id, addresses, found_by, first_seen) VALUES ('p', '[]', 'manual', 0)")
     item = {"content_hash": "e" * 64, "name": "x", "modality": "text", "size": 1}
-    remote_items.store_page(conn, "p", [item], 8, cursor=500)
+    store_page(conn, [item], 8, cursor=500)
     assert remote_items.sync_cursor(conn, "p") == 500

@@ -14,25 +14,22 @@ from typing import Any
 
 import numpy as np
 
-from peerlight.p2p import schema
-
 
 MAX_NAME = 255
 MAX_METADATA_BYTES = 4096
 
 
-def store_page(conn: sqlite3.Connection, peer_id: str, items: list[Any], k: int, cursor: int | None = None) -> int:
-    """Store a page of a peer's catalog (every field checked: it comes from the network); items
-    stored. With ``cursor``, where the page ended, in the same transaction: a sync cut short
-    resumes after the last page stored."""
+def store_page(conn: sqlite3.Connection, peer_id: str, items: list[dict[str, Any]], k: int, cursor: int | None = None) -> int:
+    """Store a page of a peer's catalog: ``items`` as the catalog protocol's schema keeps them
+    (``schema.CATALOG``: each field of its type and range, checked as the page arrived), the
+    metadata then bounded as JSON and the prefixes to ``k`` finite values. Items stored. With
+    ``cursor``, where the page ended, in the same transaction: a sync cut short resumes after
+    the last page stored."""
     if cursor is not None:
         conn.execute("UPDATE remote_shares SET sync_cursor = ? WHERE peer_id = ?", (cursor, peer_id))
     now = time.time()
     stored = 0
-    for raw in items:
-        item = schema.CATALOG_ITEM.keep(raw)  # the catalog protocol's item: each field of its type and range
-        if item is None:
-            continue
+    for item in items:
         content_hash, modality, name, size = item["content_hash"], item["modality"], item["name"], item["size"]
         metadata = item["metadata"]
         encoded = json.dumps(metadata, allow_nan=False)
