@@ -109,6 +109,7 @@ class Daemon:
             indexes,
             RecommenderSettings(chosen.model, chosen.retrain_delay_seconds, RankingSettings(chosen.exploration, chosen.novelty, chosen.diversity)),
         )
+        self.embedder.on_embedded = self.recommendations.embedded
         self.auto_adapters = AutoAdapters(
             self._catalog,
             self.models,

@@ -32,6 +32,7 @@ from peerlight.recommender.ranking import Candidates, RankingSettings, rank
 
 from .catalog import feedback as store
 from .catalog.database import Catalog
+from .catalog.peer_examples import keep_rated_prefixes, labelled_vectors, space_dimensions
 from .catalog.embeddings import MAX_SEGMENTS, vector_id
 from .pathnames import decode_path, path_fields, readable
 from .search.vector_indexes import VectorIndexes
@@ -120,6 +121,8 @@ class Recommendations:
         """Train on all feedback now and make the result the active version."""
         async with self._training:
             started = time.perf_counter()
+            # A peer's item rated before its share's catalog arrived, or just before it goes away.
+            await self._catalog.write_when_space(keep_rated_prefixes)
             by_space, dimensions = await self._catalog.read(_training_set)
             model = await trio.to_thread.run_sync(partial(train, by_space, dimensions, kind=self.settings.model), abandon_on_cancel=True)
             data = model.to_bytes()
@@ -140,6 +143,12 @@ class Recommendations:
             self.model = PreferenceModel.from_bytes(stored[1], version)
             return self.describe()
 
+    async def embedded(self, item_ids: list[int]) -> None:
+        """Items just got vectors here. One the user rated as a peer's item, known by a K-prefix
+        (fetched since), now teaches by its whole vector: retrain soon."""
+        if await self._catalog.read(partial(_any_kept, item_ids=item_ids)):
+            self.changed()
+
     def describe(self) -> dict[str, Any]:
         return self.model.describe() | {
             "last_training_seconds": None if self.last_training_seconds is None else round(self.last_training_seconds, 3)
@@ -153,10 +162,11 @@ class Recommendations:
     async def recommend(self, request: RecommendRequest) -> dict[str, Any]:
         started = time.perf_counter()
         model = self.model
-        dimensions = await self._catalog.read(store.model_dimensions)
+        dimensions = await self._catalog.read(space_dimensions)
         rated = {key: rating for key, rating, _, _ in await self._catalog.read(store.ratings)}
         excluded = set(rated) if not request.include_rated else {k for k, r in rated.items() if r <= labels_of.DISLIKE_RATING}
-        spaces = await self._catalog.read(_spaces_with_vectors)
+        spaces, local_spaces = await self._catalog.read(_spaces_with_vectors)
+        spaces = [space for space in spaces if space in dimensions]
         banned: set[int] = set()
         if request.source in ("all", "local"):
             banned = await self._catalog.read(partial(_rated_item_ids, disliked_only=request.include_rated))
@@ -164,7 +174,7 @@ class Recommendations:
         unscored = 0
         for space in spaces:
             dimension = dimensions[space]
-            if request.source in ("all", "local"):
+            if request.source in ("all", "local") and space in local_spaces:
                 pool += await self._local_means(model, space, dimension, request, banned)
             if request.source in ("all", "peers"):
                 pool += await self._remote_means(model, space, dimension, request, excluded)
@@ -318,8 +328,8 @@ def _training_set(conn) -> tuple[dict[str, list[Example]], dict[str, int]]:  # t
     ratings = [(key, rating) for key, rating, _, _ in store.ratings(conn)]
     events = store.implicit_events(conn, labels_of.EVENT_KINDS)
     labelled = labels_of.labels(ratings, events)
-    vectors = store.labelled_vectors(conn, sorted(labelled))
-    dimensions = store.model_dimensions(conn)
+    vectors = labelled_vectors(conn, sorted(labelled))
+    dimensions = space_dimensions(conn)
     by_space: dict[str, list[Example]] = {}
     for key, label in labelled.items():
         for space, vector in vectors.get(key, []):
@@ -328,8 +338,19 @@ def _training_set(conn) -> tuple[dict[str, list[Example]], dict[str, int]]:  # t
     return by_space, dimensions
 
 
-def _spaces_with_vectors(conn) -> list[str]:  # type: ignore[no-untyped-def]
-    return [m for (m,) in conn.execute("SELECT id FROM models WHERE EXISTS (SELECT 1 FROM embeddings WHERE model_id = models.id) OR EXISTS (SELECT 1 FROM remote_vectors WHERE model_id = models.id)")]
+def _any_kept(conn, item_ids: list[int]) -> bool:  # type: ignore[no-untyped-def]
+    """Whether any of these items is one the user gave feedback on as a peer's item."""
+    marks = ",".join("?" * len(item_ids))
+    return conn.execute(
+        f"SELECT 1 FROM items WHERE id IN ({marks}) AND content_hash IN (SELECT content_hash FROM kept_prefixes) LIMIT 1", item_ids
+    ).fetchone() is not None
+
+
+def _spaces_with_vectors(conn) -> tuple[list[str], set[str]]:  # type: ignore[no-untyped-def]
+    """The spaces with items to rank (this node's, or peers' cached), and those with local items."""
+    local = {m for (m,) in conn.execute("SELECT id FROM models WHERE EXISTS (SELECT 1 FROM embeddings WHERE model_id = models.id)")}
+    remote = {m for (m,) in conn.execute("SELECT DISTINCT model_id FROM remote_vectors")}
+    return sorted(local | remote), local
 
 
 def _unscorable(conn, spaces: list[str]) -> int:  # type: ignore[no-untyped-def]

@@ -264,6 +264,10 @@ class PreferenceModel:
             "spaces": {
                 space: {
                     "rated": len(head.keys),
+                    "dimension": head.dimension,
+                    # How much of each example's vector is known: the whole, or a peer's K-prefix.
+                    "widths": {str(w): int(n) for w, n in zip(*np.unique(head.known if head.known is not None else [head.dimension], return_counts=True))}
+                    if head.known is not None else {str(head.dimension): len(head.keys)},
                     "mode": "bayesian (linear + local) + neighbours" if head.fitted else "mlp ensemble + neighbours" if head.network else "similarity (cold start)",
                     **({"alpha": round(head.fitted.alpha, 4), "noise_sd": round(head.fitted.beta**-0.5, 3)} if head.fitted else {}),
                 }

@@ -257,3 +257,68 @@ def test_peers_items_are_recommended_from_prefixes_and_nothing_private_leaves(tm
     secrets += [b"stew.txt", weights.tobytes()[:32], weights.astype(np.float32).tobytes()[:32], b"finished"]
     leaked = [s[:16] for s in secrets if s in sent]
     assert not leaked, f"sent to a peer: {leaked}"
+
+
+def test_a_node_with_no_library_learns_its_taste_from_ratings_of_a_peer_s_items(tmp_path) -> None:
+    """A phone or a new laptop: nothing of its own, a friend's share to browse. Its ratings of the
+    friend's items (by hash, before fetching anything) train the model on the K-prefixes it
+    holds, rank the rest of the share, survive the share going away, and become whole-vector
+    examples once an item is fetched and embedded here. None of it leaves the node."""
+    a_dir, b_dir = new_node(tmp_path / "a"), new_node(tmp_path / "b")
+    a_library = _write_library(tmp_path / "a-library", COOKING | ASTRONOMY)
+    record = tmp_path / "outbound.bin"
+    a = started(a_dir)
+    os.environ["PEERLIGHT_TEST_RECORD"] = str(record)
+    try:
+        b = started(b_dir, program=(str(Path(__file__).parent / "recording_node.py"),))
+    finally:
+        del os.environ["PEERLIGHT_TEST_RECORD"]
+    try:
+        cli_json(a_dir, "library", "add", str(a_library))
+        index_and_wait(a_dir)
+        share = cli_json(a_dir, "share", "create", "kitchen", "--permission", "public", "--collection", str(a_library))
+        assert cli_json(b_dir, "peers", "add", share["addresses"][0], "--wait")["items"] == 16
+
+        hashes = {name: blake3.blake3((a_library / name).read_bytes()).hexdigest() for name in COOKING | ASTRONOMY}
+        liked, disliked = list(COOKING)[:5], list(ASTRONOMY)[:5]
+        for name in liked[:4]:
+            cli_json(b_dir, "rate", hashes[name], "9")
+        cli_json(b_dir, "like", hashes[liked[4]])
+        for name in disliked[:4]:
+            cli_json(b_dir, "rate", hashes[name], "1")
+        cli_json(b_dir, "dislike", hashes[disliked[4]])
+        cli_json(b_dir, "event", hashes[liked[0]], "finished")  # a player's event on a peer's item is feedback too
+        status = _wait_for_version(b_dir, 0, examples=10)
+        ((space, head),) = status["spaces"].items()
+        assert space.startswith("ordered:") and head["rated"] == 10 and head["widths"] == {"48": 10}, status
+
+        for source in (("--from-peers",), ()):  # from peers, and both mixed (this node has nothing of its own)
+            reply = cli_json(b_dir, "recommend", *source, "--limit", "3", "--diversity", "0", "--explain")
+            names = _names(reply)
+            assert names and set(names) <= set(COOKING) - set(liked), (source, names)
+            assert all(r["source"] == "peer" for r in reply["results"])
+            because = {b["name"] for r in reply["results"] for b in r["because"]}
+            assert because and because <= set(liked) | set(disliked), because  # the rated peer items are named
+
+        # Fetched into a library of B's own and embedded here: that example is now the whole vector.
+        own = tmp_path / "b-library"
+        own.mkdir()
+        cli_json(b_dir, "library", "add", str(own))
+        cli_json(b_dir, "fetch", share["peer_id"], hashes[liked[1]], "--to", str(own))
+        index_and_wait(b_dir)
+        upgraded = _wait_for_version(b_dir, status["version"])
+        ((_, head),) = upgraded["spaces"].items()
+        assert head["rated"] == 10 and head["widths"] == {"48": 9, "384": 1}, upgraded
+
+        # The share goes away: what was rated of it keeps teaching.
+        cli_json(b_dir, "peers", "remove", share["peer_id"])
+        retrained = cli_json(b_dir, "recommender", "retrain")
+        assert retrained["examples"] == 10 and list(retrained["spaces"].values())[0]["rated"] == 10, retrained
+    finally:
+        a.stop()
+        b.stop()
+    sent = record.read_bytes()
+    assert b"/peerlight/catalog/1.0.0" in sent  # the recording holds the node's traffic
+    fetched = hashes[liked[1]]
+    secrets = [h.encode() for n, h in hashes.items() if n in liked + disliked and h != fetched] + [b"finished"]
+    assert not [s[:16] for s in secrets if s in sent], "a rating or an event reached a peer"

@@ -13,11 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
-from peerlight.embeddings.vectors import from_blob
 
 from ..pathnames import decode_path, display, encode_path, readable
+from .peer_examples import kept_name
 
 HASH = re.compile(r"[0-9a-f]{64}")
 HASH_PREFIX = re.compile(r"[0-9a-f]{8,64}")
@@ -75,7 +74,7 @@ def describe_hash(conn: sqlite3.Connection, content_hash: str) -> str:
     if row:
         return readable(decode_path(row[0]))
     row = conn.execute("SELECT name FROM remote_items WHERE content_hash = ? LIMIT 1", (content_hash,)).fetchone()
-    return row[0] if row else content_hash[:12]
+    return row[0] if row else kept_name(conn, content_hash) or content_hash[:12]
 
 
 def set_rating(conn: sqlite3.Connection, content_hash: str, rating: float, source: str = "rating", at: float | None = None) -> None:
@@ -125,32 +124,6 @@ def last_seen(conn: sqlite3.Connection, hashes: list[str], kinds: tuple[str, ...
             ).fetchall()
         )
     return found
-
-
-def labelled_vectors(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, list[tuple[str, np.ndarray]]]:
-    """Content hash -> [(model id, vector)] for training: the item's own whole-item vectors when
-    it is here, else the K-prefixes a peer's catalog gave for it."""
-    found: dict[str, list[tuple[str, np.ndarray]]] = {}
-    for start in range(0, len(hashes), 500):
-        batch = hashes[start : start + 500]
-        marks = ",".join("?" * len(batch))
-        for content_hash, model_id, blob in conn.execute(
-            f"""SELECT i.content_hash, e.model_id, e.vector FROM items AS i JOIN embeddings AS e ON e.item_id = i.id AND e.segment = 0
-                WHERE i.content_hash IN ({marks})""",
-            batch,
-        ):
-            found.setdefault(content_hash, []).append((model_id, from_blob(blob)))
-        for content_hash, model_id, prefix in conn.execute(
-            f"SELECT content_hash, model_id, prefix FROM remote_vectors WHERE content_hash IN ({marks})", batch
-        ):
-            held = found.setdefault(content_hash, [])
-            if not any(m == model_id for m, _ in held):
-                held.append((model_id, np.frombuffer(prefix, dtype="<f2").astype(np.float32)))
-    return found
-
-
-def model_dimensions(conn: sqlite3.Connection) -> dict[str, int]:
-    return dict(conn.execute("SELECT id, dimension FROM models").fetchall())
 
 
 # --- the preference model's versions ---

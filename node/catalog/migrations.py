@@ -475,6 +475,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         UPDATE shares SET permission = 'devices' WHERE automatic = 1 AND scope = 'local' AND permission = 'public';
         """,
     ),
+    Migration(
+        12,
+        "preferences: the K-prefixes of peers' items the user rated, kept when the share goes away",
+        """
+        CREATE TABLE kept_prefixes (
+            content_hash  TEXT NOT NULL,
+            model_id      TEXT NOT NULL,
+            prefix        BLOB NOT NULL,
+            dimension     INTEGER NOT NULL CHECK (dimension > 0),
+            name          TEXT,
+            modality      TEXT,
+            kept_at       REAL NOT NULL,
+            PRIMARY KEY (content_hash, model_id)
+        ) WITHOUT ROWID;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

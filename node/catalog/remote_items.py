@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .peer_examples import keep_rated_prefixes
+
 
 MAX_NAME = 255
 MAX_METADATA_BYTES = 4096
@@ -56,9 +58,9 @@ def store_page(conn: sqlite3.Connection, peer_id: str, items: list[dict[str, Any
     return stored
 
 
-def cached_size(conn: sqlite3.Connection, peer_id: str, content_hash: str) -> int | None:
-    row = conn.execute("SELECT size FROM remote_items WHERE peer_id = ? AND content_hash = ?", (peer_id, content_hash)).fetchone()
-    return row[0] if row else None
+def cached_item(conn: sqlite3.Connection, peer_id: str, content_hash: str) -> tuple[str, int] | None:
+    """(name, size) of an item in our copy of a share's catalog."""
+    return conn.execute("SELECT name, size FROM remote_items WHERE peer_id = ? AND content_hash = ?", (peer_id, content_hash)).fetchone()
 
 
 def held_items(conn: sqlite3.Connection, peer_id: str) -> int:
@@ -75,6 +77,8 @@ def finish_sync(conn: sqlite3.Connection, peer_id: str, cursor: int, total: int 
 
 
 def forget_catalog(conn: sqlite3.Connection, peer_id: str) -> None:
+    """Drop our copy of a share's catalog; the prefixes of its items the user rated are kept."""
+    keep_rated_prefixes(conn, peer_id)
     conn.execute("DELETE FROM remote_vectors WHERE peer_id = ?", (peer_id,))
     conn.execute("DELETE FROM remote_items WHERE peer_id = ?", (peer_id,))
     conn.execute("UPDATE remote_shares SET sync_cursor = 0 WHERE peer_id = ?", (peer_id,))

@@ -17,6 +17,7 @@ from peerlight.permissions.tokens import CAPABILITIES
 
 from ..callers import Scope
 from ..pathnames import decode_path, encode_path, is_within, path_fields
+from .peer_examples import keep_rated_prefixes
 
 SCOPES = ("local", "lan", "global")
 PERMISSIONS = ("public", "members", "devices")
@@ -327,5 +328,6 @@ def prune_refusing(conn: sqlite3.Connection, now: float, keep: int = REFUSING_KE
 
 def forget_remote(conn: sqlite3.Connection, key: str) -> RemoteShare:
     remote = get_remote(conn, key)
+    keep_rated_prefixes(conn, remote.peer_id)  # what the user rated of it keeps teaching
     conn.execute("DELETE FROM remote_shares WHERE peer_id = ?", (remote.peer_id,))
     return remote

@@ -70,6 +70,10 @@ class EmbedProgress:
         return {kind: dict(vars(p)) for kind, p in self.kinds.items()}
 
 
+async def _nothing(item_ids: list[int]) -> None:
+    return None
+
+
 class Embedder:
     def __init__(
         self,
@@ -86,6 +90,7 @@ class Embedder:
         self._workers = trio.CapacityLimiter(config.index.workers)  # items decoded at once
         self._decode_threads = trio.CapacityLimiter(config.index.workers * 8)
         self.progress = EmbedProgress()
+        self.on_embedded: Callable[[list[int]], Awaitable[None]] = _nothing  # items that just got vectors
         self.pass_requested = False
         self.pass_running = False
 
@@ -237,6 +242,8 @@ class Embedder:
 
         # Waits out a full disk with the vectors in memory; vector indexes follow through the journal.
         await self._catalog.write_when_space(write)
+        if good:
+            await self.on_embedded([item.item_id for item, _ in good])
         progress.embedded += len(good)
         progress.failed += len(failures)
         for item, error in failures:

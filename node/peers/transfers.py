@@ -67,9 +67,12 @@ class Transfers:
         self.query_timeout = query_timeout
 
     async def resolve(self, remote: RemoteShare, item: str) -> tuple[str, str, int | None]:
-        """(content hash, file name, size) of ``item``: a content hash, or a file name in the share."""
+        """(content hash, file name, size) of ``item``: a content hash (named and sized as our copy
+        of the share's catalog says, when it holds the item), or a file name in the share."""
         if HASH.match(item.lower()):
-            return item.lower(), item.lower(), None
+            content_hash = item.lower()
+            cached = await self._catalog.read(partial(remote_items.cached_item, peer_id=remote.peer_id, content_hash=content_hash))
+            return (content_hash, *cached) if cached is not None else (content_hash, content_hash, None)
         requester = await self._host.requester()
         name = item.rsplit("/", 1)[-1]
         body = remote.with_token({"text": name, "mode": "text", "k": schema.MAX_QUERY_K})
@@ -105,8 +108,6 @@ class Transfers:
         """Download ``item`` from the share ``key`` into ``folder``; resumes after interruptions."""
         remote = await self._catalog.read(partial(get_remote, key=key))
         content_hash, name, expected = await self.resolve(remote, item)
-        if expected is None:  # by hash: the size our copy of its catalog says, if it holds the item
-            expected = await self._catalog.read(partial(remote_items.cached_size, peer_id=remote.peer_id, content_hash=content_hash))
         target = folder / safe_name(name, content_hash)
         partial_path = folder / f".{content_hash}.peerlight-partial"
         requester = await self._host.requester()
