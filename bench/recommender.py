@@ -44,9 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cached_encoding, emit  # noqa: E402
 from retrieval_sets import docstring_pairs, manpage_pairs  # noqa: E402
 
+from peerlight.embeddings.prefix_index import prefix_of  # noqa: E402
 from peerlight.recommender.model import Example, train  # noqa: E402
 
 COUNTS = (10, 30, 100, 300)
+PEER_K = 48  # the prefix length a node caches of a peer's items (node/peers/sync.py SYNC_PREFIX_K)
 KS = (16, 24, 32, 48, 64, 96, 192)
 HELD_OUT = 400
 MIN_FAMILY = 8
@@ -162,6 +164,9 @@ def run_corpus(corpus: Corpus, users: int, seed: int, with_mlp: bool = True) -> 
     rng = np.random.default_rng(seed)
     quality = rng.normal(size=len(corpus.vectors))
     dimension = corpus.vectors.shape[1]
+    # A peer's items as a node holds them: the catalog protocol's renormalised K-prefix, sent as
+    # float16 (node/serving/share_queries.py) and read back as float32 (node/catalog/peer_examples.py).
+    peer = prefix_of(corpus.vectors, PEER_K).astype("<f2").astype(np.float32)
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     prefix: dict[int, list[tuple[float, float]]] = {k: [] for k in KS}
     knn_prefix: dict[int, list[tuple[float, float]]] = {k: [] for k in KS}
@@ -182,6 +187,11 @@ def run_corpus(corpus: Corpus, users: int, seed: int, with_mlp: bool = True) -> 
             if with_mlp:
                 networks = train({"s": examples}, {"s": dimension}, kind="mlp")
                 results.setdefault(("mlp", count), []).append(evaluate(networks.predict("s", corpus.vectors[test])[0], truth, rng))
+            # Peer-only: the user rated the peer's items (known by their prefixes), and the rest of
+            # the peer's share is ranked from its prefixes.
+            peer_examples = [Example(str(i), peer[i], float(user.ratings[i])) for i in rated]
+            peer_scores, _ = train({"s": peer_examples}, {"s": dimension}).predict("s", peer[test])
+            results.setdefault(("peer", count), []).append(evaluate(peer_scores, truth, rng))
             mean = np.full(len(test), user.ratings[rated].mean())
             results.setdefault(("mean", count), []).append(evaluate(mean, truth, rng))
             near = knn(corpus.vectors[rated], user.ratings[rated], corpus.vectors[test])
@@ -210,11 +220,21 @@ def run_corpus(corpus: Corpus, users: int, seed: int, with_mlp: bool = True) -> 
             beats_both_mae=row["model_mae"] < min(row["mean_mae"], row["knn_mae"]),
         )
     emit(
+        "recommender_peer_only", corpus=corpus.name, held_out=corpus.name == "manpages", k=PEER_K, users=users,
+        **{f"ndcg10_at_{count}": _mean_of(results[("peer", count)], "ndcg10") for count in COUNTS},
+        **{f"local_ndcg10_at_{count}": _mean_of(results[("model", count)], "ndcg10") for count in COUNTS},
+        **{f"share_of_local_at_{count}": round(_mean_of(results[("peer", count)], "ndcg10") / _mean_of(results[("model", count)], "ndcg10"), 4) for count in COUNTS},
+    )
+    emit(
         "recommender_prefix", corpus=corpus.name, ratings=100, dimension=dimension,
         **{f"k{k}_share_of_full_ndcg10": _share(prefix[k]) for k in KS},
         **{f"knn_k{k}_share_of_full_ndcg10": _share(knn_prefix[k]) for k in KS},
         train_ms_p50_at_300=round(1000 * float(np.median(train_seconds[COUNTS.index(300) :: len(COUNTS)])), 1),
     )
+
+
+def _mean_of(runs: list[dict[str, float]], metric: str) -> float:
+    return round(float(np.mean([r[metric] for r in runs])), 4)
 
 
 def _share(pairs: list[tuple[float, float]]) -> float:

@@ -67,8 +67,12 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
 
 def local_block(prefixes: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """The normalised radial-basis similarities of unit ``prefixes`` (n x w) to the centres' same
-    prefixes: each row sums its mass over the rated items it lies near."""
-    width = prefixes.shape[1]
+    prefixes: each row sums its mass over the rated items it lies near. Centres known to fewer
+    values than w (peers' items, known by a K-prefix) are met at their width: the prefixes are
+    cut to it and renormalised."""
+    width = min(prefixes.shape[1], centres.shape[1])
+    if width < prefixes.shape[1]:
+        prefixes = unit_rows(prefixes[:, :width])
     near = prefixes @ unit_rows(centres[:, :width]).T
     # In place: this runs over every candidate of a ranking (100,000 x 256 values).
     near -= 1.0
@@ -91,6 +95,14 @@ def design(vectors: np.ndarray, dimension: int, centres: np.ndarray) -> np.ndarr
     if len(centres):
         out[:, dimension + 1 :] = local_block(prefixes, centres)
     return out
+
+
+def centre_width(available: np.ndarray) -> int:
+    """The widest width at which at least half of the rated items are known."""
+    for width in sorted(set(available.tolist()), reverse=True):
+        if 2 * int((available >= width).sum()) >= len(available):
+            return int(width)
+    return int(available.min())
 
 
 def truncation_lengths(dimension: int, available: int) -> list[int]:
@@ -353,11 +365,14 @@ def train(
         weights = np.array([e.weight for e in examples])
         fitted, network, centres = None, None, np.zeros((0, dimension), np.float32)
         if len({e.key for e in examples}) >= COLD_START_EXAMPLES:
-            # Centres: rated items whose whole vector is known (a peer's prefix cannot stand for
-            # a neighbourhood at every width), a random choice of them when there are many.
-            whole = np.flatnonzero(available == dimension)
-            chosen = whole if len(whole) <= LOCAL_CENTRES else np.sort(rng.choice(whole, LOCAL_CENTRES, replace=False))
-            centres = unit_rows(vectors[chosen]) if len(chosen) else centres
+            # Centres: rated items known at the centres' width, a random choice of them when there
+            # are many. The width is the widest that most rated items are known at: the whole
+            # vector on a library of one's own, a peer's K-prefix when most ratings are of peers'
+            # items (a node with no library: its taste is all in peers' prefixes).
+            width = centre_width(available)
+            known = np.flatnonzero(available >= width)
+            chosen = known if len(known) <= LOCAL_CENTRES else np.sort(rng.choice(known, LOCAL_CENTRES, replace=False))
+            centres = unit_rows(vectors[chosen, :width]) if len(chosen) else centres
             rows, targets, row_weights = augmented(examples, dimension, centres, rng)
             if kind == "mlp":
                 network = mlp.fit(rows, targets - bias, row_weights, seed)

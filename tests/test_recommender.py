@@ -128,6 +128,32 @@ def test_a_rated_item_known_only_by_a_prefix_is_a_neighbour_at_that_width_only()
     assert np.allclose(again.predict("s", vectors[41:])[0], model.predict("s", vectors[41:])[0], atol=0.05)
 
 
+def test_ratings_of_peers_items_alone_train_a_local_block_at_their_prefix_width() -> None:
+    """A node with no library rates only peers' items, known by their K-prefixes: the local block's
+    centres are those prefixes, the head scores prefixes and whole vectors alike, and a fetched
+    item (now a whole vector) joins without moving the centres' width while most are prefixes."""
+    from peerlight.recommender.model import LOCAL_CENTRES, centre_width
+
+    rng = np.random.default_rng(11)
+    vectors = ordered(900, rng)
+    ratings = taste_ratings(vectors, rng)
+    k = 16
+    peer_only = [Example(f"{i:064x}", vectors[i, :k], float(ratings[i])) for i in range(200)]
+    head = train({"s": peer_only}, {"s": DIMENSION}).heads["s"]
+    assert head.centres.shape == (min(200, LOCAL_CENTRES), k) and head.fitted is not None
+    model = train({"s": peer_only}, {"s": DIMENSION})
+    from_prefixes = model.predict("s", vectors[300:, :k])[0]
+    from_whole = model.predict("s", vectors[300:])[0]  # the same items fetched: scored at the centres' width
+    assert np.corrcoef(from_prefixes, ratings[300:])[0, 1] > 0.6
+    assert np.corrcoef(from_whole, ratings[300:])[0, 1] > 0.6
+    again = PreferenceModel.from_bytes(model.to_bytes())
+    assert np.allclose(again.predict("s", vectors[300:340, :k])[0], from_prefixes[:40], atol=0.05)
+    # One fetched among many prefixes: still the prefixes' width; mostly whole: the whole width.
+    assert centre_width(np.array([k] * 9 + [DIMENSION])) == k
+    assert centre_width(np.array([k] * 3 + [DIMENSION] * 7)) == DIMENSION
+    assert model.describe()["spaces"]["s"]["widths"] == {str(k): 200}
+
+
 def test_cold_start_ranks_by_similarity_to_the_rated_items_and_explains_it() -> None:
     rng = np.random.default_rng(4)
     liked, disliked = unit_rows(rng.normal(size=(2, DIMENSION)))
