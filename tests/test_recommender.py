@@ -154,6 +154,22 @@ def test_ratings_of_peers_items_alone_train_a_local_block_at_their_prefix_width(
     assert model.describe()["spaces"]["s"]["widths"] == {str(k): 200}
 
 
+def test_cold_start_works_from_peers_prefixes_alone() -> None:
+    """Three ratings of peers' items (prefixes only): similarity to them ranks the rest, and the
+    explanation names them."""
+    rng = np.random.default_rng(12)
+    vectors = ordered(300, rng)
+    liked, disliked = vectors[0], -vectors[0]
+    near = unit_rows(liked + 0.2 * rng.normal(size=(20, DIMENSION)))
+    far = unit_rows(disliked + 0.2 * rng.normal(size=(20, DIMENSION)))
+    rated = [Example("a" * 64, liked[:16], 9.0), Example("b" * 64, near[0, :16], 9.0), Example("c" * 64, far[0, :16], 1.0)]
+    model = train({"s": rated}, {"s": DIMENSION})
+    assert model.heads["s"].cold
+    scores = model.predict("s", np.vstack([near[1:], far[1:]])[:, :16])[0]
+    assert scores[:19].min() > scores[19:].max()
+    assert model.explain("s", near[5, :16])[0][0] in ("a" * 64, "b" * 64)
+
+
 def test_cold_start_ranks_by_similarity_to_the_rated_items_and_explains_it() -> None:
     rng = np.random.default_rng(4)
     liked, disliked = unit_rows(rng.normal(size=(2, DIMENSION)))
