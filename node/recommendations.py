@@ -32,7 +32,7 @@ from peerlight.recommender.ranking import Candidates, RankingSettings, rank
 
 from .catalog import feedback as store
 from .catalog.database import Catalog
-from .catalog.peer_examples import keep_rated_prefixes, labelled_vectors, space_dimensions
+from .catalog.peer_examples import keep_rated_prefixes, labelled_hashes, labelled_vectors, space_dimensions
 from .catalog.embeddings import MAX_SEGMENTS, vector_id
 from .pathnames import decode_path, path_fields, readable
 from .search.vector_indexes import VectorIndexes
@@ -94,6 +94,7 @@ class Recommendations:
         self._remote_checked = -1  # the catalog generation the remote key was read at
         self._remote_state = (0, 0, 0)
         self._unscored_cache: tuple[object, int] | None = None
+        self._not_here: set[str] = set()  # labelled items with no vector of this node's own (peers' items)
         self.last_training_seconds: float | None = None
         self.trained: Callable[[], None] = lambda: None  # tests and status watch retraining through it
 
@@ -110,6 +111,7 @@ class Recommendations:
         labelled = await self._catalog.read(lambda conn: conn.execute("SELECT MAX(at) FROM feedback_events").fetchone()[0])
         if labelled is not None and labelled > self.model.trained_at:
             self._wanted.set()  # feedback came in while the daemon was not running
+        self._not_here = await self._catalog.read(_labelled_not_here)
         task_status.started()
         while True:
             await self._wanted.wait()
@@ -124,6 +126,7 @@ class Recommendations:
             # A peer's item rated before its share's catalog arrived, or just before it goes away.
             await self._catalog.write_when_space(keep_rated_prefixes)
             by_space, dimensions = await self._catalog.read(_training_set)
+            self._not_here = await self._catalog.read(_labelled_not_here)
             model = await trio.to_thread.run_sync(partial(train, by_space, dimensions, kind=self.settings.model), abandon_on_cancel=True)
             data = model.to_bytes()
             model.version = await self._catalog.write(
@@ -144,9 +147,9 @@ class Recommendations:
             return self.describe()
 
     async def embedded(self, item_ids: list[int]) -> None:
-        """Items just got vectors here. One the user rated as a peer's item, known by a K-prefix
-        (fetched since), now teaches by its whole vector: retrain soon."""
-        if await self._catalog.read(partial(_any_kept, item_ids=item_ids)):
+        """Items just got vectors here. One the user gave feedback on as a peer's item (known by a
+        K-prefix, or not at all), fetched since, now teaches by its whole vector: retrain soon."""
+        if self._not_here and set((await self._catalog.read(partial(_hashes_of_items, item_ids=item_ids))).values()) & self._not_here:
             self.changed()
 
     def describe(self) -> dict[str, Any]:
@@ -166,7 +169,9 @@ class Recommendations:
         rated = {key: rating for key, rating, _, _ in await self._catalog.read(store.ratings)}
         excluded = set(rated) if not request.include_rated else {k for k, r in rated.items() if r <= labels_of.DISLIKE_RATING}
         spaces, local_spaces = await self._catalog.read(_spaces_with_vectors)
-        spaces = [space for space in spaces if space in dimensions]
+        # A space only peers' items are in is ranked once the user's feedback has given it a head:
+        # before that its items would all score the bias alone (they are counted as unscored).
+        spaces = [space for space in spaces if space in dimensions and (space in local_spaces or space in model.heads)]
         banned: set[int] = set()
         if request.source in ("all", "local"):
             banned = await self._catalog.read(partial(_rated_item_ids, disliked_only=request.include_rated))
@@ -338,12 +343,21 @@ def _training_set(conn) -> tuple[dict[str, list[Example]], dict[str, int]]:  # t
     return by_space, dimensions
 
 
-def _any_kept(conn, item_ids: list[int]) -> bool:  # type: ignore[no-untyped-def]
-    """Whether any of these items is one the user gave feedback on as a peer's item."""
-    marks = ",".join("?" * len(item_ids))
-    return conn.execute(
-        f"SELECT 1 FROM items WHERE id IN ({marks}) AND content_hash IN (SELECT content_hash FROM kept_prefixes) LIMIT 1", item_ids
-    ).fetchone() is not None
+def _labelled_not_here(conn) -> set[str]:  # type: ignore[no-untyped-def]
+    """Labelled items with no whole-item vector here: peers' items, known by a prefix or not yet."""
+    labelled = sorted(labelled_hashes(conn))
+    here: set[str] = set()
+    for start in range(0, len(labelled), 500):
+        batch = labelled[start : start + 500]
+        here |= {
+            h
+            for (h,) in conn.execute(
+                f"""SELECT i.content_hash FROM items AS i WHERE i.content_hash IN ({",".join("?" * len(batch))})
+                    AND EXISTS (SELECT 1 FROM embeddings AS e WHERE e.item_id = i.id AND e.segment = 0)""",
+                batch,
+            )
+        }
+    return set(labelled) - here
 
 
 def _spaces_with_vectors(conn) -> tuple[list[str], set[str]]:  # type: ignore[no-untyped-def]

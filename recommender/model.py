@@ -224,7 +224,12 @@ class Head:
         query = unit_rows(np.atleast_2d(vector)[:, :width])[0]
         if self.fitted is not None:
             x = design(vector, self.dimension, self.centres)
-            rated = design(self.vectors, self.dimension, self.centres)
+            # Each rated item's row as training built it: at the width it is known to.
+            known = self.known if self.known is not None else np.full(len(self.keys), self.dimension)
+            rated = np.empty((len(self.keys), x.shape[1]), dtype=np.float32)
+            for known_width in np.unique(known):
+                rows = np.flatnonzero(known == known_width)
+                rated[rows] = design(self.vectors[rows, :known_width], self.dimension, self.centres)
             moved = (self.fitted.influence(x, rated, self.weights) * self.residuals[None, :])[0]
         else:
             near = np.clip(unit_rows(self.vectors[:, :width]) @ query, 0.0, None) ** 2

@@ -483,12 +483,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             content_hash  TEXT NOT NULL,
             model_id      TEXT NOT NULL,
             prefix        BLOB NOT NULL,
-            dimension     INTEGER NOT NULL CHECK (dimension > 0),
             name          TEXT,
             modality      TEXT,
             kept_at       REAL NOT NULL,
             PRIMARY KEY (content_hash, model_id)
         ) WITHOUT ROWID;
+        CREATE INDEX remote_vectors_hash ON remote_vectors (content_hash);
         """,
     ),
 )

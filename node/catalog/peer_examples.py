@@ -7,74 +7,61 @@ away (removed, refused, offline for good). When the item is fetched and embedded
 whole vector takes the prefix's place (:func:`labelled_vectors` prefers it), under the same
 content hash.
 
-A space the node has no local model for (a node with no library of its own) is still a space:
-its dimension comes from the manifests of the shares that hold it.
+A space the node has no local model for (a node with no library of its own) is still a space,
+as wide as the prefixes known of it: nothing a peer announces (a manifest's dimension) sets
+how much the model pads or truncates, so a peer cannot make training slow or cut what is known.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 
 import numpy as np
 
 from peerlight.embeddings.vectors import from_blob
+from peerlight.recommender.feedback import EVENT_KINDS
 
-MAX_DIMENSION = 4096
+# The items the model learns from: rated, or with an event it reads as a label (an "unrated"
+# mark, kept as history, is none).
+_LABELLED = f"""SELECT content_hash FROM ratings
+    UNION SELECT content_hash FROM feedback_events WHERE kind IN ({",".join("'" + kind + "'" for kind in EVENT_KINDS)})"""
 
-_LABELLED = "SELECT content_hash FROM ratings UNION SELECT content_hash FROM feedback_events"
 
-
-def peer_spaces(conn: sqlite3.Connection) -> dict[str, int]:
-    """Model id -> dimension of the spaces peers' shares announce, and of the kept prefixes."""
-    found: dict[str, int] = {}
-    for (manifest,) in conn.execute("SELECT manifest FROM remote_shares WHERE manifest IS NOT NULL"):
-        try:
-            models = json.loads(manifest).get("models") or []
-        except (ValueError, AttributeError):
-            continue
-        for model in models:
-            if not isinstance(model, dict):
-                continue
-            model_id, dimension = model.get("id"), model.get("dimension")
-            if isinstance(model_id, str) and isinstance(dimension, int) and 0 < dimension <= MAX_DIMENSION:
-                found.setdefault(model_id, dimension)
-    for model_id, dimension in conn.execute("SELECT model_id, MAX(dimension) FROM kept_prefixes GROUP BY model_id"):
-        found.setdefault(model_id, dimension)
-    return found
+def labelled_hashes(conn: sqlite3.Connection) -> set[str]:
+    return {h for (h,) in conn.execute(_LABELLED)}
 
 
 def space_dimensions(conn: sqlite3.Connection) -> dict[str, int]:
-    """Every space the model may have a head for: this node's models, then peers' spaces."""
+    """Every space the model may have a head for: this node's models (their dimension), then the
+    spaces known only from peers (the widest prefix held of each)."""
     local = dict(conn.execute("SELECT id, dimension FROM models").fetchall())
-    return peer_spaces(conn) | local
+    peers: dict[str, int] = {}
+    for (model_id,) in conn.execute("SELECT DISTINCT model_id FROM remote_vectors"):
+        if model_id not in local:  # one row says the width: a sync stores one K for a whole catalog
+            (width,) = conn.execute("SELECT length(prefix) FROM remote_vectors WHERE model_id = ? LIMIT 1", (model_id,)).fetchone()
+            peers[model_id] = width // 2
+    for model_id, width in conn.execute("SELECT model_id, MAX(length(prefix)) / 2 FROM kept_prefixes GROUP BY model_id"):
+        if model_id not in local:
+            peers[model_id] = max(peers.get(model_id, 0), width)
+    return peers | local
 
 
 def keep_rated_prefixes(conn: sqlite3.Connection, peer_id: str | None = None) -> int:
     """Copy the cached prefixes of the items the user gave feedback on (of one peer's share, or of
     all) into ``kept_prefixes``, a longer prefix replacing a shorter one; forget the kept prefixes
     of items no longer labelled. Rows written."""
-    dimensions = peer_spaces(conn)
     where = "AND v.peer_id = ?" if peer_id is not None else ""
-    rows = conn.execute(
-        f"""SELECT v.content_hash, v.model_id, v.prefix, r.name, r.modality FROM remote_vectors AS v
+    written = conn.execute(
+        f"""INSERT INTO kept_prefixes (content_hash, model_id, prefix, name, modality, kept_at)
+            SELECT v.content_hash, v.model_id, v.prefix, r.name, r.modality, ? FROM remote_vectors AS v
             JOIN remote_items AS r ON r.peer_id = v.peer_id AND r.content_hash = v.content_hash
-            WHERE v.content_hash IN ({_LABELLED}) {where}""",
-        (peer_id,) if peer_id is not None else (),
-    ).fetchall()
-    now, written = time.time(), 0
-    for content_hash, model_id, prefix, name, modality in rows:
-        dimension = dimensions.get(model_id)
-        if dimension is None or len(prefix) > 2 * dimension:
-            continue
-        written += conn.execute(
-            """INSERT INTO kept_prefixes (content_hash, model_id, prefix, dimension, name, modality, kept_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (content_hash, model_id) DO UPDATE SET prefix = excluded.prefix, dimension = excluded.dimension,
-                   name = excluded.name, modality = excluded.modality, kept_at = excluded.kept_at
-               WHERE length(excluded.prefix) > length(kept_prefixes.prefix)""",
-            (content_hash, model_id, prefix, dimension, name, modality, now),
-        ).rowcount
+            WHERE v.content_hash IN ({_LABELLED}) {where}
+            ON CONFLICT (content_hash, model_id) DO UPDATE SET prefix = excluded.prefix, name = excluded.name,
+                modality = excluded.modality, kept_at = excluded.kept_at
+            WHERE length(excluded.prefix) > length(kept_prefixes.prefix)""",
+        (time.time(), peer_id) if peer_id is not None else (time.time(),),
+    ).rowcount
     conn.execute(f"DELETE FROM kept_prefixes WHERE content_hash NOT IN ({_LABELLED})")
     return written
 
