@@ -24,6 +24,11 @@ items, weighted by cosine). At 10, 30, 100 and 300 ratings; and with 100 ratings
 scoring held-out items from K-prefixes only (a peer's items), as a share of its full-vector
 NDCG@10 — beside the same share for k-NN on renormalised prefixes, which shows how much of the
 ranking a prefix of the shipped ordering can carry at all.
+
+Peer-only (``recommender_peer_only``): a node with no library rates only a peer's items, which it
+knows by the catalog protocol's K = 48 prefixes (renormalised, sent as float16), and ranks the
+rest of that share from the same prefixes; its NDCG@10 at each count beside the local model's
+(whole vectors, rated and ranked) and their ratio.
 """
 
 from __future__ import annotations
@@ -188,9 +193,10 @@ def run_corpus(corpus: Corpus, users: int, seed: int, with_mlp: bool = True) -> 
                 networks = train({"s": examples}, {"s": dimension}, kind="mlp")
                 results.setdefault(("mlp", count), []).append(evaluate(networks.predict("s", corpus.vectors[test])[0], truth, rng))
             # Peer-only: the user rated the peer's items (known by their prefixes), and the rest of
-            # the peer's share is ranked from its prefixes.
+            # the peer's share is ranked from its prefixes. A node with no model of its own holds
+            # the space as wide as its prefixes (node/catalog/peer_examples.py), so the head is too.
             peer_examples = [Example(str(i), peer[i], float(user.ratings[i])) for i in rated]
-            peer_scores, _ = train({"s": peer_examples}, {"s": dimension}).predict("s", peer[test])
+            peer_scores, _ = train({"s": peer_examples}, {"s": PEER_K}).predict("s", peer[test])
             results.setdefault(("peer", count), []).append(evaluate(peer_scores, truth, rng))
             mean = np.full(len(test), user.ratings[rated].mean())
             results.setdefault(("mean", count), []).append(evaluate(mean, truth, rng))
