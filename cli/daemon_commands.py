@@ -20,6 +20,7 @@ from peerlight.node.paths import NodePaths
 from .client import DaemonNotRunning, call
 from .errors import CliError
 from .output import Output, human_duration
+from .share_commands import reachability_line
 
 DAEMON_MODULE = "peerlight.node"
 
@@ -189,4 +190,7 @@ def _render_status(console: Console, status: dict[str, Any], started: bool) -> N
         if index["mode"] == "funnel":
             detail += f" (prefix {index['prefix_length']})"
         grid.add_row("vectors", escape(f"{index['model_id']}: {detail}"))
+    for share in status.get("shares", []):
+        if share.get("reachability"):  # a global share: can peers on the internet dial it?
+            grid.add_row("reachable", f"{escape(share['name'])}: {reachability_line(share['reachability'])}")
     console.print(grid)

@@ -268,8 +268,23 @@ def _render_share(console: Console, share: dict[str, Any]) -> None:
         console.print(f"[bold]{key:>12}[/]  {value}")
     for address in share.get("addresses") or []:
         console.print(f"[bold]{'address':>12}[/]  {escape(address)}")
+    if share.get("reachability"):
+        console.print(f"[bold]{'reachable':>12}[/]  {reachability_line(share['reachability'])}")
     if share.get("error"):
         console.print(f"[yellow]{'error':>12}[/]  {escape(share['error'])}")
+
+
+def reachability_line(found: dict[str, Any]) -> str:
+    """A global share's reachability as a line: what peers' dial-backs found, and where they saw it."""
+    status = found.get("status", "unknown")
+    seen = ", ".join(escape(a) for a in found.get("observed") or [])
+    if status == "public":
+        text = f"public (dialled back at {', '.join(escape(a) for a in found.get('reached_at') or [])})"
+    elif status == "private":
+        text = "private (behind NAT: peers cannot dial it)"
+    else:
+        text = "unknown (too few peers answered yet)"
+    return text + (f"; seen from outside as {seen}" if seen else "")
 
 
 def _render_shares(console: Console, shares: list[dict[str, Any]]) -> None:

@@ -89,6 +89,18 @@ def announced_addresses(host: Any) -> list[str]:
     return [str(address) for address in host.get_addrs()]
 
 
+def observed_addresses(host: Any) -> list[str]:
+    """Where peers saw this host's connections come from (identify's observed addresses, each
+    reported by at least one peer): behind a NAT, the NAT's public address and port."""
+    manager = getattr(host, "_observed_addr_manager", None)  # py-libp2p 0.8.1 keeps it private
+    return [str(address) for address in manager.addrs(min_observers=1)] if manager is not None else []
+
+
+def connected_peers(host: Any) -> list[str]:
+    """The peer ids this host holds a connection to now."""
+    return [str(peer_id) for peer_id in host.get_network().connections]
+
+
 async def connect(host: Any, peer_id: str, addresses: Sequence[str], timeout: float = DIAL_TIMEOUT_SECONDS) -> str:
     """Connect to ``peer_id`` by trying each address in turn; the one that worked.
 

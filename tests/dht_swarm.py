@@ -18,6 +18,7 @@ import trio
 
 from peerlight.p2p.dht import bootstrap, running_dht
 from peerlight.p2p.host import listen_addresses, new_host, running
+from peerlight.p2p.reachability import serve_autonat
 
 
 async def start_swarm(stack: AsyncExitStack, count: int) -> tuple[list[Any], list[Any]]:
@@ -28,6 +29,7 @@ async def start_swarm(stack: AsyncExitStack, count: int) -> tuple[list[Any], lis
     hosts, dhts = [], []
     for _ in range(count):
         host = new_host(os.urandom(32))
+        serve_autonat(host)  # as public bootstrap nodes do: they dial back whoever asks
         await stack.enter_async_context(running(host, ["/ip4/127.0.0.1/tcp/0"]))
         hosts.append(host)
         dhts.append(await stack.enter_async_context(running_dht(host, server=True)))

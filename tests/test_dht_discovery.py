@@ -52,6 +52,11 @@ def test_a_global_share_is_found_on_a_dht_of_twenty_nodes(namespace, tmp_path) -
         while not (cli_json(a_dir, "share", "show", "world").get("dht") or {}).get("provided"):
             assert time.monotonic() < deadline, cli_json(a_dir, "share", "show", "world")
             time.sleep(0.5)
+        # Its DHT neighbours dialled it back on what it announces: it is reachable ("public").
+        while (shown := cli_json(a_dir, "share", "show", "world"))["reachability"]["status"] != "public":
+            assert time.monotonic() < deadline + 60 and shown["reachability"]["private_votes"] == 0, shown["reachability"]
+            time.sleep(0.5)
+        assert shown["reachability"]["public_votes"] >= 2 and shown["reachability"]["reached_at"], shown["reachability"]
 
         # B was never told about A: it finds the share on the DHT.
         assert cli_json(b_dir, "peers") == []

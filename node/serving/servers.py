@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ import trio
 
 from peerlight.p2p.errors import Forbidden
 from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, running_dht
-from peerlight.p2p.host import announced_addresses, listen_addresses, new_host, running
+from peerlight.p2p import reachability
+from peerlight.p2p.host import announced_addresses, connected_peers, listen_addresses, new_host, observed_addresses, running
 from peerlight.p2p.resources import ResourceManager
 from peerlight.p2p.listen import dialable, listen_multiaddrs
 from peerlight.p2p.mdns import LanAnnouncement
@@ -46,6 +48,9 @@ from .handlers import ShareService
 log = logging.getLogger("peerlight.serving")
 
 RETRY_SECONDS = (1, 5, 30, 120)
+REACHABILITY_SECONDS = 600.0  # a global share asks again this often once it knows
+REACHABILITY_RETRY_SECONDS = 15.0  # ... and this often while it does not (too few peers answered)
+REACHABILITY_ASKED = 8  # connected peers asked to dial back at once
 
 
 ACCESS_WRITE_SECONDS = 2.0  # how often a share's access log and its grants' "last used" reach the catalog
@@ -63,6 +68,7 @@ class RunningShare:
     error: str | None = None
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
     dht: dict[str, Any] | None = None  # a global share's standing on the DHT
+    reachability: reachability.Reachability | None = None  # a global share: can peers dial it?
     access: ShareAccess | None = None  # the share's gate, while it serves
 
     def describe(self) -> dict[str, Any]:
@@ -78,6 +84,7 @@ class RunningShare:
             "announced": announced_addresses(self.host) if network is not None else [],
             "connections": sum(len(c) for c in network.connections.values()) if network is not None else 0,
             **({"dht": self.dht} if self.dht is not None else {}),
+            **({"reachability": self.reachability.to_wire()} if self.reachability is not None else {}),
             **(self.server.describe() if self.server is not None else {}),
         }
 
@@ -97,6 +104,27 @@ async def _provide_forever(current: RunningShare, host: Any, dht: Any, bootstrap
             log.info("providing on the DHT failed", extra={"share": current.share.name, "reason": describe_error(exc)})
         current.dht = {"routing_table": dht.get_routing_table_size(), "provided": provided, "at": time.time()}
         await trio.sleep(every if provided else min(every, 30))
+
+
+async def _watch_reachability(current: RunningShare, host: Any, autonat: Any) -> None:
+    """Ask the peers the share is connected to (DHT neighbours, bootstrap nodes) to dial it back
+    on the addresses it announces; keep the verdict and the addresses peers saw it at. A check
+    that fails is logged and tried again: it never stops the share."""
+    while True:
+        peers = connected_peers(host)
+        random.shuffle(peers)
+        # What it announces, and where peers saw it (behind a NAT: the NAT's mapping, which a
+        # dial-back from outside then fails on: "private").
+        addresses = list(dict.fromkeys(address.split("/p2p/")[0] for address in announced_addresses(host) + observed_addresses(host)))
+        if peers and addresses:
+            try:
+                found = await reachability.check(autonat, peers[:REACHABILITY_ASKED], addresses)
+                found.observed, found.checked_at = observed_addresses(host), time.time()
+                current.reachability = found
+            except Exception as exc:
+                log.info("a reachability check failed", extra={"share": current.share.name, "reason": describe_error(exc)})
+        known = current.reachability is not None and current.reachability.status != reachability.UNKNOWN
+        await trio.sleep(REACHABILITY_SECONDS if known else REACHABILITY_RETRY_SECONDS)
 
 
 def key_path(folder: Path, share_id: int) -> Path:
@@ -296,8 +324,10 @@ class DataServers:
 
             await self._catalog.write_when_space(write)
 
-    async def _announce_globally(self, current: RunningShare, host: Any) -> None:
-        async with running_dht(host, server=True) as dht:
+    async def _announce_globally(self, current: RunningShare, host: Any, autonat: Any) -> None:
+        current.reachability = reachability.Reachability()
+        async with running_dht(host, server=True) as dht, trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_reachability, current, host, autonat)
             await _provide_forever(current, host, dht, self._bootstrap, self._reprovide_seconds)
 
     async def _host(self, current: RunningShare) -> None:
@@ -316,6 +346,8 @@ class DataServers:
         protocols = [*current.service.protocols(), Protocol(schema.REDEEM, desk.redeem)]
         server = ProtocolServer(protocols, self._limits, gate=access, resources=self.resources, name=share.name)
         server.attach(host)
+        # A global share answers other hosts' dial-back requests, and asks its peers for its own.
+        autonat = reachability.serve_autonat(host) if share.scope == "global" else None
         current.access = access
         async with running(host, listen):
             addresses = listen_addresses(host)
@@ -337,7 +369,7 @@ class DataServers:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._record_access, access)
                     if share.scope == "global":
-                        await self._announce_globally(current, host)
+                        await self._announce_globally(current, host, autonat)
                     else:
                         await trio.sleep_forever()
             finally:
