@@ -91,9 +91,9 @@ def announced_addresses(host: Any) -> list[str]:
 
 def observed_addresses(host: Any) -> list[str]:
     """Where peers saw this host's connections come from (identify's observed addresses, each
-    reported by at least one peer): behind a NAT, the NAT's public address and port."""
+    reported by at least two peers, so one cannot plant one): behind a NAT, the NAT's address."""
     manager = getattr(host, "_observed_addr_manager", None)  # py-libp2p 0.8.1 keeps it private
-    return [str(address) for address in manager.addrs(min_observers=1)] if manager is not None else []
+    return [str(address) for address in manager.addrs(min_observers=2)] if manager is not None else []
 
 
 def connected_peers(host: Any) -> list[str]:

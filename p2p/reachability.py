@@ -3,17 +3,20 @@
 A host asks several peers to dial it back on the addresses it would announce; a peer that
 reaches it says ``OK`` (a vote for *public*), one that cannot says ``E_DIAL_ERROR`` (a vote for
 *private*: behind a NAT or a firewall). Refusals (an address not at the asker's own IP, a
-relayed request) and peers that do not answer are no votes. py-libp2p 0.8.1's AutoNAT carries
-the wire format; its server is used through :func:`serve_autonat`, which works around three
-defects (``quirks.md``-style, each with its reason):
+relayed request) and peers that do not answer are no votes.
 
-- it "dials back" with ``host.connect``, which returns at once over the connection the request
-  came on, so every asker seemed public: here each dial-back is a fresh connection, closed after;
-- it dials the peer id the request names, which need not be the asker's: here always the
-  asker's, as Noise authenticated it;
-- it reads the request with no deadline and serves any number of askers at once: here one
-  request per stream within ``REQUEST_SECONDS``, at most ``CONCURRENT_DIAL_BACKS`` node-wide,
-  and at most ``MAX_DIAL_BACK_ADDRESSES`` addresses tried each.
+py-libp2p 0.8.1's AutoNAT carries the wire format and the asking side (``query_server``). Its
+answering side is not used, for its defects: it "dials back" with ``host.connect``, which
+returns at once over the connection the request came on (every asker seemed public); it dials
+the peer id the request names, which need not be the asker's; its address check reads the
+first IP of an address while the TCP dialler uses the last (``/ip4/<asker>/tcp/P/ip4/<victim>
+/tcp/1`` made it connect to any host: a port scanner for hire); and it reads with no deadline
+and serves any number at once. :func:`serve_autonat` answers instead: only the asker Noise
+authenticated, only at the IP its connection came from (the address rebuilt from that IP and a
+port of an address that is exactly ``/ip4|ip6/<that ip>/tcp/<port>``), on a new connection
+closed after; a request read within ``READ_SECONDS`` before it takes one of
+``CONCURRENT_DIAL_BACKS`` slots per host, one at a time per peer and one per
+``PER_PEER_SECONDS``, at most ``MAX_DIAL_BACK_ADDRESSES`` ports tried.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ import trio
 log = logging.getLogger("peerlight.p2p")
 
 REQUEST_SECONDS = 30.0  # one asker's whole exchange, its dial-back included
+READ_SECONDS = 5.0  # for the request to arrive
+PER_PEER_SECONDS = 10.0  # one request per peer this often
+MAX_REMEMBERED_ASKERS = 4096
+MAX_EXAMINED_ADDRESSES = 32
 DIAL_BACK_SECONDS = 10.0  # one address's dial-back
 MAX_DIAL_BACK_ADDRESSES = 4
 CONCURRENT_DIAL_BACKS = 4
@@ -68,47 +75,124 @@ def serve_autonat(host: Any) -> Any:
     from libp2p.host.autonat.pb.autonat_pb2 import Message
     from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
-    service = AutoNATService(host, serve=False)
-    service._try_dial = _fresh_dial_back(host)  # quirk: a new connection per dial-back (see above)
+    service = AutoNATService(host, serve=False)  # the client half (query_server); we answer ourselves
     limiter = trio.CapacityLimiter(CONCURRENT_DIAL_BACKS)
+    asking: set[str] = set()  # peers with a request being answered: one each
+    last_asked: dict[str, float] = {}  # peer -> when it last asked (a few a minute each)
 
-    async def answer(stream: Any) -> None:
-        request = Message()
-        request.ParseFromString(await read_varint_prefixed_bytes_limited(stream, MAX_REQUEST_BYTES))
-        if request.type == Message.DIAL:  # quirk: dial the asker, never a peer id the message names
-            request.dial.peer.id = stream.muxed_conn.peer_id.to_bytes()
-            del request.dial.peer.addrs[MAX_DIAL_BACK_ADDRESSES:]
-        response = await service._handle_request(request, service._observed_ip(stream), _is_relayed_stream(stream))
-        await stream.write(encode_varint_prefixed(response.SerializeToString()))
+    def refused(status: int, text: str) -> Any:
+        response = Message()
+        response.type = Message.DIAL_RESPONSE
+        response.dialResponse.status = status
+        response.dialResponse.statusText = text
+        return response
+
+    async def answer(stream: Any, request: Any) -> Any:
+        if request.type != Message.DIAL:
+            return refused(Message.E_BAD_REQUEST, "not a dial request")
+        if _is_relayed_stream(stream):
+            return refused(Message.E_DIAL_REFUSED, "dial requests over relayed connections are refused")
+        observed = _observed_ip(stream)
+        ports = _ports_at(request.dial.peer.addrs, observed)
+        if observed is None or not ports:
+            return refused(Message.E_DIAL_REFUSED, "no advertised /ip/tcp address at the asker's own IP")
+        # Only the asker Noise authenticated, only at the IP its connection came from: whatever
+        # else the request names is never dialled (no third party, no other host or port scan).
+        family = "ip6" if ":" in observed else "ip4"
+        reached = await _dial_back(host, stream.muxed_conn.peer_id, [f"/{family}/{observed}/tcp/{port}" for port in ports])
+        if reached is None:
+            return refused(Message.E_DIAL_ERROR, "no dial-back answered")
+        response = refused(Message.OK, "")
+        response.dialResponse.addr = reached
+        return response
 
     async def handle(stream: Any) -> None:
-        if limiter.available_tokens == 0:  # busy: no queue of strangers' dial-backs
-            await _reset(stream)
+        peer = str(stream.muxed_conn.peer_id)
+        now = trio.current_time()
+        if peer in asking or now - last_asked.get(peer, -PER_PEER_SECONDS) < PER_PEER_SECONDS or limiter.available_tokens == 0:
+            await _reset(stream)  # one at a time per peer, a few a minute, and no queue
             return
-        async with limiter:
-            with trio.move_on_after(REQUEST_SECONDS) as waited:
-                try:
-                    await answer(stream)
-                except Exception as exc:  # a malformed request, a vanished asker
-                    log.debug("a reachability request failed", extra={"reason": f"{type(exc).__name__}: {exc}"})
-                    await _reset(stream)
-                    return
-            if waited.cancelled_caught:
+        if len(last_asked) > MAX_REMEMBERED_ASKERS:
+            for old in [p for p, at in last_asked.items() if now - at >= PER_PEER_SECONDS]:
+                del last_asked[old]
+        asking.add(peer)
+        last_asked[peer] = now
+        try:
+            request = Message()
+            try:
+                with trio.fail_after(READ_SECONDS):  # read before a slot is taken: a silent asker holds none
+                    request.ParseFromString(await read_varint_prefixed_bytes_limited(stream, MAX_REQUEST_BYTES))
+            except Exception:
                 await _reset(stream)
                 return
-            with trio.move_on_after(1):
-                try:
-                    await stream.close()
-                except Exception:
-                    pass
+            if limiter.available_tokens == 0:
+                await _reset(stream)
+                return
+            async with limiter:
+                with trio.move_on_after(REQUEST_SECONDS) as waited:
+                    try:
+                        response = await answer(stream, request)
+                        await stream.write(encode_varint_prefixed(response.SerializeToString()))
+                    except Exception as exc:  # a malformed request, a vanished or silent asker
+                        log.debug("a reachability request failed", extra={"peer": peer, "reason": f"{type(exc).__name__}: {exc}"})
+                        await _reset(stream)
+                        return
+                if waited.cancelled_caught:
+                    await _reset(stream)
+                    return
+                with trio.move_on_after(1):
+                    try:
+                        await stream.close()
+                    except Exception:
+                        pass
+        finally:
+            asking.discard(peer)
 
     host.set_stream_handler(AUTONAT_PROTOCOL_ID, handle)
     return service
 
 
+def _observed_ip(stream: Any) -> str | None:
+    """The IP the asker's connection came from."""
+    import ipaddress
+
+    try:
+        remote = stream.get_remote_address()
+        return str(ipaddress.ip_address(remote[0])) if remote else None
+    except Exception:
+        return None
+
+
+def _ports_at(addresses: Sequence[bytes], observed: str | None) -> list[int]:
+    """The TCP ports of the asker's addresses that are exactly ``/ip4|ip6/<observed>/tcp/<port>``
+    (optionally ``/p2p/...``): anything longer (a second /ip4, a /dns4 to resolve) is ignored."""
+    import ipaddress
+
+    from multiaddr import Multiaddr
+
+    ports: list[int] = []
+    for raw in list(addresses)[:MAX_EXAMINED_ADDRESSES]:
+        try:
+            parts = [(p.name, Multiaddr(raw).value_for_protocol(p.code)) for p in Multiaddr(raw).protocols()]
+        except Exception:
+            continue
+        names = [name for name, _ in parts]
+        if names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]) or names[2:] not in ([], ["p2p"]):
+            continue
+        try:
+            if str(ipaddress.ip_address(parts[0][1])) != observed:
+                continue
+            port = int(parts[1][1])
+        except (TypeError, ValueError):
+            continue
+        if 0 < port < 65536 and port not in ports:
+            ports.append(port)
+    return ports[:MAX_DIAL_BACK_ADDRESSES]
+
+
 async def check(service: Any, servers: Sequence[str], addresses: Sequence[str], confirmations: int = CONFIRMATIONS) -> Reachability:
     """Ask ``servers`` (peer ids this host can reach) to dial ``addresses`` back, all at once, and
-    decide: ``confirmations`` agreeing votes and none against, else unknown."""
+    decide: at least ``confirmations`` agreeing votes and two thirds of all votes, else unknown."""
     from libp2p.host.autonat.pb.autonat_pb2 import Message
     from libp2p.peer.id import ID
     from multiaddr import Multiaddr
@@ -119,48 +203,60 @@ async def check(service: Any, servers: Sequence[str], addresses: Sequence[str], 
     async def ask(server: str) -> None:
         try:
             status, reached = await service.query_server(ID.from_base58(server), wanted, timeout=QUERY_SECONDS)
-        except Exception as exc:  # no answer, no AutoNAT there: no vote
+            shown = str(Multiaddr(reached)) if reached else None
+        except Exception as exc:  # no answer, no AutoNAT there, an address that is none: no vote
             log.debug("no reachability answer", extra={"peer": server, "reason": f"{type(exc).__name__}: {exc}"})
             return
         if status == Message.OK:
             found.public_votes += 1
-            if reached:
-                found.reached_at.append(str(Multiaddr(reached)))
+            if shown:
+                found.reached_at.append(shown)
         elif status == Message.E_DIAL_ERROR:
             found.private_votes += 1
 
     async with trio.open_nursery() as nursery:
         for server in servers:
             nursery.start_soon(ask, server)
-    if found.public_votes >= confirmations and not found.private_votes:
+    # Enough agreeing votes and a clear majority (one confused or lying peer does not sway it).
+    votes = found.public_votes + found.private_votes
+    if found.public_votes >= confirmations and 3 * found.public_votes >= 2 * votes:
         found.status = PUBLIC
-    elif found.private_votes >= confirmations and not found.public_votes:
+    elif found.private_votes >= confirmations and 3 * found.private_votes >= 2 * votes:
         found.status = PRIVATE
     return found
 
 
-def _fresh_dial_back(host: Any) -> Any:
-    async def dial_back(peer_id: Any, addresses: list[bytes]) -> bytes | None:
-        from multiaddr import Multiaddr
+async def _dial_back(host: Any, peer_id: Any, addresses: list[str]) -> bytes | None:
+    """Dial ``peer_id`` at each address on a new connection, closed after; the first that answered.
 
-        network = host.get_network()
-        for raw in addresses[:MAX_DIAL_BACK_ADDRESSES]:
-            connection = None
-            with trio.move_on_after(DIAL_BACK_SECONDS):
-                try:
-                    connection = await network.dial_addr(Multiaddr(raw), peer_id)
-                except Exception:
-                    connection = None
-            if connection is not None:
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
+    A connection whose close does not finish in time (its peer stopped reading) is dropped from
+    the swarm's records and its socket closed, so it cannot linger and fill the host's slots."""
+    from multiaddr import Multiaddr
+
+    network = host.get_network()
+    for address in addresses:
+        connection = None
+        with trio.move_on_after(DIAL_BACK_SECONDS):
+            try:
+                connection = await network.dial_addr(Multiaddr(address), peer_id)
+            except Exception:
+                connection = None
+        if connection is not None:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(2) as closing:
                     try:
                         await connection.close()
                     except Exception:
                         pass
-                return bytes(raw)
-        return None
-
-    return dial_back
+                if closing.cancelled_caught:
+                    with trio.move_on_after(1):
+                        try:
+                            network.remove_conn(connection)
+                            await connection.muxed_conn.secured_conn.close()
+                        except Exception:
+                            pass
+            return Multiaddr(address).to_bytes()
+    return None
 
 
 async def _reset(stream: Any) -> None:

@@ -111,18 +111,21 @@ async def _watch_reachability(current: RunningShare, host: Any, autonat: Any) ->
     on the addresses it announces; keep the verdict and the addresses peers saw it at. A check
     that fails is logged and tried again: it never stops the share."""
     while True:
-        peers = connected_peers(host)
-        random.shuffle(peers)
-        # What it announces, and where peers saw it (behind a NAT: the NAT's mapping, which a
-        # dial-back from outside then fails on: "private").
-        addresses = list(dict.fromkeys(address.split("/p2p/")[0] for address in announced_addresses(host) + observed_addresses(host)))
-        if peers and addresses:
-            try:
+        try:
+            peers = connected_peers(host)
+            random.shuffle(peers)
+            # What it announces, and where peers saw it (behind a NAT: the NAT's mapping, which a
+            # dial-back from outside then fails on: "private").
+            addresses = list(dict.fromkeys(a.split("/p2p/")[0] for a in announced_addresses(host) + observed_addresses(host)))
+            if peers and addresses:
                 found = await reachability.check(autonat, peers[:REACHABILITY_ASKED], addresses)
                 found.observed, found.checked_at = observed_addresses(host), time.time()
+                before = current.reachability
+                if found.status == reachability.UNKNOWN and before is not None and before.status != reachability.UNKNOWN:
+                    found.status = before.status  # an inconclusive round keeps what was known
                 current.reachability = found
-            except Exception as exc:
-                log.info("a reachability check failed", extra={"share": current.share.name, "reason": describe_error(exc)})
+        except Exception as exc:  # never stops the share's providing beside it
+            log.info("a reachability check failed", extra={"share": current.share.name, "reason": describe_error(exc)})
         known = current.reachability is not None and current.reachability.status != reachability.UNKNOWN
         await trio.sleep(REACHABILITY_SECONDS if known else REACHABILITY_RETRY_SECONDS)
 
