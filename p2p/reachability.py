@@ -92,7 +92,7 @@ def serve_autonat(host: Any) -> Any:
             return refused(Message.E_BAD_REQUEST, "not a dial request")
         if _is_relayed_stream(stream):
             return refused(Message.E_DIAL_REFUSED, "dial requests over relayed connections are refused")
-        observed = _observed_ip(stream)
+        observed = service._observed_ip(stream)  # normalised as the library does (IPv4-mapped IPv6 too)
         ports = _ports_at(request.dial.peer.addrs, observed)
         if observed is None or not ports:
             return refused(Message.E_DIAL_REFUSED, "no advertised /ip/tcp address at the asker's own IP")
@@ -152,38 +152,23 @@ def serve_autonat(host: Any) -> Any:
     return service
 
 
-def _observed_ip(stream: Any) -> str | None:
-    """The IP the asker's connection came from."""
-    import ipaddress
-
-    try:
-        remote = stream.get_remote_address()
-        return str(ipaddress.ip_address(remote[0])) if remote else None
-    except Exception:
-        return None
-
-
 def _ports_at(addresses: Sequence[bytes], observed: str | None) -> list[int]:
     """The TCP ports of the asker's addresses that are exactly ``/ip4|ip6/<observed>/tcp/<port>``
     (optionally ``/p2p/...``): anything longer (a second /ip4, a /dns4 to resolve) is ignored."""
-    import ipaddress
-
+    from libp2p.host.autonat.autonat import _normalize_ip
     from multiaddr import Multiaddr
 
     ports: list[int] = []
     for raw in list(addresses)[:MAX_EXAMINED_ADDRESSES]:
         try:
-            parts = [(p.name, Multiaddr(raw).value_for_protocol(p.code)) for p in Multiaddr(raw).protocols()]
-        except Exception:
-            continue
-        names = [name for name, _ in parts]
-        if names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]) or names[2:] not in ([], ["p2p"]):
-            continue
-        try:
-            if str(ipaddress.ip_address(parts[0][1])) != observed:
+            address = Multiaddr(raw)
+            names = [protocol.name for protocol in address.protocols()]
+            if names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]) or names[2:] not in ([], ["p2p"]):
                 continue
-            port = int(parts[1][1])
-        except (TypeError, ValueError):
+            if _normalize_ip(str(address.value_for_protocol(names[0]))) != observed:
+                continue
+            port = int(address.value_for_protocol("tcp"))
+        except Exception:  # not a multiaddr, or a value that is none
             continue
         if 0 < port < 65536 and port not in ports:
             ports.append(port)

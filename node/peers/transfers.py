@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import shutil
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -23,7 +22,7 @@ from typing import Any
 import blake3
 import trio
 
-from peerlight.p2p import schema
+from peerlight.p2p import fields, schema
 from peerlight.p2p.client import Requester
 from peerlight.p2p.errors import Malformed, NotFound, Timeout, TooLarge, Unreachable, WireError
 
@@ -37,7 +36,6 @@ from .host import PeerHost
 
 log = logging.getLogger("peerlight.peers")
 
-HASH = re.compile(r"^[0-9a-f]{64}$")
 FETCH_ATTEMPTS = 5  # an interrupted or corrupted transfer is resumed this many times
 RESUME_BACKOFF = (0.2, 1, 3, 10)
 PREVIEW_TYPES = {"image/jpeg": ".jpg", "audio/wav": ".wav"}  # what a preview may be (and its file's suffix)
@@ -69,8 +67,8 @@ class Transfers:
     async def resolve(self, remote: RemoteShare, item: str) -> tuple[str, str, int | None]:
         """(content hash, file name, size) of ``item``: a content hash (named and sized as our copy
         of the share's catalog says, when it holds the item), or a file name in the share."""
-        if HASH.match(item.lower()):
-            content_hash = item.lower()
+        content_hash = fields.content_hash(item.lower())
+        if content_hash is not None:
             cached = await self._catalog.read(partial(remote_items.cached_item, peer_id=remote.peer_id, content_hash=content_hash))
             return (content_hash, *cached) if cached is not None else (content_hash, content_hash, None)
         requester = await self._host.requester()
