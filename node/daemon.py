@@ -43,7 +43,7 @@ from .api.feedback import FeedbackMethods
 from .api.shares import PeerMethods, ShareMethods
 from .pairing import Pairing
 from .peers.client import PeerClient
-from .model_id_renames import adapter_renames, log_renames, rename_adapter_files, rename_in_catalog
+from .model_id_renames import adapter_renames, log_renames, rename_adapter_files, rename_in_catalog, stored_under_old_ids
 from .serving.adapter_files import AdapterFiles, adapter_folders
 from .serving.servers import DataServers
 from .metrics import serve_metrics
@@ -164,10 +164,10 @@ class Daemon:
         """Ids stored under version 1 of the adapter id recipe take their version 2 names."""
         assert self._catalog is not None
         renames = await trio.to_thread.run_sync(adapter_renames, adapter_folders(self.paths.adapters))
-        if renames:
-            rows = await self._catalog.write(partial(rename_in_catalog, renames=renames))
-            await trio.to_thread.run_sync(rename_adapter_files, self.paths.adapters, renames)
-            log_renames(renames, rows)
+        await trio.to_thread.run_sync(rename_adapter_files, self.paths.adapters, renames)
+        stored = await self._catalog.read(partial(stored_under_old_ids, renames=renames))
+        if stored:  # once, on the first start after the recipe changed
+            log_renames(stored, await self._catalog.write(partial(rename_in_catalog, renames=stored)))
 
     async def _serve(self, on_ready: Callable[[], None]) -> None:
         assert self._catalog is not None

@@ -52,6 +52,20 @@ def adapter_renames(folders: list[Path]) -> list[Rename]:
     return found
 
 
+def stored_under_old_ids(conn: sqlite3.Connection, renames: list[Rename]) -> list[Rename]:
+    """The renames with something stored under their old model id (a node past the migration has
+    none: it then writes nothing at start). Models, embeddings and peers' prefixes are found by
+    their model id index; embedding failures (few) by a scan."""
+    return [
+        rename
+        for rename in renames
+        if any(
+            conn.execute(f"SELECT 1 FROM {table} WHERE {column} = ? LIMIT 1", (rename.old_model_id,)).fetchone()
+            for table, column in (("models", "id"), *MODEL_ID_COLUMNS)
+        )
+    ]
+
+
 def rename_in_catalog(conn: sqlite3.Connection, renames: list[Rename]) -> int:
     """Rename every row under an old model id (one transaction: the caller's write); rows renamed."""
     changed = 0

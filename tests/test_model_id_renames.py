@@ -11,7 +11,7 @@ import numpy as np
 from peerlight.embeddings.adapters import pca_adapter
 from peerlight.embeddings.vectors import to_blob
 from peerlight.node.catalog.migrations import migrate
-from peerlight.node.model_id_renames import adapter_renames, rename_adapter_files, rename_in_catalog
+from peerlight.node.model_id_renames import adapter_renames, rename_adapter_files, rename_in_catalog, stored_under_old_ids
 
 
 def test_a_node_s_stored_ids_of_version_1_take_their_version_2_names(tmp_path: Path) -> None:
@@ -37,6 +37,7 @@ def test_a_node_s_stored_ids_of_version_1_take_their_version_2_names(tmp_path: P
 
     renames = adapter_renames([folder])
     assert [(r.old_model_id, r.new_model_id) for r in renames] == [(old_model, new_model)]
+    assert stored_under_old_ids(conn, renames) == renames
     conn.execute("BEGIN")
     assert rename_in_catalog(conn, renames) == 3
     conn.execute("COMMIT")
@@ -47,4 +48,4 @@ def test_a_node_s_stored_ids_of_version_1_take_their_version_2_names(tmp_path: P
     assert conn.execute("SELECT model_id FROM remote_vectors").fetchall() == [(new_model,)]
     assert sorted(p.name for p in folder.iterdir()) == sorted([f"{new_id}.npz", "defaults.json"])
     assert json.loads((folder / "defaults.json").read_text()) == {"st:tiny:0011223344556677": new_id, "other": "x" * 64}
-    assert rename_in_catalog(conn, adapter_renames([folder])) == 0  # a second start finds nothing to rename
+    assert stored_under_old_ids(conn, adapter_renames([folder])) == []  # a second start writes nothing
