@@ -223,13 +223,6 @@ def safe_name(name: Any, content_hash: str) -> str:
     return text
 
 
-def _size_or_zero(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
 def _write_new(target: Path, data: bytes) -> Path:
     """Write ``data`` under ``target``'s name, or a numbered variant of it: never over an existing file."""
     stem, suffix = target.stem, target.suffix
