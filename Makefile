@@ -9,13 +9,13 @@ TEST_WORKERS ?= 2
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test prereqs install clean bench
+.PHONY: run test prereqs test-prereqs install clean bench
 
 run: install
 	$(BIN)/peerlight init --if-missing
 	exec $(BIN)/peerlight start
 
-test: install
+test: install test-prereqs
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
@@ -38,6 +38,13 @@ prereqs:
 	  { echo "error: the GMP headers are required to build fastecdsa (Debian/Ubuntu: apt-get install libgmp-dev; Fedora: dnf install gmp-devel; macOS: brew install gmp)"; exit 1; }
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || \
 	  { echo "error: Python's venv module is missing (Debian/Ubuntu: apt-get install python3-venv)"; exit 1; }
+
+# The NAT tests build a small internet of network namespaces, routers masquerading with iptables.
+test-prereqs:
+	@command -v iptables >/dev/null || \
+	  { echo "error: the NAT tests need iptables (Debian/Ubuntu: apt-get install iptables)"; exit 1; }
+	@command -v ip >/dev/null || \
+	  { echo "error: the network tests need ip (Debian/Ubuntu: apt-get install iproute2)"; exit 1; }
 
 bench: install
 	@for b in bench/*.py; do [ -e "$$b" ] || continue; $(BIN)/python $$b; done

@@ -233,6 +233,25 @@ class NetworkOptions:
         "Which of its addresses a global share announces on the DHT and to the peers it meets: public (globally "
         "routable ones only; never loopback, private or container addresses) or all (a DHT on a private network).",
     )
+    relay_service: bool = _option(
+        False,
+        "Offer this node's global shares as circuit relays (v2) for peers behind NATs, within the relay_* limits below, "
+        "once they are reachable from the internet.",
+    )
+    relay_reservations: int = _option(128, "Relay: hosts holding a reservation at once.", min=1, max=100_000)
+    relay_circuits: int = _option(64, "Relay: circuits open at once, over all hosts.", min=1, max=100_000)
+    relay_circuits_per_peer: int = _option(4, "Relay: circuits open at once to one reserved host.", min=1, max=1024)
+    relay_circuit_bytes: int = _option(
+        128 * 2**20, "Relay: bytes one circuit carries (both ways together) before it is cut; 0 for no limit.", min=0
+    )
+    relay_circuit_seconds: int = _option(300, "Relay: how long one circuit lives before it is cut; 0 for no limit.", min=0, max=86400)
+    relay_reservation_seconds: int = _option(3600, "Relay: how long a reservation lasts before its host must renew it.", min=60, max=86400)
+    relays: tuple[str, ...] = _option(
+        (),
+        "Multiaddrs (/ip4/…/tcp/…/p2p/…) of circuit relays a global share behind a NAT reserves a slot on; "
+        "relays found on the DHT are used as well.",
+    )
+    relays_kept: int = _option(2, "Relays a global share behind a NAT keeps reservations with.", min=1, max=3)
     max_remote_items: int = _option(
         1_000_000,
         "Items kept of one peer's share catalog. A sync also stops when a share sends far more than its manifest says it holds.",
@@ -370,10 +389,11 @@ def _is_optional_path(hint: Any) -> bool:
 def _check_paths(config: Config, file: Path, data_dir: Path) -> None:
     """Reject paths and combinations the daemon could not use, before it starts doing anything."""
     # A model checkpoint may be missing at start: its items wait until the weights appear.
-    for address in config.network.bootstrap:
-        # A full multiaddr names the peer: /ip4/…/tcp/…/p2p/<peer id> (or /dns…, /ip6…).
-        if not re.fullmatch(r"/(ip4|ip6|dns|dns4|dns6)/[^/]+/tcp/\d+/p2p/[1-9A-HJ-NP-Za-km-z]+", address):
-            raise ConfigError(file, "network.bootstrap", f"{address!r} is not a multiaddr like /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…")
+    for key, addresses in (("network.bootstrap", config.network.bootstrap), ("network.relays", config.network.relays)):
+        for address in addresses:
+            # A full multiaddr names the peer: /ip4/…/tcp/…/p2p/<peer id> (or /dns…, /ip6…).
+            if not re.fullmatch(r"/(ip4|ip6|dns|dns4|dns6)/[^/]+/tcp/\d+/p2p/[1-9A-HJ-NP-Za-km-z]+", address):
+                raise ConfigError(file, key, f"{address!r} is not a multiaddr like /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…")
     if config.text_model.chunk_overlap_words >= config.text_model.chunk_words:
         raise ConfigError(file, "text_model.chunk_overlap_words", "must be smaller than text_model.chunk_words")
     log_file = config.resolve_path(data_dir, config.daemon.log_file)

@@ -22,12 +22,13 @@ from typing import Any
 
 import trio
 
+from peerlight.p2p.relay import RelayLimits
 from peerlight.recommender.ranking import RankingSettings
 
 from .auto_adapters import AutoAdapters, AutoAdapterSettings
 from .catalog import Catalog
 from .catalog.items import item_counts
-from .config import Config
+from .config import Config, NetworkOptions
 from .decoders import DecoderLimits, DecoderPool
 from .control.protocol import PROTOCOL_VERSION
 from .control.server import ControlServer, Handler, Streaming
@@ -45,7 +46,7 @@ from .pairing import Pairing
 from .peers.client import PeerClient
 from .model_id_renames import adapter_renames, log_renames, rename_adapter_files, rename_in_catalog, stored_under_old_ids
 from .serving.adapter_files import AdapterFiles, adapter_folders
-from .serving.servers import DataServers
+from .serving.servers import DataServers, GlobalReach
 from .metrics import serve_metrics
 from .models import ModelManager
 from .recommendations import Recommendations, RecommenderSettings
@@ -136,8 +137,13 @@ class Daemon:
                 self.paths.share_keys,
                 limits,
                 network.max_connections,
-                network.bootstrap,
-                network.reprovide_seconds,
+                GlobalReach(
+                    network.bootstrap,
+                    network.reprovide_seconds,
+                    relay_service=relay_limits(network) if network.relay_service else None,
+                    relays=network.relays,
+                    relays_kept=network.relays_kept,
+                ),
                 AdapterFiles(adapter_folders(self.paths.adapters)),
                 announce=network.announce,
                 resources=ResourceManager(ResourceLimits(peers=network.max_active_peers, work=network.concurrent_work)),
@@ -286,3 +292,15 @@ class Daemon:
             if service.state == "restarting":
                 found.append({"name": "service", "message": f"{service.name} failed ({service.last_error}); restarting"})
         return found
+
+
+def relay_limits(network: NetworkOptions) -> RelayLimits:
+    """What this node's relay gives peers behind NATs (``network.relay_*``)."""
+    return RelayLimits(
+        reservations=network.relay_reservations,
+        circuits=network.relay_circuits,
+        circuits_per_peer=network.relay_circuits_per_peer,
+        circuit_bytes=network.relay_circuit_bytes,
+        circuit_seconds=network.relay_circuit_seconds,
+        reservation_seconds=network.relay_reservation_seconds,
+    )

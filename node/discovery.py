@@ -12,6 +12,7 @@ from functools import partial
 
 from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, find_providers, running_dht
 from peerlight.p2p.errors import Forbidden, Unreachable
+from peerlight.p2p.host import transport_address
 from peerlight.p2p.listen import NoLanInterface, lan_addresses
 from peerlight.p2p.mdns import browse
 
@@ -68,7 +69,7 @@ class Discovery:
         """Remember discovered peers that answer as Peerlight shares; how many."""
         remembered = 0
         for peer_id, addresses in found.items():
-            transports = [a.split("/p2p/")[0] for a in addresses if a.startswith(("/ip4/", "/ip6/"))]
+            transports = [transport_address(a) for a in addresses if a.startswith(("/ip4/", "/ip6/"))]
             if not transports:
                 continue
             remote = await self._catalog.write(partial(remember_remote, peer_id=peer_id, addresses=transports, found_by=found_by))

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from .host import connect, split_peer_address
+from .host import connect, split_peer_address, transport_address
 
 log = logging.getLogger("peerlight.dht")
 
@@ -31,6 +31,7 @@ def provider_key(text: str) -> str:
 
 
 PEERLIGHT_KEY = provider_key(PEERLIGHT_KEY_TEXT)
+RELAY_KEY = provider_key("peerlight:relays:v1")  # provided by global shares that relay for others
 
 
 @asynccontextmanager
@@ -71,7 +72,7 @@ async def find_providers(dht: Any, key: str, count: int = 50, timeout: float = 1
     found: dict[str, list[str]] = {}
     with trio.move_on_after(timeout):
         for info in await dht.find_providers(key, count):
-            addresses = [str(a).split("/p2p/")[0] for a in info.addrs]
+            addresses = [transport_address(str(a)) for a in info.addrs]
             found.setdefault(str(info.peer_id), [])
             found[str(info.peer_id)] = list(dict.fromkeys(found[str(info.peer_id)] + addresses))
     return found

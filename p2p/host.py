@@ -112,6 +112,8 @@ async def connect(host: Any, peer_id: str, addresses: Sequence[str], timeout: fl
     from libp2p.peer.peerinfo import PeerInfo
     from multiaddr import Multiaddr
 
+    from .relay import dial_circuit, is_circuit
+
     try:
         target = ID.from_base58(peer_id)
     except Exception:
@@ -121,6 +123,13 @@ async def connect(host: Any, peer_id: str, addresses: Sequence[str], timeout: fl
         return ""
     failures = []
     for address in addresses:
+        if is_circuit(address):  # through a relay (the host behind it is behind a NAT)
+            try:
+                await dial_circuit(host, peer_id, transport_address(address), timeout=2 * timeout)
+                return address
+            except Exception as exc:
+                failures.append(f"{address}: {exc}")
+                continue
         try:
             multiaddr = _without_peer(Multiaddr(address))
         except Exception as exc:
@@ -138,6 +147,14 @@ async def connect(host: Any, peer_id: str, addresses: Sequence[str], timeout: fl
         failures.append(f"{address}: no answer within {timeout:g} s")
     quirks.forget_failed_dial(network, target)
     raise Unreachable(f"cannot reach {peer_id}: " + ("; ".join(failures) or "no address known"), {"tried": len(failures)})
+
+
+def transport_address(text: str) -> str:
+    """An address without the peer it leads to: ``/ip4/…/tcp/…`` of ``/ip4/…/tcp/…/p2p/<id>``, and
+    ``…/p2p/<relay>/p2p-circuit`` of a circuit address ``…/p2p/<relay>/p2p-circuit/p2p/<id>``."""
+    if "/p2p-circuit" in text:
+        return text.split("/p2p-circuit")[0] + "/p2p-circuit"
+    return text.split("/p2p/")[0]
 
 
 def _without_peer(address: Any) -> Any:

@@ -256,3 +256,20 @@ def replace_addresses(host: Any, peer_id: Any, addresses: list[Any]) -> None:
     store = host.get_peerstore()
     store.clear_addrs(peer_id)
     store.add_addrs(peer_id, addresses, 3600)
+
+
+def announce_circuit_addresses(host: Any, circuits: Any) -> None:
+    """0.8.1's ``get_addrs`` cuts an address at its first ``/p2p/`` and appends the host's own id:
+    a circuit address (``…/p2p/<relay>/p2p-circuit``) became the relay's own address under this
+    host's id, and the relay was announced as us. ``circuits()`` (addresses ending in
+    ``/p2p-circuit``) are appended here whole, after what ``get_addrs`` gives, so identify, the
+    DHT's provider records and peer routing announce them."""
+    from multiaddr import Multiaddr
+
+    original = host.get_addrs
+
+    def get_addrs() -> list[Any]:
+        own = f"/p2p/{host.get_id()}"
+        return [*original(), *(Multiaddr(circuit + own) for circuit in circuits())]
+
+    host.get_addrs = get_addrs

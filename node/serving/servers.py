@@ -14,7 +14,8 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,9 +24,18 @@ from typing import Any
 import trio
 
 from peerlight.p2p.errors import Forbidden
-from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, running_dht
+from peerlight.p2p.dht import PEERLIGHT_KEY, RELAY_KEY, bootstrap, find_providers, running_dht
 from peerlight.p2p import reachability
-from peerlight.p2p.host import announced_addresses, connected_peers, listen_addresses, new_host, observed_addresses, running
+from peerlight.p2p.host import (
+    announced_addresses,
+    connected_peers,
+    listen_addresses,
+    new_host,
+    observed_addresses,
+    running,
+    transport_address,
+)
+from peerlight.p2p.relay import RelayLimits, Reservations, is_circuit, relay_service
 from peerlight.p2p.resources import ResourceManager
 from peerlight.p2p.listen import dialable, listen_multiaddrs
 from peerlight.p2p.mdns import LanAnnouncement
@@ -70,6 +80,9 @@ class RunningShare:
     dht: dict[str, Any] | None = None  # a global share's standing on the DHT
     reachability: reachability.Reachability | None = None  # a global share: can peers dial it?
     access: ShareAccess | None = None  # the share's gate, while it serves
+    relay: Callable[[], dict[str, int]] | None = None  # a global share relaying for others: what it holds and did
+    reservations: Reservations | None = None  # a global share behind a NAT: its slots on relays
+    verdict_changed: trio.Event = field(default_factory=trio.Event)  # set when the reachability verdict changes
 
     def describe(self) -> dict[str, Any]:
         network = self.host.get_network() if self.host is not None and self.state == "serving" else None
@@ -85,25 +98,55 @@ class RunningShare:
             "connections": sum(len(c) for c in network.connections.values()) if network is not None else 0,
             **({"dht": self.dht} if self.dht is not None else {}),
             **({"reachability": self.reachability.to_wire()} if self.reachability is not None else {}),
+            **({"relay": self.relay()} if self.relay is not None and network is not None else {}),
+            **({"relays": self.reservations.describe()} if self.reservations is not None and network is not None else {}),
             **(self.server.describe() if self.server is not None else {}),
         }
 
+    @property
+    def status(self) -> str:
+        return self.reachability.status if self.reachability is not None else reachability.UNKNOWN
 
-async def _provide_forever(current: RunningShare, host: Any, dht: Any, bootstrap_peers: tuple[str, ...], every: float) -> None:
-    """Join the DHT and provide the Peerlight key, again every ``every`` seconds (records expire).
+    def set_reachability(self, found: reachability.Reachability) -> None:
+        changed = self.status != found.status
+        self.reachability = found
+        if changed:
+            self.verdict_changed.set()
+            self.verdict_changed = trio.Event()
 
-    Only the one key every share provides: a key made from the share's name would let anyone
+
+@dataclass(frozen=True)
+class GlobalReach:
+    """How global shares join the internet: the DHT they enter by, relaying for others, relays for themselves."""
+
+    bootstrap: tuple[str, ...] = ()
+    reprovide_seconds: float = 600.0
+    relay_service: RelayLimits | None = None  # None: relay for nobody
+    relays: tuple[str, ...] = ()  # relays to reserve on when behind a NAT (more are found on the DHT)
+    relays_kept: int = 2
+
+
+async def _provide_forever(current: RunningShare, host: Any, dht: Any, reach: GlobalReach) -> None:
+    """Join the DHT and provide the Peerlight key, again every ``reprovide_seconds`` (records
+    expire) and whenever the share's relayed addresses change (the records carry them). A share
+    relaying for others provides the relay key too while it is public.
+
+    Only keys every share provides: a key made from the share's name would let anyone
     confirm a guessed name of a members-only share (and no client looks shares up by name)."""
     while True:
         if dht.get_routing_table_size() == 0:
-            await bootstrap(host, dht, bootstrap_peers)
+            await bootstrap(host, dht, reach.bootstrap)
         provided = False
+        keys = [PEERLIGHT_KEY] + ([RELAY_KEY] if current.relay is not None and current.status == reachability.PUBLIC else [])
         try:
-            provided = bool(await dht.provide(PEERLIGHT_KEY))
+            provided = all([bool(await dht.provide(key)) for key in keys])
         except Exception as exc:  # no DHT peer reachable now: try again later
             log.info("providing on the DHT failed", extra={"share": current.share.name, "reason": describe_error(exc)})
         current.dht = {"routing_table": dht.get_routing_table_size(), "provided": provided, "at": time.time()}
-        await trio.sleep(every if provided else min(every, 30))
+        readdressed = current.reservations.changed if current.reservations is not None else trio.Event()
+        with trio.move_on_after(reach.reprovide_seconds if provided else min(reach.reprovide_seconds, 30)):
+            await readdressed.wait()
+            await trio.sleep(1)  # several reservations made together: one provide
 
 
 async def _watch_reachability(current: RunningShare, host: Any, autonat: Any) -> None:
@@ -116,17 +159,16 @@ async def _watch_reachability(current: RunningShare, host: Any, autonat: Any) ->
             random.shuffle(peers)
             # What it announces, and where peers saw it (behind a NAT: the NAT's mapping, which a
             # dial-back from outside then fails on: "private").
-            addresses = list(dict.fromkeys(a.split("/p2p/")[0] for a in announced_addresses(host) + observed_addresses(host)))
+            addresses = list(dict.fromkeys(transport_address(a) for a in announced_addresses(host) + observed_addresses(host) if not is_circuit(a)))
             if peers and addresses:
                 found = await reachability.check(autonat, peers[:REACHABILITY_ASKED], addresses)
                 found.observed, found.checked_at = observed_addresses(host), time.time()
-                before = current.reachability
-                if found.status == reachability.UNKNOWN and before is not None and before.status != reachability.UNKNOWN:
-                    found.status = before.status  # an inconclusive round keeps what was known
-                current.reachability = found
+                if found.status == reachability.UNKNOWN:
+                    found.status = current.status  # an inconclusive round keeps what was known
+                current.set_reachability(found)
         except Exception as exc:  # never stops the share's providing beside it
             log.info("a reachability check failed", extra={"share": current.share.name, "reason": describe_error(exc)})
-        known = current.reachability is not None and current.reachability.status != reachability.UNKNOWN
+        known = current.status != reachability.UNKNOWN
         await trio.sleep(REACHABILITY_SECONDS if known else REACHABILITY_RETRY_SECONDS)
 
 
@@ -154,8 +196,7 @@ class DataServers:
         keys: Path,
         limits: Limits,
         max_connections: int = 1000,
-        bootstrap: tuple[str, ...] = (),
-        reprovide_seconds: float = 600.0,
+        reach: GlobalReach = GlobalReach(),
         adapters: AdapterFiles | None = None,
         owner: str | None = None,
         on_file_changed: Callable[[int, str], None] = lambda library_id, path: None,
@@ -175,8 +216,7 @@ class DataServers:
         self._keys = keys
         self._limits = limits
         self._max_connections = max_connections
-        self._bootstrap = bootstrap
-        self._reprovide_seconds = reprovide_seconds
+        self._reach = reach
         self._announce = announce
         self._adapters = adapters
         self.shares: dict[int, RunningShare] = {}
@@ -331,7 +371,40 @@ class DataServers:
         current.reachability = reachability.Reachability()
         async with running_dht(host, server=True) as dht, trio.open_nursery() as nursery:
             nursery.start_soon(_watch_reachability, current, host, autonat)
-            await _provide_forever(current, host, dht, self._bootstrap, self._reprovide_seconds)
+            nursery.start_soon(self._relays_while_private, current, dht)
+            await _provide_forever(current, host, dht, self._reach)
+
+    async def _relays_while_private(self, current: RunningShare, dht: Any) -> None:
+        """While the share is private (behind a NAT), hold reservations on relays and announce
+        its circuit addresses; once it is public, give them up."""
+        assert current.reservations is not None
+
+        async def candidates() -> list[str]:
+            found = await find_providers(dht, RELAY_KEY, count=20, timeout=10)
+            from_dht = [f"{a}/p2p/{peer}" for peer, addresses in found.items() for a in addresses[:2] if not is_circuit(a)]
+            return list(dict.fromkeys([*self._reach.relays, *from_dht]))
+
+        while True:
+            while current.status != reachability.PRIVATE:
+                await current.verdict_changed.wait()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(current.reservations.keep, candidates)
+                while current.status == reachability.PRIVATE:
+                    await current.verdict_changed.wait()
+                nursery.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def _relaying(self, current: RunningShare, host: Any) -> AsyncIterator[None]:
+        """A global share of a node with ``network.relay_service`` relays for others while it serves."""
+        if current.share.scope != "global" or self._reach.relay_service is None:
+            yield
+            return
+        async with relay_service(host, self._reach.relay_service) as running_relay:
+            current.relay = running_relay.describe
+            try:
+                yield
+            finally:
+                current.relay = None
 
     async def _host(self, current: RunningShare) -> None:
         share = current.share
@@ -352,7 +425,9 @@ class DataServers:
         # A global share answers other hosts' dial-back requests, and asks its peers for its own.
         autonat = reachability.serve_autonat(host) if share.scope == "global" else None
         current.access = access
-        async with running(host, listen):
+        if share.scope == "global":
+            current.reservations = Reservations(host, wanted=self._reach.relays_kept)
+        async with running(host, listen), self._relaying(current, host):
             addresses = listen_addresses(host)
             if not addresses:
                 raise OSError(f"could not listen on {', '.join(listen)}")
