@@ -299,7 +299,7 @@ def _render_remotes(console: Console, remotes: list[dict[str, Any]]) -> None:
     if not remotes:
         console.print("No peers' shares known yet; add one with `peerlight peers add MULTIADDR`.")
         return
-    table = Table("name", "peer id", "scope", "access", "items", "kinds", "models", "last seen", box=None, header_style="bold")
+    table = Table("name", "peer id", "scope", "access", "connection", "items", "kinds", "models", "last seen", box=None, header_style="bold")
     for remote in remotes:
         access = "[red]refused[/]" if remote.get("refused") else ("granted" if remote.get("granted") else "open")
         seen = datetime.datetime.fromtimestamp(remote["last_seen"]).strftime("%Y-%m-%d %H:%M") if remote["last_seen"] else "never"
@@ -313,6 +313,7 @@ def _render_remotes(console: Console, remotes: list[dict[str, Any]]) -> None:
             remote["peer_id"][:16] + "…",
             remote["scope"] or "?",
             access,
+            remote.get("connection") or "-",
             str(remote["items"] if remote["items"] is not None else "?"),
             ", ".join(remote["modalities"]),
             escape(", ".join(m[:24] for m in remote["models"])),

@@ -12,8 +12,9 @@ the peer id the request names, which need not be the asker's; its address check 
 first IP of an address while the TCP dialler uses the last (``/ip4/<asker>/tcp/P/ip4/<victim>
 /tcp/1`` made it connect to any host: a port scanner for hire); and it reads with no deadline
 and serves any number at once. :func:`serve_autonat` answers instead: only the asker Noise
-authenticated, only at the IP its connection came from (the address rebuilt from that IP and a
-port of an address that is exactly ``/ip4|ip6/<that ip>/tcp/<port>``), on a new connection
+authenticated, only at the IP its connection came from (the address rebuilt from that IP and the
+port of an address that is exactly ``/ip4|ip6/<ip>/tcp/<port>``: behind a NAT, its private
+address's port at the NAT's IP), on a new connection
 closed after; a request read within ``READ_SECONDS`` before it takes one of
 ``CONCURRENT_DIAL_BACKS`` slots per host, one at a time per peer and one per
 ``PER_PEER_SECONDS``, at most ``MAX_DIAL_BACK_ADDRESSES`` ports tried.
@@ -153,26 +154,30 @@ def serve_autonat(host: Any) -> Any:
 
 
 def _ports_at(addresses: Sequence[bytes], observed: str | None) -> list[int]:
-    """The TCP ports of the asker's addresses that are exactly ``/ip4|ip6/<observed>/tcp/<port>``
-    (optionally ``/p2p/...``): anything longer (a second /ip4, a /dns4 to resolve) is ignored."""
+    """The TCP ports to dial back at the asker's ``observed`` IP: those of its addresses that are
+    exactly ``/ip4|ip6/<ip>/tcp/<port>`` (optionally ``/p2p/...``), the ones at ``observed``
+    first. Anything longer (a second /ip4, a /dns4 to resolve) is ignored, and the IP is never
+    taken from the request: a host behind a NAT names its private address (192.168.1.2:4001),
+    and the dial-back tries its NAT's public IP at that port (a forwarded port answers: public;
+    none does: private), never 192.168.1.2 or any other host."""
     from libp2p.host.autonat.autonat import _normalize_ip
     from multiaddr import Multiaddr
 
-    ports: list[int] = []
+    at_observed: list[int] = []
+    elsewhere: list[int] = []
     for raw in list(addresses)[:MAX_EXAMINED_ADDRESSES]:
         try:
             address = Multiaddr(raw)
             names = [protocol.name for protocol in address.protocols()]
             if names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]) or names[2:] not in ([], ["p2p"]):
                 continue
-            if _normalize_ip(str(address.value_for_protocol(names[0]))) != observed:
-                continue
+            same_ip = _normalize_ip(str(address.value_for_protocol(names[0]))) == observed
             port = int(address.value_for_protocol("tcp"))
         except Exception:  # not a multiaddr, or a value that is none
             continue
-        if 0 < port < 65536 and port not in ports:
-            ports.append(port)
-    return ports[:MAX_DIAL_BACK_ADDRESSES]
+        if 0 < port < 65536:
+            (at_observed if same_ip else elsewhere).append(port)
+    return list(dict.fromkeys(at_observed + elsewhere))[:MAX_DIAL_BACK_ADDRESSES]
 
 
 async def check(service: Any, servers: Sequence[str], addresses: Sequence[str], confirmations: int = CONFIRMATIONS) -> Reachability:

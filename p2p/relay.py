@@ -42,6 +42,7 @@ from .host import connect, split_peer_address
 log = logging.getLogger("peerlight.p2p")
 
 RELAY_CHUNK = 64 * 1024
+RESERVATIONS_PER_IP = 8  # hosts of one IP (a household, a carrier-grade NAT) holding slots at once
 RESERVE_SECONDS = 15.0  # one reservation exchange, the connection to the relay included
 RENEW_MARGIN_SECONDS = 120.0  # renew a reservation this long before it expires
 KEEPER_SECONDS = 30.0  # how often the reservation keeper looks at its relays
@@ -97,22 +98,59 @@ def relay_of(circuit: str) -> tuple[str, str]:
 def _classes() -> tuple[type, type]:
     """The hop and stop services (made on first use: importing libp2p is slow, the CLI never does)."""
     from libp2p.network.stream.exceptions import StreamEOF, StreamReset
-    from libp2p.relay.circuit_v2.pb.circuit_pb2 import Status as PbStatus
+    from libp2p.peer.id import ID
     from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+    from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 
-    limit_exceeded = PbStatus.RESOURCE_LIMIT_EXCEEDED
+    limit_exceeded, no_reservation = StatusCode.RESOURCE_LIMIT_EXCEEDED, StatusCode.NO_RESERVATION
 
     class HopService(CircuitV2Protocol):  # type: ignore[misc]
         stats: RelayStats
         max_circuits: int
         cut: weakref.WeakSet[Any]  # streams of circuits already counted as cut
+        open_from: dict[str, int]  # circuits open per source peer
+        open_to: dict[str, int]  # circuits open per reserved target
+
+        async def _handle_stop_stream(self, stream: Any) -> None:
+            await stream.reset()  # a relay is dialled directly: nobody relays *to* it
 
         async def _handle_reserve(self, stream: Any, msg: Any) -> None:
             msg.ClearField("peer")  # a slot is for the peer that asks, never one it names
+            manager, asker = self.resource_manager, stream.muxed_conn.peer_id
+            # A slot lives while its host stays connected: slots of hosts that left are freed
+            # first (0.8.1 counted them until they expired, an hour: 128 keys that reserved and
+            # hung up locked every host out). And one IP holds only a few.
+            for held in [p for p in manager._reservations if not manager._is_peer_connected(p)]:
+                del manager._reservations[held]
+            ip = _remote_ip(stream)
+            if asker not in manager._reservations and ip is not None:
+                same_ip = sum(1 for p in manager._reservations if _peer_ip(self.host, p) == ip)
+                if same_ip >= RESERVATIONS_PER_IP:
+                    log.info("relay: a reservation refused, %d held from %s", same_ip, ip)
+                    await self._send_status(stream, limit_exceeded, "too many reservations from one address")
+                    return
             await super()._handle_reserve(stream, msg)
 
         async def _handle_connect(self, stream: Any, msg: Any) -> None:
-            if self.stats.circuits_open >= self.max_circuits:
+            source = str(stream.muxed_conn.peer_id)
+            try:
+                target = str(ID(msg.peer.id))
+            except Exception:
+                target = ""
+            # Checked and counted with no await between (0.8.1 counted a circuit only once
+            # established, so simultaneous CONNECTs all passed its per-target check), and a
+            # CONNECT to a host that holds no slot is refused before it costs a circuit.
+            if not target or self.resource_manager.get_reservation(ID(msg.peer.id)) is None:
+                self.stats.circuits_refused += 1
+                await self._send_status(stream, no_reservation, "no reservation")
+                await stream.reset()
+                return
+            limits = self.limits
+            if (
+                self.stats.circuits_open >= self.max_circuits
+                or self.open_to.get(target, 0) >= limits.max_circuit_conns
+                or self.open_from.get(source, 0) >= limits.max_circuit_conns
+            ):
                 self.stats.circuits_refused += 1
                 log.info("relay: a circuit refused, %d open", self.stats.circuits_open)
                 await self._send_status(stream, limit_exceeded, "too many circuits")
@@ -120,10 +158,16 @@ def _classes() -> tuple[type, type]:
                 return
             self.stats.circuits_open += 1
             self.stats.circuits += 1
+            self.open_to[target] = self.open_to.get(target, 0) + 1
+            self.open_from[source] = self.open_from.get(source, 0) + 1
             try:
                 await super()._handle_connect(stream, msg)
             finally:
                 self.stats.circuits_open -= 1
+                for counts, key in ((self.open_to, target), (self.open_from, source)):
+                    counts[key] -= 1
+                    if not counts[key]:
+                        del counts[key]
                 self._active_relays.clear()  # 0.8.1's dict keyed by peer: not used by the copy below
 
         async def _relay_data(self, source: Any, sink: Any, peer_id: Any, deadline: float | None = None, budget: list[int] | None = None) -> None:
@@ -214,6 +258,7 @@ async def relay_service(host: Any, limits: RelayLimits) -> AsyncIterator[Running
         allow_hop=True,
     )
     service.stats, service.max_circuits, service.cut = RelayStats(), limits.circuits, weakref.WeakSet()
+    service.open_from, service.open_to = {}, {}
     async with background_trio_service(service):
         yield RunningRelay(service)
 
@@ -221,16 +266,22 @@ async def relay_service(host: Any, limits: RelayLimits) -> AsyncIterator[Running
 @dataclass
 class HeldReservation:
     relay_id: str
-    address: str  # the relay's transport address we reached it at
+    address: str  # the relay's transport address, as this host reached it (what peers dial)
     expires: float
 
 
 @dataclass
 class Reservations:
-    """A host's reservations on relays, kept by :meth:`keep`: what it announces while it cannot be dialled."""
+    """A host's reservations on relays, kept by :meth:`keep`: what it announces while it cannot be dialled.
+
+    Relays come from the configuration and the DHT, and a relay found on the DHT is a stranger:
+    its slot is announced at the address this host reached it at (never one a record names),
+    one relay's failures never stall the others (each try has a deadline, a pass too), and a
+    relay that fails or refuses is left alone for ``RETRY_RELAY_SECONDS``."""
 
     host: Any
     wanted: int = 2
+    usable: Callable[[str], bool] = lambda address: True  # which relay addresses peers could dial
     held: dict[str, HeldReservation] = field(default_factory=dict)
     changed: trio.Event = field(default_factory=trio.Event)  # set when the circuit addresses change
     _stop: Any = None
@@ -262,7 +313,8 @@ class Reservations:
         async with background_trio_service(self._stop):
             try:
                 while True:
-                    await self._tend(candidates)
+                    with trio.move_on_after(KEEPER_SECONDS * 4):  # one pass never stalls the renewals of the next
+                        await self._tend(candidates)
                     await trio.sleep(KEEPER_SECONDS)
             finally:
                 self._stop.relays.clear()
@@ -276,15 +328,15 @@ class Reservations:
         self.changed = trio.Event()
 
     async def _tend(self, candidates: Callable[[], Awaitable[Sequence[str]]]) -> None:
-        network, now = self.host.get_network(), time.time()
         for relay_id, held in list(self.held.items()):
-            gone = not network.connections.get(_peer(relay_id))
-            if gone or held.expires - now < RENEW_MARGIN_SECONDS:
-                if gone or not await self._reserve(relay_id, held.address):
+            if held.expires - time.time() < RENEW_MARGIN_SECONDS or not self._connected(relay_id):
+                if not await self._reserve(relay_id, [held.address]):  # reconnects a relay that dropped us
                     log.info("relay: lost the reservation on %s", relay_id)
                     del self.held[relay_id]
-                    self._failed[relay_id] = now
+                    self._failed[relay_id] = time.time()
                     self._changed()
+        now = time.time()
+        self._failed = {relay: at for relay, at in self._failed.items() if now - at < RETRY_RELAY_SECONDS}
         if len(self.held) >= self.wanted:
             return
         try:
@@ -292,40 +344,87 @@ class Reservations:
         except Exception as exc:  # no DHT now: keep what is held, try again later
             log.info("relay: finding relays failed: %s", exc)
             return
+        by_relay: dict[str, list[str]] = {}
         for text in offered:
-            if len(self.held) >= self.wanted:
-                break
             try:
                 relay_id, address = split_peer_address(text)
             except ValueError:
                 continue
-            if relay_id in self.held or relay_id == str(self.host.get_id()) or now - self._failed.get(relay_id, -math.inf) < RETRY_RELAY_SECONDS:
+            if not is_circuit(address) and self.usable(address):
+                by_relay.setdefault(relay_id, []).append(address)
+        for relay_id, addresses in by_relay.items():
+            if len(self.held) >= self.wanted:
+                break
+            if relay_id in self.held or relay_id == str(self.host.get_id()) or relay_id in self._failed:
                 continue
-            if await self._reserve(relay_id, address):
+            if await self._reserve(relay_id, addresses[:4]):
                 log.info("relay: reserved a slot on %s", relay_id)
                 self._changed()
             else:
-                self._failed[relay_id] = now
+                self._failed[relay_id] = time.time()
 
-    async def _reserve(self, relay_id: str, address: str) -> bool:
+    def _connected(self, relay_id: str) -> bool:
+        return bool(self.host.get_network().connections.get(_peer(relay_id)))
+
+    async def _reserve(self, relay_id: str, addresses: list[str]) -> bool:
+        """Reserve (or renew) a slot on ``relay_id``, reached at one of ``addresses``."""
         from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP
 
         with trio.move_on_after(RESERVE_SECONDS):
             try:
-                await connect(self.host, relay_id, [address])
+                if not self._connected(relay_id):
+                    address = await connect(self.host, relay_id, addresses)
+                else:  # already connected (a DHT neighbour): announce where we reach it, if it is one of these
+                    address = _connected_at(self.host, relay_id, addresses)
+                if not address:
+                    return False
                 stream = await self.host.new_stream(_peer(relay_id), [HOP])
                 try:
                     if not await self._transport._make_reservation(stream, _peer(relay_id)):
                         return False
                 finally:
                     await stream.close()
+                # The relay says when the slot expires: held to a sane range (0 would renew at
+                # every pass, a year never).
+                now = time.time()
                 expires = float(self._transport._reservations.get(_peer(relay_id), 0))
-                self.held[relay_id] = HeldReservation(relay_id, address, expires)
+                expires = min(max(expires, now + 2 * RENEW_MARGIN_SECONDS), now + 86400)
+                self.held[relay_id] = HeldReservation(relay_id, address.split("/p2p/")[0], expires)
                 self._stop.relays = set(self.held)
                 return True
             except Exception as exc:
                 log.info("relay: reserving on %s failed: %s", relay_id, exc)
         return False
+
+
+def _connected_at(host: Any, peer_id: str, addresses: list[str]) -> str | None:
+    """Which of ``addresses`` this host's connection to ``peer_id`` goes to; None when none does
+    (an inbound connection, or a record naming addresses the peer is not at)."""
+    connections = host.get_network().connections.get(_peer(peer_id)) or []
+    if not isinstance(connections, list):
+        connections = [connections]
+    remote = {str(a) for connection in connections for a in _addresses(connection)}
+    return next((a for a in addresses if a.split("/p2p/")[0] in remote), None)
+
+
+def _remote_ip(stream: Any) -> str | None:
+    try:
+        return str(stream.muxed_conn.secured_conn.get_remote_address()[0])
+    except Exception:
+        return None
+
+
+def _peer_ip(host: Any, peer_id: Any) -> str | None:
+    """The IP ``peer_id`` is connected to ``host`` from (its first connection)."""
+    connections = host.get_network().connections.get(peer_id) or []
+    if not isinstance(connections, list):
+        connections = [connections]
+    for connection in connections:
+        try:
+            return str(connection.muxed_conn.secured_conn.get_remote_address()[0])
+        except Exception:
+            continue
+    return None
 
 
 def _peer(peer_id: str) -> Any:

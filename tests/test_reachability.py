@@ -45,8 +45,12 @@ async def test_peers_that_can_dial_back_say_public_and_peers_that_cannot_say_pri
         unreachable = await check(service, ids, [f"/ip4/127.0.0.1/tcp/{_closed_port()}"])
         assert (unreachable.status, unreachable.private_votes) == (PRIVATE, 3), unreachable
         # An address at another IP than the asker's is not dialled (no amplification): no vote.
-        elsewhere = await check(service, ids, ["/ip4/10.9.8.7/tcp/4001"])
-        assert (elsewhere.status, elsewhere.public_votes, elsewhere.private_votes) == (UNKNOWN, 0, 0), elsewhere
+        # An address at another IP (a host behind a NAT names its private one) is dialled at the
+        # asker's own IP with that port, never at the IP named: no third party is ever dialled.
+        own_port = own[0].split("/tcp/")[1]
+        behind_nat = await check(service, ids, [f"/ip4/10.9.8.7/tcp/{own_port}"])
+        assert (behind_nat.status, behind_nat.public_votes) == (PUBLIC, 3), behind_nat
+        assert behind_nat.reached_at == [f"/ip4/127.0.0.1/tcp/{own_port}"] * 3
         # Too few servers agree: unknown, not a guess.
         assert (await check(service, ids[:1], own)).status == UNKNOWN
 
@@ -97,6 +101,8 @@ async def test_a_dial_back_request_can_make_a_server_dial_its_asker_only(monkeyp
         # Another host behind the asker's own IP: refused, and nothing connects to it.
         smuggled = f"/ip4/127.0.0.1/tcp/{victim_port}/ip4/127.0.0.2/tcp/{victim_port}"
         assert await _ask_raw(asker, server, asker.get_id().to_bytes(), [smuggled, "/dns4/example.invalid/tcp/1"]) == Message.E_DIAL_REFUSED
+        # The victim's own address, plainly: its port is tried at the asker's IP, never at the victim's.
+        assert await _ask_raw(asker, server, asker.get_id().to_bytes(), [f"/ip4/127.0.0.2/tcp/{victim_port}"]) == Message.E_DIAL_ERROR
         with trio.move_on_after(0.5) as waited:
             await victim.accept()
         assert waited.cancelled_caught, "the server connected to a host the asker named"

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from peerlight.p2p.relay import connection_kind
 from peerlight.p2p.errors import Malformed, NotFound as PeerNotFound, Unreachable, WireError
 from peerlight.permissions import invites, tokens
 
@@ -324,8 +325,15 @@ class PeerMethods:
         Params(raw).done()
         cached = await self._catalog.read(remote_items.catalog_counts)
         syncing = self._client.catalogs.syncing if self._client is not None else {}
+        requester = self._client.host.running_requester if self._client is not None else None
         return [
-            remote.to_wire() | {"cached_items": cached.get(remote.peer_id, 0), "syncing": syncing[remote.peer_id].to_wire() if remote.peer_id in syncing else None}
+            remote.to_wire()
+            | {
+                "cached_items": cached.get(remote.peer_id, 0),
+                "syncing": syncing[remote.peer_id].to_wire() if remote.peer_id in syncing else None,
+                # direct, relayed (through a circuit relay: it sits behind a NAT) or None (not connected now)
+                "connection": connection_kind(requester.host, remote.peer_id) if requester is not None else None,
+            }
             for remote in await self._catalog.read(shares.list_remote)
         ]
 

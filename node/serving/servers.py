@@ -380,8 +380,13 @@ class DataServers:
         assert current.reservations is not None
 
         async def candidates() -> list[str]:
-            found = await find_providers(dht, RELAY_KEY, count=20, timeout=10)
-            from_dht = [f"{a}/p2p/{peer}" for peer, addresses in found.items() for a in addresses[:2] if not is_circuit(a)]
+            """The configured relays first, then relays the DHT knows of."""
+            try:
+                found = await find_providers(dht, RELAY_KEY, count=20, timeout=10)
+            except Exception as exc:  # no DHT now: the configured relays still count
+                log.info("finding relays on the DHT failed", extra={"share": current.share.name, "reason": describe_error(exc)})
+                found = {}
+            from_dht = [f"{a}/p2p/{peer}" for peer, addresses in found.items() for a in addresses[:4] if not is_circuit(a)]
             return list(dict.fromkeys([*self._reach.relays, *from_dht]))
 
         while True:
@@ -426,7 +431,9 @@ class DataServers:
         autonat = reachability.serve_autonat(host) if share.scope == "global" else None
         current.access = access
         if share.scope == "global":
-            current.reservations = Reservations(host, wanted=self._reach.relays_kept)
+            current.reservations = Reservations(
+                host, wanted=self._reach.relays_kept, usable=lambda address: dialable(address, "global", self._announce)
+            )
         async with running(host, listen), self._relaying(current, host):
             addresses = listen_addresses(host)
             if not addresses:
