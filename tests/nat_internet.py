@@ -61,6 +61,7 @@ class NatInternet:
 
     def _home(self, name: str, public_octet: int, lan: str, symmetric: bool) -> str:
         router, home = self._namespace(f"r{name}"), self._namespace(f"h{name}")
+        setattr(self, f"router_{name}", router)
         self._wire(router, f"203.0.113.{public_octet}/24", public_octet)
         _ip("-n", router, "link", "add", "l0", "type", "veth", "peer", "name", "l1", "netns", home)
         _ip("-n", router, "addr", "add", f"{lan}.1/24", "dev", "l0")

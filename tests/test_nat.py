@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from .helpers import DaemonProcess, cli_json, index_and_wait, new_node
+from .helpers import PEERLIGHT, DaemonProcess, cli_json, index_and_wait, new_node
+from .media import tone
 from .nat_internet import PUBLIC_IP, NatInternet
 
 pytestmark = [
@@ -65,58 +67,62 @@ def internet() -> Any:
         built.remove()
 
 
-def test_two_homes_behind_nats_meet_through_a_relay(internet, tmp_path) -> None:
+def test_two_homes_behind_nats_meet_through_a_relay_and_a_fetch_outlives_its_relay(internet, tmp_path) -> None:
     swarm = subprocess.Popen(
         ["ip", "netns", "exec", internet.public, sys.executable, str(SWARM), "4", PUBLIC_IP], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
-    daemons: list[DaemonProcess] = []
+    daemons: dict[str, DaemonProcess] = {}
 
-    def start(data_dir: Path, namespace: str) -> None:
-        daemons.append(DaemonProcess(data_dir, wrapper=("ip", "netns", "exec", namespace)))
-        assert daemons[-1].wait_ready() == "ready", daemons[-1].stderr()
+    def start(name: str, data_dir: Path, namespace: str) -> None:
+        daemons[name] = DaemonProcess(data_dir, wrapper=("ip", "netns", "exec", namespace))
+        assert daemons[name].wait_ready() == "ready", daemons[name].stderr()
 
     try:
         nodes = json.loads(swarm.stdout.readline())
-        for name in ("relay", "a", "b"):
+        # Two public nodes relay for others (their shares hold nothing).
+        relays: dict[str, dict[str, Any]] = {}
+        relay_dirs: dict[str, Path] = {}
+        for name in ("r1", "r2"):
+            relay_dirs[name] = new_node(tmp_path / name, _config(nodes, "relay_service = true"))
+            start(name, relay_dirs[name], internet.public)
             (tmp_path / f"{name}-library").mkdir()
-        (tmp_path / "relay-library" / "about.txt").write_text("This node relays for homes behind NATs.")
+            relays[name] = _global_share(relay_dirs[name], tmp_path / f"{name}-library", "relay")
+        for name in relays:  # public: their DHT neighbours dial them back, so they offer themselves on the DHT
+            _wait(f"{name} to read public", lambda name=name: cli_json(relay_dirs[name], "share", "show", "relay")["reachability"]["status"] == "public")
+        relay_addresses = {name: next(a for a in share["addresses"] if PUBLIC_IP in a) for name, share in relays.items()}
+
+        for name in ("a", "b"):
+            (tmp_path / f"{name}-library").mkdir()
         (tmp_path / "a-library" / "flu.txt").write_text("Influenza spreads fast in winter: wash your hands and rest.")
+        tone(tmp_path / "a-library" / "long.wav", seconds=200)  # 19 MB: long enough to lose a relay under
         (tmp_path / "b-library" / "bread.txt").write_text("Sourdough bread needs a starter, flour, water and patience.")
-
-        relay_dir = new_node(tmp_path / "relay", _config(nodes, "relay_service = true"))
-        start(relay_dir, internet.public)
-        relay = _global_share(relay_dir, tmp_path / "relay-library", "relay")
-        # The relay is public (its DHT neighbours dial it back), so it offers itself on the DHT.
-        _wait("the relay to read public", lambda: cli_json(relay_dir, "share", "show", "relay")["reachability"]["status"] == "public")
-        relay_address = next(a for a in relay["addresses"] if PUBLIC_IP in a)
-
-        a_dir = new_node(tmp_path / "a", _config(nodes, f'relays = ["{relay_address}"]'))
-        b_dir = new_node(tmp_path / "b", _config(nodes))  # finds the relay on the DHT
-        start(a_dir, internet.home_a)
-        start(b_dir, internet.home_b)
+        a_dir = new_node(tmp_path / "a", _config(nodes, f"relays = {json.dumps(list(relay_addresses.values()))}"))
+        b_dir = new_node(tmp_path / "b", _config(nodes))  # finds relays on the DHT
+        start("a", a_dir, internet.home_a)
+        start("b", b_dir, internet.home_b)
         world = _global_share(a_dir, tmp_path / "a-library", "world")
         _global_share(b_dir, tmp_path / "b-library", "kitchen")
 
         for data_dir, name in ((a_dir, "world"), (b_dir, "kitchen")):
             shown = _wait(
-                f"{name} to read private and hold a reservation",
+                f"{name} to read private and hold reservations",
                 lambda data_dir=data_dir, name=name: _private_and_reserved(cli_json(data_dir, "share", "show", name)),
                 timeout=150,
             )
             assert shown["reachability"]["public_votes"] == 0, shown["reachability"]
-            assert [r["relay"] for r in shown["relays"]] == [relay["peer_id"]], shown["relays"]
-            circuit = f"{relay_address}/p2p-circuit/p2p/{shown['peer_id']}"
-            assert circuit in shown["announced"], shown["announced"]
-        relay_state = cli_json(relay_dir, "share", "show", "relay")["relay"]
-        assert relay_state["reservations"] == 2, relay_state
+        relay_ids = {share["peer_id"]: name for name, share in relays.items()}
+        a_shown = _wait("A to hold both relays", lambda: len((s := cli_json(a_dir, "share", "show", "world"))["relays"]) == 2 and s)
+        assert {r["relay"] for r in a_shown["relays"]} == set(relay_ids), a_shown["relays"]
+        for address in relay_addresses.values():  # announced at the relay's public address
+            assert f"{address}/p2p-circuit/p2p/{world['peer_id']}" in a_shown["announced"], a_shown["announced"]
+        assert sum(cli_json(relay_dirs[name], "share", "show", "relay")["relay"]["reservations"] for name in relays) >= 3
 
-        # B was never told about A: the DHT gives it A's share, reachable only through the relay.
-        found = _wait(
-            "B to find A's share on the DHT",
-            lambda: [r for r in cli_json(b_dir, "discover", "--global") if r["peer_id"] == world["peer_id"]],
+        # B was never told about A: the DHT gives it A's share, reachable only through the relays.
+        _wait(
+            "B to find A's share on the DHT, behind both relays",
+            lambda: [r for r in cli_json(b_dir, "discover", "--global") if r["peer_id"] == world["peer_id"] and sum("/p2p-circuit" in a for a in r["addresses"]) == 2],
             timeout=90,
         )
-        assert any("/p2p-circuit" in address for address in found[0]["addresses"]), found
         answer = cli_json(b_dir, "search", "avoid the flu", "--peers", "--modality", "text")
         assert [r["name"] for r in answer["results"]][:1] == ["flu.txt"], answer
         target = tmp_path / "fetched"
@@ -124,10 +130,27 @@ def test_two_homes_behind_nats_meet_through_a_relay(internet, tmp_path) -> None:
         assert Path(fetched["path"]).read_text() == (tmp_path / "a-library" / "flu.txt").read_text()
         peers = {p["peer_id"]: p for p in cli_json(b_dir, "peers")}
         assert peers[world["peer_id"]]["connection"] == "relayed", peers[world["peer_id"]]
-        relayed = cli_json(relay_dir, "share", "show", "relay")["relay"]
-        assert relayed["circuits"] >= 1 and relayed["bytes_relayed"] > 0, relayed
+
+        # Home A's uplink is slow (32 Mbit/s): the relay carrying a long fetch dies under it, and
+        # the fetch goes on through the other relay, from where it was.
+        subprocess.run(["ip", "netns", "exec", internet.router_a, "tc", "qdisc", "add", "dev", "w0", "root", "tbf", "rate", "32mbit", "burst", "64kb", "latency", "300ms"], check=True)
+        fetch = subprocess.Popen(
+            [str(PEERLIGHT), "fetch", "world", "long.wav", "--to", str(target), "--data-dir", str(b_dir), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        partials = lambda: [p.stat().st_size for p in target.glob(".*.peerlight-partial")]  # noqa: E731
+        _wait("the long fetch to be under way", lambda: any(size > 2_000_000 for size in partials()), timeout=60)
+        carrying = [name for name in relays if cli_json(relay_dirs[name], "share", "show", "relay")["relay"]["circuits_open"]]
+        assert len(carrying) == 1, carrying
+        daemons.pop(carrying[0]).stop(signal.SIGKILL)
+        out, err = fetch.communicate(timeout=180)
+        assert fetch.returncode == 0, (out, err)
+        long_fetch = json.loads(out)
+        assert long_fetch["attempts"] >= 2, long_fetch
+        assert Path(long_fetch["path"]).read_bytes() == (tmp_path / "a-library" / "long.wav").read_bytes()
+        survivor = next(name for name in relays if name != carrying[0])
+        assert cli_json(relay_dirs[survivor], "share", "show", "relay")["relay"]["bytes_relayed"] > 2_000_000
     finally:
-        for daemon in daemons:
+        for daemon in daemons.values():
             daemon.stop()
         swarm.stdin.close()
         swarm.wait(30)
