@@ -164,14 +164,16 @@ def _without_peer(address: Any) -> Any:
 
 
 def split_peer_address(text: str) -> tuple[str, str]:
-    """(peer id, transport address) of a full multiaddr ``/ip4/…/tcp/…/p2p/<id>``; ValueError if it has no peer id."""
+    """(peer id, transport address) of a full multiaddr ``/ip4/…/tcp/…/p2p/<id>``, or of a circuit
+    address ``…/p2p/<relay>/p2p-circuit/p2p/<id>`` (the peer is the last one named, the transport
+    keeps the relay); ValueError if it names no peer."""
     from multiaddr import Multiaddr
 
     try:
         address = Multiaddr(text)
-        peer_id = address.value_for_protocol("p2p")
+        named = [str(value) for protocol, value in address.items() if protocol.name == "p2p"]
     except Exception as exc:
         raise ValueError(f"not a multiaddr with a peer id (/ip4/…/tcp/…/p2p/…): {text!r:.120} ({exc})") from None
-    if not peer_id:
+    if not named or str(address).endswith("/p2p-circuit"):
         raise ValueError(f"the multiaddr names no peer (/p2p/…): {text!r:.120}")
-    return str(peer_id), str(_without_peer(address))
+    return named[-1], transport_address(str(address))

@@ -149,6 +149,14 @@ def test_two_homes_behind_nats_meet_through_a_relay_and_a_fetch_outlives_its_rel
         assert Path(long_fetch["path"]).read_bytes() == (tmp_path / "a-library" / "long.wav").read_bytes()
         survivor = next(name for name in relays if name != carrying[0])
         assert cli_json(relay_dirs[survivor], "share", "show", "relay")["relay"]["bytes_relayed"] > 2_000_000
+
+        # A lost the dead relay; an invite made now names the survivor, and B joins through it.
+        _wait("A to drop the dead relay", lambda: [r["relay"] for r in cli_json(a_dir, "share", "show", "world")["relays"]] == [relays[survivor]["peer_id"]])
+        invite = cli_json(a_dir, "share", "grant", "world", "--invite")["invite"]
+        cli_json(b_dir, "peers", "remove", world["peer_id"])
+        joined = cli_json(b_dir, "join", invite)
+        assert (joined["name"], joined["granted"]) == ("world", True), joined
+        assert any(f"{relays[survivor]['peer_id']}/p2p-circuit" in a for a in joined["addresses"]), joined
     finally:
         for daemon in daemons.values():
             daemon.stop()
