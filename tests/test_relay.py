@@ -198,3 +198,62 @@ async def test_a_reservation_is_for_the_asker_and_stop_streams_come_only_from_it
             await write_delimited_msg(stop, StopMessage(type=StopMessage.CONNECT, peer=Peer(id=attacker.get_id().to_bytes())))
             await read_delimited_msg(stop, StopMessage)
         nursery.cancel_scope.cancel()
+
+
+async def test_slots_of_hosts_that_left_are_freed_and_one_ip_holds_only_a_few(monkeypatch) -> None:
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+        net = Net(stack, nursery)
+        relay, running_relay = await net.relay(RelayLimits(reservations=2))
+        first, _ = await net.reserved(relay)
+        second, _ = await net.reserved(relay)
+        assert running_relay.describe()["reservations"] == 2
+        # Both hang up: 0.8.1 kept their slots for the reservation's hour, locking others out.
+        for host in (first, second):
+            await host.get_network().close_peer(relay.get_id())
+        with trio.fail_after(5):
+            while relay.get_network().connections.get(first.get_id()) or relay.get_network().connections.get(second.get_id()):
+                await trio.sleep(0.05)
+        third, held = await net.reserved(relay)
+        assert held.held and running_relay.describe()["reservations"] == 1
+
+        monkeypatch.setattr(relay_module, "RESERVATIONS_PER_IP", 2)  # every host here is at 127.0.0.1
+        fourth, held_fourth = await net.reserved(relay)
+        assert held_fourth.held
+        _, held_fifth = await net.reserved(relay)
+        assert not held_fifth.held and running_relay.describe()["reservations"] == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_simultaneous_circuits_to_one_host_stop_at_its_limit() -> None:
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+        net = Net(stack, nursery)
+        relay, running_relay = await net.relay(RelayLimits(circuits_per_peer=2, circuits=50))
+        behind, _ = await net.reserved(relay)
+        diallers = [await net.host() for _ in range(6)]
+        outcomes: list[bool] = []
+
+        async def dial(host: Any) -> None:
+            try:
+                await connect(host, str(behind.get_id()), [_circuit(relay)])
+                outcomes.append(True)
+            except Exception:
+                outcomes.append(False)
+
+        async with trio.open_nursery() as dials:  # all at once: 0.8.1 counted a circuit only once established
+            for host in diallers:
+                dials.start_soon(dial, host)
+        assert sorted(outcomes) == [False] * 4 + [True] * 2, outcomes
+        assert running_relay.describe()["circuits_refused"] == 4
+        nursery.cancel_scope.cancel()
+
+
+def test_a_circuit_address_names_its_target_and_keeps_its_relay() -> None:
+    from peerlight.p2p.host import split_peer_address, transport_address
+
+    relay, target = "12D3KooWFPHc2pWDkPBXKXo5eqHVHgUWMDGAegEaPbGBdnZeqg7p", "12D3KooWApF5XY9peSJM5J4J9XZa3bL6Z5XD949G5WbhsJ9xu83y"
+    circuit = f"/ip4/203.0.113.2/tcp/4001/p2p/{relay}/p2p-circuit"
+    assert split_peer_address(f"{circuit}/p2p/{target}") == (target, circuit)
+    assert transport_address(f"{circuit}/p2p/{target}") == circuit
+    assert split_peer_address(f"/ip4/203.0.113.2/tcp/4001/p2p/{relay}") == (relay, "/ip4/203.0.113.2/tcp/4001")
+    with pytest.raises(ValueError, match="names no peer"):
+        split_peer_address(circuit)
