@@ -270,6 +270,10 @@ def _render_share(console: Console, share: dict[str, Any]) -> None:
         console.print(f"[bold]{'address':>12}[/]  {escape(address)}")
     if share.get("reachability"):
         console.print(f"[bold]{'reachable':>12}[/]  {reachability_line(share['reachability'])}")
+    for held in share.get("relays") or []:  # behind a NAT: reached through these
+        console.print(f"[bold]{'relayed by':>12}[/]  {escape(held['relay'])} at {escape(held['address'])}")
+    if share.get("relay"):
+        console.print(f"[bold]{'relaying':>12}[/]  {relay_line(share['relay'])}")
     if share.get("error"):
         console.print(f"[yellow]{'error':>12}[/]  {escape(share['error'])}")
 
@@ -285,6 +289,14 @@ def reachability_line(found: dict[str, Any]) -> str:
     else:
         text = "unknown (too few peers answered yet)"
     return text + (f"; seen from outside as {seen}" if seen else "")
+
+
+def relay_line(relay: dict[str, int]) -> str:
+    """What a share relaying for others holds and did."""
+    return (
+        f"{relay['reservations']} hosts reserved, {relay['circuits_open']} circuits open ({relay['circuits']} in all, "
+        f"{relay['circuits_refused']} refused, {relay['circuits_cut']} cut at a limit), {relay['bytes_relayed'] / 2**20:,.1f} MiB relayed"
+    )
 
 
 def _render_shares(console: Console, shares: list[dict[str, Any]]) -> None:
