@@ -41,7 +41,7 @@ from .host import connect, split_peer_address
 
 log = logging.getLogger("peerlight.p2p")
 
-RELAY_CHUNK = 64 * 1024
+RELAY_CHUNK = 256 * 1024
 RESERVATIONS_PER_IP = 8  # hosts of one IP (a household, a carrier-grade NAT) holding slots at once
 RESERVE_SECONDS = 15.0  # one reservation exchange, the connection to the relay included
 RENEW_MARGIN_SECONDS = 120.0  # renew a reservation this long before it expires
