@@ -42,6 +42,7 @@ from .host import connect, split_peer_address
 log = logging.getLogger("peerlight.p2p")
 
 RELAY_CHUNK = 256 * 1024
+HOP_STREAMS_SPARE = 64  # HOP streams open beyond the circuits' own (reservations being made)
 RESERVATIONS_PER_IP = 8  # hosts of one IP (a household, a carrier-grade NAT) holding slots at once
 RESERVE_SECONDS = 15.0  # one reservation exchange, the connection to the relay included
 RENEW_MARGIN_SECONDS = 120.0  # renew a reservation this long before it expires
@@ -110,9 +111,26 @@ def _classes() -> tuple[type, type]:
         cut: weakref.WeakSet[Any]  # streams of circuits already counted as cut
         open_from: dict[str, int]  # circuits open per source peer
         open_to: dict[str, int]  # circuits open per reserved target
+        hop_streams: dict[str, int]  # HOP streams open per peer
 
         async def _handle_stop_stream(self, stream: Any) -> None:
             await stream.reset()  # a relay is dialled directly: nobody relays *to* it
+
+        async def _handle_hop_stream(self, stream: Any) -> None:
+            # 0.8.1 serves any number of HOP streams, each reading message after message: a
+            # peer gets its circuits' streams and two more at once, the relay its circuits and
+            # HOP_STREAMS_SPARE more.
+            peer = str(stream.muxed_conn.peer_id)
+            if self.hop_streams.get(peer, 0) >= self.limits.max_circuit_conns + 2 or sum(self.hop_streams.values()) >= self.max_circuits + HOP_STREAMS_SPARE:
+                await stream.reset()
+                return
+            self.hop_streams[peer] = self.hop_streams.get(peer, 0) + 1
+            try:
+                await super()._handle_hop_stream(stream)
+            finally:
+                self.hop_streams[peer] -= 1
+                if not self.hop_streams[peer]:
+                    del self.hop_streams[peer]
 
         async def _handle_reserve(self, stream: Any, msg: Any) -> None:
             msg.ClearField("peer")  # a slot is for the peer that asks, never one it names
@@ -258,7 +276,7 @@ async def relay_service(host: Any, limits: RelayLimits) -> AsyncIterator[Running
         allow_hop=True,
     )
     service.stats, service.max_circuits, service.cut = RelayStats(), limits.circuits, weakref.WeakSet()
-    service.open_from, service.open_to = {}, {}
+    service.open_from, service.open_to, service.hop_streams = {}, {}, {}
     async with background_trio_service(service):
         yield RunningRelay(service)
 

@@ -2,7 +2,8 @@
 
 The topology (``tests/nat_internet.py``) lives in namespaces this test creates and deletes: a
 public side with a DHT of four nodes and a Peerlight node that relays (``network.relay_service``),
-and two homes, each a daemon with a global share behind its own masquerading router. Each home
+and two homes, each a daemon with a global share behind its own masquerading router (home B's
+symmetric: ``--random-fully``, a new public port per connection). Each home
 learns from AutoNAT that it is private, reserves a slot on the relay (home A from its
 configuration, home B from the relay's DHT record), and announces its circuit address; home B
 finds home A's share on the DHT and searches and fetches it through the relay.
@@ -60,7 +61,7 @@ def _private_and_reserved(shown: dict[str, Any]) -> dict[str, Any] | None:
 def internet() -> Any:
     if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":
         pytest.skip("network namespaces need root")
-    built = NatInternet().build()
+    built = NatInternet().build(symmetric_b=True)  # home B's NAT maps every connection to a random port
     try:
         yield built
     finally:

@@ -145,8 +145,20 @@ async def _provide_forever(current: RunningShare, host: Any, dht: Any, reach: Gl
         current.dht = {"routing_table": dht.get_routing_table_size(), "provided": provided, "at": time.time()}
         readdressed = current.reservations.changed if current.reservations is not None else trio.Event()
         with trio.move_on_after(reach.reprovide_seconds if provided else min(reach.reprovide_seconds, 30)):
-            await readdressed.wait()
+            await _first_of(readdressed, current.verdict_changed)  # new addresses, or now public (the relay key)
             await trio.sleep(1)  # several reservations made together: one provide
+
+
+async def _first_of(*events: trio.Event) -> None:
+    """Return when any of ``events`` is set."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        for event in events:
+            nursery.start_soon(wait, event)
 
 
 async def _watch_reachability(current: RunningShare, host: Any, autonat: Any) -> None:
