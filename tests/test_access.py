@@ -419,8 +419,9 @@ def test_the_node_s_own_identity_passes_devices_gates_after_a_pairing_changes_th
 
 def test_a_global_share_provides_the_peerlight_key_only_never_one_made_from_its_name() -> None:
     """sha256("peerlight:share:" + name) let anyone confirm a guessed name of a members-only share."""
-    from peerlight.node.serving.servers import RunningShare, _provide_forever
-    from peerlight.p2p.dht import PEERLIGHT_KEY
+    from peerlight.node.serving.servers import GlobalReach, RunningShare, _provide_forever
+    from peerlight.p2p import reachability
+    from peerlight.p2p.dht import PEERLIGHT_KEY, RELAY_KEY
 
     provided: list[str] = []
 
@@ -436,11 +437,20 @@ def test_a_global_share_provides_the_peerlight_key_only_never_one_made_from_its_
 
     async def main() -> None:
         with trio.move_on_after(0.2):
-            await _provide_forever(current, None, RecordingDht(), (), 0.05)
+            await _provide_forever(current, None, RecordingDht(), GlobalReach(reprovide_seconds=0.05))
 
     trio.run(main)
     assert provided and set(provided) == {PEERLIGHT_KEY}
     assert current.dht is not None and current.dht["provided"] is True
+
+    # A share relaying for others provides the relay key too, once it is public (and only then).
+    provided.clear()
+    current.relay = lambda: {}
+    trio.run(main)
+    assert set(provided) == {PEERLIGHT_KEY}
+    current.set_reachability(reachability.Reachability(status=reachability.PUBLIC))
+    trio.run(main)
+    assert set(provided) == {PEERLIGHT_KEY, RELAY_KEY}
 
 
 def test_an_unpairing_that_overlaps_a_pairing_is_not_undone_by_its_older_list() -> None:

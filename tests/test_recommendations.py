@@ -55,13 +55,15 @@ def _write_library(folder: Path, texts: dict[str, str]) -> Path:
     return folder
 
 
-def _wait_for_version(data_dir: Path, above: int, examples: int | None = None) -> dict:
-    """The model's status once a version above ``above`` (trained on ``examples`` labelled items)
-    is active: the background retrain after feedback."""
+def _wait_for_version(data_dir: Path, above: int, examples: int | None = None, widths: dict[str, int] | None = None) -> dict:
+    """The model's status once a version above ``above`` (trained on ``examples`` labelled items,
+    its one space's examples at ``widths``) is active: the background retrain after feedback.
+    (A retrain still pending from earlier feedback may come first: it is waited past.)"""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         status = cli_json(data_dir, "recommender", "status")
-        if status["version"] > above and examples in (None, status["examples"]):
+        widths_now = [head.get("widths") for head in status.get("spaces", {}).values()]
+        if status["version"] > above and examples in (None, status["examples"]) and widths in (None, *widths_now):
             return status
         time.sleep(0.2)
     raise AssertionError(f"no model newer than version {above} was trained: {status}")
@@ -306,7 +308,7 @@ def test_a_node_with_no_library_learns_its_taste_from_ratings_of_a_peer_s_items(
         cli_json(b_dir, "library", "add", str(own))
         cli_json(b_dir, "fetch", share["peer_id"], hashes[liked[1]], "--to", str(own))
         index_and_wait(b_dir)
-        upgraded = _wait_for_version(b_dir, status["version"])
+        upgraded = _wait_for_version(b_dir, status["version"], widths={"48": 9, "384": 1})
         ((_, head),) = upgraded["spaces"].items()
         assert head["rated"] == 10 and head["widths"] == {"48": 9, "384": 1}, upgraded
 
