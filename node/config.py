@@ -252,6 +252,11 @@ class NetworkOptions:
         "relays found on the DHT are used as well.",
     )
     relays_kept: int = _option(2, "Relays a global share behind a NAT keeps reservations with.", min=1, max=3)
+    hole_punching: bool = _option(
+        True,
+        "Upgrade connections through a relay to direct ones (DCUtR). With bootstrap or relays set, the node's client "
+        "then also listens on every interface (announcing none of it) for the direct connection a punch makes.",
+    )
     max_remote_items: int = _option(
         1_000_000,
         "Items kept of one peer's share catalog. A sync also stops when a share sends far more than its manifest says it holds.",

@@ -143,6 +143,7 @@ class Daemon:
                     relay_service=relay_limits(network) if network.relay_service else None,
                     relays=network.relays,
                     relays_kept=network.relays_kept,
+                    hole_punching=network.hole_punching,
                 ),
                 AdapterFiles(adapter_folders(self.paths.adapters)),
                 announce=network.announce,
@@ -152,7 +153,12 @@ class Daemon:
                 on_file_changed=lambda library_id, path: self.indexer.request_scan(library_id, {path}),
             )
             self.peers = PeerClient(
-                self._catalog, self.identity.seed, network.query_timeout_seconds, bootstrap=network.bootstrap, max_remote_items=network.max_remote_items
+                self._catalog,
+                self.identity.seed,
+                network.query_timeout_seconds,
+                bootstrap=network.bootstrap,
+                max_remote_items=network.max_remote_items,
+                hole_punching=network.hole_punching and bool(network.bootstrap or network.relays),
             )
             self.pairing = Pairing(self._catalog, self.identity.seed, self.identity.peer_id, self.data_servers, self.peers)
         try:

@@ -66,6 +66,18 @@ def check_patch_targets() -> None:
     _require(PeerStore, "add_addrs", parameters=("self", "peer_id", "addrs", "ttl"))
     _require(MultiselectClient, "select_one_of", parameters=("self", "protocols", "communicator"))  # typed_protocol_refusal
     _require(MultiselectClient, "try_select", parameters=("self", "communicator", "protocol"))
+    import libp2p.relay.circuit_v2.dcutr as dcutr
+    from libp2p.host.basic_host import BasicHost
+    from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+
+    _require(dcutr, "_local_tcp_listen_addrs", parameters=("host",))  # hole_punch_from_listen_ports
+    _require(dcutr.DCUtRProtocol, "_get_observed_addrs", parameters=("self",))  # holepunch.py's subclass
+    _require(dcutr.DCUtRProtocol, "_decode_observed_addrs", parameters=("self", "addr_bytes"))
+    _require(dcutr.DCUtRProtocol, "_perform_hole_punch", parameters=("self", "peer_id", "addrs", "as_responder"))
+    _require(dcutr.DCUtRProtocol, "_handle_dcutr_stream", parameters=("self", "stream"))
+    _require(BasicHost, "get_addrs", parameters=("self",))  # announce_circuit_addresses
+    for name in ("_handle_reserve", "_handle_connect", "_handle_hop_stream", "_handle_stop_stream", "_relay_data"):  # relay.py's subclasses
+        _require(CircuitV2Protocol, name)
 
 # Yamux frames: 4 Noise messages' worth of plaintext (65519 bytes each), within the default
 # 256 KiB receive window. The default, 65536, is 17 bytes over one Noise message, so every
@@ -273,3 +285,25 @@ def announce_circuit_addresses(host: Any, circuits: Any) -> None:
         return [*original(), *(Multiaddr(circuit + own) for circuit in circuits())]
 
     host.get_addrs = get_addrs
+
+
+@functools.cache
+def hole_punch_from_listen_ports() -> None:
+    """0.8.1's hole punching reads the host's TCP listen ports from its *announced* addresses
+    (``get_addrs``), to predict its NAT mapping and to bind its dials' source. A global share
+    announces public addresses only, so behind a NAT it had none: no prediction, dials from
+    ephemeral ports, never a punch. The ports come from the addresses it listens on here
+    (not loopback, unspecified or link-local: a dial from 127.0.0.1 reaches nobody)."""
+    import libp2p.relay.circuit_v2.dcutr as dcutr
+
+    from .holepunch import routable_tcp
+
+    def local_tcp_listen_addrs(host: Any) -> list[tuple[int, str, int]]:
+        found = []
+        for address in host.get_transport_addrs():
+            if routable_tcp(address):
+                family = 6 if address.protocols()[0].name == "ip6" else 4
+                found.append((family, str(address.value_for_protocol(f"ip{family}")), int(address.value_for_protocol("tcp"))))
+        return found
+
+    dcutr._local_tcp_listen_addrs = local_tcp_listen_addrs

@@ -4,8 +4,13 @@
                            ├── "internet" (a bridge in a namespace of its own, 203.0.113.0/24)
     router A (203.0.113.3) ┤        documentation addresses: never a real host
       └─ home A (192.168.1.2), masqueraded by router A
-    router B (203.0.113.4) ┘
-      └─ home B (192.168.2.2), masqueraded by router B (``--random-fully`` for a symmetric NAT)
+    router B (203.0.113.4) ┤
+      └─ home B (192.168.2.2), masqueraded by router B
+    router C (203.0.113.5) ┘
+      └─ home C (192.168.3.2), masqueraded by router C with ``--random-fully``: a symmetric NAT
+         (a new public port for every connection), which defeats hole punching
+
+Every router drops what nobody inside asked for, as a home router's firewall does.
 
 Every interface is made inside a namespace this module creates (``ip -n NS link add … netns
 OTHER``), so nothing is ever created in, or changed of, the main namespace; :meth:`remove`
@@ -41,14 +46,15 @@ class NatInternet:
         _ip("-n", name, "link", "set", "lo", "up")
         return name
 
-    def build(self, symmetric_b: bool = False) -> NatInternet:
+    def build(self) -> NatInternet:
         self.internet = self._namespace("i")
         _ip("-n", self.internet, "link", "add", "br0", "type", "bridge")
         _ip("-n", self.internet, "link", "set", "br0", "up")
         self.public = self._namespace("p")
         self._wire(self.public, f"{PUBLIC_IP}/24", 0)
         self.home_a = self._home("a", 3, "192.168.1", symmetric=False)
-        self.home_b = self._home("b", 4, "192.168.2", symmetric=symmetric_b)
+        self.home_b = self._home("b", 4, "192.168.2", symmetric=False)
+        self.home_c = self._home("c", 5, "192.168.3", symmetric=True)
         return self
 
     def _wire(self, namespace: str, address: str, index: int) -> None:
@@ -72,6 +78,9 @@ class NatInternet:
         _in(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         masquerade = ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "w0", "-j", "MASQUERADE"]
         _in(router, *masquerade, *(["--random-fully"] if symmetric else []))
+        # Like a home router's firewall: what nobody inside asked for is dropped, not answered
+        # with a reset (a reset would end the other side's half of a simultaneous open).
+        _in(router, "iptables", "-A", "INPUT", "-i", "w0", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP")
         return home
 
     def remove(self) -> None:

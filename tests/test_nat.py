@@ -1,12 +1,15 @@
-"""Two homes behind NATs find, search and fetch from each other through a relay on the public side.
+"""Homes behind NATs find, search and fetch from each other: directly after a hole punch, and
+through a relay where the NAT defeats punching.
 
 The topology (``tests/nat_internet.py``) lives in namespaces this test creates and deletes: a
-public side with a DHT of four nodes and a Peerlight node that relays (``network.relay_service``),
-and two homes, each a daemon with a global share behind its own masquerading router (home B's
-symmetric: ``--random-fully``, a new public port per connection). Each home
-learns from AutoNAT that it is private, reserves a slot on the relay (home A from its
-configuration, home B from the relay's DHT record), and announces its circuit address; home B
-finds home A's share on the DHT and searches and fetches it through the relay.
+public side with a DHT of four nodes and two Peerlight nodes that relay
+(``network.relay_service``); homes A and B behind endpoint-independent NATs, each a daemon with
+a global share; home C behind a symmetric NAT, a daemon with no share. A and B learn from
+AutoNAT that they are private, reserve relay slots (A from its configuration, B from the
+relays' DHT records) and announce their circuit addresses. B finds A's share on the DHT,
+reaches it through a relay, and the two punch a hole (DCUtR): B's connection turns direct.
+C's punch fails, so C stays on the relay; the relay carrying C's long fetch dies, and the fetch
+goes on through the other relay. An invite made behind A's NAT then lets C join.
 """
 
 from __future__ import annotations
@@ -61,14 +64,14 @@ def _private_and_reserved(shown: dict[str, Any]) -> dict[str, Any] | None:
 def internet() -> Any:
     if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":
         pytest.skip("network namespaces need root")
-    built = NatInternet().build(symmetric_b=True)  # home B's NAT maps every connection to a random port
+    built = NatInternet().build()
     try:
         yield built
     finally:
         built.remove()
 
 
-def test_two_homes_behind_nats_meet_through_a_relay_and_a_fetch_outlives_its_relay(internet, tmp_path) -> None:
+def test_homes_behind_nats_meet_directly_after_a_punch_or_through_a_relay(internet, tmp_path) -> None:
     swarm = subprocess.Popen(
         ["ip", "netns", "exec", internet.public, sys.executable, str(SWARM), "4", PUBLIC_IP], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -77,6 +80,9 @@ def test_two_homes_behind_nats_meet_through_a_relay_and_a_fetch_outlives_its_rel
     def start(name: str, data_dir: Path, namespace: str) -> None:
         daemons[name] = DaemonProcess(data_dir, wrapper=("ip", "netns", "exec", namespace))
         assert daemons[name].wait_ready() == "ready", daemons[name].stderr()
+
+    def connection(data_dir: Path, peer_id: str) -> str | None:
+        return {p["peer_id"]: p for p in cli_json(data_dir, "peers")}[peer_id]["connection"]
 
     try:
         nodes = json.loads(swarm.stdout.readline())
@@ -99,8 +105,10 @@ def test_two_homes_behind_nats_meet_through_a_relay_and_a_fetch_outlives_its_rel
         (tmp_path / "b-library" / "bread.txt").write_text("Sourdough bread needs a starter, flour, water and patience.")
         a_dir = new_node(tmp_path / "a", _config(nodes, f"relays = {json.dumps(list(relay_addresses.values()))}"))
         b_dir = new_node(tmp_path / "b", _config(nodes))  # finds relays on the DHT
+        c_dir = new_node(tmp_path / "c", _config(nodes))
         start("a", a_dir, internet.home_a)
         start("b", b_dir, internet.home_b)
+        start("c", c_dir, internet.home_c)
         world = _global_share(a_dir, tmp_path / "a-library", "world")
         _global_share(b_dir, tmp_path / "b-library", "kitchen")
 
@@ -118,25 +126,38 @@ def test_two_homes_behind_nats_meet_through_a_relay_and_a_fetch_outlives_its_rel
             assert f"{address}/p2p-circuit/p2p/{world['peer_id']}" in a_shown["announced"], a_shown["announced"]
         assert sum(cli_json(relay_dirs[name], "share", "show", "relay")["relay"]["reservations"] for name in relays) >= 3
 
-        # B was never told about A: the DHT gives it A's share, reachable only through the relays.
-        _wait(
-            "B to find A's share on the DHT, behind both relays",
-            lambda: [r for r in cli_json(b_dir, "discover", "--global") if r["peer_id"] == world["peer_id"] and sum("/p2p-circuit" in a for a in r["addresses"]) == 2],
-            timeout=90,
-        )
-        answer = cli_json(b_dir, "search", "avoid the flu", "--peers", "--modality", "text")
-        assert [r["name"] for r in answer["results"]][:1] == ["flu.txt"], answer
+        # Neither B nor C was told about A: the DHT gives them A's share, behind both relays.
+        for data_dir in (b_dir, c_dir):
+            _wait(
+                "A's share on the DHT, behind both relays",
+                lambda data_dir=data_dir: [
+                    r for r in cli_json(data_dir, "discover", "--global") if r["peer_id"] == world["peer_id"] and sum("/p2p-circuit" in a for a in r["addresses"]) == 2
+                ],
+                timeout=90,
+            )
+            answer = cli_json(data_dir, "search", "avoid the flu", "--peers", "--modality", "text")
+            assert [r["name"] for r in answer["results"]][:1] == ["flu.txt"], answer
+
+        # B and A sit behind NATs that keep a connection's port: A punches a hole to B, and B's
+        # connection to A turns direct; what B fetches then goes straight.
+        _wait("B's connection to A to turn direct", lambda: connection(b_dir, world["peer_id"]) == "direct", timeout=60)
         target = tmp_path / "fetched"
         fetched = cli_json(b_dir, "fetch", "world", "flu.txt", "--to", str(target))
         assert Path(fetched["path"]).read_text() == (tmp_path / "a-library" / "flu.txt").read_text()
-        peers = {p["peer_id"]: p for p in cli_json(b_dir, "peers")}
-        assert peers[world["peer_id"]]["connection"] == "relayed", peers[world["peer_id"]]
+        assert connection(b_dir, world["peer_id"]) == "direct"
 
-        # Home A's uplink is slow (32 Mbit/s): the relay carrying a long fetch dies under it, and
-        # the fetch goes on through the other relay, from where it was.
+        # C's NAT gives every connection a new port: the punch cannot work, and C stays on a relay.
+        fetched = cli_json(c_dir, "fetch", "world", "flu.txt", "--to", str(tmp_path / "c-fetched"))
+        assert Path(fetched["path"]).read_text() == (tmp_path / "a-library" / "flu.txt").read_text()
+        time.sleep(10)  # A's punches at C have had their time
+        assert connection(c_dir, world["peer_id"]) == "relayed"
+
+        # Home A's uplink is slow (32 Mbit/s): the relay carrying C's long fetch dies under it,
+        # and the fetch goes on through the other relay, from where it was.
         subprocess.run(["ip", "netns", "exec", internet.router_a, "tc", "qdisc", "add", "dev", "w0", "root", "tbf", "rate", "32mbit", "burst", "64kb", "latency", "300ms"], check=True)
+        target = tmp_path / "c-long"
         fetch = subprocess.Popen(
-            [str(PEERLIGHT), "fetch", "world", "long.wav", "--to", str(target), "--data-dir", str(b_dir), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [str(PEERLIGHT), "fetch", "world", "long.wav", "--to", str(target), "--data-dir", str(c_dir), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         partials = lambda: [p.stat().st_size for p in target.glob(".*.peerlight-partial")]  # noqa: E731
         _wait("the long fetch to be under way", lambda: any(size > 2_000_000 for size in partials()), timeout=60)
@@ -151,11 +172,11 @@ def test_two_homes_behind_nats_meet_through_a_relay_and_a_fetch_outlives_its_rel
         survivor = next(name for name in relays if name != carrying[0])
         assert cli_json(relay_dirs[survivor], "share", "show", "relay")["relay"]["bytes_relayed"] > 2_000_000
 
-        # A lost the dead relay; an invite made now names the survivor, and B joins through it.
+        # A lost the dead relay; an invite made now names the survivor, and C joins through it.
         _wait("A to drop the dead relay", lambda: [r["relay"] for r in cli_json(a_dir, "share", "show", "world")["relays"]] == [relays[survivor]["peer_id"]])
         invite = cli_json(a_dir, "share", "grant", "world", "--invite")["invite"]
-        cli_json(b_dir, "peers", "remove", world["peer_id"])
-        joined = cli_json(b_dir, "join", invite)
+        cli_json(c_dir, "peers", "remove", world["peer_id"])
+        joined = cli_json(c_dir, "join", invite)
         assert (joined["name"], joined["granted"]) == ("world", True), joined
         assert any(f"{relays[survivor]['peer_id']}/p2p-circuit" in a for a in joined["addresses"]), joined
     finally:

@@ -29,9 +29,10 @@ class PeerClient:
         sync_interval: float = 300.0,
         bootstrap: tuple[str, ...] = (),
         max_remote_items: int = 1_000_000,
+        hole_punching: bool = False,
     ) -> None:
         self.sync_interval = sync_interval
-        self.host = PeerHost(seed)
+        self.host = PeerHost(seed, hole_punching=hole_punching)
         self.adapters = PeerAdapters(query_timeout)
         self.catalogs = CatalogSync(catalog, self.host, query_timeout, max_remote_items)
         self.remotes = Remotes(catalog, self.host, self.catalogs, query_timeout)

@@ -1,35 +1,47 @@
 """The node's client host: one libp2p host with the node's own identity, which asks peers.
 
-Grants are bound to that peer id, and paired devices know the node by it. The host listens
-on loopback only: the peers it asks answer on the connection it opened. Work that outlives
-the request that started it (a catalog copied after ``peers add`` returned) runs in the
-host's background nursery and ends with it.
+Grants are bound to that peer id, and paired devices know the node by it. The peers it asks
+answer on the connection it opened, so it listens on loopback only, unless it punches holes
+(``hole_punching``: a node on the global network, behind a NAT, that reaches shares behind
+other NATs through relays): then it listens on every interface as well, for the direct
+connection a punch makes (its TCP simultaneous open leaves from that port), announces none of
+it, and serves nothing there but libp2p's identify, ping and the punch's answers. Work that
+outlives the request that started it (a catalog copied after ``peers add`` returned) runs in
+the host's background nursery and ends with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
 from peerlight.p2p.client import Requester
 from peerlight.p2p.errors import Unreachable
+from peerlight.p2p.holepunch import hole_punching
 from peerlight.p2p.host import new_host, running
+from peerlight.p2p.listen import listen_multiaddrs
 
 READY_SECONDS = 30.0  # how long a request waits for the host to come up (at the daemon's start)
 
 
 class PeerHost:
-    def __init__(self, seed: bytes) -> None:
+    def __init__(self, seed: bytes, hole_punching: bool = False) -> None:
         self._seed = seed
+        self._hole_punching = hole_punching
         self._requester: Requester | None = None
         self._ready = trio.Event()
         self._background: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        host = new_host(self._seed)
-        async with running(host, ["/ip4/127.0.0.1/tcp/0"]), trio.open_nursery() as background:
+        if self._hole_punching:
+            host = new_host(self._seed, announce=lambda candidates: [])
+            listen = listen_multiaddrs("global", None)
+        else:
+            host, listen = new_host(self._seed), ["/ip4/127.0.0.1/tcp/0"]
+        async with running(host, listen), self._punching(host), trio.open_nursery() as background:
             self._requester = Requester(host)
             self._background = background
             self._ready.set()
@@ -41,6 +53,14 @@ class PeerHost:
                 self._background = None
                 self._ready = trio.Event()
                 background.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def _punching(self, host: Any) -> AsyncIterator[None]:
+        if not self._hole_punching:
+            yield
+            return
+        async with hole_punching(host, initiate=False):  # the share that took the relayed connection starts
+            yield
 
     async def requester(self) -> Requester:
         """The host's requester, once it runs; Unreachable when it does not come up."""

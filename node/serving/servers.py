@@ -35,6 +35,7 @@ from peerlight.p2p.host import (
     running,
     transport_address,
 )
+from peerlight.p2p.holepunch import hole_punching
 from peerlight.p2p.relay import RelayLimits, Reservations, is_circuit, relay_service
 from peerlight.p2p.resources import ResourceManager
 from peerlight.p2p.listen import dialable, listen_multiaddrs
@@ -124,6 +125,7 @@ class GlobalReach:
     relay_service: RelayLimits | None = None  # None: relay for nobody
     relays: tuple[str, ...] = ()  # relays to reserve on when behind a NAT (more are found on the DHT)
     relays_kept: int = 2
+    hole_punching: bool = True  # behind a NAT, upgrade relayed connections to direct ones (DCUtR)
 
 
 async def _provide_forever(current: RunningShare, host: Any, dht: Any, reach: GlobalReach) -> None:
@@ -404,11 +406,20 @@ class DataServers:
         while True:
             while current.status != reachability.PRIVATE:
                 await current.verdict_changed.wait()
-            async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as nursery, self._punching(current.host):
                 nursery.start_soon(current.reservations.keep, candidates)
                 while current.status == reachability.PRIVATE:
                     await current.verdict_changed.wait()
                 nursery.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def _punching(self, host: Any) -> AsyncIterator[None]:
+        """Behind a NAT, a share starts a hole punch with each peer that reached it through a relay."""
+        if not self._reach.hole_punching:
+            yield
+            return
+        async with hole_punching(host, initiate=True):
+            yield
 
     @asynccontextmanager
     async def _relaying(self, current: RunningShare, host: Any) -> AsyncIterator[None]:
