@@ -1,4 +1,4 @@
-"""A host behind a relay, against the same host dialled directly: time to the first byte and throughput.
+"""Behind NATs: a relay's cost against a direct connection, and how often hole punching works.
 
 Three libp2p hosts on loopback: A (the "home" host, reserved on the relay R, serving a test
 protocol that sends N bytes), B (dials A directly: the baseline) and C (dials A through R's
@@ -10,12 +10,21 @@ Figures: time from dialling to the first byte of an answer (connection, Noise, Y
 negotiation; through the relay also the reservation lookup and the STOP exchange), MB/s of a
 single stream, the relayed/direct ratio, and the relay's CPU seconds per GB.
 
-    python bench/nat.py [--megabytes 256]
+With ``--punch N`` (root, iptables): hole punching in the namespace internet of the NAT tests
+(``tests/nat_internet.py``): a relay on the public side, a host in home A (endpoint-independent
+NAT) reserved on it, and N fresh hosts, one after another, in home B (the same kind of NAT) and
+then in home C (symmetric), each dialling A through the relay; A starts the punch (DCUtR). A
+try succeeds when the dialler's connection to A turns direct within 30 s; the time is from the
+relayed connection to the direct one. ``--netem`` adds 40 ms and 1% loss to every router's
+uplink (each way through the internet crosses two: ~80 ms one way, ~2% loss).
+
+    python bench/nat.py [--megabytes 256] [--punch 50] [--netem]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -29,16 +38,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
 from peerlight.p2p.host import connect, listen_addresses, new_host, running  # noqa: E402
-from peerlight.p2p.relay import RelayLimits, Reservations, circuit_address, relay_service  # noqa: E402
+from peerlight.p2p.holepunch import hole_punching  # noqa: E402
+from peerlight.p2p.relay import RelayLimits, Reservations, circuit_address, connection_kind, relay_service  # noqa: E402
 
 BLOB = "/bench/blob/1.0.0"
 CHUNK = 256 * 1024
 
 
-async def serve_relay() -> None:
+async def serve_relay(ip: str) -> None:
     """The child: a relay with no byte or time limit, until its standard input closes."""
     host = new_host(os.urandom(32))
-    async with running(host, ["/ip4/127.0.0.1/tcp/0"]), relay_service(host, RelayLimits(circuit_bytes=0, circuit_seconds=0)):
+    async with running(host, [f"/ip4/{ip}/tcp/0"]), relay_service(host, RelayLimits(circuit_bytes=0, circuit_seconds=0)):
         print(listen_addresses(host)[0], flush=True)
         await trio.to_thread.run_sync(sys.stdin.read)
 
@@ -113,9 +123,101 @@ async def main(megabytes: int) -> None:
         relay.wait(30)
 
 
+async def home(ip: str, relay_address: str) -> None:
+    """In home A: a host reserved on the relay, starting punches, until its standard input closes."""
+    host = new_host(os.urandom(32))
+    async with running(host, [f"/ip4/{ip}/tcp/0"]), hole_punching(host, initiate=True), trio.open_nursery() as nursery:
+        reservations = Reservations(host, wanted=1)
+
+        async def candidates() -> list[str]:
+            return [relay_address]
+
+        nursery.start_soon(reservations.keep, candidates)
+        while not reservations.held:
+            await trio.sleep(0.05)
+        print(json.dumps({"peer_id": str(host.get_id()), "circuit": reservations.circuit_addresses()[0]}), flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)
+        nursery.cancel_scope.cancel()
+
+
+async def diallers(ip: str, target: str, circuit: str, tries: int, patience: float) -> None:
+    """In another home: ``tries`` fresh hosts, one at a time, dial the target through the relay
+    and wait for the punch; one JSON line per try (the seconds it took, or null)."""
+    for _ in range(tries):
+        host = new_host(os.urandom(32))
+        async with running(host, [f"/ip4/{ip}/tcp/0"]), hole_punching(host, initiate=False):
+            took = None
+            try:
+                await connect(host, target, [circuit])
+                relayed_at = time.perf_counter()
+                with trio.move_on_after(patience):
+                    while connection_kind(host, target) != "direct":
+                        await trio.sleep(0.05)
+                    took = time.perf_counter() - relayed_at
+            except Exception as exc:  # a failed try, not the end of the run
+                print(f"a try failed: {exc}", file=sys.stderr)
+            print(json.dumps(took), flush=True)
+            with trio.move_on_after(5):  # its circuit ends now, not when the relay notices (a slot per target)
+                await host.close()
+
+
+def punch_rates(tries: int, netem: bool) -> dict[str, Any]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.nat_internet import PUBLIC_IP, NatInternet
+
+    internet = NatInternet().build()
+    children: list[subprocess.Popen[str]] = []
+
+    def child(namespace: str, *args: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        children.append(process)
+        return process
+
+    try:
+        if netem:
+            for router in (internet.router_a, internet.router_b, internet.router_c):
+                command = ["ip", "netns", "exec", router, "tc", "qdisc", "add", "dev", "w0", "root", "netem", "delay", "40ms", "loss", "1%"]
+                added = subprocess.run(command, capture_output=True, text=True)
+                if added.returncode != 0:  # e.g. a kernel built without sch_netem: "Specified qdisc kind is unknown"
+                    raise SystemExit(f"cannot add netem here: {added.stderr.strip()}")
+        relay_address = child(internet.public, "--serve-relay", PUBLIC_IP).stdout.readline().strip()
+        target = json.loads(child(internet.home_a, "--home", "192.168.1.2", relay_address).stdout.readline())
+        figures: dict[str, Any] = {}
+        for kind, namespace, ip, count in (("eim", internet.home_b, "192.168.2.2", tries), ("symmetric", internet.home_c, "192.168.3.2", max(1, tries // 5))):
+            process = child(namespace, "--diallers", ip, target["peer_id"], target["circuit"], str(count))
+            times = [json.loads(process.stdout.readline()) for _ in range(count)]
+            succeeded = sorted(t for t in times if t is not None)
+            figures[f"{kind}_tries"] = count
+            figures[f"{kind}_success"] = round(len(succeeded) / count, 3)
+            if succeeded:
+                figures[f"{kind}_relayed_to_direct_p50_s"] = round(succeeded[len(succeeded) // 2], 2)
+                figures[f"{kind}_relayed_to_direct_max_s"] = round(succeeded[-1], 2)
+        return figures
+    finally:
+        for process in children:
+            process.stdin.close()
+        for process in children:
+            process.wait(60)
+        internet.remove()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=256)
-    parser.add_argument("--serve-relay", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--punch", type=int, default=0, help="hole-punch tries per NAT kind (root and iptables: namespaces)")
+    parser.add_argument("--netem", action="store_true", help="40 ms and 1%% loss on every router's uplink (with --punch)")
+    parser.add_argument("--serve-relay", nargs="?", const="127.0.0.1", help=argparse.SUPPRESS)
+    parser.add_argument("--home", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--diallers", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    trio.run(serve_relay) if args.serve_relay else trio.run(main, args.megabytes)
+    if args.serve_relay:
+        trio.run(serve_relay, args.serve_relay)
+    elif args.home:
+        trio.run(home, *args.home)
+    elif args.diallers:
+        ip, target, circuit, count = args.diallers
+        trio.run(diallers, ip, target, circuit, int(count), 30.0)
+    elif args.punch:
+        emit("nat_punch", netem=args.netem, **punch_rates(args.punch, args.netem))
+    else:
+        trio.run(main, args.megabytes)

@@ -181,7 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     devices.set_defaults(run=device_commands.cmd_devices_list)
     pair = command("pair", device_commands.cmd_devices_pair, "pair with another node of yours by a short code", devices_actions)
     pair.add_argument("--join", metavar="CODE@ADDRESS", help="use the code the other node showed (without it: show a code here)")
-    pair.add_argument("--scope", choices=["local", "lan"], default="lan", help="where the devices share listens (default: the LAN)")
+    pair.add_argument(
+        "--scope",
+        choices=["local", "lan", "global"],
+        default="lan",
+        help="where the devices share listens (default: the LAN; global: between homes, through a relay behind a NAT)",
+    )
     command("list", device_commands.cmd_devices_list, "list paired devices", devices_actions)
     unpair = command("unpair", device_commands.cmd_devices_unpair, "unpair a device (its access stops at once)", devices_actions)
     unpair.add_argument("device", help="its peer ID or name")

@@ -6,6 +6,11 @@ joining node connects (Noise authenticates both peer IDs) and proves it knows th
 offering node checks the proof and answers with its own (see ``permissions/pairing.py``).
 Then each records the other as a paired device, each has an automatic ``devices`` share of
 its whole library, and each adds the other's: the devices see each other with no further step.
+
+Between two homes (``scope = "global"``), the devices share is global, and the offering node's
+listener, behind its NAT, takes a slot on a relay (the configured relays, or those its global
+shares hold): the join strings then include its circuit address, and the addresses each side
+sends for its devices share include the share's circuits.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from peerlight.p2p import schema
 from peerlight.p2p.errors import Forbidden, WireError
 from peerlight.p2p.host import listen_addresses, new_host, running, split_peer_address
 from peerlight.p2p.listen import listen_multiaddrs
+from peerlight.p2p.relay import Reservations
 from peerlight.p2p.server import Protocol, ProtocolServer, Request
 from peerlight.permissions import pairing
 
 from .catalog.database import Catalog
 from .catalog.devices import add_device, devices_share, ensure_devices_share
+from .catalog.shares import SCOPES, ShareEdit, edit_share
 from .peers.client import PeerClient
 from .serving.servers import DataServers
 
@@ -38,6 +45,7 @@ MAX_ATTEMPTS = 5
 SETTLE_SECONDS = 15.0
 ANSWER_AGAIN_SECONDS = 10.0  # the listener stays this long after pairing: a joiner whose answer was lost asks again
 JOIN_ATTEMPTS = 3
+RELAY_SLOT_SECONDS = 20.0  # how long a global offer waits for a relay slot before it shows its codes
 MAX_DEVICE_NAME = 100
 
 
@@ -119,12 +127,31 @@ class Pairing:
         host = new_host(self._seed)
         ProtocolServer([Protocol(schema.PAIR, partial(self._answer, offer))]).attach(host)
         with offer.cancel, trio.move_on_at(trio.current_time() + OFFER_SECONDS):
-            async with running(host, listen_multiaddrs(scope, 0)):
-                task_status.started(listen_addresses(host))
+            async with running(host, listen_multiaddrs(scope, 0)), trio.open_nursery() as nursery:
+                circuits = await self._relay_slot(host, nursery) if scope == "global" else []
+                task_status.started(listen_addresses(host) + [f"{c}/p2p/{host.get_id()}" for c in circuits])
                 await offer.ended.wait()
                 await trio.sleep(ANSWER_AGAIN_SECONDS)  # a joiner whose answer was lost may ask again
+                nursery.cancel_scope.cancel()
         if self._offer is offer and offer.device is None:
             self._offer = None
+
+    async def _relay_slot(self, host: Any, nursery: trio.Nursery) -> list[str]:
+        """A slot on a relay for the listener (behind a NAT, the other home reaches it only so):
+        its circuit addresses, or none when no relay is known or none gave a slot in time."""
+        relays = self._servers.known_relays()
+        if not relays:
+            return []
+        reservations = Reservations(host, wanted=1)
+
+        async def candidates() -> list[str]:
+            return relays
+
+        nursery.start_soon(reservations.keep, candidates)
+        with trio.move_on_after(RELAY_SLOT_SECONDS):
+            while not reservations.held:
+                await trio.sleep(0.1)
+        return reservations.circuit_addresses()
 
     async def _answer(self, offer: _Offer, request: Request) -> dict[str, Any]:
         given = request.body["proof"]
@@ -190,25 +217,36 @@ class Pairing:
         await self._servers.refresh_devices()
         log.info("paired with a device", extra={"peer": peer_id, "device": name})
         if their_share and self._nursery is not None:
-            self._nursery.start_soon(self._add_their_share, their_share[0])
+            self._nursery.start_soon(self._add_their_share, their_share)
         return {"peer_id": peer_id, "name": name, "share_addresses": their_share}
 
-    async def _add_their_share(self, address: str) -> None:
+    async def _add_their_share(self, addresses: list[str]) -> None:
         try:
-            await self._peers.remotes.add(address)
+            await self._peers.remotes.add_at(addresses)
         except (WireError, OSError) as exc:
             log.info("the paired device's share is not reachable yet", extra={"reason": str(exc)})
 
     async def _devices_share(self, scope: str) -> None:
-        share = await self._catalog.write(partial(ensure_devices_share, scope=scope))
+        """The automatic devices share, listening at least as widely as ``scope`` (pairing between
+        two homes makes a LAN one global)."""
+
+        def ensure(conn: Any) -> Any:
+            share = ensure_devices_share(conn, scope=scope)
+            if SCOPES.index(share.scope) < SCOPES.index(scope):
+                share = edit_share(conn, share.name, ShareEdit(scope=scope))
+            return share
+
+        share = await self._catalog.write(ensure)
         await self._servers.settled(share, SETTLE_SECONDS)
 
     async def _devices_share_addresses(self) -> list[str]:
         share = await self._catalog.read(devices_share)
         running = self._servers.running_share(share.name) if share is not None else None
-        # At most what the pairing message carries (a machine with many interfaces lists more).
-        addresses = list(running.addresses) if running is not None and running.state == "serving" else []
-        return addresses[: schema.PAIR.request.fields["addresses"].type.max_items]
+        # At most what the pairing message carries (a machine with many interfaces lists more),
+        # its circuits through relays kept among them.
+        if running is None or running.state != "serving":
+            return []
+        return list(running.reachable_addresses(schema.PAIR.request.fields["addresses"].type.max_items))
 
 
 def _device_fields(body: dict[str, Any]) -> tuple[str, list[str]]:

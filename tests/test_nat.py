@@ -9,7 +9,8 @@ AutoNAT that they are private, reserve relay slots (A from its configuration, B 
 relays' DHT records) and announce their circuit addresses. B finds A's share on the DHT,
 reaches it through a relay, and the two punch a hole (DCUtR): B's connection turns direct.
 C's punch fails, so C stays on the relay; the relay carrying C's long fetch dies, and the fetch
-goes on through the other relay. An invite made behind A's NAT then lets C join.
+goes on through the other relay. An invite made behind A's NAT then lets C join, and A and C
+pair their devices between the two homes.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import json
 import shutil
 import signal
 import subprocess
+import threading
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from peerlight.cli.client import ControlClient
 
 from .helpers import PEERLIGHT, DaemonProcess, cli_json, index_and_wait, new_node
 from .media import tone
@@ -179,6 +183,34 @@ def test_homes_behind_nats_meet_directly_after_a_punch_or_through_a_relay(intern
         joined = cli_json(c_dir, "join", invite)
         assert (joined["name"], joined["granted"]) == ("world", True), joined
         assert any(f"{relays[survivor]['peer_id']}/p2p-circuit" in a for a in joined["addresses"]), joined
+
+        # A pairs with C between their homes: A's offer reaches C through a relay, and A's devices
+        # share (global now, private, on the relay) serves C with no grant.
+        offered: dict[str, Any] = {}
+        result: dict[str, Any] = {}
+        shown = threading.Event()
+
+        def offer() -> None:
+            try:
+                with ControlClient(a_dir / "control.sock", timeout=240) as client:
+                    result["a"] = client.call("devices.pair", scope="global", on_event=lambda e: offered.update(e) or shown.set())
+            except Exception as exc:  # shown to the test below
+                result["error"] = repr(exc)
+                shown.set()
+
+        worker = threading.Thread(target=offer)
+        worker.start()
+        assert shown.wait(60) and "error" not in result, ("no pairing code was offered", result)
+        join = next(j for j in offered["joins"] if f"{relays[survivor]['peer_id']}/p2p-circuit" in j)
+        a_devices = next(s for s in cli_json(a_dir, "share", "list") if s["permission"] == "devices")
+        assert a_devices["scope"] == "global", a_devices
+        _wait("A's devices share to hold a relay slot", lambda: _private_and_reserved(cli_json(a_dir, "share", "show", a_devices["name"])), timeout=150)
+        paired = cli_json(c_dir, "devices", "pair", "--join", join, "--scope", "global")
+        worker.join(60)
+        assert paired["paired"]["peer_id"] == cli_json(a_dir, "status")["peer_id"] and "paired" in result["a"], (paired, result)
+        _wait("C to copy A's devices share", lambda: any(r["peer_id"] == a_devices["peer_id"] and r["items"] == 2 for r in cli_json(c_dir, "peers")))
+        answer = cli_json(c_dir, "search", "avoid the flu", "--peers", "--modality", "text")
+        assert a_devices["peer_id"] in {r.get("peer_id") for r in answer["results"]}, answer
     finally:
         for daemon in daemons.values():
             daemon.stop()

@@ -36,7 +36,7 @@ class DeviceMethods:
         With ``join`` (``CODE@MULTIADDR``, as the offering node printed it): pair with that node."""
         params = Params(raw)
         join = params.text("join", None, max_length=1000)
-        scope = params.choice("scope", tuple(s for s in SCOPES if s != "global"), "lan")
+        scope = params.choice("scope", SCOPES, "lan")
         params.done()
         if self._pairing is None:
             raise Unavailable("networking is off (network.enabled = false)")

@@ -221,7 +221,7 @@ class ShareMethods:
             self._servers.grant_changed(grant)  # usable from the next request on
         await self._changed(share)
         running = self._servers.running_share(share.name) if self._servers is not None else None
-        addresses = invite_addresses(running) if running is not None else ()
+        addresses = running.reachable_addresses(MAX_ADDRESSES) if running is not None else ()
         return {
             "share": share.name,
             "grant": grant.to_wire(),
@@ -443,9 +443,3 @@ async def _collections(params: Params) -> tuple[str, ...]:
     found = [await run_io(existing_folder, text, "collection", what=f"checking {display(text)}") for text in params.paths("collection")]
     return tuple(dict.fromkeys(str(folder) for folder in found))
 
-
-def invite_addresses(running: Any) -> tuple[str, ...]:
-    """Where an invite says the share is: its listen addresses and, behind a NAT, its circuits
-    through the relays it holds slots on (so a node in another home can join), all of those kept."""
-    circuits = [f"{c}/p2p/{running.peer_id}" for c in running.reservations.circuit_addresses()] if running.reservations is not None else []
-    return (*running.addresses[: MAX_ADDRESSES - len(circuits)], *circuits)

@@ -32,11 +32,21 @@ class Remotes:
         """Remember the share at ``multiaddr`` and read its manifest (a share that does not answer is
         kept, with the error). Its catalog is copied in the background (``syncing`` shows how far),
         or before this returns when ``progress`` is given (called after each page)."""
+        return await self.add_at([multiaddr], progress)
+
+    async def add_at(self, multiaddrs: list[str], progress: Progress | None = None) -> dict[str, Any]:
+        """As :meth:`add`, for a share known at several addresses (a paired device's: its LAN
+        addresses, its circuits through relays), tried in turn."""
         try:
-            peer_id, address = split_peer_address(multiaddr)
+            split = [split_peer_address(multiaddr) for multiaddr in multiaddrs]
         except ValueError as exc:
             raise Malformed(str(exc)) from None
-        remote = await self._catalog.write(partial(remember_remote, peer_id=peer_id, addresses=[address], found_by="manual"))
+        peer_ids = {peer_id for peer_id, _ in split}
+        if len(peer_ids) != 1:
+            raise Malformed("the addresses name more than one peer" if peer_ids else "no address given")
+        (peer_id,) = peer_ids
+        addresses = list(dict.fromkeys(address for _, address in split))
+        remote = await self._catalog.write(partial(remember_remote, peer_id=peer_id, addresses=addresses, found_by="manual"))
         await self.refresh(remote, background=progress is None, progress=progress)
         return (await self._catalog.read(partial(get_remote, key=peer_id))).to_wire()
 

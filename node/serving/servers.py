@@ -104,6 +104,13 @@ class RunningShare:
             **(self.server.describe() if self.server is not None else {}),
         }
 
+    def reachable_addresses(self, limit: int) -> tuple[str, ...]:
+        """Where a peer told of this share (an invite, a pairing) can reach it: its listen
+        addresses and, behind a NAT, its circuits through the relays it holds slots on, all
+        of those kept within ``limit``."""
+        circuits = [f"{c}/p2p/{self.peer_id}" for c in self.reservations.circuit_addresses()] if self.reservations is not None else []
+        return (*self.addresses[: max(0, limit - len(circuits))], *circuits[:limit])
+
     @property
     def status(self) -> str:
         return self.reachability.status if self.reachability is not None else reachability.UNKNOWN
@@ -303,6 +310,11 @@ class DataServers:
         read = await self._catalog.read(all_grants)
         newer = self._changed_during_reload
         self._grants = [newer.get(grant.id, grant) for grant in read] + [g for g in newer.values() if g.id not in {r.id for r in read}]
+
+    def known_relays(self) -> list[str]:
+        """Relays (full multiaddrs) this node's global shares hold slots on, then the configured ones."""
+        held = [f"{h.address}/p2p/{h.relay_id}" for r in self.shares.values() if r.reservations is not None for h in r.reservations.held.values()]
+        return list(dict.fromkeys([*held, *self._reach.relays]))
 
     def running_share(self, name: str) -> RunningShare | None:
         return next((r for r in self.shares.values() if r.share.name == name), None)
