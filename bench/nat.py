@@ -61,11 +61,13 @@ async def send_blob(stream: Any) -> None:
     await stream.close()
 
 
-async def fetch(dialler: Any, target: Any, addresses: list[str], size: int) -> tuple[float, float]:
-    """(seconds to the first byte, MB/s) of ``size`` bytes from ``target`` reached at ``addresses``."""
+async def fetch(dialler: Any, target: str, addresses: list[str], size: int) -> tuple[float, float]:
+    """(seconds to the first byte, MB/s) of ``size`` bytes from the peer ``target`` reached at ``addresses``."""
+    from libp2p.peer.id import ID
+
     started = time.perf_counter()
-    await connect(dialler, str(target.get_id()), addresses)
-    stream = await dialler.new_stream(target.get_id(), [BLOB])
+    await connect(dialler, target, addresses)
+    stream = await dialler.new_stream(ID.from_base58(target), [BLOB])
     await stream.write(str(size).encode())
     received = len(await stream.read(CHUNK))
     first_byte = time.perf_counter() - started
@@ -102,10 +104,10 @@ async def main(megabytes: int) -> None:
                 with trio.fail_after(30):
                     while not reservations.held:
                         await trio.sleep(0.05)
-                direct_first, direct_rate = await fetch(direct, home, listen_addresses(home), size)
+                direct_first, direct_rate = await fetch(direct, str(home.get_id()), listen_addresses(home), size)
                 before = cpu_seconds(relay.pid)
                 circuit = circuit_address(relay_address, relay_id)
-                relayed_first, relayed_rate = await fetch(relayed, home, [circuit], size)
+                relayed_first, relayed_rate = await fetch(relayed, str(home.get_id()), [circuit], size)
                 relay_cpu = cpu_seconds(relay.pid) - before
                 nursery.cancel_scope.cancel()
         emit(
@@ -126,6 +128,7 @@ async def main(megabytes: int) -> None:
 async def home(ip: str, relay_address: str) -> None:
     """In home A: a host reserved on the relay, starting punches, until its standard input closes."""
     host = new_host(os.urandom(32))
+    host.set_stream_handler(BLOB, send_blob)
     async with running(host, [f"/ip4/{ip}/tcp/0"]), hole_punching(host, initiate=True), trio.open_nursery() as nursery:
         reservations = Reservations(host, wanted=1)
 
@@ -135,7 +138,7 @@ async def home(ip: str, relay_address: str) -> None:
         nursery.start_soon(reservations.keep, candidates)
         while not reservations.held:
             await trio.sleep(0.05)
-        print(json.dumps({"peer_id": str(host.get_id()), "circuit": reservations.circuit_addresses()[0]}), flush=True)
+        print(json.dumps({"peer_id": str(host.get_id()), "circuit": reservations.circuit_addresses()[0], "direct": listen_addresses(host)[0]}), flush=True)
         await trio.to_thread.run_sync(sys.stdin.read)
         nursery.cancel_scope.cancel()
 
@@ -161,7 +164,34 @@ async def diallers(ip: str, target: str, circuit: str, tries: int, patience: flo
                 await host.close()
 
 
-def punch_rates(tries: int, netem: bool) -> dict[str, Any]:
+async def measure(ip: str, target: str, address: str, wait_direct: bool, megabytes: int) -> None:
+    """From another host: dial ``address``, (optionally) wait for the punch, then time a request's
+    first byte on the connection there is, and ``megabytes`` over one stream; one JSON line."""
+    from libp2p.peer.id import ID
+
+    host = new_host(os.urandom(32))
+    async with running(host, [f"/ip4/{ip}/tcp/0"]), hole_punching(host, initiate=False):
+        started = time.perf_counter()
+        await connect(host, target, [address])
+        stream = await host.new_stream(ID.from_base58(target), [BLOB])
+        await stream.write(b"1")
+        await stream.read(1)
+        dial_first_byte = time.perf_counter() - started
+        if wait_direct:
+            with trio.fail_after(30):
+                while connection_kind(host, target) != "direct":
+                    await trio.sleep(0.05)
+        kind = connection_kind(host, target)
+        started = time.perf_counter()
+        stream = await host.new_stream(ID.from_base58(target), [BLOB])
+        await stream.write(b"1")
+        await stream.read(1)
+        first_byte = time.perf_counter() - started
+        _, rate = await fetch(host, target, [address], megabytes * 10**6)
+        print(json.dumps({"path": kind, "dial_first_byte_ms": round(dial_first_byte * 1000, 1), "first_byte_ms": round(first_byte * 1000, 1), "mb_s": round(rate, 1)}), flush=True)
+
+
+def punch_rates(tries: int, netem: bool, megabytes: int) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.nat_internet import PUBLIC_IP, NatInternet
 
@@ -192,6 +222,18 @@ def punch_rates(tries: int, netem: bool) -> dict[str, Any]:
             if succeeded:
                 figures[f"{kind}_relayed_to_direct_p50_s"] = round(succeeded[len(succeeded) // 2], 2)
                 figures[f"{kind}_relayed_to_direct_max_s"] = round(succeeded[-1], 2)
+        # The paths a peer's requests take: the same LAN, across two NATs after the punch, and
+        # through the relay (a symmetric NAT): a request's first byte, and MB/s of one stream.
+        for name, namespace, ip, address, wait in (
+            ("lan", internet.home_a, "192.168.1.3", target["direct"], False),
+            ("punched", internet.home_b, "192.168.2.2", target["circuit"], True),
+            ("relayed", internet.home_c, "192.168.3.2", target["circuit"], False),
+        ):
+            if name == "lan":  # a second host on home A's LAN
+                subprocess.run(["ip", "-n", internet.home_a, "addr", "add", f"{ip}/24", "dev", "l1"], check=True)
+            path = json.loads(child(namespace, "--measure", ip, target["peer_id"], address, str(int(wait)), str(megabytes)).stdout.readline())
+            figures[f"{name}_path"] = path.pop("path")
+            figures.update({f"{name}_{key}": value for key, value in path.items()})
         return figures
     finally:
         for process in children:
@@ -209,6 +251,7 @@ if __name__ == "__main__":
     parser.add_argument("--serve-relay", nargs="?", const="127.0.0.1", help=argparse.SUPPRESS)
     parser.add_argument("--home", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--diallers", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_relay:
         trio.run(serve_relay, args.serve_relay)
@@ -217,7 +260,10 @@ if __name__ == "__main__":
     elif args.diallers:
         ip, target, circuit, count = args.diallers
         trio.run(diallers, ip, target, circuit, int(count), 30.0)
+    elif args.measure:
+        ip, target, address, wait, megabytes = args.measure
+        trio.run(measure, ip, target, address, wait == "1", int(megabytes))
     elif args.punch:
-        emit("nat_punch", netem=args.netem, **punch_rates(args.punch, args.netem))
+        emit("nat_punch", netem=args.netem, megabytes=args.megabytes, **punch_rates(args.punch, args.netem, args.megabytes))
     else:
         trio.run(main, args.megabytes)
