@@ -159,6 +159,7 @@ class Daemon:
                 bootstrap=network.bootstrap,
                 max_remote_items=network.max_remote_items,
                 hole_punching=network.hole_punching and bool(network.bootstrap or network.relays),
+                private_addresses=network.announce == "all",
             )
             self.pairing = Pairing(self._catalog, self.identity.seed, self.identity.peer_id, self.data_servers, self.peers)
         try:

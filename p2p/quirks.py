@@ -75,6 +75,9 @@ def check_patch_targets() -> None:
     _require(dcutr.DCUtRProtocol, "_decode_observed_addrs", parameters=("self", "addr_bytes"))
     _require(dcutr.DCUtRProtocol, "_perform_hole_punch", parameters=("self", "peer_id", "addrs", "as_responder"))
     _require(dcutr.DCUtRProtocol, "_handle_dcutr_stream", parameters=("self", "stream"))
+    _require(dcutr.DCUtRProtocol, "_try_unilateral_upgrade", parameters=("self", "peer_id"))
+    _require(dcutr.DCUtRProtocol, "initiate_hole_punch", parameters=("self", "peer_id"))
+    _require(dcutr.DCUtRProtocol, "_auto_drive_loop", parameters=("self",))
     _require(BasicHost, "get_addrs", parameters=("self",))  # announce_circuit_addresses
     for name in ("_handle_reserve", "_handle_connect", "_handle_hop_stream", "_handle_stop_stream", "_relay_data"):  # relay.py's subclasses
         _require(CircuitV2Protocol, name)

@@ -30,9 +30,10 @@ class PeerClient:
         bootstrap: tuple[str, ...] = (),
         max_remote_items: int = 1_000_000,
         hole_punching: bool = False,
+        private_addresses: bool = False,
     ) -> None:
         self.sync_interval = sync_interval
-        self.host = PeerHost(seed, hole_punching=hole_punching)
+        self.host = PeerHost(seed, hole_punching=hole_punching, private_addresses=private_addresses)
         self.adapters = PeerAdapters(query_timeout)
         self.catalogs = CatalogSync(catalog, self.host, query_timeout, max_remote_items)
         self.remotes = Remotes(catalog, self.host, self.catalogs, query_timeout)

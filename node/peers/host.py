@@ -5,7 +5,8 @@ answer on the connection it opened, so it listens on loopback only, unless it pu
 (``hole_punching``: a node on the global network, behind a NAT, that reaches shares behind
 other NATs through relays): then it listens on every interface as well, for the direct
 connection a punch makes (its TCP simultaneous open leaves from that port), announces none of
-it, and serves nothing there but libp2p's identify, ping and the punch's answers. Work that
+it, serves nothing there but libp2p's identify, ping and the punch's answers, and closes any
+direct connection from a peer it is not punching with. Work that
 outlives the request that started it (a catalog copied after ``peers add`` returned) runs in
 the host's background nursery and ends with it.
 """
@@ -20,7 +21,7 @@ import trio
 
 from peerlight.p2p.client import Requester
 from peerlight.p2p.errors import Unreachable
-from peerlight.p2p.holepunch import hole_punching
+from peerlight.p2p.holepunch import hole_punching, inbound_only_from_punch_partners
 from peerlight.p2p.host import new_host, running
 from peerlight.p2p.listen import listen_multiaddrs
 
@@ -28,9 +29,10 @@ READY_SECONDS = 30.0  # how long a request waits for the host to come up (at the
 
 
 class PeerHost:
-    def __init__(self, seed: bytes, hole_punching: bool = False) -> None:
+    def __init__(self, seed: bytes, hole_punching: bool = False, private_addresses: bool = False) -> None:
         self._seed = seed
         self._hole_punching = hole_punching
+        self._private_addresses = private_addresses  # punch at private addresses too (a test network)
         self._requester: Requester | None = None
         self._ready = trio.Event()
         self._background: trio.Nursery | None = None
@@ -59,7 +61,8 @@ class PeerHost:
         if not self._hole_punching:
             yield
             return
-        async with hole_punching(host, initiate=False):  # the share that took the relayed connection starts
+        # The share that took the relayed connection starts; a stranger connecting directly is shut out.
+        async with inbound_only_from_punch_partners(host), hole_punching(host, initiate=False, private=self._private_addresses):
             yield
 
     async def requester(self) -> Requester:

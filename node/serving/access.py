@@ -207,6 +207,16 @@ class ShareAccess:
         self.last_used[grant.id] = time.time()
         return GrantPermit(self, grant.id, usage)
 
+    def may_meet_directly(self, peer_id: str) -> bool:
+        """Whether ``peer_id`` may be offered a direct connection (a hole punch, which tells it
+        this home's public IP): anyone for a ``public`` share; for the others, only the owner's
+        devices and the holders of a live grant bound to them, never a stranger who found the
+        share's relay address."""
+        if self.share.permission == "public" or peer_id in self.devices:
+            return True
+        now = time.time()
+        return any(grant.grantee == peer_id and grant.holds(now) for grant in self.grants.values())
+
     def allows_without_grant(self, peer_id: str, capability: str | None) -> bool:
         """Whether the share's level alone lets ``peer_id`` use ``capability`` (None: the manifest)."""
         level = self.share.permission

@@ -418,19 +418,20 @@ class DataServers:
         while True:
             while current.status != reachability.PRIVATE:
                 await current.verdict_changed.wait()
-            async with trio.open_nursery() as nursery, self._punching(current.host):
+            async with trio.open_nursery() as nursery, self._punching(current):
                 nursery.start_soon(current.reservations.keep, candidates)
                 while current.status == reachability.PRIVATE:
                     await current.verdict_changed.wait()
                 nursery.cancel_scope.cancel()
 
     @asynccontextmanager
-    async def _punching(self, host: Any) -> AsyncIterator[None]:
-        """Behind a NAT, a share starts a hole punch with each peer that reached it through a relay."""
-        if not self._reach.hole_punching:
+    async def _punching(self, current: RunningShare) -> AsyncIterator[None]:
+        """Behind a NAT, a share starts a hole punch with each peer that reached it through a
+        relay and may see its public IP (anyone for a public share, else devices and grantees)."""
+        if not self._reach.hole_punching or current.access is None:
             yield
             return
-        async with hole_punching(host, initiate=True):
+        async with hole_punching(current.host, initiate=True, may_meet=current.access.may_meet_directly, private=self._announce == "all"):
             yield
 
     @asynccontextmanager
