@@ -34,6 +34,8 @@ def cmd_devices_pair(args: Namespace, paths: NodePaths, out: Output) -> int:
             out.console.print(f"peerlight devices pair --join {join}", soft_wrap=True, markup=False, highlight=False)
         if len(joins) > 1:
             out.console.print("(one line per address of this node, the likely LAN first: use one the other node can reach)")
+        if event.get("warning"):
+            out.console.print(f"[yellow]{escape(event['warning'])}[/]")
         out.console.print("Waiting for it…")
 
     with ControlClient(paths.control_socket, timeout=PAIR_WAIT_SECONDS) as client:

@@ -110,7 +110,13 @@ class Pairing:
         # Every address it listens on, the likely LAN first (container bridges last): the user
         # types the one their other device can reach.
         joins = [f"{offer.code}@{address}" for address in addresses]
-        return {"code": offer.code, "addresses": addresses, "expires_in": OFFER_SECONDS, "join": joins[0], "joins": joins}
+        offered = {"code": offer.code, "addresses": addresses, "expires_in": OFFER_SECONDS, "join": joins[0], "joins": joins}
+        if scope == "global" and not any("/p2p-circuit" in address for address in addresses):
+            offered["warning"] = (
+                "no relay gave this offer a slot (none configured in network.relays, and no global share holds one yet):"
+                " a node in another home can reach it only if this one is reachable from the internet"
+            )
+        return offered
 
     async def wait(self) -> dict[str, Any]:
         """The device that paired with the current offer (PairingError when it expires first)."""

@@ -297,9 +297,12 @@ def hole_punch_from_listen_ports() -> None:
     announces public addresses only, so behind a NAT it had none: no prediction, dials from
     ephemeral ports, never a punch. The ports come from the addresses it listens on here
     (not loopback, unspecified or link-local: a dial from 127.0.0.1 reaches nobody)."""
+    import ipaddress
+
     import libp2p.relay.circuit_v2.dcutr as dcutr
 
     from .holepunch import routable_tcp
+    from .listen import lan_addresses
 
     def local_tcp_listen_addrs(host: Any) -> list[tuple[int, str, int]]:
         found = []
@@ -307,6 +310,9 @@ def hole_punch_from_listen_ports() -> None:
             if routable_tcp(address):
                 family = 6 if address.protocols()[0].name == "ip6" else 4
                 found.append((family, str(address.value_for_protocol(f"ip{family}")), int(address.value_for_protocol("tcp"))))
-        return found
+        # The first is the punch's source: a public address, else the likely home network
+        # (physical interfaces before container and VM bridges: a SYN from docker0 reaches nobody).
+        likely = {ip: rank for rank, ip in enumerate(lan_addresses())}
+        return sorted(found, key=lambda entry: (not ipaddress.ip_address(entry[1]).is_global, likely.get(entry[1], len(likely))))
 
     dcutr._local_tcp_listen_addrs = local_tcp_listen_addrs
