@@ -12,7 +12,8 @@ single stream, the relayed/direct ratio, and the relay's CPU seconds per GB.
 
 With ``--punch N`` (root, iptables): hole punching in the namespace internet of the NAT tests
 (``tests/nat_internet.py``): a relay on the public side, a host in home A (endpoint-independent
-NAT) reserved on it, and N fresh hosts, one after another, in home B (the same kind of NAT) and
+NAT) reserved on it (its addresses are documentation ones, so private addresses are allowed in
+punches, as ``announce = "all"`` does), and N fresh hosts, one after another, in home B (the same kind of NAT) and
 then in home C (symmetric), each dialling A through the relay; A starts the punch (DCUtR). A
 try succeeds when the dialler's connection to A turns direct within 30 s; the time is from the
 relayed connection to the direct one. ``--netem`` adds 40 ms and 1% loss to every router's
@@ -129,7 +130,7 @@ async def home(ip: str, relay_address: str) -> None:
     """In home A: a host reserved on the relay, starting punches, until its standard input closes."""
     host = new_host(os.urandom(32))
     host.set_stream_handler(BLOB, send_blob)
-    async with running(host, [f"/ip4/{ip}/tcp/0"]), hole_punching(host, initiate=True), trio.open_nursery() as nursery:
+    async with running(host, [f"/ip4/{ip}/tcp/0"]), hole_punching(host, initiate=True, private=True), trio.open_nursery() as nursery:
         reservations = Reservations(host, wanted=1)
 
         async def candidates() -> list[str]:
@@ -148,7 +149,7 @@ async def diallers(ip: str, target: str, circuit: str, tries: int, patience: flo
     and wait for the punch; one JSON line per try (the seconds it took, or null)."""
     for _ in range(tries):
         host = new_host(os.urandom(32))
-        async with running(host, [f"/ip4/{ip}/tcp/0"]), hole_punching(host, initiate=False):
+        async with running(host, [f"/ip4/{ip}/tcp/0"]), hole_punching(host, initiate=False, private=True):
             took = None
             try:
                 await connect(host, target, [circuit])
@@ -170,7 +171,7 @@ async def measure(ip: str, target: str, address: str, wait_direct: bool, megabyt
     from libp2p.peer.id import ID
 
     host = new_host(os.urandom(32))
-    async with running(host, [f"/ip4/{ip}/tcp/0"]), hole_punching(host, initiate=False):
+    async with running(host, [f"/ip4/{ip}/tcp/0"]), hole_punching(host, initiate=False, private=True):
         started = time.perf_counter()
         await connect(host, target, [address])
         stream = await host.new_stream(ID.from_base58(target), [BLOB])
