@@ -36,15 +36,12 @@ from typing import Any
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from blob import BLOB, receive_blob, send_blob  # noqa: E402
 from common import emit  # noqa: E402
 
 from peerlight.p2p.host import connect, listen_addresses, new_host, running  # noqa: E402
 from peerlight.p2p.holepunch import hole_punching  # noqa: E402
 from peerlight.p2p.relay import RelayLimits, Reservations, circuit_address, connection_kind, relay_service  # noqa: E402
-
-BLOB = "/bench/blob/1.0.0"
-CHUNK = 256 * 1024
-
 
 async def serve_relay(ip: str) -> None:
     """The child: a relay with no byte or time limit, until its standard input closes."""
@@ -54,14 +51,6 @@ async def serve_relay(ip: str) -> None:
         await trio.to_thread.run_sync(sys.stdin.read)
 
 
-async def send_blob(stream: Any) -> None:
-    size = int((await stream.read(32)).decode())
-    block = os.urandom(CHUNK)
-    for start in range(0, size, CHUNK):
-        await stream.write(block[: min(CHUNK, size - start)])
-    await stream.close()
-
-
 async def fetch(dialler: Any, target: str, addresses: list[str], size: int) -> tuple[float, float]:
     """(seconds to the first byte, MB/s) of ``size`` bytes from the peer ``target`` reached at ``addresses``."""
     from libp2p.peer.id import ID
@@ -69,16 +58,9 @@ async def fetch(dialler: Any, target: str, addresses: list[str], size: int) -> t
     started = time.perf_counter()
     await connect(dialler, target, addresses)
     stream = await dialler.new_stream(ID.from_base58(target), [BLOB])
-    await stream.write(str(size).encode())
-    received = len(await stream.read(CHUNK))
-    first_byte = time.perf_counter() - started
-    flowing = time.perf_counter()
-    while received < size:
-        chunk = await stream.read(CHUNK)
-        if not chunk:
-            raise RuntimeError(f"the stream ended after {received:,} of {size:,} bytes")
-        received += len(chunk)
-    return first_byte, size / 1e6 / (time.perf_counter() - flowing)
+    dialled = time.perf_counter() - started
+    first_byte, rate = await receive_blob(stream, size)
+    return dialled + first_byte, rate
 
 
 def cpu_seconds(pid: int) -> float:

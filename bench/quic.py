@@ -11,27 +11,14 @@ QUIC's over TCP's. (Peerlight's tuned TCP host is faster still: ``bench/p2p_tran
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from blob import BLOB, receive_blob, send_blob  # noqa: E402
 from common import emit  # noqa: E402
-
-BLOB = "/bench/blob/1.0.0"
-CHUNK = 256 * 1024
-
-
-async def send_blob(stream) -> None:  # type: ignore[no-untyped-def]
-    size = int((await stream.read(32)).decode())
-    block = os.urandom(CHUNK)
-    for start in range(0, size, CHUNK):
-        await stream.write(block[: min(CHUNK, size - start)])
-    await stream.close()
-
 
 async def throughput(quic: bool, size: int) -> float:
     """MB/s of one stream of ``size`` bytes between two hosts on QUIC (or TCP)."""
@@ -47,15 +34,8 @@ async def throughput(quic: bool, size: int) -> float:
     async with server.run(listen_addrs=listen), client.run(listen_addrs=listen):
         await client.connect(PeerInfo(server.get_id(), [server.get_addrs()[0]]))
         stream = await client.new_stream(server.get_id(), [BLOB])
-        await stream.write(str(size).encode())
-        received = len(await stream.read(CHUNK))
-        started = time.perf_counter()
-        while received < size:
-            chunk = await stream.read(CHUNK)
-            if not chunk:
-                raise RuntimeError(f"the stream ended after {received:,} of {size:,} bytes")
-            received += len(chunk)
-        return size / 1e6 / (time.perf_counter() - started)
+        _, rate = await receive_blob(stream, size)
+        return rate
 
 
 async def main(megabytes: int) -> None:
