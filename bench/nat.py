@@ -14,12 +14,12 @@ With ``--punch N`` (root, iptables): hole punching in the namespace internet of 
 (``tests/nat_internet.py``): a relay on the public side, a host in home A (endpoint-independent
 NAT) reserved on it (its addresses are documentation ones, so private addresses are allowed in
 punches, as ``announce = "all"`` does), and N fresh hosts, one after another, in home B (the same kind of NAT) and
-then in home C (symmetric), each dialling A through the relay; A starts the punch (DCUtR). A
+then ``--symmetric-tries`` (10) in home C (symmetric), each dialling A through the relay; A starts the punch (DCUtR). A
 try succeeds when the dialler's connection to A turns direct within 30 s; the time is from the
 relayed connection to the direct one. ``--netem`` adds 40 ms and 1% loss to every router's
 uplink (each way through the internet crosses two: ~80 ms one way, ~2% loss).
 
-    python bench/nat.py [--megabytes 256] [--punch 50] [--netem]
+    python bench/nat.py [--megabytes 256] [--punch 50 [--symmetric-tries 10]] [--netem]
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ async def measure(ip: str, target: str, address: str, wait_direct: bool, megabyt
         print(json.dumps({"path": kind, "dial_first_byte_ms": round(dial_first_byte * 1000, 1), "first_byte_ms": round(first_byte * 1000, 1), "mb_s": round(rate, 1)}), flush=True)
 
 
-def punch_rates(tries: int, netem: bool, megabytes: int) -> dict[str, Any]:
+def punch_rates(tries: int, symmetric_tries: int, netem: bool, megabytes: int) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.nat_internet import PUBLIC_IP, NatInternet
 
@@ -196,7 +196,7 @@ def punch_rates(tries: int, netem: bool, megabytes: int) -> dict[str, Any]:
         relay_address = child(internet.public, "--serve-relay", PUBLIC_IP).stdout.readline().strip()
         target = json.loads(child(internet.home_a, "--home", "192.168.1.2", relay_address).stdout.readline())
         figures: dict[str, Any] = {}
-        for kind, namespace, ip, count in (("eim", internet.home_b, "192.168.2.2", tries), ("symmetric", internet.home_c, "192.168.3.2", max(1, tries // 5))):
+        for kind, namespace, ip, count in (("eim", internet.home_b, "192.168.2.2", tries), ("symmetric", internet.home_c, "192.168.3.2", symmetric_tries)):
             process = child(namespace, "--diallers", ip, target["peer_id"], target["circuit"], str(count))
             times = [json.loads(process.stdout.readline()) for _ in range(count)]
             succeeded = sorted(t for t in times if t is not None)
@@ -230,6 +230,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=256)
     parser.add_argument("--punch", type=int, default=0, help="hole-punch tries per NAT kind (root and iptables: namespaces)")
+    parser.add_argument("--symmetric-tries", type=int, default=10, help="tries behind the symmetric NAT (each failure waits 30 s)")
     parser.add_argument("--netem", action="store_true", help="40 ms and 1%% loss on every router's uplink (with --punch)")
     parser.add_argument("--serve-relay", nargs="?", const="127.0.0.1", help=argparse.SUPPRESS)
     parser.add_argument("--home", nargs=2, help=argparse.SUPPRESS)
@@ -247,6 +248,6 @@ if __name__ == "__main__":
         ip, target, address, wait, megabytes = args.measure
         trio.run(measure, ip, target, address, wait == "1", int(megabytes))
     elif args.punch:
-        emit("nat_punch", netem=args.netem, megabytes=args.megabytes, **punch_rates(args.punch, args.netem, args.megabytes))
+        emit("nat_punch", netem=args.netem, megabytes=args.megabytes, **punch_rates(args.punch, args.symmetric_tries, args.netem, args.megabytes))
     else:
         trio.run(main, args.megabytes)

@@ -164,9 +164,15 @@ def test_homes_behind_nats_meet_directly_after_a_punch_or_through_a_relay(intern
             [str(PEERLIGHT), "fetch", "world", "long.wav", "--to", str(target), "--data-dir", str(c_dir), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         partials = lambda: [p.stat().st_size for p in target.glob(".*.peerlight-partial")]  # noqa: E731
-        _wait("the long fetch to be under way", lambda: any(size > 2_000_000 for size in partials()), timeout=60)
-        carrying = [name for name in relays if cli_json(relay_dirs[name], "share", "show", "relay")["relay"]["circuits_open"]]
-        assert len(carrying) == 1, carrying
+        relayed = lambda name: cli_json(relay_dirs[name], "share", "show", "relay")["relay"]["bytes_relayed"]  # noqa: E731
+        _wait("the long fetch to be under way", lambda: any(size > 1_000_000 for size in partials()), timeout=60)
+        before = {name: relayed(name) for name in relays}
+        _wait("the long fetch to move on", lambda: any(size > 3_000_000 for size in partials()), timeout=60)
+        # The relay carrying it is the one whose bytes grow (the other may still hold B's relayed
+        # connection, idle since the punch, for its minute of grace).
+        grown = {name: relayed(name) - before[name] for name in relays}
+        carrying = [name for name, more in grown.items() if more > 1_000_000]
+        assert len(carrying) == 1, grown
         daemons.pop(carrying[0]).stop(signal.SIGKILL)
         out, err = fetch.communicate(timeout=180)
         assert fetch.returncode == 0, (out, err)
