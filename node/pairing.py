@@ -156,7 +156,7 @@ class Pairing:
         nursery.start_soon(reservations.keep, candidates)
         with trio.move_on_after(RELAY_SLOT_SECONDS):
             while not reservations.held:
-                await trio.sleep(0.1)
+                await reservations.changed.wait()
         return reservations.circuit_addresses()
 
     async def _answer(self, offer: _Offer, request: Request) -> dict[str, Any]:

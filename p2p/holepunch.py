@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -40,7 +41,7 @@ from typing import Any
 import trio
 
 from . import quirks
-from .relay import is_circuit
+from .relay import connections_to, is_circuit, is_relayed
 
 log = logging.getLogger("peerlight.p2p")
 
@@ -68,17 +69,13 @@ def routable_tcp(address: Any, *, private: bool = True) -> bool:
     return private or ip.is_global
 
 
-def _relayed(stream: Any) -> bool:
-    try:
-        return any(is_circuit(str(a)) for a in stream.muxed_conn.get_transport_addresses())
-    except Exception:
-        return False
-
-
 @functools.cache
 def _hole_punch_class() -> type:
-    from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol, _external_ips, _local_tcp_listen_addrs
+    import libp2p.relay.circuit_v2.dcutr as dcutr
+    from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol, _external_ips
     from multiaddr import Multiaddr
+
+    quirks.hole_punch_from_listen_ports()  # the class below predicts from the ports this reads
 
     class HolePunch(DCUtRProtocol):  # type: ignore[misc]
         initiate: bool
@@ -118,7 +115,7 @@ def _hole_punch_class() -> type:
 
         async def _handle_dcutr_stream(self, stream: Any) -> None:
             peer = stream.muxed_conn.peer_id
-            if not _relayed(stream) or peer in self.answering or peer in self._in_progress or not self._may_start_session(peer):
+            if not is_relayed(stream.muxed_conn) or peer in self.answering or peer in self._in_progress or not self._may_start_session(peer):
                 await stream.reset()
                 return
             self.answering.add(peer)
@@ -144,7 +141,7 @@ def _hole_punch_class() -> type:
             if manager is None:
                 return []
             external = _external_ips(a for a in manager.addrs(min_observers=1) if not is_circuit(str(a)))
-            ports = {(family, port) for family, _, port in _local_tcp_listen_addrs(self.host)}
+            ports = {(family, port) for family, _, port in dcutr._local_tcp_listen_addrs(self.host)}
             predicted = [Multiaddr(f"/ip{family}/{ip}/tcp/{port}") for family, ip in external for f, port in sorted(ports) if f == family]
             return [a.to_bytes() for a in predicted if routable_tcp(a, private=self.private)][:MAX_PEER_ADDRESSES]
 
@@ -161,7 +158,6 @@ async def hole_punching(
     lets private addresses be predicted and dialled (a test network of documentation addresses)."""
     from libp2p.tools.anyio_service import background_trio_service
 
-    quirks.hole_punch_from_listen_ports()
     service = _hole_punch_class()(host)
     service.initiate, service.private, service.may_meet = initiate, private, may_meet
     service.answering, service.sessions, service.punching = set(), {}, trio.Semaphore(CONCURRENT_PUNCHES)
@@ -182,19 +178,16 @@ async def inbound_only_from_punch_partners(host: Any) -> AsyncIterator[None]:
     the node's peer id."""
     from libp2p.abc import INotifee
 
-    closing_send, closing_receive = trio.open_memory_channel[Any](256)
+    # Unbounded, as the swarm's own limit on connections bounds what can wait here; a bounded
+    # queue would leave the connections of a flood beyond it open.
+    closing_send, closing_receive = trio.open_memory_channel[Any](math.inf)
 
     class Gate(INotifee):  # type: ignore[misc]
         async def connected(self, network: Any, connection: Any) -> None:
-            peer = connection.muxed_conn.peer_id
-            if not _inbound(connection) or _relayed_connection(connection):
+            if not _inbound(connection) or is_relayed(connection):
                 return
-            partners = network.connections.get(peer) or []
-            if not any(_relayed_connection(c) for c in (partners if isinstance(partners, list) else [partners])):
-                try:
-                    closing_send.send_nowait(connection)
-                except trio.WouldBlock:  # a flood: the next ones are closed as the queue drains
-                    pass
+            if not any(is_relayed(c) for c in connections_to(host, connection.muxed_conn.peer_id)):
+                closing_send.send_nowait(connection)  # closed from outside the swarm's own call
 
         async def opened_stream(self, network: Any, stream: Any) -> None:
             pass
@@ -231,11 +224,4 @@ async def inbound_only_from_punch_partners(host: Any) -> AsyncIterator[None]:
             finally:
                 nursery.cancel_scope.cancel()
     finally:
-        network.notifees.remove(gate) if gate in network.notifees else None
-
-
-def _relayed_connection(connection: Any) -> bool:
-    try:
-        return any(is_circuit(str(a)) for a in connection.get_transport_addresses())
-    except Exception:
-        return False
+        network.remove_notifee(gate)

@@ -131,7 +131,7 @@ async def connect(host: Any, peer_id: str, addresses: Sequence[str], timeout: fl
                 failures.append(f"{address}: {exc}")
                 continue
         try:
-            multiaddr = _without_peer(Multiaddr(address))
+            multiaddr = Multiaddr(transport_address(address))
         except Exception as exc:
             failures.append(f"{address}: {exc}")
             continue
@@ -157,10 +157,6 @@ def transport_address(text: str) -> str:
     return text.split("/p2p/")[0]
 
 
-def _without_peer(address: Any) -> Any:
-    """The transport part of a multiaddr (``/ip4/…/tcp/…``), without its ``/p2p/…`` suffix."""
-    text = str(address)
-    return type(address)(text.split("/p2p/")[0]) if "/p2p/" in text else address
 
 
 def split_peer_address(text: str) -> tuple[str, str]:

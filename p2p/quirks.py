@@ -79,6 +79,7 @@ def check_patch_targets() -> None:
     _require(dcutr.DCUtRProtocol, "initiate_hole_punch", parameters=("self", "peer_id"))
     _require(dcutr.DCUtRProtocol, "_auto_drive_loop", parameters=("self",))
     _require(BasicHost, "get_addrs", parameters=("self",))  # announce_circuit_addresses
+    _require(swarm.Swarm, "remove_notifee", parameters=("self", "notifee"))  # holepunch's inbound gate
     for name in ("_handle_reserve", "_handle_connect", "_handle_hop_stream", "_handle_stop_stream", "_relay_data"):  # relay.py's subclasses
         _require(CircuitV2Protocol, name)
 

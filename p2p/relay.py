@@ -37,7 +37,7 @@ from typing import Any
 import trio
 
 from .errors import Unreachable
-from .host import connect, split_peer_address
+from .host import connect, split_peer_address, transport_address
 
 log = logging.getLogger("peerlight.p2p")
 
@@ -53,7 +53,7 @@ CIRCUIT_DIAL_SECONDS = 20.0
 
 @dataclass(frozen=True)
 class RelayLimits:
-    """What a relay gives (``network.relay_limits``); 0 for bytes or seconds means no limit."""
+    """What a relay gives (``network.relay_*``); 0 for bytes or seconds means no limit."""
 
     reservations: int = 128  # hosts holding a slot at once
     circuits: int = 64  # circuits open at once, over all hosts
@@ -87,12 +87,31 @@ def circuit_address(relay_address: str, relay_id: str) -> str:
 
 
 def relay_of(circuit: str) -> tuple[str, str]:
-    """(relay peer id, relay transport address) of ``…/p2p/<relay>/p2p-circuit[/p2p/<target>]``."""
-    head = circuit.split("/p2p-circuit")[0]
-    if "/p2p/" not in head:
-        raise ValueError(f"a circuit address names its relay (…/p2p/<relay id>/p2p-circuit): {circuit!r:.120}")
-    transport, relay_id = head.rsplit("/p2p/", 1)
-    return relay_id, transport
+    """(relay peer id, relay transport address) of ``…/p2p/<relay>/p2p-circuit[/p2p/<target>]``;
+    ValueError when it names no relay."""
+    return split_peer_address(circuit.split("/p2p-circuit")[0])
+
+
+def connections_to(host: Any, peer_id: Any) -> list[Any]:
+    """``host``'s connections to ``peer_id`` (an ID), as a list (0.8.1 keeps one or a list)."""
+    connections = host.get_network().connections.get(peer_id) or []
+    return connections if isinstance(connections, list) else [connections]
+
+
+def is_relayed(connection: Any) -> bool:
+    """Whether a connection (a swarm's, or the muxed one a stream runs on) goes through a relay."""
+    try:
+        return any(is_circuit(str(a)) for a in connection.get_transport_addresses())
+    except Exception:
+        return False
+
+
+def _ip_of(connection: Any) -> str | None:
+    """The remote IP of a swarm connection's muxed connection."""
+    try:
+        return str(connection.secured_conn.get_remote_address()[0])
+    except Exception:
+        return None
 
 
 @functools.cache
@@ -140,9 +159,9 @@ def _classes() -> tuple[type, type]:
             # hung up locked every host out). And one IP holds only a few.
             for held in [p for p in manager._reservations if not manager._is_peer_connected(p)]:
                 del manager._reservations[held]
-            ip = _remote_ip(stream)
+            ip = _ip_of(stream.muxed_conn)
             if asker not in manager._reservations and ip is not None:
-                same_ip = sum(1 for p in manager._reservations if _peer_ip(self.host, p) == ip)
+                same_ip = sum(1 for p in manager._reservations if ip in {_ip_of(c.muxed_conn) for c in connections_to(self.host, p)})
                 if same_ip >= RESERVATIONS_PER_IP:
                     log.info("relay: a reservation refused, %d held from %s", same_ip, ip)
                     await self._send_status(stream, limit_exceeded, "too many reservations from one address")
@@ -152,13 +171,14 @@ def _classes() -> tuple[type, type]:
         async def _handle_connect(self, stream: Any, msg: Any) -> None:
             source = str(stream.muxed_conn.peer_id)
             try:
-                target = str(ID(msg.peer.id))
+                target_id = ID(msg.peer.id)
             except Exception:
-                target = ""
+                target_id = None
+            target = str(target_id)
             # Checked and counted with no await between (0.8.1 counted a circuit only once
             # established, so simultaneous CONNECTs all passed its per-target check), and a
             # CONNECT to a host that holds no slot is refused before it costs a circuit.
-            if not target or self.resource_manager.get_reservation(ID(msg.peer.id)) is None:
+            if target_id is None or self.resource_manager.get_reservation(target_id) is None:
                 self.stats.circuits_refused += 1
                 await self._send_status(stream, no_reservation, "no reservation")
                 await stream.reset()
@@ -407,8 +427,7 @@ class Reservations:
                 now = time.time()
                 expires = float(self._transport._reservations.get(_peer(relay_id), 0))
                 expires = min(max(expires, now + 2 * RENEW_MARGIN_SECONDS), now + 86400)
-                self.held[relay_id] = HeldReservation(relay_id, address.split("/p2p/")[0], expires)
-                self._stop.relays = set(self.held)
+                self.held[relay_id] = HeldReservation(relay_id, transport_address(address), expires)
                 return True
             except Exception as exc:
                 log.info("relay: reserving on %s failed: %s", relay_id, exc)
@@ -418,31 +437,8 @@ class Reservations:
 def _connected_at(host: Any, peer_id: str, addresses: list[str]) -> str | None:
     """Which of ``addresses`` this host's connection to ``peer_id`` goes to; None when none does
     (an inbound connection, or a record naming addresses the peer is not at)."""
-    connections = host.get_network().connections.get(_peer(peer_id)) or []
-    if not isinstance(connections, list):
-        connections = [connections]
-    remote = {str(a) for connection in connections for a in _addresses(connection)}
-    return next((a for a in addresses if a.split("/p2p/")[0] in remote), None)
-
-
-def _remote_ip(stream: Any) -> str | None:
-    try:
-        return str(stream.muxed_conn.secured_conn.get_remote_address()[0])
-    except Exception:
-        return None
-
-
-def _peer_ip(host: Any, peer_id: Any) -> str | None:
-    """The IP ``peer_id`` is connected to ``host`` from (its first connection)."""
-    connections = host.get_network().connections.get(peer_id) or []
-    if not isinstance(connections, list):
-        connections = [connections]
-    for connection in connections:
-        try:
-            return str(connection.muxed_conn.secured_conn.get_remote_address()[0])
-        except Exception:
-            continue
-    return None
+    remote = {str(a) for connection in connections_to(host, _peer(peer_id)) for a in _addresses(connection)}
+    return next((a for a in addresses if transport_address(a) in remote), None)
 
 
 def _peer(peer_id: str) -> Any:
@@ -477,15 +473,12 @@ def connection_kind(host: Any, peer_id: str) -> str | None:
     """``direct`` or ``relayed``: how ``host`` is connected to ``peer_id`` now (a direct one is
     preferred by new streams); None when it is not."""
     try:
-        connections = host.get_network().connections.get(_peer(peer_id)) or []
-    except Exception:
+        connections = connections_to(host, _peer(peer_id))
+    except Exception:  # not a peer id
         return None
-    if not isinstance(connections, list):
-        connections = [connections]
     if not connections:
         return None
-    kinds = {"relayed" if any(is_circuit(str(a)) for a in _addresses(c)) else "direct" for c in connections}
-    return "direct" if "direct" in kinds else "relayed"
+    return "relayed" if all(is_relayed(c) for c in connections) else "direct"
 
 
 def _addresses(connection: Any) -> list[Any]:
