@@ -112,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     search = command("search", search_commands.cmd_search, "search the local index (and peers' shares with --peers)")
     search.add_argument("query", help="what to look for, in words")
     search.add_argument("--mode", choices=["semantic", "text", "hybrid"], default="hybrid", help="default: hybrid")
-    search.add_argument("--peers", action="store_true", help="also ask every known peer's share; slow peers are left out")
+    search.add_argument("--peers", action="store_true",
+                        help="also ask known peers' shares: those you added or joined, and the best 10 of the others by their topics; slow peers are left out")
+    search.add_argument("--global", dest="global_", action="store_true",
+                        help="also ask the 10 shares on the DHT whose topics are nearest the query (found by topic, never all)")
     search.add_argument("--send-text", action="store_true",
                         help="with --peers: also send the query's text to shares found by discovery (by default they get a vector prefix at most)")
     search_commands.add_filter_arguments(search)

@@ -47,6 +47,8 @@ def cmd_search(args: Namespace, paths: NodePaths, out: Output) -> int:
     params = _filter_params(args)
     if args.peers:
         params["peers"] = True
+    if args.global_:
+        params["global"] = True
     if args.send_text:
         params["send_text"] = True
     reply = call(paths.control_socket, "search.query", timeout=300, query=args.query, mode=args.mode, **params)
@@ -85,6 +87,15 @@ def _render_results(console: Console, reply: dict[str, Any]) -> None:
             file = f"[cyan]{escape(result.get('share') or result.get('peer_id', '')[:12])}:[/] {escape(str(result.get('name')))}"
         table.add_row(str(rank), result["modality"], str(result.get("content_hash") or "")[:10], file, where)
     console.print(table)
+    routing = reply.get("routing")
+    if routing:
+        how = f"; asked {routing['asked']} shares"
+        if "candidates" in routing:
+            how += f" of {routing['candidates']} found under {len(routing['topics'])} topics ({routing['lookups']} DHT lookups, {routing['summaries_fetched']} summaries fetched)"
+        elif routing.get("skipped"):
+            how += f", {routing['skipped']} others ranked out by their topics"
+        console.print(f"[dim]{len(results)} results in {reply['took_ms']:.0f} ms{how}[/]")
+        return
     console.print(f"[dim]{len(results)} results in {reply['took_ms']:.0f} ms[/]")
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from peerlight.embeddings.default_adapters import shipped_codebooks
 from peerlight.p2p.relay import RelayLimits
 from peerlight.recommender.ranking import RankingSettings
 
@@ -131,6 +132,7 @@ class Daemon:
             from peerlight.p2p.server import Limits
 
             limits = Limits(streams_per_peer=network.streams_per_peer, requests_per_minute=network.requests_per_minute)
+            codebooks = tuple(shipped_codebooks())  # the spaces whose topics global search routes by
             self.data_servers = DataServers(
                 self._catalog,
                 self.search,
@@ -147,6 +149,7 @@ class Daemon:
                 ),
                 AdapterFiles(adapter_folders(self.paths.adapters)),
                 announce=network.announce,
+                codebooks=codebooks,
                 resources=ResourceManager(ResourceLimits(peers=network.max_active_peers, work=network.concurrent_work)),
                 decoders=self.decoders,
                 owner=self.identity.peer_id,
@@ -160,6 +163,7 @@ class Daemon:
                 max_remote_items=network.max_remote_items,
                 hole_punching=network.hole_punching and bool(network.bootstrap or network.relays),
                 private_addresses=network.announce == "all",
+                codebooks=codebooks,
             )
             self.pairing = Pairing(self._catalog, self.identity.seed, self.identity.peer_id, self.data_servers, self.peers)
         try:

@@ -29,6 +29,7 @@ from typing import Any
 
 from . import fields
 from .errors import Forbidden, Malformed
+from .summaries import MAX_SUMMARY_BYTES
 
 MISSING: Any = object()
 
@@ -38,7 +39,7 @@ CAPABILITIES = ("search", "browse", "fetch")  # what a grant or the public may d
 SCOPES = ("local", "lan", "global")
 LEVELS = ("public", "members", "devices")
 MODES = ("semantic", "text", "hybrid")
-FEATURES = ("manifest", "query.text", "query.vector", "fetch.range", "catalog", "preview", "adapter")
+FEATURES = ("manifest", "query.text", "query.vector", "fetch.range", "catalog", "preview", "adapter", "summary")
 
 CHUNK_BYTES = 1024 * 1024  # fetch: file data per frame, each frame with its own BLAKE3
 MAX_TOKEN_BYTES = 1024
@@ -635,6 +636,17 @@ REDEEM = Spec(
     doc="Bind an open invite's grant to the asking peer.",
 )
 
+SUMMARY = Spec(
+    "summary",
+    "1.0.0",
+    Message({"token": TOKEN}),
+    (Message({"summary": Field(Binary(MAX_SUMMARY_BYTES), required=True, doc="the signed topic summary (see Topic summaries)")}),),
+    capability="search",
+    max_request_bytes=4 * 1024,
+    max_reply_bytes=MAX_SUMMARY_BYTES + 1024,
+    doc="The share's signed topic summary: what global search routes by. Only a share that lets strangers search has one.",
+)
+
 PAIR_FIELDS = {
     "proof": Field(Binary(32, size=32), required=True, doc="HMAC-SHA256 proof of the code"),
     "name": Field(Text(1000), required=True, doc="the device's name (shown cut to 100 characters)"),
@@ -650,7 +662,7 @@ PAIR = Spec(
     doc="Pair two nodes of one user by a short code (served by the node itself, for a few minutes).",
 )
 
-PROTOCOLS: tuple[Spec, ...] = (MANIFEST, QUERY, FETCH, CATALOG, PREVIEW, ADAPTER, REDEEM, PAIR)
+PROTOCOLS: tuple[Spec, ...] = (MANIFEST, QUERY, FETCH, CATALOG, PREVIEW, ADAPTER, SUMMARY, REDEEM, PAIR)
 SHARE_PROTOCOLS = tuple(spec for spec in PROTOCOLS if spec.served_by_shares)
 BY_ID = {spec.id: spec for spec in PROTOCOLS}
 

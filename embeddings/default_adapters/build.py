@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--pretrained", help="image: open_clip pretrained tag")
     parser.add_argument("--steps", type=int, default=TrainingOptions.steps)
     parser.add_argument("--pca", action="store_true", help="ship the untrained PCA rotation of the mix")
+    parser.add_argument("--codebook", action="store_true", help="build the topic codebook of the shipped adapter's space from the same mix")
     parser.add_argument("--output", type=Path, help="where to write it (default: this folder, under the model id's name)")
     args = parser.parse_args()
     bench = Path(__file__).resolve().parents[2] / "bench"
@@ -79,6 +80,9 @@ def main() -> None:
         kinds = {name: f"{args.encoder}s of {args.media / name}" for name in splits}
         never = []
     mix = np.concatenate([split.train for split in splits.values()])
+    if args.codebook:
+        write_codebook(model.model_id, mix, {name: len(split.train) for name, split in splits.items()})
+        return
     if args.pca:
         adapter = pca_adapter(model.model_id, mix)
     else:
@@ -90,6 +94,21 @@ def main() -> None:
     path = args.output or file_for(model.model_id)
     path.write_bytes(adapter.to_bytes())  # a build output in the source tree, committed with git
     print(f"{path}: {adapter.model_id}")
+
+
+def write_codebook(base_model_id: str, mix: np.ndarray, units: dict[str, int]) -> None:
+    """The topic codebook of the shipped adapter's space: 1,024 centroids of the K = 16 prefix of the mix."""
+    from peerlight.embeddings.adapters import Adapter
+    from peerlight.embeddings.codebook import train_codebook
+
+    from . import codebook_file_for
+
+    adapter = Adapter.load(file_for(base_model_id))
+    codebook = train_codebook(adapter.model_id, adapter.apply(mix))
+    codebook.info["sources"] = units
+    path = codebook_file_for(adapter.model_id)
+    path.write_bytes(codebook.to_bytes())
+    print(f"{path}: codebook {codebook.id} of {adapter.model_id}")
 
 
 if __name__ == "__main__":

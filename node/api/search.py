@@ -15,6 +15,8 @@ from ..control.params import Params
 from ..control.protocol import Forbidden, InvalidParams, NotFound, Unavailable
 from ..control.server import Handler, Streaming, local_only
 from ..peers.client import PeerClient
+from peerlight.p2p.errors import WireError
+
 from ..peers.search import result_score
 from ..search.duplicates import find_duplicates
 from ..search.engine import MODES, QueryVectors, SearchEngine, SearchError, SearchRequest
@@ -53,10 +55,11 @@ class SearchMethods:
         limit = params.number("limit", 20, min=1, max=1000, integer=True)
         filters = _filters(params, caller)
         with_peers = params.flag("peers", False)
+        routed_globally = params.flag("global", False)
         send_text = params.flag("send_text", False)
         params.done()
         request = SearchRequest(query, mode, limit, filters)
-        if not with_peers:
+        if not with_peers and not routed_globally:
             try:
                 return await self._engine.search(request, caller)
             except SearchError as exc:
@@ -67,9 +70,11 @@ class SearchMethods:
             raise Unavailable("networking is off (network.enabled = false)")
         if filters.folder is not None or filters.rating_min is not None or filters.rating_max is not None:
             raise InvalidParams("folder and rating filters apply to this node only; search peers without them", data={"param": "peers"})
-        return await self._with_peers(request, caller, send_text)
+        if routed_globally and request.mode == "text":
+            raise InvalidParams("global search routes by meaning: use the semantic or hybrid mode", data={"param": "mode"})
+        return await self._with_peers(request, caller, send_text, routed_globally)
 
-    async def _with_peers(self, request: SearchRequest, caller: Caller, send_text: bool = False) -> dict[str, Any]:
+    async def _with_peers(self, request: SearchRequest, caller: Caller, send_text: bool = False, routed_globally: bool = False) -> dict[str, Any]:
         """Local and peers' results in one ranking; peers that do not answer in time are named, not waited for.
 
         Results are merged on z-scores: a cosine measured against the spread of the query's cosines
@@ -91,15 +96,29 @@ class SearchMethods:
             except SearchError as exc:
                 local["warnings"].append(str(exc))
 
+        routing = None
+        routing_warnings: list[str] = []
+
         async def ask_peers() -> None:
-            nonlocal answers
-            answers = await self._peers.search.ask(peer_query(request), query.by_model, query.bases, send_text=send_text)
+            nonlocal answers, routing
+            assert self._peers is not None
+            try:
+                if routed_globally:
+                    routing = await self._peers.routing.find(query.by_model)
+                else:
+                    routing = await self._peers.routing.among_known(query.by_model)
+            except WireError as exc:
+                routing_warnings.append(f"global search: {exc.message}")
+                return
+            answers = await self._peers.search.ask(peer_query(request), query.by_model, query.bases, send_text=send_text, remotes=routing.remotes)
+            for answer in answers:
+                self._peers.routing.answered(answer.remote.peer_id, answer.results is not None)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ask_local)
             nursery.start_soon(ask_peers)
         results = [result | {"source": "local"} for result in local["results"]]
-        peers, warnings = [], list(local["warnings"])
+        peers, warnings = [], list(local["warnings"]) + routing_warnings
         for answer in answers:
             remote = answer.remote
             given = answer.results if answer.results is not None else answer.cached
@@ -118,6 +137,7 @@ class SearchMethods:
             "results": results[: request.limit],
             "warnings": warnings,
             "peers": peers,
+            **({"routing": routing.describe()} if routing is not None else {}),
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
         }
 

@@ -3,16 +3,19 @@
 ``host`` (the node's client host) carries every request; ``remotes`` remembers shares and
 reads their manifests; ``catalogs`` copies their catalogs; ``search`` asks them and ranks
 their items; ``transfers`` previews and downloads; ``discovery`` finds them on the LAN and
-the DHT. Each part checks what it receives through the wire schema (``p2p/schema.py``).
+the DHT; ``routing`` picks the few shares a search asks, by topic. Each part checks what it receives through the wire schema (``p2p/schema.py``).
 """
 
 from __future__ import annotations
 
 import trio
 
+from peerlight.embeddings.codebook import Codebook
+
 from ..catalog.database import Catalog
 from ..discovery import Discovery
 from .adapters import PeerAdapters
+from .global_search import GlobalRouting
 from .host import PeerHost
 from .remotes import Remotes
 from .search import PeerSearch
@@ -31,6 +34,7 @@ class PeerClient:
         max_remote_items: int = 1_000_000,
         hole_punching: bool = False,
         private_addresses: bool = False,
+        codebooks: tuple[Codebook, ...] = (),
     ) -> None:
         self.sync_interval = sync_interval
         self.host = PeerHost(seed, hole_punching=hole_punching, private_addresses=private_addresses)
@@ -40,6 +44,7 @@ class PeerClient:
         self.search = PeerSearch(catalog, self.host, self.adapters, query_timeout)
         self.transfers = Transfers(catalog, self.host, query_timeout)
         self.discovery = Discovery(catalog, self.host, self.remotes, bootstrap)
+        self.routing = GlobalRouting(catalog, self.host, codebooks, bootstrap)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the client host, and keep manifests and cached catalogs current."""

@@ -47,8 +47,16 @@ class PeerSearch:
         self._adapters = adapters
         self.query_timeout = query_timeout
 
-    async def ask(self, body: dict[str, Any], vectors: QueryVectors, bases: dict[str, np.ndarray] | None = None, *, send_text: bool = False) -> list[PeerAnswer]:
-        """Ask every known share at once; those that do not answer within the deadline are left out.
+    async def ask(
+        self,
+        body: dict[str, Any],
+        vectors: QueryVectors,
+        bases: dict[str, np.ndarray] | None = None,
+        *,
+        send_text: bool = False,
+        remotes: list[RemoteShare] | None = None,
+    ) -> list[PeerAnswer]:
+        """Ask the given shares (every known one if None) at once; those that do not answer within the deadline are left out.
 
         A share whose items live in one of our models' spaces (``vectors``) is asked by vector:
         it refines with its full vectors. If it does not answer, its items are ranked from our
@@ -64,7 +72,7 @@ class PeerSearch:
         the user asks (``send_text``); they are ranked from our cached catalog instead.
         """
         requester = await self._host.requester()
-        answers = [PeerAnswer(remote) for remote in await self._catalog.read(list_remote)]
+        answers = [PeerAnswer(remote) for remote in (remotes if remotes is not None else await self._catalog.read(list_remote))]
         k = body.get("k", 20)
         spaces = {model: await self._with_spread(model, *known) for model, known in vectors.items()}
         bases = bases or {}

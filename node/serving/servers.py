@@ -23,7 +23,8 @@ from typing import Any
 
 import trio
 
-from peerlight.p2p.errors import Forbidden
+from peerlight.embeddings.codebook import Codebook
+from peerlight.p2p.errors import Forbidden, NotFound
 from peerlight.p2p.dht import PEERLIGHT_KEY, RELAY_KEY, bootstrap, find_providers, running_dht
 from peerlight.p2p import reachability
 from peerlight.p2p.host import (
@@ -50,6 +51,7 @@ from ..catalog.grants import Grant, all_grants, record_bytes_served, touch_grant
 from ..decoders import DecoderPool
 from ..catalog.shares import Share, ensure_automatic_share, list_shares, set_port
 from ..identity import IdentityError, create_identity, load_identity
+from ..routing.publisher import TopicPublisher
 from ..search.engine import SearchEngine
 from ..supervisor import describe_error
 from .access import GrantUsage, InviteDesk, ShareAccess, signing_key
@@ -84,6 +86,7 @@ class RunningShare:
     relay: Callable[[], dict[str, int]] | None = None  # a global share relaying for others: what it holds and did
     reservations: Reservations | None = None  # a global share behind a NAT: its slots on relays
     verdict_changed: trio.Event = field(default_factory=trio.Event)  # set when the reachability verdict changes
+    topics: list[TopicPublisher] = field(default_factory=list)  # a global share strangers may search: its topics per space
 
     def describe(self) -> dict[str, Any]:
         network = self.host.get_network() if self.host is not None and self.state == "serving" else None
@@ -101,6 +104,7 @@ class RunningShare:
             **({"reachability": self.reachability.to_wire()} if self.reachability is not None else {}),
             **({"relay": self.relay()} if self.relay is not None and network is not None else {}),
             **({"relays": self.reservations.describe()} if self.reservations is not None and network is not None else {}),
+            **({"topics": sum(len(p.topics) for p in self.topics)} if self.topics else {}),
             **(self.server.describe() if self.server is not None else {}),
         }
 
@@ -135,27 +139,81 @@ class GlobalReach:
     hole_punching: bool = True  # behind a NAT, upgrade relayed connections to direct ones (DCUtR)
 
 
+TOPIC_CHECK_SECONDS = 60.0  # how often a share looks whether its library changed its topics
+PROVIDING_AT_ONCE = 4  # DHT keys provided at once (each provide is a lookup)
+
+
+def publishes_topics(share: Share) -> bool:
+    """Topics tell the world what a share holds: only a global share that lets strangers search publishes them."""
+    return share.scope == "global" and share.permission == "public" and "search" in share.public_can
+
+
+async def _refresh_topics(current: RunningShare) -> list[str]:
+    """The share's topic keys now (none if it does not publish them); a failed refresh keeps the last ones."""
+    if not publishes_topics(current.share):
+        for publisher in current.topics:
+            publisher.topics, publisher.value = [], None
+        return []
+    keys = []
+    for publisher in current.topics:
+        try:
+            await publisher.refresh()
+        except Exception as exc:  # an unreadable catalog now: the last topics stand
+            log.warning("a share's topics could not be computed", extra={"share": current.share.name, "reason": describe_error(exc)})
+        keys += publisher.keys()
+    return keys
+
+
+async def _provide(dht: Any, keys: list[str]) -> bool:
+    """Provide ``keys``, a few at once; whether every one reached some DHT node."""
+    results: list[bool] = []
+    limiter = trio.CapacityLimiter(PROVIDING_AT_ONCE)
+
+    async def one(key: str) -> None:
+        async with limiter:
+            results.append(bool(await dht.provide(key)))
+
+    async with trio.open_nursery() as nursery:
+        for key in keys:
+            nursery.start_soon(one, key)
+    return all(results)
+
+
 async def _provide_forever(current: RunningShare, host: Any, dht: Any, reach: GlobalReach) -> None:
     """Join the DHT and provide the Peerlight key, again every ``reprovide_seconds`` (records
     expire) and whenever the share's relayed addresses change (the records carry them). A share
-    relaying for others provides the relay key too while it is public.
+    relaying for others provides the relay key too while it is public. A share strangers may
+    search provides its topics' keys; a topic it newly holds is provided within
+    ``TOPIC_CHECK_SECONDS``, without waiting for the next full round.
 
-    Only keys every share provides: a key made from the share's name would let anyone
-    confirm a guessed name of a members-only share (and no client looks shares up by name)."""
+    No key is made from the share's name: it would let anyone confirm a guessed name of a
+    members-only share (and no client looks shares up by name)."""
+    provided_topics: set[str] = set()
+    due = 0.0
     while True:
         if dht.get_routing_table_size() == 0:
             await bootstrap(host, dht, reach.bootstrap)
-        provided = False
-        keys = [PEERLIGHT_KEY] + ([RELAY_KEY] if current.relay is not None and current.status == reachability.PUBLIC else [])
-        try:
-            provided = all([bool(await dht.provide(key)) for key in keys])
-        except Exception as exc:  # no DHT peer reachable now: try again later
-            log.info("providing on the DHT failed", extra={"share": current.share.name, "reason": describe_error(exc)})
-        current.dht = {"routing_table": dht.get_routing_table_size(), "provided": provided, "at": time.time()}
+        topic_keys = await _refresh_topics(current)
+        full_round = time.monotonic() >= due
+        relaying = current.relay is not None and current.status == reachability.PUBLIC
+        keys = ([PEERLIGHT_KEY] + ([RELAY_KEY] if relaying else [])) if full_round else []
+        keys += topic_keys if full_round else [k for k in topic_keys if k not in provided_topics]
+        provided = current.dht is not None and current.dht.get("provided", False) and not full_round
+        if keys:
+            try:
+                provided = await _provide(dht, keys)
+                provided_topics = set(topic_keys) if full_round else provided_topics | set(keys)
+            except Exception as exc:  # no DHT peer reachable now: try again later
+                provided = False
+                log.info("providing on the DHT failed", extra={"share": current.share.name, "reason": describe_error(exc)})
+            if full_round:
+                due = time.monotonic() + (reach.reprovide_seconds if provided else min(reach.reprovide_seconds, 30))
+        current.dht = {"routing_table": dht.get_routing_table_size(), "provided": provided, "topics": len(topic_keys), "at": time.time()}
         readdressed = current.reservations.changed if current.reservations is not None else trio.Event()
-        with trio.move_on_after(reach.reprovide_seconds if provided else min(reach.reprovide_seconds, 30)):
+        with trio.move_on_after(max(0.0, min(due - time.monotonic(), TOPIC_CHECK_SECONDS))):
             await _first_of(readdressed, current.verdict_changed)  # new addresses, or now public (the relay key)
             await trio.sleep(1)  # several reservations made together: one provide
+            due = 0.0
 
 
 async def _first_of(*events: trio.Event) -> None:
@@ -193,6 +251,14 @@ async def _watch_reachability(current: RunningShare, host: Any, autonat: Any) ->
         await trio.sleep(REACHABILITY_SECONDS if known else REACHABILITY_RETRY_SECONDS)
 
 
+async def _summary(current: RunningShare, request: Any) -> dict[str, Any]:
+    """The summary protocol: the share's signed topic summary (one space's: the first that has one)."""
+    value = next((p.value for p in current.topics if p.value is not None), None) if publishes_topics(current.share) else None
+    if value is None:
+        raise NotFound("this share publishes no topic summary")
+    return {"summary": value}
+
+
 def key_path(folder: Path, share_id: int) -> Path:
     return folder / f"{share_id}.key"
 
@@ -224,8 +290,10 @@ class DataServers:
         announce: str = "public",
         resources: ResourceManager | None = None,
         decoders: DecoderPool | None = None,
+        codebooks: tuple[Codebook, ...] = (),
     ) -> None:
         self._decoders = decoders
+        self._codebooks = codebooks  # the spaces whose topics global shares publish
         # One budget for every share: peer ids cost nothing, so per-peer limits alone do not bound the node.
         self.resources = resources if resources is not None else ResourceManager()
         self._on_file_changed = on_file_changed
@@ -460,7 +528,11 @@ class DataServers:
         key = signing_key(identity.seed)
         access = ShareAccess(share, key, identity.peer_id, self._grants, self._devices, self._usage)
         desk = InviteDesk(access, self._catalog, key, on_redeemed=self.grant_changed)
-        protocols = [*current.service.protocols(), Protocol(schema.REDEEM, desk.redeem)]
+        protocols = [*current.service.protocols(), Protocol(schema.REDEEM, desk.redeem), Protocol(schema.SUMMARY, partial(_summary, current))]
+        if share.scope == "global":
+            current.topics = [
+                TopicPublisher(self._catalog, codebook, identity.peer_id, key, scope=lambda: current.share.item_scope) for codebook in self._codebooks
+            ]
         server = ProtocolServer(protocols, self._limits, gate=access, resources=self.resources, name=share.name)
         server.attach(host)
         # A global share answers other hosts' dial-back requests, and asks its peers for its own.

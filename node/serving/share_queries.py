@@ -88,3 +88,17 @@ def item_in_scope(conn, content_hash: str, caller: Caller) -> tuple[int, str, li
     )
     files = [IndexedFile(decode_path(path), library_id, decode_path(root), *signature) for path, library_id, root, *signature in rows]
     return row[0], row[1], files
+
+
+def scope_prefixes(conn, scope, model_id: str, k: int):  # type: ignore[no-untyped-def]
+    """The K-prefixes of the whole-item vectors of ``model_id`` in the scope, (n, k) float32: what a
+    share's topics are computed from (documents' and videos' first segment stands for the item)."""
+    import numpy as np
+
+    where, args = where_clause(Filters(), scope)
+    rows = conn.execute(
+        f"SELECT e.vector FROM embeddings AS e JOIN items AS i ON i.id = e.item_id WHERE e.model_id = ? AND e.segment = 0 AND {where}",
+        (model_id, *args),
+    )
+    prefixes = [prefix_of(from_blob(blob), k) for (blob,) in rows]
+    return np.stack(prefixes).astype(np.float32) if prefixes else np.zeros((0, k), np.float32)

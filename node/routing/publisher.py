@@ -1,0 +1,69 @@
+"""A public global share's topics and signed summary, kept in step with its items.
+
+The summary is re-made when the catalog changed (it is a read of every item's K-prefix, so
+not more often than the share re-provides) and re-signed before half its lifetime has
+passed. Topics it stops holding are listed as *retired* for as long as their DHT records
+may still name it (``RETIRED_SECONDS``), so an honest share is never taken for one that
+provides topics it cannot fill.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import trio
+
+from peerlight.embeddings.codebook import Codebook
+from peerlight.p2p.summaries import MAX_RETIRED, encode
+
+from ..catalog.database import Catalog
+from ..serving.share_queries import scope_prefixes
+from .topics import SUMMARY_LIFETIME, profile, summary_of, topic_key
+
+RETIRED_SECONDS = 48 * 3600  # a provider record's longest life on the DHT (go-libp2p and py-libp2p: 48 h)
+
+
+class TopicPublisher:
+    def __init__(self, catalog: Catalog, codebook: Codebook, peer_id: str, key: Any, scope: Callable[[], Any], now: Callable[[], float] = time.time) -> None:
+        self._catalog = catalog
+        self.codebook = codebook
+        self._peer_id = peer_id
+        self._key = key  # the share's Ed25519 signing key
+        self._scope = scope  # what strangers may see of the share now
+        self._now = now
+        self._generation: int | None = None
+        self.topics: list[int] = []
+        self.retired: dict[int, float] = {}  # topic -> when it was given up
+        self.value: bytes | None = None  # the signed summary, when the share holds items of the space
+        self._issued = 0.0
+
+    def keys(self) -> list[str]:
+        """The DHT keys of the topics it provides now."""
+        return [topic_key(self.codebook.id, t) for t in self.topics]
+
+    async def refresh(self) -> bool:
+        """Re-make the summary if the catalog changed or it is half way to expiring; whether the topics changed."""
+        now = self._now()
+        if self._generation == self._catalog.generation and now - self._issued < SUMMARY_LIFETIME / 2:
+            return False
+        self._generation = self._catalog.generation
+        prefixes = await self._catalog.read(partial(scope_prefixes, scope=self._scope(), model_id=self.codebook.model_id, k=self.codebook.prefix))
+        found = await trio.to_thread.run_sync(profile, self.codebook, prefixes, frozenset(self.topics))
+        before = set(self.topics)
+        for topic in before - set(found.topics):
+            self.retired[topic] = now
+        for topic in found.topics:
+            self.retired.pop(topic, None)
+        recent = sorted((t for t, at in self.retired.items() if now - at < RETIRED_SECONDS), key=lambda t: -self.retired[t])[:MAX_RETIRED]
+        self.retired = {t: self.retired[t] for t in recent}
+        self.topics = found.topics
+        if not found.topics:
+            self.value = None
+        else:
+            summary = summary_of(self.codebook, found, self._peer_id, seq=int(now * 1000), now=now, retired=tuple(sorted(self.retired)))
+            self.value = encode(summary, self._key)
+        self._issued = now
+        return set(found.topics) != before

@@ -1,0 +1,246 @@
+"""Routing a query to the few shares that matter, from the DHT's topic keys and the shares' signed summaries.
+
+1. The query's K-prefix finds its ``lookups`` nearest topics in the codebook.
+2. The providers of those topics' keys are looked up in parallel (each lookup bounded in time).
+3. Candidates are ordered by the topics they were found under; the summaries of the best
+   ``summaries`` are fetched (or taken from the cache) and verified.
+4. Each is scored from its summary (:func:`share_score`), and the best ``ask`` are returned.
+
+The DHT and the wire are passed in as two functions, so the same code routes inside the
+daemon (py-libp2p's DHT, the summary protocol) and in ``bench/global_routing.py`` (a model
+of Kademlia over 10,000 shares).
+
+Everything a peer says is doubted: a summary that does not verify counts as no answer; a
+share found under a topic its own summary does not list (it provides keys it cannot fill,
+as one claiming every topic does) is ranked after every share that does not; a share that
+did not answer drops in rank for a while.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import trio
+
+from peerlight.embeddings.codebook import Codebook
+from peerlight.p2p.summaries import TopicSummary, decode
+
+from .topics import topic_key
+
+log = logging.getLogger("peerlight.routing")
+
+Lookup = Callable[[str], Awaitable[dict[str, list[str]]]]  # DHT key -> providers: peer id -> addresses
+FetchSummary = Callable[[str, list[str]], Awaitable[bytes]]  # peer id, addresses -> the signed summary
+
+SIZE_WEIGHT = 0.02  # how much a sub-centroid's items count against its closeness (tuned in bench/global_routing.py)
+MISS_PENALTY = 0.05  # rank lost per unanswered request, while remembered
+FLAGGED_PENALTY = 10.0  # a share providing topics its summary does not list goes after every other
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    lookups: int = 8  # topics looked up (DHT lookups) per query
+    summaries: int = 24  # summaries fetched per query at most (those cached are free)
+    ask: int = 10  # shares asked
+    providers: int = 20  # providers wanted per topic
+    lookup_seconds: float = 10.0
+    summary_seconds: float = 5.0
+    parallel: int = 16  # summary fetches at once
+    size_weight: float = SIZE_WEIGHT
+
+
+def share_score(summary: TopicSummary, query: np.ndarray, size_weight: float = SIZE_WEIGHT) -> float:
+    """How likely the share holds items near the query: its best sub-centroid's cosine, plus a
+    little for the items the sub-centroid stands for (more items lie nearer the query)."""
+    best = -math.inf
+    for topic in summary.topics:
+        closeness = float(np.max(topic.subs @ query[: topic.subs.shape[1]]))
+        best = max(best, closeness + size_weight * math.log1p(topic.items / len(topic.subs)))
+    return best
+
+
+@dataclass
+class Candidate:
+    peer_id: str
+    addresses: list[str]
+    topics: set[int] = field(default_factory=set)  # the query's topics it was found under
+    summary: TopicSummary | None = None
+    score: float = -math.inf
+    flagged: bool = False  # found under a topic its summary does not list
+    error: str | None = None
+
+
+class _Expiring:
+    """A bounded map whose entries expire: oldest dropped first when full."""
+
+    def __init__(self, seconds: float, limit: int) -> None:
+        self.seconds, self.limit = seconds, limit
+        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: str, now: float) -> Any:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= now:
+            self._entries.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: str, value: Any, now: float, until: float | None = None) -> None:
+        self._entries[key] = (min(until, now + self.seconds) if until is not None else now + self.seconds, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class RoutingCache:
+    """What routing remembers between queries: topic lookups (10 min), verified summaries (until
+    they expire, an hour at most), and shares that did not answer or overclaimed (an hour)."""
+
+    def __init__(self, topic_seconds: float = 600, summary_seconds: float = 3600, penalty_seconds: float = 3600, limit: int = 20_000) -> None:
+        self.topics = _Expiring(topic_seconds, limit)
+        self.summaries = _Expiring(summary_seconds, limit)
+        self.misses = _Expiring(penalty_seconds, limit)  # peer -> unanswered requests
+        self.overclaims = _Expiring(penalty_seconds, limit)  # peer -> topics provided but not listed
+
+    def missed(self, peer_id: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.misses.put(peer_id, (self.misses.get(peer_id, now) or 0) + 1, now)
+
+    def answered(self, peer_id: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        misses = self.misses.get(peer_id, now)
+        if misses:
+            self.misses.put(peer_id, misses - 1, now)
+
+    def summary(self, peer_id: str, now: float) -> TopicSummary | None:
+        return self.summaries.get(peer_id, now)
+
+
+@dataclass
+class Route:
+    """A query's routing: the shares to ask, best first, and what it cost."""
+
+    chosen: list[Candidate]
+    candidates: int  # shares found under the query's topics
+    lookups: int  # DHT lookups made (not from the cache)
+    fetched: int  # summaries fetched (not from the cache)
+    topics: list[int]
+
+
+async def route(
+    query: np.ndarray,
+    codebook: Codebook,
+    lookup: Lookup,
+    fetch_summary: FetchSummary,
+    cache: RoutingCache,
+    settings: RouteSettings = RouteSettings(),
+    *,
+    now: Callable[[], float] = time.time,
+    exclude: frozenset[str] = frozenset(),
+) -> Route:
+    prefix = codebook.prefixes(np.asarray(query).reshape(1, -1))[0]
+    topics, closeness = codebook.nearest(prefix, settings.lookups)
+    found: dict[int, dict[str, list[str]]] = {}
+    lookups = 0
+
+    async def look_up(topic: int) -> None:
+        nonlocal lookups
+        key = topic_key(codebook.id, topic)
+        cached = cache.topics.get(key, now())
+        if cached is not None:
+            found[topic] = cached
+            return
+        lookups += 1
+        found[topic] = {}
+        with trio.move_on_after(settings.lookup_seconds):
+            try:
+                found[topic] = await lookup(key)
+            except Exception as exc:  # a lookup that fails is a topic without providers, not a failed search
+                log.info("a topic lookup failed", extra={"topic": topic, "reason": str(exc)})
+                return
+            cache.topics.put(key, found[topic], now())  # a finished lookup, even an empty one
+
+    async with trio.open_nursery() as nursery:
+        for topic in topics:
+            nursery.start_soon(look_up, int(topic))
+
+    candidates: dict[str, Candidate] = {}
+    for topic in topics:
+        for peer_id, addresses in found.get(int(topic), {}).items():
+            if peer_id in exclude:
+                continue
+            candidate = candidates.setdefault(peer_id, Candidate(peer_id, list(addresses)))
+            candidate.topics.add(int(topic))
+    rank_of = {int(t): float(c) for t, c in zip(topics, closeness)}
+    # Before summaries: nearer topics first, and shares found under several of them.
+    ordered = sorted(candidates.values(), key=lambda c: (max(rank_of[t] for t in c.topics) + 0.01 * len(c.topics)), reverse=True)
+    scored, fetched = await rank(prefix, codebook, ordered, fetch_summary, cache, settings, now=now)
+    return Route(scored[: settings.ask], len(candidates), lookups, fetched, [int(t) for t in topics])
+
+
+async def rank(
+    query: np.ndarray,
+    codebook: Codebook,
+    ordered: list[Candidate],
+    fetch_summary: FetchSummary,
+    cache: RoutingCache,
+    settings: RouteSettings = RouteSettings(),
+    *,
+    now: Callable[[], float] = time.time,
+) -> tuple[list[Candidate], int]:
+    """Score candidate shares (in a first order) from their summaries, best first, and how many
+    summaries were fetched: those cached, and the first ``settings.summaries`` others. Shares
+    without a valid summary are left out."""
+    prefix = codebook.prefixes(np.asarray(query).reshape(1, -1))[0]
+    fetched = 0
+    limiter = trio.CapacityLimiter(settings.parallel)
+
+    async def get_summary(candidate: Candidate) -> None:
+        nonlocal fetched
+        candidate.summary = cache.summary(candidate.peer_id, now())
+        if candidate.summary is not None:
+            return
+        async with limiter:
+            fetched += 1
+            try:
+                with trio.fail_after(settings.summary_seconds):
+                    value = await fetch_summary(candidate.peer_id, candidate.addresses)
+                summary = decode(value, candidate.peer_id, now=now())
+            except Exception as exc:  # no answer, or not a valid one (InvalidSummary, a wire error, a timeout)
+                candidate.error = f"{type(exc).__name__}: {exc}"
+                cache.missed(candidate.peer_id, now())
+                return
+        if summary.codebook != codebook.id:
+            candidate.error = "its summary uses another codebook"
+            return
+        candidate.summary = summary
+        cache.summaries.put(candidate.peer_id, summary, now(), until=summary.expires)
+
+    wanted = [c for c in ordered if cache.summary(c.peer_id, now()) is not None]
+    wanted += [c for c in ordered if cache.summary(c.peer_id, now()) is None][: settings.summaries]
+    async with trio.open_nursery() as nursery:
+        for candidate in wanted:
+            nursery.start_soon(get_summary, candidate)
+
+    scored = []
+    for candidate in wanted:
+        if candidate.summary is None:
+            continue
+        unlisted = candidate.topics - candidate.summary.listed()
+        if unlisted:
+            cache.overclaims.put(candidate.peer_id, (cache.overclaims.get(candidate.peer_id, now()) or 0) + len(unlisted), now())
+        candidate.flagged = bool(cache.overclaims.get(candidate.peer_id, now()))
+        misses = cache.misses.get(candidate.peer_id, now()) or 0
+        candidate.score = share_score(candidate.summary, prefix, settings.size_weight) - MISS_PENALTY * misses - FLAGGED_PENALTY * candidate.flagged
+        scored.append(candidate)
+    scored.sort(key=lambda c: c.score, reverse=True)
+    return scored, fetched

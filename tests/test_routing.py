@@ -1,0 +1,198 @@
+"""The router: topic lookups, summaries and their doubts (overclaiming, silence, expiry), and a real
+py-libp2p DHT that loses half its nodes in the middle of a query."""
+
+from __future__ import annotations
+
+import os
+from contextlib import AsyncExitStack
+from functools import partial
+
+import numpy as np
+import pytest
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from peerlight.embeddings.codebook import Codebook, train_codebook
+from peerlight.embeddings.vectors import normalize
+from peerlight.node.identity import create_identity
+from peerlight.node.routing.router import RouteSettings, RoutingCache, route
+from peerlight.node.routing.topics import profile, summary_of, topic_key
+from peerlight.p2p.dht import bootstrap, find_providers, running_dht
+from peerlight.p2p.host import listen_addresses, new_host, running
+from peerlight.p2p.summaries import Topic, TopicSummary, encode
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(scope="module")
+def codebook() -> Codebook:
+    rng = np.random.default_rng(0)
+    return train_codebook("ordered:test:0", normalize(rng.standard_normal((4000, 32)).astype(np.float32)), count=128, iterations=5)
+
+
+class Shares:
+    """Shares with keys and signed summaries, and a DHT held in a dict: the router's inputs without a network."""
+
+    def __init__(self, codebook: Codebook, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        self.codebook = codebook
+        self.tmp_path = tmp_path
+        self.summaries: dict[str, bytes] = {}
+        self.providers: dict[str, dict[str, list[str]]] = {}
+        self.silent: set[str] = set()
+        self.fetches: list[str] = []
+
+    def add(self, name: str, items: np.ndarray, provides: list[int] | None = None, *, lifetime: float | None = None) -> str:
+        identity = create_identity(self.tmp_path / f"{name}.key")
+        key = Ed25519PrivateKey.from_private_bytes(identity.seed)
+        found = profile(self.codebook, items)
+        summary = summary_of(self.codebook, found, identity.peer_id, seq=1, now=NOW)
+        if lifetime is not None:
+            summary = TopicSummary(**{**summary.__dict__, "expires": int(NOW + lifetime)})
+        self.summaries[identity.peer_id] = encode(summary, key)
+        for topic in found.topics if provides is None else provides:
+            self.providers.setdefault(topic_key(self.codebook.id, topic), {})[identity.peer_id] = [f"/ip4/127.0.0.1/tcp/1/{name}"]
+        return identity.peer_id
+
+    async def lookup(self, key: str) -> dict[str, list[str]]:
+        return self.providers.get(key, {})
+
+    async def fetch(self, peer_id: str, addresses: list[str]) -> bytes:
+        self.fetches.append(peer_id)
+        if peer_id in self.silent:
+            raise OSError("no answer")
+        return self.summaries[peer_id]
+
+
+def routed_by(query, codebook, shares, cache, settings, clock):  # type: ignore[no-untyped-def]
+    return trio.run(partial(route, query, codebook, shares.lookup, shares.fetch, cache, settings, now=clock))
+
+
+def near(vector: np.ndarray, count: int, spread: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return normalize(vector + spread * rng.standard_normal((count, len(vector))).astype(np.float32))
+
+
+def test_the_shares_near_the_query_are_asked_first(codebook, tmp_path) -> None:
+    shares = Shares(codebook, tmp_path)
+    rng = np.random.default_rng(1)
+    query = normalize(rng.standard_normal(32).astype(np.float32))
+    close = shares.add("close", near(query, 50, 0.2, 2))
+    nearby = shares.add("nearby", near(query, 200, 0.45, 3))
+    far = [shares.add(f"far{i}", near(normalize(rng.standard_normal(32).astype(np.float32)), 100, 0.2, 10 + i)) for i in range(8)]
+    routed = routed_by(query, codebook, shares, RoutingCache(), RouteSettings(ask=2), lambda: NOW)
+    assert [c.peer_id for c in routed.chosen] == [close, nearby]
+    assert routed.lookups == RouteSettings.lookups and not set(far) & {c.peer_id for c in routed.chosen}
+
+
+def test_a_share_claiming_every_topic_is_ranked_after_honest_ones(codebook, tmp_path) -> None:
+    """It provides every topic's key, but its signed summary can list 64 topics at most: seen
+    under a topic it does not list, it is ranked after every share that does not overclaim,
+    for this query and the next ones (even those on topics it does list)."""
+    shares = Shares(codebook, tmp_path)
+    rng = np.random.default_rng(4)
+    query = normalize(rng.standard_normal(32).astype(np.float32))
+    honest = shares.add("honest", near(query, 40, 0.3, 5))
+    cheat = shares.add("cheat", near(query, 400, 0.05, 6), provides=list(range(codebook.size)))  # its items sit right on the query
+    cache = RoutingCache()
+    routed = routed_by(query, codebook, shares, cache, RouteSettings(ask=2), lambda: NOW)
+    assert [c.peer_id for c in routed.chosen] == [honest, cheat]
+    assert routed.chosen[1].flagged and not routed.chosen[0].flagged
+    # A query whose topics the cheat's summary does list: remembered, it still goes last.
+    listed = {t for t in profile(codebook, near(query, 400, 0.05, 6)).topics}
+    assert listed
+    on_its_topics = normalize(codebook.centroids[sorted(listed)[0]].copy())
+    again = routed_by(np.concatenate([on_its_topics, np.zeros(16, np.float32)]), codebook, shares, cache, RouteSettings(ask=2), lambda: NOW)
+    assert again.chosen[-1].peer_id == cheat and again.chosen[-1].flagged
+
+
+def test_a_share_that_does_not_answer_drops_in_rank_and_is_left_out_without_a_summary(codebook, tmp_path) -> None:
+    shares = Shares(codebook, tmp_path)
+    rng = np.random.default_rng(7)
+    query = normalize(rng.standard_normal(32).astype(np.float32))
+    first = shares.add("first", near(query, 60, 0.1, 8))
+    second = shares.add("second", near(query, 60, 0.15, 9))
+    silent = shares.add("silent", near(query, 60, 0.1, 10))
+    shares.silent.add(silent)
+    cache = RoutingCache()
+    routed = routed_by(query, codebook, shares, cache, RouteSettings(ask=3), lambda: NOW)
+    assert silent not in [c.peer_id for c in routed.chosen]  # no valid summary: not asked
+    assert [c.peer_id for c in routed.chosen] == [first, second]
+    for _ in range(3):  # the first share stops answering queries
+        cache.missed(first, NOW)
+    routed = routed_by(query, codebook, shares, cache, RouteSettings(ask=3), lambda: NOW)
+    assert [c.peer_id for c in routed.chosen] == [second, first]
+
+
+def test_summaries_and_lookups_are_cached_until_they_expire(codebook, tmp_path) -> None:
+    shares = Shares(codebook, tmp_path)
+    rng = np.random.default_rng(11)
+    query = normalize(rng.standard_normal(32).astype(np.float32))
+    peer = shares.add("short-lived", near(query, 60, 0.25, 12), lifetime=1800)
+    cache = RoutingCache()
+    clock = [NOW]
+    first = routed_by(query, codebook, shares, cache, RouteSettings(), lambda: clock[0])
+    assert first.fetched == 1 and first.lookups == RouteSettings.lookups
+    clock[0] = NOW + 60
+    second = routed_by(query, codebook, shares, cache, RouteSettings(), lambda: clock[0])
+    assert (second.fetched, second.lookups) == (0, 0) and second.chosen[0].peer_id == peer
+    clock[0] = NOW + 1800  # the summary expired (and the lookups, after 10 minutes): fetched again, and refused
+    third = routed_by(query, codebook, shares, cache, RouteSettings(), lambda: clock[0])
+    assert third.lookups == RouteSettings.lookups and third.fetched == 1 and third.chosen == []
+
+
+async def test_half_the_dht_vanishing_mid_query_still_finds_the_shares(codebook, tmp_path) -> None:
+    """Sixteen real Kademlia servers on loopback; three shares provide their topics; half the
+    servers (chosen among those holding the records) close while the query's lookups run.
+    The survivors still hold the records, and the routing ends within its lookup bound."""
+    shares = Shares(codebook, tmp_path)
+    rng = np.random.default_rng(13)
+    query = normalize(rng.standard_normal(32).astype(np.float32))
+    wanted = [shares.add(f"s{i}", near(query, 40, 0.3, 20 + i)) for i in range(3)]
+    async with AsyncExitStack() as stack:
+        hosts, dhts = [], []
+        for i in range(16):
+            host = new_host(os.urandom(32))
+            await stack.enter_async_context(running(host, ["/ip4/127.0.0.1/tcp/0"]))
+            hosts.append(host)
+            dhts.append(await stack.enter_async_context(running_dht(host, server=True)))
+        for i in range(1, 16):
+            await bootstrap(hosts[i], dhts[i], listen_addresses(hosts[(i - 1) // 2]))
+        # The shares' records are put on the DHT by three of its nodes, in the shares' names
+        # (a provider record names its provider: here each node stores the share's as its own key's).
+        for key, providers in shares.providers.items():
+            for peer_id, addresses in providers.items():
+                from libp2p.peer.id import ID
+                from libp2p.peer.peerinfo import PeerInfo
+                from multiaddr import Multiaddr
+
+                info = PeerInfo(ID.from_base58(peer_id), [Multiaddr("/ip4/127.0.0.1/tcp/4001")])
+                for dht in dhts[1:]:
+                    dht.provider_store.add_provider(bytes.fromhex(key), info)
+        querier = dhts[0]
+        first_done, vanished = trio.Event(), trio.Event()
+        answered: list[int] = []
+
+        async def lookup(key: str) -> dict[str, list[str]]:
+            """The first lookup runs on the whole DHT; the others after half of it is gone
+            (the survivors' routing tables still name the vanished nodes)."""
+            if first_done.is_set():
+                await vanished.wait()
+            found = await find_providers(querier, key, count=20, timeout=8)
+            answered.append(len(found))
+            first_done.set()
+            return found
+
+        async def vanish() -> None:
+            await first_done.wait()
+            for host in hosts[8:]:
+                await host.close()
+            vanished.set()
+
+        settings = RouteSettings(lookup_seconds=8)
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(vanish)
+            routed = await route(query, codebook, lookup, shares.fetch, RoutingCache(), settings, now=lambda: NOW)
+        assert trio.current_time() - started < 2 * settings.lookup_seconds + settings.summary_seconds
+        assert len(answered) == RouteSettings.lookups
+        assert {c.peer_id for c in routed.chosen} == set(wanted), routed
