@@ -86,3 +86,65 @@ def ordering_fit(vectors: np.ndarray, prefix_len: int | None = None, queries: in
         prefix_recall=round(prefix_recall(asked, searched, truth, k), 4),
         own_pca_recall=round(prefix_recall(pca.apply(asked), pca.apply(searched), truth, k), 4),
     )
+
+
+FUNNEL_TARGET = 0.99  # the share of the exact top 10 the funnel should keep
+FUNNEL_SAMPLE = 50_000  # vectors the shortlist is measured on (scaled up to the whole library)
+
+
+@dataclass(frozen=True)
+class FunnelFit:
+    """The prefix shortlist a library needs: how deep in the K-prefix ranking its exact neighbours lie."""
+
+    vectors: int  # in the library
+    measured_on: int  # the sample searched
+    queries: int
+    prefix_len: int
+    target: float
+    shortlist: int  # the shortest shortlist that keeps ``target`` of the exact top 10 (for the whole library)
+    recall_at: dict[int, float]  # shortlist -> the share of the exact top 10 it keeps (for the whole library)
+
+    def to_wire(self) -> dict[str, object]:
+        return {**vars(self), "recall_at": {str(k): v for k, v in self.recall_at.items()}}
+
+
+def funnel_fit(
+    vectors: np.ndarray, prefix_len: int, target: float = FUNNEL_TARGET, queries: int = 200, seed: int = 0, library_size: int | None = None
+) -> FunnelFit:
+    """Where a library's exact top 10 lie in its K-prefix ranking, and so the shortlist the funnel needs.
+
+    ``queries`` stored vectors, held out, search a sample of the rest (``FUNNEL_SAMPLE`` at
+    most) exactly; each true neighbour's rank among the sample by K-prefix is counted. Ranks
+    grow with the library, so a rank in a sample of m out of n stands for n/m of them. The
+    shortlist is the ``target`` quantile of those ranks: a library whose prefixes rank well
+    (the text it was trained on) gets a short one, one unlike it (software descriptions) a longer one.
+    ``vectors`` may be a sample of a library of ``library_size`` vectors.
+    """
+    x = normalize(np.asarray(vectors, dtype=np.float32))
+    if x.ndim != 2 or len(x) < MIN_VECTORS:
+        raise TooFewVectors(f"{len(x)} vectors; at least {MIN_VECTORS} are needed")
+    rng = np.random.default_rng(seed)
+    count = min(queries, len(x) // 5)
+    order = rng.permutation(len(x))
+    asked = x[order[:count]]
+    searched = x[order[count : count + FUNNEL_SAMPLE]]
+    size = library_size or len(x)
+    scale = (size - count) / len(searched)
+    truth = nearest(asked, searched)
+    prefixes = normalize(searched[:, :prefix_len])
+    ranks = []
+    for query, neighbours in zip(normalize(asked[:, :prefix_len]), truth):
+        scores = prefixes @ query
+        ranks += [int(np.sum(scores > scores[n])) for n in neighbours]
+    scaled = np.asarray(ranks, dtype=np.float64) * scale
+    needed = int(np.ceil(np.quantile(scaled, target))) + 1
+    depths = sorted({100, 200, 500, 1000, 2000, 5000, needed})
+    return FunnelFit(
+        vectors=size,
+        measured_on=len(searched),
+        queries=count,
+        prefix_len=prefix_len,
+        target=target,
+        shortlist=needed,
+        recall_at={depth: round(float(np.mean(scaled < depth)), 4) for depth in depths},
+    )

@@ -262,6 +262,12 @@ class PrefixIndex:
         with self._lock:
             return self._full[[self._row_of[int(v)] for v in np.asarray(vids).reshape(-1)]].copy()
 
+    def sample(self, count: int, seed: int = 0) -> np.ndarray:
+        """``count`` full vectors drawn at random (all of them if fewer), copied."""
+        with self._lock:
+            rows = np.random.default_rng(seed).choice(self._count, min(count, self._count), replace=False)
+            return self._full[np.sort(rows)].copy()
+
     def leading_prefixes(self, group_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The ids and K-prefixes (as stored, before renormalising) of the first vector of every
         group (ids divisible by ``group_size``: a whole item, not its chunks): a model trained on

@@ -124,7 +124,13 @@ class SearchOptions:
     prefix_length: int = _option(
         0, "Values of each ordered vector compared in the first stage; 0 means an eighth of the dimension.", min=0, max=4096
     )
-    shortlist: int = _option(500, "Candidates re-ranked on their full vectors after the prefix stage.", min=10, max=100_000)
+    shortlist: int = _option(
+        0,
+        "Candidates re-ranked on their full vectors after the prefix stage; 0: as many as the library needs to keep "
+        "0.99 of the exact top 10 (measured on its own vectors, again when it doubles or halves).",
+        min=0,
+        max=1_000_000,
+    )
     save_interval_seconds: float = _option(
         30.0, "How often changed vector indexes are written to disk (they are also written at shutdown).", min=1
     )
@@ -228,6 +234,13 @@ class NetworkOptions:
         "public libp2p bootstrap nodes join the public DHT. Empty: no DHT.",
     )
     reprovide_seconds: float = _option(600.0, "How often a global share announces itself again on the DHT.", min=10, max=86400)
+    search_shares: int = _option(
+        10,
+        "Shares a search asks beyond those you added or joined: `search --global` asks the best this many found on the "
+        "DHT by the query's topics, `search --peers` the best this many of those discovery found.",
+        min=1,
+        max=1000,
+    )
     announce: Literal["public", "all"] = _option(
         "public",
         "Which of its addresses a global share announces on the DHT and to the peers it meets: public (globally "

@@ -164,6 +164,7 @@ class Daemon:
                 hole_punching=network.hole_punching and bool(network.bootstrap or network.relays),
                 private_addresses=network.announce == "all",
                 codebooks=codebooks,
+                search_shares=network.search_shares,
             )
             self.pairing = Pairing(self._catalog, self.identity.seed, self.identity.peer_id, self.data_servers, self.peers)
         try:

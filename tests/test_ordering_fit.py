@@ -38,3 +38,42 @@ def test_the_prefix_length_defaults_to_an_eighth_and_too_few_vectors_are_refused
         ordering_fit(library(slice(0, SIGNAL), count=MIN_VECTORS - 1))
     with pytest.raises(TooFewVectors):
         ordering_fit(np.zeros((0, 0), np.float32))
+
+
+def ordered_library(count: int, seed: int, decay: float) -> np.ndarray:
+    """Vectors whose variance falls along the stored order by ``decay`` per value: the faster it
+    falls, the better K-prefixes rank (as a library like the ordering's training text)."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(count, D)) * decay ** np.arange(D)).astype(np.float32)
+
+
+@pytest.mark.parametrize("decay", [0.8, 0.95])
+def test_the_fitted_shortlist_keeps_the_target_share_of_the_exact_top_10_on_new_queries(decay: float) -> None:
+    """Fitted on the library alone, judged with queries it never saw (real PrefixIndex funnel against exact search)."""
+    from peerlight.embeddings.ordering_fit import funnel_fit
+    from peerlight.embeddings.prefix_index import PrefixIndex
+    from peerlight.embeddings.vectors import normalize
+
+    stored = normalize(ordered_library(20_000, 0, decay))
+    queries = normalize(ordered_library(300, 1, decay))
+    fit = funnel_fit(stored, 8)
+    index = PrefixIndex("ordered:test:0", D, 8)
+    index.add("ordered:test:0", np.arange(len(stored)), stored)
+    exact = np.argsort(-(queries @ stored.T), axis=1)[:, :10]
+
+    def kept(shortlist: int) -> float:
+        found = [set(index.search(q, 10, shortlist=shortlist, mode="funnel").ids.tolist()) for q in queries]
+        return float(np.mean([len(f & set(t)) / 10 for f, t in zip(found, exact)]))
+
+    assert kept(fit.shortlist) >= 0.985  # the target is 0.99 of the whole population of queries
+    assert kept(max(10, fit.shortlist // 4)) < 0.99  # and it is not simply long
+    assert fit.recall_at[fit.shortlist] >= 0.99 and fit.vectors == 20_000
+
+
+def test_a_library_that_prefixes_rank_worse_needs_a_longer_shortlist_and_a_sample_stands_for_the_whole() -> None:
+    from peerlight.embeddings.ordering_fit import funnel_fit
+
+    easy, hard = funnel_fit(ordered_library(10_000, 2, 0.8), 8), funnel_fit(ordered_library(10_000, 2, 0.97), 8)
+    assert easy.shortlist * 3 < hard.shortlist
+    sample = funnel_fit(ordered_library(10_000, 2, 0.97)[:5_000], 8, library_size=10_000)
+    assert sample.vectors == 10_000 and 0.6 * hard.shortlist < sample.shortlist < 1.6 * hard.shortlist

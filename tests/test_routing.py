@@ -19,7 +19,7 @@ from peerlight.node.routing.router import RouteSettings, RoutingCache, route
 from peerlight.node.routing.topics import profile, summary_of, topic_key
 from peerlight.p2p.dht import bootstrap, find_providers, running_dht
 from peerlight.p2p.host import listen_addresses, new_host, running
-from peerlight.p2p.summaries import Topic, TopicSummary, encode
+from peerlight.p2p.summaries import TopicSummary, encode
 
 NOW = 1_800_000_000.0
 
@@ -150,21 +150,21 @@ async def test_half_the_dht_vanishing_mid_query_still_finds_the_shares(codebook,
     wanted = [shares.add(f"s{i}", near(query, 40, 0.3, 20 + i)) for i in range(3)]
     async with AsyncExitStack() as stack:
         hosts, dhts = [], []
-        for i in range(16):
+        for _ in range(16):
             host = new_host(os.urandom(32))
             await stack.enter_async_context(running(host, ["/ip4/127.0.0.1/tcp/0"]))
             hosts.append(host)
             dhts.append(await stack.enter_async_context(running_dht(host, server=True)))
         for i in range(1, 16):
             await bootstrap(hosts[i], dhts[i], listen_addresses(hosts[(i - 1) // 2]))
-        # The shares' records are put on the DHT by three of its nodes, in the shares' names
-        # (a provider record names its provider: here each node stores the share's as its own key's).
-        for key, providers in shares.providers.items():
-            for peer_id, addresses in providers.items():
-                from libp2p.peer.id import ID
-                from libp2p.peer.peerinfo import PeerInfo
-                from multiaddr import Multiaddr
+        # The shares' provider records, held by every server but the querier (in a DHT of 16
+        # every node is among the 20 closest to any key).
+        from libp2p.peer.id import ID
+        from libp2p.peer.peerinfo import PeerInfo
+        from multiaddr import Multiaddr
 
+        for key, providers in shares.providers.items():
+            for peer_id in providers:
                 info = PeerInfo(ID.from_base58(peer_id), [Multiaddr("/ip4/127.0.0.1/tcp/4001")])
                 for dht in dhts[1:]:
                     dht.provider_store.add_provider(bytes.fromhex(key), info)

@@ -131,7 +131,8 @@ def test_topics_change_little_when_the_library_changes_little(codebook) -> None:
     after = choose_topics(np.maximum(changed, 0), frozenset(before))
     assert len(before) == 64
     assert len(set(before) ^ set(after)) <= 2
-    assert choose_topics(np.full(codebook.size, MIN_TOPIC_ITEMS - 1)) == []  # too few anywhere: no keys at all
+    assert choose_topics(np.zeros(codebook.size, int)) == []  # an empty share: no keys at all
+    assert len(choose_topics(np.ones(codebook.size, int))) == 64  # never more than 64 records
 
 
 def test_topic_keys_are_plain_sha256_multihashes(codebook) -> None:

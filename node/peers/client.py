@@ -15,6 +15,7 @@ from peerlight.embeddings.codebook import Codebook
 from ..catalog.database import Catalog
 from ..discovery import Discovery
 from .adapters import PeerAdapters
+from ..routing.router import RouteSettings
 from .global_search import GlobalRouting
 from .host import PeerHost
 from .remotes import Remotes
@@ -35,6 +36,7 @@ class PeerClient:
         hole_punching: bool = False,
         private_addresses: bool = False,
         codebooks: tuple[Codebook, ...] = (),
+        search_shares: int = RouteSettings.ask,
     ) -> None:
         self.sync_interval = sync_interval
         self.host = PeerHost(seed, hole_punching=hole_punching, private_addresses=private_addresses)
@@ -44,7 +46,7 @@ class PeerClient:
         self.search = PeerSearch(catalog, self.host, self.adapters, query_timeout)
         self.transfers = Transfers(catalog, self.host, query_timeout)
         self.discovery = Discovery(catalog, self.host, self.remotes, bootstrap)
-        self.routing = GlobalRouting(catalog, self.host, codebooks, bootstrap)
+        self.routing = GlobalRouting(catalog, self.host, codebooks, bootstrap, RouteSettings(ask=search_shares))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the client host, and keep manifests and cached catalogs current."""

@@ -20,7 +20,7 @@ from peerlight.embeddings.vectors import normalize
 from peerlight.p2p.dht import provider_key
 from peerlight.p2p.summaries import MAX_LIFETIME, MAX_SUBS, MAX_SUBS_PER_TOPIC, MAX_TOPICS, Topic, TopicSummary
 
-MIN_TOPIC_ITEMS = 3  # items under a topic before a share provides its key
+MIN_TOPIC_ITEMS = 1  # a share provides its fullest topics, however small it is (the 64 cap bounds its records)
 STICKINESS = 1.5  # a provided topic is replaced only by one holding this many times its items
 SUMMARY_LIFETIME = 6 * 3600  # a summary expires this long after it is made (re-made well before)
 SAMPLE_PER_TOPIC = 2000  # items of one topic its sub-centroids are computed from

@@ -33,6 +33,7 @@ import numpy as np
 import trio
 
 from peerlight.embeddings.model_ids import is_ordered
+from peerlight.embeddings.ordering_fit import FUNNEL_SAMPLE, MIN_VECTORS, FunnelFit, funnel_fit
 from peerlight.embeddings.prefix_index import PrefixIndex
 from peerlight.embeddings.vectors import from_blob
 
@@ -51,7 +52,7 @@ SHUTDOWN_SAVE_SECONDS = 10.0
 @dataclass(frozen=True)
 class IndexSettings:
     prefix_length: int = 0  # 0: an eighth of the dimension
-    shortlist: int = 500
+    shortlist: int = 0  # 0: fitted to each library (FunnelFit), else this many
     save_interval_seconds: float = 30.0
 
     def prefix_for(self, dimension: int) -> int:
@@ -66,6 +67,8 @@ class _Live:
     verified: bool = False  # its size matched the catalog's at ``applied`` (then only changes can break that)
     generation: int = -1  # the catalog's write generation at the last catch-up
     lock: trio.Lock = field(default_factory=trio.Lock)
+    funnel: FunnelFit | None = None  # the shortlist this library needs, and the size it was fitted at
+    fitting: trio.Lock = field(default_factory=trio.Lock)
 
     @property
     def dirty(self) -> bool:
@@ -113,7 +116,7 @@ class VectorIndexes:
         """
         live = await self._current(model_id, dimension)
         mode = "funnel" if is_ordered(model_id) and not exact else "exact"
-        shortlist = max(self._settings.shortlist, k)
+        shortlist = await self._shortlist(live, k) if mode == "funnel" else k
         hits = await trio.to_thread.run_sync(
             partial(
                 live.index.search,
@@ -126,6 +129,22 @@ class VectorIndexes:
             )
         )
         return [VectorHit(*split_vector_id(vid), float(score)) for vid, score in zip(hits.ids, hits.scores)]
+
+    async def _shortlist(self, live: _Live, k: int) -> int:
+        """The funnel's shortlist: the configured one, or the one fitted to this library, fitted
+        again when the library has doubled or halved since (a fit reads a sample, under a second)."""
+        if self._settings.shortlist:
+            return max(self._settings.shortlist, k)
+        size = len(live.index)
+        if size < MIN_VECTORS:
+            return max(size, k)  # too few to fit: every vector is reranked
+        async with live.fitting:
+            fitted = live.funnel
+            if fitted is None or not fitted.vectors / 2 <= size <= fitted.vectors * 2:
+                sample = await trio.to_thread.run_sync(live.index.sample, FUNNEL_SAMPLE + 200)
+                live.funnel = fitted = await trio.to_thread.run_sync(partial(funnel_fit, sample, live.index.prefix_len, library_size=size))
+                log.info("funnel shortlist fitted", extra={"model_id": live.index.model_id, "vectors": size, "shortlist": fitted.shortlist})
+        return max(fitted.shortlist, 2 * k)
 
     async def spread(self, model_id: str, dimension: int, query: np.ndarray) -> tuple[float, float]:
         """Mean and standard deviation of ``query``'s cosine over the model's vectors (see PrefixIndex)."""
@@ -143,6 +162,7 @@ class VectorIndexes:
                 "vectors": len(live.index),
                 "prefix_length": live.index.prefix_len,
                 "mode": "funnel" if is_ordered(model_id) else "exact",
+                **({"shortlist": live.funnel.shortlist, "shortlist_keeps": live.funnel.target} if live.funnel is not None else {}),
                 "unsaved_changes": live.dirty,
             }
             for model_id, live in sorted(self._live.items())
