@@ -99,7 +99,9 @@ class Codebook:
             raise CodebookError("not a codebook file (format)")
         if centroids.ndim != 2 or not 1 <= centroids.shape[0] <= 65535 or not np.isfinite(centroids).all():
             raise CodebookError("a codebook's centroids are a finite (count ≤ 65,535, prefix) matrix")
-        return cls(header["model_id"], normalize(centroids), header.get("info") or {})
+        if not np.allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-3):
+            raise CodebookError("a codebook's centroids are unit vectors")
+        return cls(header["model_id"], centroids, header.get("info") or {})  # as stored: its id is of these bytes
 
 
 def train_codebook(model_id: str, vectors: np.ndarray, count: int = CENTROIDS, prefix: int = PREFIX, seed: int = 0, iterations: int = 25) -> Codebook:

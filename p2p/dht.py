@@ -40,6 +40,9 @@ async def running_dht(host: Any, *, server: bool) -> AsyncIterator[Any]:
     from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
     from libp2p.tools.anyio_service import background_trio_service
 
+    from . import quirks
+
+    quirks.more_providers_per_key()
     dht = KadDHT(host, DHTMode.SERVER if server else DHTMode.CLIENT)
     async with background_trio_service(dht):
         yield dht

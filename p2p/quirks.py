@@ -82,6 +82,27 @@ def check_patch_targets() -> None:
     _require(swarm.Swarm, "remove_notifee", parameters=("self", "notifee"))  # holepunch's inbound gate
     for name in ("_handle_reserve", "_handle_connect", "_handle_hop_stream", "_handle_stop_stream", "_relay_data"):  # relay.py's subclasses
         _require(CircuitV2Protocol, name)
+    import libp2p.kad_dht.provider_store as provider_store
+
+    _require(provider_store, "BUCKET_SIZE", kind=int)  # more_providers_per_key
+
+PROVIDERS_PER_KEY = 256
+
+
+def more_providers_per_key() -> None:
+    """A DHT server keeps 256 providers of a key, not the first 20 that came.
+
+    py-libp2p 0.8.1 refuses a key's 21st provider (``BUCKET_SIZE``, the routing table's k,
+    reused as a cap): a topic held by hundreds of shares would list the 20 that announced
+    first, whatever they hold, and the rest could never be found (go-libp2p, the public DHT's
+    servers, keeps every provider). The module's name is read at every ``add_provider``, and
+    in that module it bounds nothing else. 256 records of ~100 bytes keep an answer far within
+    the 4 MiB message limit; a server's memory stays bounded by the keys near it.
+    """
+    import libp2p.kad_dht.provider_store as provider_store
+
+    provider_store.BUCKET_SIZE = PROVIDERS_PER_KEY
+
 
 # Yamux frames: 4 Noise messages' worth of plaintext (65519 bytes each), within the default
 # 256 KiB receive window. The default, 65536, is 17 bytes over one Noise message, so every

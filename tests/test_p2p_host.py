@@ -174,6 +174,7 @@ async def test_a_host_keeps_accepting_after_thousands_of_inbound_connections(cap
     [
         ("libp2p.stream_muxer.yamux.yamux", "MAX_MESSAGE_SIZE"),
         ("libp2p.network.swarm", "_HAPPY_EYEBALLS_DELAY"),
+        ("libp2p.kad_dht.provider_store", "BUCKET_SIZE"),
         ("libp2p.protocol_muxer.multiselect_client", "MultiselectClient"),
     ],
 )

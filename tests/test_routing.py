@@ -196,3 +196,19 @@ async def test_half_the_dht_vanishing_mid_query_still_finds_the_shares(codebook,
         assert trio.current_time() - started < 2 * settings.lookup_seconds + settings.summary_seconds
         assert len(answered) == RouteSettings.lookups
         assert {c.peer_id for c in routed.chosen} == set(wanted), routed
+
+
+async def test_a_dht_server_keeps_more_than_twenty_providers_of_a_topic() -> None:
+    """py-libp2p 0.8.1 refuses a key's 21st provider: a popular topic would list only the first
+    20 shares that announced it (p2p/quirks.py: more_providers_per_key)."""
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerinfo import PeerInfo
+
+    from peerlight.p2p.host import new_host
+
+    host = new_host(os.urandom(32))
+    async with running(host, ["/ip4/127.0.0.1/tcp/0"]), running_dht(host, server=True) as dht:
+        key = bytes.fromhex(topic_key("0" * 16, 1))
+        for _ in range(300):
+            dht.provider_store.add_provider(key, PeerInfo(ID.from_pubkey(new_host(os.urandom(32)).get_public_key()), []))
+        assert len(dht.provider_store.get_providers(key)) == 256

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgpack
 import numpy as np
 import pytest
@@ -147,5 +149,7 @@ def test_the_shipped_codebook_divides_the_shipped_space() -> None:
     assert (codebook.size, codebook.prefix) == (1024, 16)
     assert np.allclose(np.linalg.norm(codebook.centroids, axis=1), 1, atol=1e-5)
     assert Codebook.from_bytes(codebook.to_bytes()).id == codebook.id
+    page = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    assert f"codebook has id `{codebook.id}`" in page
     with pytest.raises(CodebookError):
         Codebook.from_bytes(b"PK\x03\x04 not a zip")

@@ -39,7 +39,8 @@ log = logging.getLogger("peerlight.routing")
 Lookup = Callable[[str], Awaitable[dict[str, list[str]]]]  # DHT key -> providers: peer id -> addresses
 FetchSummary = Callable[[str, list[str]], Awaitable[bytes]]  # peer id, addresses -> the signed summary
 
-SIZE_WEIGHT = 0.02  # how much a sub-centroid's items count against its closeness (tuned in bench/global_routing.py)
+SIZE_WEIGHT = 0.06  # how much a sub-centroid's items count against its closeness (tuned in bench/global_routing.py)
+PRELIMINARY_WIDTH = 0.05  # how fast a farther topic counts less, before summaries are read
 MISS_PENALTY = 0.05  # rank lost per unanswered request, while remembered
 FLAGGED_PENALTY = 10.0  # a share providing topics its summary does not list goes after every other
 
@@ -47,9 +48,9 @@ FLAGGED_PENALTY = 10.0  # a share providing topics its summary does not list goe
 @dataclass(frozen=True)
 class RouteSettings:
     lookups: int = 8  # topics looked up (DHT lookups) per query
-    summaries: int = 24  # summaries fetched per query at most (those cached are free)
+    summaries: int = 48  # summaries fetched per query at most (those cached are free)
     ask: int = 10  # shares asked
-    providers: int = 20  # providers wanted per topic
+    providers: int = 256  # providers wanted per topic (all a DHT server keeps: p2p/quirks.py)
     lookup_seconds: float = 10.0
     summary_seconds: float = 5.0
     parallel: int = 16  # summary fetches at once
@@ -57,13 +58,20 @@ class RouteSettings:
 
 
 def share_score(summary: TopicSummary, query: np.ndarray, size_weight: float = SIZE_WEIGHT) -> float:
-    """How likely the share holds items near the query: its best sub-centroid's cosine, plus a
-    little for the items the sub-centroid stands for (more items lie nearer the query)."""
-    best = -math.inf
+    """How likely the share holds items near the query: a soft count of its items near it, in
+    cosine units. Each sub-centroid stands for its topic's items shared among its
+    sub-centroids; ``log Σ items · exp((cos − 1) / w) · w`` is the best sub-centroid's cosine
+    plus ``w`` times the log of the items it stands for, when one dominates, and adds up
+    several that lie equally near."""
+    terms = []
     for topic in summary.topics:
-        closeness = float(np.max(topic.subs @ query[: topic.subs.shape[1]]))
-        best = max(best, closeness + size_weight * math.log1p(topic.items / len(topic.subs)))
-    return best
+        closeness = topic.subs @ query[: topic.subs.shape[1]]
+        terms.append(np.log(topic.items / len(topic.subs)) + (closeness - 1.0) / size_weight)
+    if not terms:
+        return -math.inf
+    every = np.concatenate(terms)
+    top = float(every.max())
+    return 1.0 + size_weight * (top + math.log(float(np.exp(every - top).sum())))
 
 
 @dataclass
@@ -181,8 +189,9 @@ async def route(
             candidate = candidates.setdefault(peer_id, Candidate(peer_id, list(addresses)))
             candidate.topics.add(int(topic))
     rank_of = {int(t): float(c) for t, c in zip(topics, closeness)}
-    # Before summaries: nearer topics first, and shares found under several of them.
-    ordered = sorted(candidates.values(), key=lambda c: (max(rank_of[t] for t in c.topics) + 0.01 * len(c.topics)), reverse=True)
+    # Before summaries: shares found under more of the query's topics, the nearer ones weighing more
+    # (a share that holds items in several of them is likely to hold the nearest ones).
+    ordered = sorted(candidates.values(), key=lambda c: sum(math.exp((rank_of[t] - 1.0) / PRELIMINARY_WIDTH) for t in c.topics), reverse=True)
     scored, fetched = await rank(prefix, codebook, ordered, fetch_summary, cache, settings, now=now)
     return Route(scored[: settings.ask], len(candidates), lookups, fetched, [int(t) for t in topics])
 
