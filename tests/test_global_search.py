@@ -30,7 +30,9 @@ DAEMONS, SHARES_EACH, NOTES_EACH = 4, 6, 6
 
 def _config(bootstrap: list[str]) -> str:
     # Every address here is loopback: a global share announces them only when told to ("all").
-    return f"[network]\nbootstrap = {json.dumps(bootstrap)}\nannounce = \"all\"\n"
+    # Four daemons answer 24 shares' queries at once on two cores: answers get time (a share that
+    # does not answer in time is ranked from a cached catalog, by prefix, and would rank otherwise).
+    return f"[network]\nbootstrap = {json.dumps(bootstrap)}\nannounce = \"all\"\nquery_timeout_seconds = 60\n"
 
 
 def _share_themes() -> list[str]:
@@ -70,7 +72,7 @@ def test_routed_search_finds_what_asking_every_share_finds(namespace, tmp_path) 
             made = cli_json(data_dir, "share", "create", f"share{i}", "--scope", "global", "--permission", "public",
                             "--collection", str(tmp_path / f"library{i % DAEMONS}" / f"share{i}"))
             assert made["state"] == "serving", made
-            shares[f"share{i}"] = (data_dir, made["addresses"][0] + "/p2p/" + made["peer_id"])
+            shares[f"share{i}"] = (data_dir, made["addresses"][0])
         # A members share publishes no topics: its items are nobody's business but its members'.
         private = cli_json(holders[0], "share", "create", "family", "--scope", "global", "--permission", "members",
                            "--collection", str(tmp_path / "library0" / "share0"))
@@ -91,11 +93,17 @@ def test_routed_search_finds_what_asking_every_share_finds(namespace, tmp_path) 
         asked_with_topics = set()
         for theme, query in QUERIES.items():
             everyone = cli_json(searcher, "search", query, "--peers", "--mode", "semantic", "--limit", "10")
-            assert len(everyone["peers"]) == len(shares)
+            assert len(everyone["peers"]) == len(shares) and all(p["answered"] for p in everyone["peers"]), [
+                (p["name"], p["error"]) for p in everyone["peers"] if not p["answered"]
+            ]
             routed = cli_json(searcher, "search", query, "--global", "--mode", "semantic", "--limit", "10")
-            assert routed["routing"]["asked"] <= 10 and routed["routing"]["lookups"] <= 8, routed["routing"]
+            # A network of 24 shares holds few of the 1,024 topics: the router looks further than 8, then lists the shares.
+            assert routed["routing"]["asked"] <= 10 and routed["routing"]["lookups"] <= 25, routed["routing"]
+            assert all(p["answered"] for p in routed["peers"]), routed["peers"]
             top = {r["content_hash"] for r in everyone["results"]}
-            assert {r["content_hash"] for r in routed["results"]} == top, (theme, routed["routing"], routed["warnings"])
+            missed = [(r["name"], r.get("share"), round(r["score"], 3)) for r in everyone["results"] if r["content_hash"] not in {x["content_hash"] for x in routed["results"]}]
+            extra = [(r["name"], r.get("share"), round(r["score"], 3)) for r in routed["results"] if r["content_hash"] not in top]
+            assert not missed and not extra, (theme, missed, extra, [p["name"] for p in routed["peers"]], routed["routing"])
             assert {r["name"].split("-")[0] for r in everyone["results"]} == {theme}, everyone["results"]
             asked_with_topics |= {p["peer_id"] for p in routed["peers"]}
         assert private["peer_id"] not in asked_with_topics

@@ -81,7 +81,24 @@ def test_the_shares_near_the_query_are_asked_first(codebook, tmp_path) -> None:
     far = [shares.add(f"far{i}", near(normalize(rng.standard_normal(32).astype(np.float32)), 100, 0.2, 10 + i)) for i in range(8)]
     routed = routed_by(query, codebook, shares, RoutingCache(), RouteSettings(ask=2), lambda: NOW)
     assert [c.peer_id for c in routed.chosen] == [close, nearby]
-    assert routed.lookups == RouteSettings.lookups and not set(far) & {c.peer_id for c in routed.chosen}
+    assert routed.lookups == RouteSettings.lookups and not set(far) & {c.peer_id for c in routed.chosen}  # two found at once
+
+
+def test_where_few_shares_hold_the_nearest_topics_the_next_ones_are_looked_up(codebook, tmp_path) -> None:
+    shares = Shares(codebook, tmp_path)
+    rng = np.random.default_rng(30)
+    query = normalize(rng.standard_normal(32).astype(np.float32))
+    only = shares.add("only", near(query, 30, 0.1, 31))
+    routed = routed_by(query, codebook, shares, RoutingCache(), RouteSettings(ask=10), lambda: NOW)
+    assert routed.lookups == RouteSettings.max_lookups and [c.peer_id for c in routed.chosen] == [only]
+    # A share whose topics are all farther: found only by listing the shares, and still ranked by its summary.
+    elsewhere = shares.add("elsewhere", near(normalize(rng.standard_normal(32).astype(np.float32)), 30, 0.1, 32), provides=[])
+
+    async def list_any() -> dict[str, list[str]]:
+        return {peer: ["/ip4/127.0.0.1/tcp/1"] for peer in (only, elsewhere)}
+
+    listed = trio.run(partial(route, query, codebook, shares.lookup, shares.fetch, RoutingCache(), RouteSettings(ask=10), now=lambda: NOW, list_any=list_any))
+    assert [c.peer_id for c in listed.chosen] == [only, elsewhere] and listed.lookups == RouteSettings.max_lookups + 1
 
 
 def test_a_share_claiming_every_topic_is_ranked_after_honest_ones(codebook, tmp_path) -> None:
@@ -91,7 +108,7 @@ def test_a_share_claiming_every_topic_is_ranked_after_honest_ones(codebook, tmp_
     shares = Shares(codebook, tmp_path)
     rng = np.random.default_rng(4)
     query = normalize(rng.standard_normal(32).astype(np.float32))
-    honest = shares.add("honest", near(query, 40, 0.3, 5))
+    honest = shares.add("honest", near(query, 40, 0.15, 5))
     cheat = shares.add("cheat", near(query, 400, 0.05, 6), provides=list(range(codebook.size)))  # its items sit right on the query
     cache = RoutingCache()
     routed = routed_by(query, codebook, shares, cache, RouteSettings(ask=2), lambda: NOW)
@@ -130,13 +147,14 @@ def test_summaries_and_lookups_are_cached_until_they_expire(codebook, tmp_path) 
     peer = shares.add("short-lived", near(query, 60, 0.25, 12), lifetime=1800)
     cache = RoutingCache()
     clock = [NOW]
-    first = routed_by(query, codebook, shares, cache, RouteSettings(), lambda: clock[0])
+    settings = RouteSettings(ask=1)
+    first = routed_by(query, codebook, shares, cache, settings, lambda: clock[0])
     assert first.fetched == 1 and first.lookups == RouteSettings.lookups
     clock[0] = NOW + 60
-    second = routed_by(query, codebook, shares, cache, RouteSettings(), lambda: clock[0])
+    second = routed_by(query, codebook, shares, cache, settings, lambda: clock[0])
     assert (second.fetched, second.lookups) == (0, 0) and second.chosen[0].peer_id == peer
     clock[0] = NOW + 1800  # the summary expired (and the lookups, after 10 minutes): fetched again, and refused
-    third = routed_by(query, codebook, shares, cache, RouteSettings(), lambda: clock[0])
+    third = routed_by(query, codebook, shares, cache, settings, lambda: clock[0])
     assert third.lookups == RouteSettings.lookups and third.fetched == 1 and third.chosen == []
 
 
@@ -188,7 +206,7 @@ async def test_half_the_dht_vanishing_mid_query_still_finds_the_shares(codebook,
                 await host.close()
             vanished.set()
 
-        settings = RouteSettings(lookup_seconds=8)
+        settings = RouteSettings(lookup_seconds=8, ask=3)
         started = trio.current_time()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(vanish)

@@ -44,7 +44,7 @@ THEMES: dict[str, tuple[list[str], list[str], list[str]]] = {
     "cats": (["The kitten", "My old cat", "A stray tabby", "The Siamese"], ["chased", "slept beside", "purred at", "hid from"], ["a ball of yarn", "the warm radiator", "the vacuum cleaner", "a red laser dot"]),
     "volcanoes": (["The volcano", "A lava dome", "The crater", "An old caldera"], ["erupted over", "spewed ash across", "rumbled beneath", "collapsed into"], ["the island village", "the valley", "the sea", "the glacier"]),
     "opera": (["The soprano", "The tenor", "The orchestra", "The conductor"], ["rehearsed", "performed", "premiered", "recorded"], ["an aria by Puccini", "the overture", "a duet from Verdi", "the final act"]),
-    "chess": (["The grandmaster", "My opponent", "The young prodigy", "The engine"], ["sacrificed", "castled behind", "promoted", "blundered"], ["a knight", "the queen's pawn", "a rook on the open file", "the bishop pair"]),
+    "chess": (["The grandmaster", "My opponent", "The young prodigy", "The club champion"], ["sacrificed", "castled behind", "promoted", "blundered"], ["a knight", "the queen's pawn", "a rook on the open file", "the bishop pair"]),
     "weather": (["The storm", "A cold front", "The heatwave", "Thick fog"], ["swept across", "settled over", "flooded", "froze"], ["the northern plains", "the coastal towns", "the city streets", "the mountain passes"]),
     "medicine": (["The nurse", "The surgeon", "A family doctor", "The pharmacist"], ["treated", "vaccinated", "examined", "prescribed antibiotics for"], ["a child with fever", "an elderly patient", "a broken wrist", "a persistent cough"]),
 }
@@ -54,7 +54,7 @@ QUERIES = {
     "football": "a soccer match and the goals scored",
     "gardening": "growing vegetables and flowers in the garden",
     "sailing": "a boat at sea with sails and wind",
-    "programming": "software engineering and fixing code",
+    "programming": "a developer fixed a bug in the code",
 }
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from peerlight.embeddings.codebook import Codebook
 from peerlight.p2p import schema
-from peerlight.p2p.dht import bootstrap, find_providers, running_dht
+from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, find_providers, running_dht
 from peerlight.p2p.errors import Unavailable, Unreachable
 
 from ..catalog.database import Catalog
@@ -93,7 +93,11 @@ class GlobalRouting:
             async def lookup(key: str) -> dict[str, list[str]]:
                 return await find_providers(dht, key, count=self.settings.providers, timeout=self.settings.lookup_seconds)
 
-            routed = await route(vector, codebook, lookup, self._fetch_summary, self.cache, self.settings, exclude=frozenset({str(requester.host.get_id())}))
+            async def list_any() -> dict[str, list[str]]:
+                return await find_providers(dht, PEERLIGHT_KEY, count=self.settings.providers, timeout=self.settings.lookup_seconds)
+
+            me = frozenset({str(requester.host.get_id())})
+            routed = await route(vector, codebook, lookup, self._fetch_summary, self.cache, self.settings, exclude=me, list_any=list_any)
         by_peer = {remote.peer_id: remote for remote in known}
         # A share found again that the user added or joined keeps its token and name.
         remotes = [by_peer.get(c.peer_id) or _found_share(c) for c in routed.chosen]

@@ -13,7 +13,7 @@ import trio
 from peerlight.embeddings.model_ids import is_ordered
 from peerlight.embeddings.vectors import normalize
 from peerlight.p2p import schema
-from peerlight.p2p.errors import Forbidden, WireError
+from peerlight.p2p.errors import Forbidden, RateLimited, WireError
 
 from ..catalog import remote_items
 from ..catalog.database import Catalog
@@ -26,6 +26,8 @@ from .sync import SYNC_PREFIX_K
 
 TYPICAL_SPREAD = 0.1  # the standard deviation of a query's cosines, when no items tell it
 SPREAD_SAMPLE = 2000  # cached prefixes that estimate a query's spread in a space we hold no items of
+BUSY_RETRIES = 5  # a busy share is asked again this often within the search's deadline
+MAX_BUSY_WAIT = 5.0  # seconds a share may ask us to wait before asking again
 STRANGER_PREFIX = SYNC_PREFIX_K  # values of an ordered query vector a stranger's share is sent
 
 # model id -> (the query's vector in it, the mean and spread of its cosine over our own items, if known)
@@ -111,7 +113,7 @@ class PeerSearch:
             best: dict[str, dict[str, Any]] = {}
             try:
                 for model, request in requests:
-                    reply = await requester.request(remote.peer_id, remote.addresses, schema.QUERY, remote.with_token(request), timeout=self.query_timeout)
+                    reply = await self._asked(requester, remote, request)
                     for result in reply["results"]:  # each checked against the schema: invalid ones are left out
                         if model is not None:
                             result = z_scored(result, *spaces[model][1:])
@@ -139,6 +141,20 @@ class PeerSearch:
                     answer.cached += [z_scored(r, mean, spread) for r in cached]
                 answer.cached = sorted(answer.cached, key=result_score, reverse=True)[:k]
         return answers
+
+    async def _asked(self, requester: Any, remote: RemoteShare, request: dict[str, Any]) -> dict[str, Any]:
+        """One query's answer; a share that is busy (``rate_limited``: a node holding several of the
+        shares asked serves each peer a fair share of its work) is asked again after the wait it
+        names, while the search's deadline allows."""
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                return await requester.request(remote.peer_id, remote.addresses, schema.QUERY, remote.with_token(request), timeout=self.query_timeout)
+            except RateLimited as exc:
+                wait = exc.data.get("retry_after")
+                if attempt == BUSY_RETRIES or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_BUSY_WAIT:
+                    raise
+                await trio.sleep(wait)
+        raise AssertionError("unreachable")
 
     async def _with_spread(self, model_id: str, vector: np.ndarray, mean: float | None, spread: float | None) -> tuple[np.ndarray, float, float]:
         """The query's vector with the spread of its cosines: our own items', else the cached peers' items'."""

@@ -47,7 +47,8 @@ FLAGGED_PENALTY = 10.0  # a share providing topics its summary does not list goe
 
 @dataclass(frozen=True)
 class RouteSettings:
-    lookups: int = 8  # topics looked up (DHT lookups) per query
+    lookups: int = 8  # topics looked up (DHT lookups) at once, the nearest first
+    max_lookups: int = 24  # ... and in all, while fewer than ``ask`` shares are found
     summaries: int = 48  # summaries fetched per query at most (those cached are free)
     ask: int = 10  # shares asked
     providers: int = 256  # providers wanted per topic (all a DHT server keeps: p2p/quirks.py)
@@ -154,9 +155,10 @@ async def route(
     *,
     now: Callable[[], float] = time.time,
     exclude: frozenset[str] = frozenset(),
+    list_any: Callable[[], Awaitable[dict[str, list[str]]]] | None = None,
 ) -> Route:
     prefix = codebook.prefixes(np.asarray(query).reshape(1, -1))[0]
-    topics, closeness = codebook.nearest(prefix, settings.lookups)
+    ranked_topics, ranked_closeness = codebook.nearest(prefix, settings.max_lookups)
     found: dict[int, dict[str, list[str]]] = {}
     lookups = 0
 
@@ -177,21 +179,37 @@ async def route(
                 return
             cache.topics.put(key, found[topic], now())  # a finished lookup, even an empty one
 
-    async with trio.open_nursery() as nursery:
-        for topic in topics:
-            nursery.start_soon(look_up, int(topic))
-
     candidates: dict[str, Candidate] = {}
-    for topic in topics:
-        for peer_id, addresses in found.get(int(topic), {}).items():
-            if peer_id in exclude:
-                continue
-            candidate = candidates.setdefault(peer_id, Candidate(peer_id, list(addresses)))
-            candidate.topics.add(int(topic))
+    searched = 0
+    # The nearest topics first; where few shares hold them (a young or small network), the next ones.
+    while searched < len(ranked_topics) and (searched == 0 or len(candidates) < settings.ask):
+        batch = [int(t) for t in ranked_topics[searched : searched + settings.lookups]]
+        searched += len(batch)
+        async with trio.open_nursery() as nursery:
+            for topic in batch:
+                nursery.start_soon(look_up, topic)
+        for topic in batch:
+            for peer_id, addresses in found.get(topic, {}).items():
+                if peer_id in exclude:
+                    continue
+                candidate = candidates.setdefault(peer_id, Candidate(peer_id, list(addresses)))
+                candidate.topics.add(topic)
+    if len(candidates) < settings.ask and list_any is not None:
+        # A network so small that its shares hold few of the topics: any share (the Peerlight
+        # key lists them, 256 at most) may be the one, and the summaries still choose.
+        lookups += 1
+        with trio.move_on_after(settings.lookup_seconds):
+            try:
+                for peer_id, addresses in (await list_any()).items():
+                    if peer_id not in exclude:
+                        candidates.setdefault(peer_id, Candidate(peer_id, list(addresses)))
+            except Exception as exc:
+                log.info("listing shares failed", extra={"reason": str(exc)})
+    topics, closeness = ranked_topics[:searched], ranked_closeness[:searched]
     rank_of = {int(t): float(c) for t, c in zip(topics, closeness)}
     # Before summaries: shares found under more of the query's topics, the nearer ones weighing more
     # (a share that holds items in several of them is likely to hold the nearest ones).
-    ordered = sorted(candidates.values(), key=lambda c: sum(math.exp((rank_of[t] - 1.0) / PRELIMINARY_WIDTH) for t in c.topics), reverse=True)
+    ordered = sorted(candidates.values(), key=lambda c: sum(math.exp((rank_of[t] - 1.0) / PRELIMINARY_WIDTH) for t in c.topics), reverse=True)  # listed only: last
     scored, fetched = await rank(prefix, codebook, ordered, fetch_summary, cache, settings, now=now)
     return Route(scored[: settings.ask], len(candidates), lookups, fetched, [int(t) for t in topics])
 
