@@ -48,10 +48,48 @@ async def running_dht(host: Any, *, server: bool) -> AsyncIterator[Any]:
         yield dht
 
 
+DNS_PROTOCOLS = ("/dnsaddr/", "/dns4/", "/dns6/", "/dns/")
+MAX_RESOLVED = 16  # addresses kept of one DNS name (its TXT records are whatever its owner writes)
+
+# The public IPFS DHT's (Amino's) bootstrap peers, as go-libp2p and kubo list them: a node joins
+# the public DHT with ``network.bootstrap`` set to these (DNS names resolved at each join).
+AMINO_BOOTSTRAP = (
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
+    "/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
+)
+
+
+async def resolved(text: str) -> list[str]:
+    """A bootstrap entry as dialable multiaddrs: a ``/dnsaddr`` name (DNS TXT records
+    ``_dnsaddr.<name>``, as Amino's list uses) or ``/dns4``, ``/dns6``, ``/dns`` name resolved
+    by multiaddr's resolver, keeping the addresses of the peer the entry names; others as they are.
+    A name that does not resolve in time gives nothing (the other entries are tried)."""
+    if not text.startswith(DNS_PROTOCOLS):
+        return [text]
+    from multiaddr import Multiaddr
+    from multiaddr.resolvers import DNSResolver
+
+    wanted = text.rsplit("/p2p/", 1)[1] if "/p2p/" in text else None
+    found: list[str] = []
+    with trio.move_on_after(BOOTSTRAP_TIMEOUT):
+        try:
+            found = [str(a) for a in await DNSResolver().resolve(Multiaddr(text))]
+        except Exception as exc:  # no DNS here, an unknown name, a malformed record
+            log.info("a bootstrap name did not resolve: %s", exc)
+    return [a for a in found if "/p2p/" in a and (wanted is None or a.endswith(f"/p2p/{wanted}"))][:MAX_RESOLVED]
+
+
 async def bootstrap(host: Any, dht: Any, peers: Sequence[str]) -> int:
-    """Connect to the given DHT nodes (full multiaddrs) and add them to the routing table; how many answered."""
+    """Connect to the given DHT nodes (full multiaddrs, DNS names resolved) and add them to the
+    routing table; how many answered."""
     joined = 0
-    for text in peers:
+    entries = []
+    for entry in peers:
+        entries += await resolved(entry)
+    for text in entries:
         try:
             peer_id, address = split_peer_address(text)
         except ValueError as exc:
