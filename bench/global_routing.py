@@ -7,7 +7,7 @@ py-libp2p 0.8.1 where it matters for routing:
 - every share is a DHT server; node ids are the sha2-256 of the peer id (the top 64 bits);
 - routing tables hold k = 20 peers per bucket (chosen at random among those that fit);
 - a provider record lands on the k nodes closest to its key, and each keeps the first
-  ``--provider-cap`` providers of a key (py-libp2p keeps 20: ``BUCKET_SIZE``);
+  ``--provider-cap`` providers of a key (256 with Peerlight's quirk; py-libp2p alone keeps 20);
 - a lookup is iterative: ALPHA = 10 closest unqueried peers per round, each answering with the
   k closest it knows, until the k closest have all answered; then the closest is asked for
   the providers. A round lasts as long as its slowest answer (py-libp2p waits for the batch);
@@ -355,7 +355,7 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=RouteSettings.lookups)
     parser.add_argument("--summaries", type=int, default=RouteSettings.summaries)
     parser.add_argument("--size-weight", type=float, default=RouteSettings.size_weight)
-    parser.add_argument("--provider-cap", type=int, default=20, help="providers a DHT node keeps per key (py-libp2p: 20)")
+    parser.add_argument("--provider-cap", type=int, default=256, help="providers a DHT node keeps per key (Peerlight: 256; py-libp2p alone: 20)")
     parser.add_argument("--warm", action="store_true", help="keep the routing cache between queries")
     parser.add_argument("--vanish", type=float, default=0.0, help="fraction of DHT nodes gone during each query")
     parser.add_argument("--seed", type=int, default=0)
