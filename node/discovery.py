@@ -10,15 +10,15 @@ from __future__ import annotations
 import time
 from functools import partial
 
-from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, find_providers, running_dht
-from peerlight.p2p.errors import Forbidden, Unreachable
+from peerlight.p2p.dht import PEERLIGHT_KEY, find_providers
+from peerlight.p2p.errors import Forbidden
 from peerlight.p2p.host import transport_address
 from peerlight.p2p.listen import NoLanInterface, lan_addresses
 from peerlight.p2p.mdns import browse
 
 from .catalog.database import Catalog
 from .catalog.shares import forget_remote, get_remote, list_remote, prune_refusing, remember_remote
-from .peers.host import PeerHost
+from .peers.host import PeerHost, dht_entry
 from .peers.remotes import Remotes
 
 LAN_BROWSE_SECONDS = 3.0  # how long `discover --lan` listens for mDNS announcements
@@ -48,15 +48,7 @@ class Discovery:
         known (each is a DHT server), for the duration of the lookup, as a client only.
         """
         known = await self._catalog.read(list_remote)
-        entry = list(self._bootstrap) + [
-            f"{address}/p2p/{remote.peer_id}" for remote in known if (remote.manifest or {}).get("scope") == "global" for address in remote.addresses[:2]
-        ]
-        if not entry:
-            raise Unreachable("no DHT node to start from: set network.bootstrap, or add a global share with `peers add`")
-        requester = await self._host.requester()
-        async with running_dht(requester.host, server=False) as dht:
-            if not await bootstrap(requester.host, dht, entry):
-                raise Unreachable("no bootstrap node of the DHT answered")
+        async with self._host.joined_dht(dht_entry(self._bootstrap, known)) as dht:
             found = await find_providers(dht, PEERLIGHT_KEY)
         return await self._remember_found(found, "dht", {remote.peer_id for remote in known})
 

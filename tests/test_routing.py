@@ -18,6 +18,7 @@ from peerlight.node.identity import create_identity
 from peerlight.node.routing.router import RouteSettings, RoutingCache, route
 from peerlight.node.routing.topics import profile, summary_of, topic_key
 from peerlight.p2p.dht import bootstrap, find_providers, running_dht
+from peerlight.p2p.errors import NotFound
 from peerlight.p2p.host import listen_addresses, new_host, running
 from peerlight.p2p.summaries import TopicSummary, encode
 
@@ -39,6 +40,7 @@ class Shares:
         self.summaries: dict[str, bytes] = {}
         self.providers: dict[str, dict[str, list[str]]] = {}
         self.silent: set[str] = set()
+        self.unpublished: set[str] = set()
         self.fetches: list[str] = []
 
     def add(self, name: str, items: np.ndarray, provides: list[int] | None = None, *, lifetime: float | None = None) -> str:
@@ -60,6 +62,8 @@ class Shares:
         self.fetches.append(peer_id)
         if peer_id in self.silent:
             raise OSError("no answer")
+        if peer_id in self.unpublished:
+            raise NotFound("this share publishes no topic summary")
         return self.summaries[peer_id]
 
 
@@ -130,9 +134,12 @@ def test_a_share_that_does_not_answer_drops_in_rank_and_is_left_out_without_a_su
     second = shares.add("second", near(query, 60, 0.15, 9))
     silent = shares.add("silent", near(query, 60, 0.1, 10))
     shares.silent.add(silent)
+    unpublished = shares.add("unpublished", near(query, 60, 0.1, 14))
+    shares.unpublished.add(unpublished)
     cache = RoutingCache()
     routed = routed_by(query, codebook, shares, cache, RouteSettings(ask=3), lambda: NOW)
-    assert silent not in [c.peer_id for c in routed.chosen]  # no valid summary: not asked
+    assert not {silent, unpublished} & {c.peer_id for c in routed.chosen}  # no valid summary: not asked
+    assert cache.misses.get(silent, NOW) == 1 and cache.misses.get(unpublished, NOW) is None  # answering "none" is an answer
     assert [c.peer_id for c in routed.chosen] == [first, second]
     for _ in range(3):  # the first share stops answering queries
         cache.missed(first, NOW)

@@ -20,13 +20,13 @@ import numpy as np
 
 from peerlight.embeddings.codebook import Codebook
 from peerlight.p2p import schema
-from peerlight.p2p.dht import PEERLIGHT_KEY, bootstrap, find_providers, running_dht
-from peerlight.p2p.errors import Unavailable, Unreachable
+from peerlight.p2p.dht import PEERLIGHT_KEY, find_providers
+from peerlight.p2p.errors import Unavailable
 
 from ..catalog.database import Catalog
 from ..catalog.shares import RemoteShare, list_remote
 from ..routing.router import Candidate, Route, RouteSettings, RoutingCache, rank, route
-from .host import PeerHost
+from .host import PeerHost, dht_entry
 
 
 @dataclass
@@ -80,15 +80,8 @@ class GlobalRouting:
             raise Unavailable("global search routes by the shipped text space's topics; this node has no text vectors in it (is the text model loaded?)")
         codebook, vector = chosen
         known = await self._catalog.read(list_remote)
-        entry = list(self._bootstrap) + [
-            f"{address}/p2p/{remote.peer_id}" for remote in known if (remote.manifest or {}).get("scope") == "global" for address in remote.addresses[:2]
-        ]
-        if not entry:
-            raise Unreachable("no DHT node to start from: set network.bootstrap, or add a global share with `peers add`")
         requester = await self._host.requester()
-        async with running_dht(requester.host, server=False) as dht:
-            if not await bootstrap(requester.host, dht, entry):
-                raise Unreachable("no bootstrap node of the DHT answered")
+        async with self._host.joined_dht(dht_entry(self._bootstrap, known)) as dht:
 
             async def lookup(key: str) -> dict[str, list[str]]:
                 return await find_providers(dht, key, count=self.settings.providers, timeout=self.settings.lookup_seconds)

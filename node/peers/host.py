@@ -28,6 +28,14 @@ from peerlight.p2p.listen import listen_multiaddrs
 READY_SECONDS = 30.0  # how long a request waits for the host to come up (at the daemon's start)
 
 
+def dht_entry(bootstrap: tuple[str, ...], known: list[Any]) -> list[str]:
+    """Where the node enters the DHT: the configured bootstrap nodes, then the global shares it
+    knows (each is a DHT server), two addresses of each."""
+    return list(bootstrap) + [
+        f"{address}/p2p/{remote.peer_id}" for remote in known if (remote.manifest or {}).get("scope") == "global" for address in remote.addresses[:2]
+    ]
+
+
 class PeerHost:
     def __init__(self, seed: bytes, hole_punching: bool = False, private_addresses: bool = False) -> None:
         self._seed = seed
@@ -64,6 +72,20 @@ class PeerHost:
         # The share that took the relayed connection starts; a stranger connecting directly is shut out.
         async with inbound_only_from_punch_partners(host), hole_punching(host, initiate=False, private=self._private_addresses):
             yield
+
+    @asynccontextmanager
+    async def joined_dht(self, entry: list[str]) -> AsyncIterator[Any]:
+        """The DHT, joined as a client through ``entry`` by the node's host, for the block;
+        ``Unreachable`` when there is nowhere to start from or no one there answers."""
+        from peerlight.p2p.dht import bootstrap, running_dht
+
+        if not entry:
+            raise Unreachable("no DHT node to start from: set network.bootstrap, or add a global share with `peers add`")
+        requester = await self.requester()
+        async with running_dht(requester.host, server=False) as dht:
+            if not await bootstrap(requester.host, dht, entry):
+                raise Unreachable("no bootstrap node of the DHT answered")
+            yield dht
 
     async def requester(self) -> Requester:
         """The host's requester, once it runs; Unreachable when it does not come up."""

@@ -30,6 +30,7 @@ import numpy as np
 import trio
 
 from peerlight.embeddings.codebook import Codebook
+from peerlight.p2p.errors import NotFound
 from peerlight.p2p.summaries import TopicSummary, decode
 
 from .topics import topic_key
@@ -242,6 +243,9 @@ async def rank(
                 with trio.fail_after(settings.summary_seconds):
                     value = await fetch_summary(candidate.peer_id, candidate.addresses)
                 summary = decode(value, candidate.peer_id, now=now())
+            except NotFound:  # it answered: it publishes no summary (a LAN share, an older node)
+                candidate.error = "it publishes no topic summary"
+                return
             except Exception as exc:  # no answer, or not a valid one (InvalidSummary, a wire error, a timeout)
                 candidate.error = f"{type(exc).__name__}: {exc}"
                 cache.missed(candidate.peer_id, now())
