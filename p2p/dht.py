@@ -48,6 +48,8 @@ async def running_dht(host: Any, *, server: bool) -> AsyncIterator[Any]:
         yield dht
 
 
+MAX_PROVIDER_ADDRESSES = 8  # addresses kept of one provider
+MAX_ADDRESS_CHARS = 300
 DNS_PROTOCOLS = ("/dnsaddr/", "/dns4/", "/dns6/", "/dns/")
 MAX_RESOLVED = 16  # addresses kept of one DNS name (its TXT records are whatever its owner writes)
 
@@ -113,7 +115,9 @@ async def find_providers(dht: Any, key: str, count: int = 50, timeout: float = 1
     found: dict[str, list[str]] = {}
     with trio.move_on_after(timeout):
         for info in await dht.find_providers(key, count):
-            addresses = [transport_address(str(a)) for a in info.addrs]
-            found.setdefault(str(info.peer_id), [])
-            found[str(info.peer_id)] = list(dict.fromkeys(found[str(info.peer_id)] + addresses))
+            known = found.setdefault(str(info.peer_id), [])
+            for address in info.addrs[:MAX_PROVIDER_ADDRESSES]:  # a record's addresses are its provider's word
+                text = str(address)
+                if len(known) < MAX_PROVIDER_ADDRESSES and len(text) <= MAX_ADDRESS_CHARS and (kept := transport_address(text)) not in known:
+                    known.append(kept)
     return found

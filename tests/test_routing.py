@@ -20,7 +20,7 @@ from peerlight.node.routing.topics import profile, summary_of, topic_key
 from peerlight.p2p.dht import bootstrap, find_providers, running_dht
 from peerlight.p2p.errors import NotFound
 from peerlight.p2p.host import listen_addresses, new_host, running
-from peerlight.p2p.summaries import TopicSummary, encode
+from peerlight.p2p.summaries import Topic, TopicSummary, encode
 
 NOW = 1_800_000_000.0
 
@@ -145,6 +145,25 @@ def test_a_share_that_does_not_answer_drops_in_rank_and_is_left_out_without_a_su
         cache.missed(first, NOW)
     routed = routed_by(query, codebook, shares, cache, RouteSettings(ask=3), lambda: NOW)
     assert [c.peer_id for c in routed.chosen] == [second, first]
+
+
+def test_a_summary_of_another_space_under_the_codebook_s_id_is_left_out(codebook, tmp_path) -> None:
+    """Its codebook id is public: a share may copy it onto sub-centroids of another length (which
+    would break the scoring of every search meeting it) or another model's space."""
+    shares = Shares(codebook, tmp_path)
+    rng = np.random.default_rng(40)
+    query = normalize(rng.standard_normal(32).astype(np.float32))
+    honest = shares.add("honest", near(query, 30, 0.1, 41))
+    identity = create_identity(tmp_path / "odd.key")
+    found = profile(codebook, near(query, 30, 0.1, 42))
+    odd = TopicSummary(
+        identity.peer_id, codebook.id, codebook.model_id, 30, tuple(Topic(t, 1, normalize(rng.standard_normal((1, 32)).astype(np.float32))) for t in found.topics), 1, int(NOW), int(NOW) + 3600
+    )
+    shares.summaries[identity.peer_id] = encode(odd, Ed25519PrivateKey.from_private_bytes(identity.seed))
+    for topic in found.topics:
+        shares.providers.setdefault(topic_key(codebook.id, topic), {})[identity.peer_id] = []
+    routed = routed_by(query, codebook, shares, RoutingCache(), RouteSettings(ask=5), lambda: NOW)
+    assert [c.peer_id for c in routed.chosen] == [honest]
 
 
 def test_summaries_and_lookups_are_cached_until_they_expire(codebook, tmp_path) -> None:

@@ -112,7 +112,8 @@ class SearchMethods:
                 return
             answers = await self._peers.search.ask(peer_query(request), query.by_model, query.bases, send_text=send_text, remotes=routing.remotes)
             for answer in answers:
-                self._peers.routing.answered(answer.remote.peer_id, answer.results is not None)
+                if answer.results is not None or not (answer.error or "").startswith("not asked"):  # left out by us is not silence
+                    self._peers.routing.answered(answer.remote.peer_id, answer.results is not None)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ask_local)

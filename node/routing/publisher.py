@@ -23,6 +23,7 @@ from ..catalog.database import Catalog
 from ..serving.share_queries import scope_prefixes
 from .topics import SUMMARY_LIFETIME, profile, summary_of, topic_key
 
+REFRESH_SECONDS = 600.0  # a share's topics are computed again at most this often (a read of every item)
 RETIRED_SECONDS = 48 * 3600  # a provider record's longest life on the DHT (go-libp2p and py-libp2p: 48 h)
 
 
@@ -47,7 +48,11 @@ class TopicPublisher:
     async def refresh(self) -> bool:
         """Re-make the summary if the catalog changed or it is half way to expiring; whether the topics changed."""
         now = self._now()
-        if self._generation == self._catalog.generation and now - self._issued < SUMMARY_LIFETIME / 2:
+        due = now - self._issued >= SUMMARY_LIFETIME / 2
+        # The catalog's generation moves with every write (an access log entry too): a library's
+        # topics are read again at most every REFRESH_SECONDS, and at once when the summary ages.
+        changed = self._generation != self._catalog.generation
+        if not due and not (changed and (self.value is None or now - self._issued >= REFRESH_SECONDS)):
             return False
         self._generation = self._catalog.generation
         prefixes = await self._catalog.read(partial(scope_prefixes, scope=self._scope(), model_id=self.codebook.model_id, k=self.codebook.prefix))

@@ -41,6 +41,7 @@ Lookup = Callable[[str], Awaitable[dict[str, list[str]]]]  # DHT key -> provider
 FetchSummary = Callable[[str, list[str]], Awaitable[bytes]]  # peer id, addresses -> the signed summary
 
 SIZE_WEIGHT = 0.06  # how much a sub-centroid's items count against its closeness (tuned in bench/global_routing.py)
+MAX_ITEMS_PER_SUB = 10_000  # items one sub-centroid counts for at most, whatever a summary claims
 PRELIMINARY_WIDTH = 0.05  # how fast a farther topic counts less, before summaries are read
 MISS_PENALTY = 0.05  # rank lost per unanswered request, while remembered
 FLAGGED_PENALTY = 10.0  # a share providing topics its summary does not list goes after every other
@@ -68,7 +69,8 @@ def share_score(summary: TopicSummary, query: np.ndarray, size_weight: float = S
     terms = []
     for topic in summary.topics:
         closeness = topic.subs @ query[: topic.subs.shape[1]]
-        terms.append(np.log(topic.items / len(topic.subs)) + (closeness - 1.0) / size_weight)
+        # A summary's counts are the share's word: what one sub-centroid may stand for is capped.
+        terms.append(np.log(min(topic.items / len(topic.subs), MAX_ITEMS_PER_SUB)) + (closeness - 1.0) / size_weight)
     if not terms:
         return -math.inf
     every = np.concatenate(terms)
@@ -115,9 +117,9 @@ class RoutingCache:
     """What routing remembers between queries: topic lookups (10 min), verified summaries (until
     they expire, an hour at most), and shares that did not answer or overclaimed (an hour)."""
 
-    def __init__(self, topic_seconds: float = 600, summary_seconds: float = 3600, penalty_seconds: float = 3600, limit: int = 20_000) -> None:
-        self.topics = _Expiring(topic_seconds, limit)
-        self.summaries = _Expiring(summary_seconds, limit)
+    def __init__(self, topic_seconds: float = 600, summary_seconds: float = 3600, penalty_seconds: float = 3600, limit: int = 2_000) -> None:
+        self.topics = _Expiring(topic_seconds, limit)  # each up to 256 providers
+        self.summaries = _Expiring(summary_seconds, limit)  # each a few KB decoded
         self.misses = _Expiring(penalty_seconds, limit)  # peer -> unanswered requests
         self.overclaims = _Expiring(penalty_seconds, limit)  # peer -> topics provided but not listed
 
@@ -250,8 +252,8 @@ async def rank(
                 candidate.error = f"{type(exc).__name__}: {exc}"
                 cache.missed(candidate.peer_id, now())
                 return
-        if summary.codebook != codebook.id:
-            candidate.error = "its summary uses another codebook"
+        if summary.codebook != codebook.id or summary.model_id != codebook.model_id or any(t.subs.shape[1] != codebook.prefix for t in summary.topics):
+            candidate.error = "its summary is not of this codebook's space"  # its codebook id copied onto other vectors
             return
         candidate.summary = summary
         cache.summaries.put(candidate.peer_id, summary, now(), until=summary.expires)

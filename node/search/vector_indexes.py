@@ -46,6 +46,7 @@ from .hits import VectorHit
 log = logging.getLogger("peerlight.search.indexes")
 
 BUILD_BATCH = 65536
+MAX_SHORTLIST = 50_000  # a fitted shortlist is cut here
 SHUTDOWN_SAVE_SECONDS = 10.0
 
 
@@ -144,7 +145,9 @@ class VectorIndexes:
                 sample = await trio.to_thread.run_sync(live.index.sample, FUNNEL_SAMPLE + 200)
                 live.funnel = fitted = await trio.to_thread.run_sync(partial(funnel_fit, sample, live.index.prefix_len, library_size=size))
                 log.info("funnel shortlist fitted", extra={"model_id": live.index.model_id, "vectors": size, "shortlist": fitted.shortlist})
-        return max(fitted.shortlist, 2 * k)
+        # Never more than the library, nor than MAX_SHORTLIST: a library far from the ordering's
+        # text would otherwise rerank most of itself on every query, a peer's included.
+        return min(size, max(min(fitted.shortlist, MAX_SHORTLIST), 2 * k))
 
     async def spread(self, model_id: str, dimension: int, query: np.ndarray) -> tuple[float, float]:
         """Mean and standard deviation of ``query``'s cosine over the model's vectors (see PrefixIndex)."""

@@ -202,7 +202,8 @@ async def _provide_forever(current: RunningShare, host: Any, dht: Any, reach: Gl
         if keys:
             try:
                 provided = await _provide(dht, keys)
-                provided_topics = set(topic_keys) if full_round else provided_topics | set(keys)
+                if provided:  # a key whose provide failed is tried again at the next check
+                    provided_topics = set(topic_keys) if full_round else provided_topics | set(keys)
             except Exception as exc:  # no DHT peer reachable now: try again later
                 provided = False
                 log.info("providing on the DHT failed", extra={"share": current.share.name, "reason": describe_error(exc)})
