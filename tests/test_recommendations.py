@@ -55,6 +55,12 @@ def _write_library(folder: Path, texts: dict[str, str]) -> Path:
     return folder
 
 
+def _settled_version(data_dir: Path, quiet_seconds: float = 2.0) -> int:
+    """The active model version after ``quiet_seconds`` without a retrain."""
+    time.sleep(quiet_seconds)
+    return cli_json(data_dir, "recommender", "status")["version"]
+
+
 def _wait_for_version(data_dir: Path, above: int, examples: int | None = None, widths: dict[str, int] | None = None) -> dict:
     """The model's status once a version above ``above`` (trained on ``examples`` labelled items,
     its one space's examples at ``widths``) is active: the background retrain after feedback.
@@ -139,8 +145,14 @@ def test_recommendations_follow_the_user_s_ratings(rated_node) -> None:
     assert len(shuffled) > 1
 
     # Roll back to the previous version, then training goes on from the newest feedback.
+    # (Compared with the version active when it rolls back: a retrain still pending from the
+    # feedback above may have made a newer one since ``version`` was read.)
+    active = cli_json(data_dir, "recommender", "status")["version"]
+    while (settled := _settled_version(data_dir)) != active:  # until no retrain follows for a while
+        active = settled
+    assert active >= version
     rolled = cli_json(data_dir, "recommender", "rollback")
-    assert rolled["version"] < version
+    assert rolled["version"] < active
     versions = cli_json(data_dir, "recommender", "status")["versions"]
     assert [v["version"] for v in versions if v["active"]] == [rolled["version"]] and len(versions) == 3
 
