@@ -88,10 +88,15 @@ async def bootstrap(host: Any, dht: Any, peers: Sequence[str]) -> int:
     """Connect to the given DHT nodes (full multiaddrs, DNS names resolved) and add them to the
     routing table; how many answered."""
     joined = 0
-    entries = []
-    for entry in peers:
-        entries += await resolved(entry)
-    for text in entries:
+    found: list[list[str]] = [[] for _ in peers]
+
+    async def resolve(i: int, entry: str) -> None:
+        found[i] = await resolved(entry)
+
+    async with trio.open_nursery() as nursery:  # DNS names at once: each may take BOOTSTRAP_TIMEOUT
+        for i, entry in enumerate(peers):
+            nursery.start_soon(resolve, i, entry)
+    for text in (address for addresses in found for address in addresses):
         try:
             peer_id, address = split_peer_address(text)
         except ValueError as exc:

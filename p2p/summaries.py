@@ -62,9 +62,6 @@ class TopicSummary:
     expires: int
     retired: tuple[int, ...] = ()  # topics it provided lately and no longer holds: their records outlive the change
 
-    def expired(self, now: float | None = None) -> bool:
-        return (time.time() if now is None else now) >= self.expires
-
     def listed(self) -> frozenset[int]:
         """The topics whose DHT keys may name this share: those it holds, and those it just gave up."""
         return frozenset(t.centroid for t in self.topics) | frozenset(self.retired)

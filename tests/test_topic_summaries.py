@@ -153,3 +153,39 @@ def test_the_shipped_codebook_divides_the_shipped_space() -> None:
     assert f"codebook has id `{codebook.id}`" in page
     with pytest.raises(CodebookError):
         Codebook.from_bytes(b"PK\x03\x04 not a zip")
+
+
+async def test_a_share_that_stops_and_starts_publishing_republishes_at_once_with_its_old_topics_retired(codebook, tmp_path) -> None:
+    """Made members-only, then public again: what it provided is retired meanwhile (its DHT
+    records live on), and its summary comes back at the next check, not when the old one would
+    have aged (3 hours), though the catalog did not change."""
+    from functools import partial
+
+    from peerlight.node.catalog import Catalog
+    from peerlight.node.catalog.embeddings import register_model
+    from peerlight.node.routing.publisher import TopicPublisher
+    from peerlight.node.search.filters import Scope
+
+    from .test_vector_indexes import add_items
+
+    catalog = await Catalog.open(tmp_path / "catalog.sqlite3")
+    try:
+        await catalog.write(partial(register_model, model_id=codebook.model_id, name="test", space="text", dimension=32))
+        items = clustered(np.random.default_rng(7), 3, 20)
+        await catalog.write(partial(add_items, vectors=dict(enumerate(items, start=1)), model_id=codebook.model_id))
+        peer_id, key = share_key(tmp_path)
+        clock = [float(NOW)]
+        publisher = TopicPublisher(catalog, codebook, peer_id, key, scope=Scope, now=lambda: clock[0])
+        await publisher.refresh()
+        held = list(publisher.topics)
+        assert held and decode(publisher.value, peer_id, now=clock[0]).listed() == frozenset(held)
+
+        publisher.withdraw()
+        assert (publisher.topics, publisher.value, publisher.keys()) == ([], None, [])
+        assert set(publisher.retired) == set(held)
+        clock[0] += 60  # the next check of a share that is public again; the catalog did not change
+        await publisher.refresh()
+        summary = decode(publisher.value, peer_id, now=clock[0])
+        assert [t.centroid for t in summary.topics] == held and not summary.retired  # held again: not retired
+    finally:
+        await catalog.aclose()

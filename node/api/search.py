@@ -8,6 +8,8 @@ from typing import Any
 
 import trio
 
+from peerlight.p2p.errors import WireError
+
 from ..catalog.database import Catalog
 from ..catalog.items import item_info
 from ..callers import Caller
@@ -15,8 +17,6 @@ from ..control.params import Params
 from ..control.protocol import Forbidden, InvalidParams, NotFound, Unavailable
 from ..control.server import Handler, Streaming, local_only
 from ..peers.client import PeerClient
-from peerlight.p2p.errors import WireError
-
 from ..peers.search import result_score
 from ..search.duplicates import find_duplicates
 from ..search.engine import MODES, QueryVectors, SearchEngine, SearchError, SearchRequest

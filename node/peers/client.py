@@ -3,7 +3,8 @@
 ``host`` (the node's client host) carries every request; ``remotes`` remembers shares and
 reads their manifests; ``catalogs`` copies their catalogs; ``search`` asks them and ranks
 their items; ``transfers`` previews and downloads; ``discovery`` finds them on the LAN and
-the DHT; ``routing`` picks the few shares a search asks, by topic. Each part checks what it receives through the wire schema (``p2p/schema.py``).
+the DHT; ``routing`` picks the few shares a search asks, by topic. Each part checks what it
+receives through the wire schema (``p2p/schema.py``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from peerlight.embeddings.codebook import Codebook
 
 from ..catalog.database import Catalog
 from ..discovery import Discovery
-from .adapters import PeerAdapters
 from ..routing.router import RouteSettings
+from .adapters import PeerAdapters
 from .global_search import GlobalRouting
 from .host import PeerHost
 from .remotes import Remotes

@@ -13,7 +13,7 @@ for ten minutes, a share that did not answer ranked down for an hour.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,6 @@ class Routing:
     remotes: list[RemoteShare]
     route: Route | None = None  # global routing's figures
     skipped: int = 0  # known shares not asked: their summaries ranked them out
-    scores: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {"asked": len(self.remotes), "skipped": self.skipped}
@@ -94,7 +93,7 @@ class GlobalRouting:
         by_peer = {remote.peer_id: remote for remote in known}
         # A share found again that the user added or joined keeps its token and name.
         remotes = [by_peer.get(c.peer_id) or _found_share(c) for c in routed.chosen]
-        return Routing(remotes, routed, scores={c.peer_id: round(c.score, 4) for c in routed.chosen})
+        return Routing(remotes, routed)
 
     async def among_known(self, vectors: dict[str, Any]) -> Routing:
         """The known shares to ask: every one the user added or joined, and the best
@@ -112,11 +111,7 @@ class GlobalRouting:
         best = [c.peer_id for c in scored[: self.settings.ask]]
         unscored = [remote.peer_id for remote in strangers if remote.peer_id not in {c.peer_id for c in scored}]
         asked = set(best + unscored[: max(0, self.settings.ask - len(best))])
-        return Routing(
-            chosen_ones + [remote for remote in strangers if remote.peer_id in asked],
-            skipped=len(strangers) - len(asked),
-            scores={c.peer_id: round(c.score, 4) for c in scored[: self.settings.ask]},
-        )
+        return Routing(chosen_ones + [remote for remote in strangers if remote.peer_id in asked], skipped=len(strangers) - len(asked))
 
     def answered(self, peer_id: str, ok: bool) -> None:
         """What became of asking a share: one that did not answer drops in rank for a while."""

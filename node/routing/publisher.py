@@ -45,20 +45,28 @@ class TopicPublisher:
         """The DHT keys of the topics it provides now."""
         return [topic_key(self.codebook.id, t) for t in self.topics]
 
-    async def refresh(self) -> bool:
-        """Re-make the summary if the catalog changed or it is half way to expiring; whether the topics changed."""
+    def withdraw(self) -> None:
+        """The share no longer lets strangers search: no topics, no summary. What it provided is
+        retired (its DHT records live on), and the next refresh, should it publish again, reads
+        the library at once."""
+        now = self._now()
+        for topic in self.topics:
+            self.retired[topic] = now
+        self.topics, self.value, self._generation, self._issued = [], None, None, 0.0
+
+    async def refresh(self) -> None:
+        """Re-make the summary if the catalog changed or it is half way to expiring."""
         now = self._now()
         due = now - self._issued >= SUMMARY_LIFETIME / 2
         # The catalog's generation moves with every write (an access log entry too): a library's
         # topics are read again at most every REFRESH_SECONDS, and at once when the summary ages.
         changed = self._generation != self._catalog.generation
         if not due and not (changed and (self.value is None or now - self._issued >= REFRESH_SECONDS)):
-            return False
+            return
         self._generation = self._catalog.generation
         prefixes = await self._catalog.read(partial(scope_prefixes, scope=self._scope(), model_id=self.codebook.model_id, k=self.codebook.prefix))
         found = await trio.to_thread.run_sync(profile, self.codebook, prefixes, frozenset(self.topics))
-        before = set(self.topics)
-        for topic in before - set(found.topics):
+        for topic in set(self.topics) - set(found.topics):
             self.retired[topic] = now
         for topic in found.topics:
             self.retired.pop(topic, None)
@@ -71,4 +79,3 @@ class TopicPublisher:
             summary = summary_of(self.codebook, found, self._peer_id, seq=int(now * 1000), now=now, retired=tuple(sorted(self.retired)))
             self.value = encode(summary, self._key)
         self._issued = now
-        return set(found.topics) != before

@@ -109,9 +109,6 @@ class _Expiring:
         while len(self._entries) > self.limit:
             self._entries.popitem(last=False)
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
 
 class RoutingCache:
     """What routing remembers between queries: topic lookups (10 min), verified summaries (until
@@ -258,8 +255,8 @@ async def rank(
         candidate.summary = summary
         cache.summaries.put(candidate.peer_id, summary, now(), until=summary.expires)
 
-    wanted = [c for c in ordered if cache.summary(c.peer_id, now()) is not None]
-    wanted += [c for c in ordered if cache.summary(c.peer_id, now()) is None][: settings.summaries]
+    cached = {c.peer_id for c in ordered if cache.summary(c.peer_id, now()) is not None}
+    wanted = [c for c in ordered if c.peer_id in cached] + [c for c in ordered if c.peer_id not in cached][: settings.summaries]
     async with trio.open_nursery() as nursery:
         for candidate in wanted:
             nursery.start_soon(get_summary, candidate)

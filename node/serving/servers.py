@@ -152,7 +152,7 @@ async def _refresh_topics(current: RunningShare) -> list[str]:
     """The share's topic keys now (none if it does not publish them); a failed refresh keeps the last ones."""
     if not publishes_topics(current.share):
         for publisher in current.topics:
-            publisher.topics, publisher.value = [], None
+            publisher.withdraw()
         return []
     keys = []
     for publisher in current.topics:

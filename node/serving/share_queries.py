@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from peerlight.embeddings.prefix_index import prefix_of
 from peerlight.embeddings.vectors import from_blob
 
@@ -93,8 +95,6 @@ def item_in_scope(conn, content_hash: str, caller: Caller) -> tuple[int, str, li
 def scope_prefixes(conn, scope, model_id: str, k: int):  # type: ignore[no-untyped-def]
     """The K-prefixes of the whole-item vectors of ``model_id`` in the scope, (n, k) float32: what a
     share's topics are computed from (documents' and videos' first segment stands for the item)."""
-    import numpy as np
-
     where, args = where_clause(Filters(), scope)
     rows = conn.execute(
         f"SELECT e.vector FROM embeddings AS e JOIN items AS i ON i.id = e.item_id WHERE e.model_id = ? AND e.segment = 0 AND {where}",
