@@ -51,7 +51,7 @@ from peerlight.embeddings.adapters import Adapter  # noqa: E402
 from peerlight.embeddings.default_adapters import file_for, shipped_codebook  # noqa: E402
 from peerlight.embeddings.vectors import normalize  # noqa: E402
 from peerlight.node.routing.router import RouteSettings, RoutingCache, route  # noqa: E402
-from peerlight.node.routing.topics import profile, summary_of, topic_key  # noqa: E402
+from peerlight.node.routing.topics import profile, region_key, summary_of  # noqa: E402
 from peerlight.p2p.summaries import encode  # noqa: E402
 
 BASE_MODEL = "st:all-MiniLM-L6-v2"
@@ -268,19 +268,18 @@ async def run(args: argparse.Namespace) -> None:
         found = profile(codebook, vectors[world.shares[i]], seed=i)
         value = encode(summary_of(codebook, found, peer_ids[i], seq=1), keys[i])
         summaries.append(value)
-        records.append(len(found.topics))
+        records.append(found.keys(codebook.id))
         if i % 1000 == 999:
             print(f"  {i + 1} summaries", file=sys.stderr)
     sizes_bytes = [len(v) for v in summaries]
-    key_of = {}
     for i in rng.permutation(args.shares):  # shares publish in no particular order
-        for topic in summaries_topics(summaries[i], peer_ids[i]):
-            key = key_of.setdefault(topic, int(topic_key(codebook.id, topic)[4:20], 16))
-            dht.store(key, int(i))
+        for key in records[i]:
+            dht.store(dht_key(key), int(i))
     print(f"world built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
     held_any = np.unique(np.concatenate(world.shares))
-    settings = RouteSettings(ask=args.ask, lookups=args.lookups, summaries=args.summaries, size_weight=args.size_weight)
+    region_keys = {region_key(codebook.id, r, level) for r in range(codebook.region_count) for level in (1, 2)}
+    settings = RouteSettings(ask=args.ask, lookups=args.lookups, max_lookups=args.max_lookups, summaries=args.summaries, size_weight=args.size_weight)
     recalls, latencies, lookups, fetched, asked, reachable, oracle = [], [], [], [], [], [], []
     phase_ms: list[tuple[float, float, float]] = []
     cache = RoutingCache()
@@ -313,7 +312,7 @@ async def run(args: argparse.Namespace) -> None:
         truth = exhaustive(world, query, held_any)
         got = top_items(world, query, chosen)
         recalls.append(len(set(truth) & set(got)) / len(truth))
-        found_under_topics = set().union(*[set(dht.providers.get(int(topic_key(codebook.id, t)[4:20], 16), [])) for t in routed.topics])
+        found_under_topics = set().union(*[set(dht.providers.get(dht_key(p.key), [])) for p in routed.probes])
         reachable.append(len({i for i in truth if any(np.isin(i, world.shares[s]).any() for s in found_under_topics)}) / len(truth))
         oracle.append(best_possible(world, truth, args.ask))
         latencies.append(total)
@@ -331,10 +330,13 @@ async def run(args: argparse.Namespace) -> None:
         recall_if_every_candidate_were_asked=round(float(np.mean(reachable)), 4),
         recall_of_the_best_shares=round(float(np.mean(oracle)), 4),
         shares_asked_max=int(max(asked)),
+        dht_lookups_median=float(median(lookups)),
+        dht_lookups_p90=float(percentile(lookups, 90)),
         dht_lookups_max=int(max(lookups)),
         summaries_fetched_median=float(median(fetched)),
         summary_bytes_max=int(max(sizes_bytes)),
-        provider_records_max=int(max(records)),
+        provider_records_max=int(max(len(r) for r in records)),
+        region_records_median=float(median([sum(k in region_keys for k in r) for r in records])),
         provider_cap=args.provider_cap,
         latency_ms_median=round(median(latencies)),
         latency_ms_p90=round(percentile(latencies, 90)),
@@ -347,10 +349,9 @@ async def run(args: argparse.Namespace) -> None:
     )
 
 
-def summaries_topics(value: bytes, peer_id: str) -> list[int]:
-    from peerlight.p2p.summaries import decode
-
-    return [t.centroid for t in decode(value, peer_id).topics]
+def dht_key(key: str) -> int:
+    """A provider key (a sha2-256 multihash, hex) as a 64-bit node-id-space point."""
+    return int(key[4:20], 16)
 
 
 def main() -> None:
@@ -362,6 +363,7 @@ def main() -> None:
     parser.add_argument("--interests", type=int, default=300)
     parser.add_argument("--ask", type=int, default=RouteSettings.ask)
     parser.add_argument("--lookups", type=int, default=RouteSettings.lookups)
+    parser.add_argument("--max-lookups", type=int, default=RouteSettings.max_lookups, help="keys looked up in all, while fewer shares than --ask are found")
     parser.add_argument("--summaries", type=int, default=RouteSettings.summaries)
     parser.add_argument("--size-weight", type=float, default=RouteSettings.size_weight)
     parser.add_argument("--provider-cap", type=int, default=256, help="providers a DHT node keeps per key (Peerlight: 256; py-libp2p alone: 20)")

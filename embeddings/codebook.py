@@ -9,6 +9,12 @@ The codebook is spherical k-means of normalised K-prefixes, trained on the same 
 as the ordering (``default_adapters/build.py --codebook``). Its id is the BLAKE3 hash of its
 model id and centroids in a layout any language can write (:meth:`Codebook.id_bytes`), so
 two nodes agree on topic numbers exactly when their ids agree.
+
+Topics are grouped into ``REGIONS`` *regions*, wide enough that a large library holds items
+in few of them where it holds items in hundreds of topics: topic ``t`` lies in the region
+``argmax_j<REGIONS cos(c_t, c_j)`` (the first centroids are the regions' seeds; float64,
+the lowest ``j`` on a tie), so any implementation derives the same regions from the same
+codebook, with nothing more shipped.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import io
 import json
 import struct
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -26,6 +33,7 @@ ID_TAG = b"peerlight-codebook-id/1\0"
 FORMAT = "peerlight-codebook/1"
 PREFIX = 16  # values of an ordered vector the topics are drawn in
 CENTROIDS = 1024
+REGIONS = 32  # topic groups, seeded by the first centroids
 
 
 class CodebookError(Exception):
@@ -76,6 +84,16 @@ class Codebook:
         scores = self.centroids @ self.prefixes(np.asarray(vector).reshape(1, -1))[0]
         order = np.argsort(-scores)[:count]
         return order, scores[order]
+
+    @cached_property
+    def regions(self) -> np.ndarray:
+        """The region of each topic (C,): the nearest of the first ``REGIONS`` centroids."""
+        seeds = self.centroids[: min(REGIONS, self.size)].astype(np.float64)
+        return np.argmax(self.centroids.astype(np.float64) @ seeds.T, axis=1)
+
+    @property
+    def region_count(self) -> int:
+        return min(REGIONS, self.size)
 
     def histogram(self, vectors: np.ndarray) -> np.ndarray:
         """Items per topic (C,)."""

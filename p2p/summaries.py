@@ -3,7 +3,8 @@
 Global search routes a query to the shares whose summaries promise items near it. A summary
 is the share's histogram over the codebook's topics (items per topic, for at most
 ``MAX_TOPICS`` topics) and a few *sub-centroids* per topic (where in the topic its items
-lie), each an int8 K-prefix. It is signed with the share's Ed25519 key, the key its peer
+lie), each an int8 K-prefix, and its items per *region* (the codebook's groups of topics,
+counted over every topic, listed or not). It is signed with the share's Ed25519 key, the key its peer
 id names, so nobody can forge another share's topics; it carries a sequence number (a
 newer one replaces an older one) and an expiry (a summary outlives its share by hours at
 most).
@@ -12,7 +13,7 @@ Layout (``docs/protocol.md``, "Topic summaries"): the wire value is a msgpack ma
 ``{"body": bin, "sig": bin(64)}``; ``sig`` is Ed25519 over ``SIGNING_TAG + body``; ``body``
 is a msgpack map of the fields of :class:`TopicSummary`, with ``topics`` packed as rows of
 (u16 LE topic, u32 LE items, u8 sub-centroids), ``subs`` as rows of K int8 values and
-``retired`` as u16 LE topics.
+``retired`` as u16 LE topics and ``regions`` as u32 LE item counts.
 The whole value is at most ``MAX_SUMMARY_BYTES``.
 """
 
@@ -28,12 +29,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 SIGNING_TAG = b"peerlight-summary/1\0"
-VERSION = 1
+VERSION = 2
 MAX_SUMMARY_BYTES = 2048
 MAX_TOPICS = 64
-MAX_SUBS = 76  # sub-centroids in all (the fullest summary, 64 topics and 32 retired, then fits 2 KB)
+MAX_SUBS = 68  # sub-centroids in all (the fullest summary, 64 topics, 32 retired and 32 regions, then fits 2 KB)
 MAX_SUBS_PER_TOPIC = 8
 MAX_RETIRED = 32  # topics it stopped providing whose DHT records may still name it
+MAX_REGIONS = 32  # region counts (as many as the codebook has regions)
 MAX_LIFETIME = 24 * 3600  # expires at most this long after it was issued
 CLOCK_SKEW = 600  # a summary issued this far in the future is still accepted
 _TOPIC_ROW = struct.Struct("<HIB")
@@ -61,6 +63,7 @@ class TopicSummary:
     issued: int  # Unix seconds
     expires: int
     retired: tuple[int, ...] = ()  # topics it provided lately and no longer holds: their records outlive the change
+    regions: tuple[int, ...] = ()  # items per region of the codebook, every topic counted
 
     def listed(self) -> frozenset[int]:
         """The topics whose DHT keys may name this share: those it holds, and those it just gave up."""
@@ -84,6 +87,7 @@ def encode(summary: TopicSummary, key: Ed25519PrivateKey) -> bytes:
         "topics": b"".join(_TOPIC_ROW.pack(t.centroid, t.items, len(t.subs)) for t in summary.topics),
         "subs": b"".join(_quantise(t.subs) for t in summary.topics),
         "retired": struct.pack(f"<{len(summary.retired)}H", *summary.retired),
+        "regions": struct.pack(f"<{len(summary.regions)}I", *summary.regions),
         "seq": summary.seq,
         "issued": summary.issued,
         "expires": summary.expires,
@@ -195,6 +199,21 @@ def decode(value: bytes, peer_id: str, now: float | None = None) -> TopicSummary
         raise InvalidSummary("a retired topic is listed once, and not as held")
     if total > items:
         raise InvalidSummary(f"its topics hold {total} items, more than the {items} it has")  # claims it cannot fill
+    packed_regions = body.get("regions", b"")
+    if not isinstance(packed_regions, bytes) or len(packed_regions) % 4 or len(packed_regions) // 4 > MAX_REGIONS:
+        raise InvalidSummary(f"'regions' is at most {MAX_REGIONS} u32 counts")
+    regions = struct.unpack(f"<{len(packed_regions) // 4}I", packed_regions)
+    if sum(regions) > items:
+        raise InvalidSummary(f"its regions hold {sum(regions)} items, more than the {items} it has")
     return TopicSummary(
-        peer_id, _text(body, "codebook", 64), _text(body, "model", 200), items, tuple(topics), _integer(body, "seq", 0, 2**62), issued, expires, gone
+        peer_id,
+        _text(body, "codebook", 64),
+        _text(body, "model", 200),
+        items,
+        tuple(topics),
+        _integer(body, "seq", 0, 2**62),
+        issued,
+        expires,
+        gone,
+        regions,
     )

@@ -43,7 +43,8 @@ class Shares:
         self.unpublished: set[str] = set()
         self.fetches: list[str] = []
 
-    def add(self, name: str, items: np.ndarray, provides: list[int] | None = None, *, lifetime: float | None = None) -> str:
+    def add(self, name: str, items: np.ndarray, provides: list[str] | None = None, *, lifetime: float | None = None) -> str:
+        """A share of ``items``, providing its own keys or ``provides``."""
         identity = create_identity(self.tmp_path / f"{name}.key")
         key = Ed25519PrivateKey.from_private_bytes(identity.seed)
         found = profile(self.codebook, items)
@@ -51,8 +52,8 @@ class Shares:
         if lifetime is not None:
             summary = TopicSummary(**{**summary.__dict__, "expires": int(NOW + lifetime)})
         self.summaries[identity.peer_id] = encode(summary, key)
-        for topic in found.topics if provides is None else provides:
-            self.providers.setdefault(topic_key(self.codebook.id, topic), {})[identity.peer_id] = [f"/ip4/127.0.0.1/tcp/1/{name}"]
+        for key in found.keys(self.codebook.id) if provides is None else provides:
+            self.providers.setdefault(key, {})[identity.peer_id] = [f"/ip4/127.0.0.1/tcp/1/{name}"]
         return identity.peer_id
 
     async def lookup(self, key: str) -> dict[str, list[str]]:
@@ -85,7 +86,8 @@ def test_the_shares_near_the_query_are_asked_first(codebook, tmp_path) -> None:
     far = [shares.add(f"far{i}", near(normalize(rng.standard_normal(32).astype(np.float32)), 100, 0.2, 10 + i)) for i in range(8)]
     routed = routed_by(query, codebook, shares, RoutingCache(), RouteSettings(ask=2), lambda: NOW)
     assert [c.peer_id for c in routed.chosen] == [close, nearby]
-    assert routed.lookups == RouteSettings.lookups and not set(far) & {c.peer_id for c in routed.chosen}  # two found at once
+    # Small shares (tier 0 keys mostly): the top tiers' keys first, then one batch of the rest.
+    assert routed.lookups == 2 * RouteSettings.lookups and not set(far) & {c.peer_id for c in routed.chosen}
 
 
 def test_where_few_shares_hold_the_nearest_topics_the_next_ones_are_looked_up(codebook, tmp_path) -> None:
@@ -113,7 +115,8 @@ def test_a_share_claiming_every_topic_is_ranked_after_honest_ones(codebook, tmp_
     rng = np.random.default_rng(4)
     query = normalize(rng.standard_normal(32).astype(np.float32))
     honest = shares.add("honest", near(query, 40, 0.15, 5))
-    cheat = shares.add("cheat", near(query, 400, 0.05, 6), provides=list(range(codebook.size)))  # its items sit right on the query
+    every_key = [topic_key(codebook.id, t, 2) for t in range(codebook.size)]  # every topic, at the top tier
+    cheat = shares.add("cheat", near(query, 400, 0.05, 6), provides=every_key)  # its items sit right on the query
     cache = RoutingCache()
     routed = routed_by(query, codebook, shares, cache, RouteSettings(ask=2), lambda: NOW)
     assert [c.peer_id for c in routed.chosen] == [honest, cheat]
@@ -124,6 +127,41 @@ def test_a_share_claiming_every_topic_is_ranked_after_honest_ones(codebook, tmp_
     on_its_topics = normalize(codebook.centroids[sorted(listed)[0]].copy())
     again = routed_by(np.concatenate([on_its_topics, np.zeros(16, np.float32)]), codebook, shares, cache, RouteSettings(ask=2), lambda: NOW)
     assert again.chosen[-1].peer_id == cheat and again.chosen[-1].flagged
+
+
+def test_a_large_library_is_found_by_its_region_key(codebook, tmp_path) -> None:
+    """A library of thousands of items holds some in hundreds of topics, more than its records
+    can name; its region key still finds it, first, for a query near what it holds."""
+    shares = Shares(codebook, tmp_path)
+    rng = np.random.default_rng(50)
+    query = normalize(rng.standard_normal(32).astype(np.float32))
+    items = np.concatenate([near(query, 1500, 0.3, 51), normalize(rng.standard_normal((3000, 32)).astype(np.float32))])
+    region_keys = [k for k in profile(codebook, items).keys(codebook.id) if k not in {topic_key(codebook.id, t, v) for t in range(codebook.size) for v in (0, 1, 2)}]
+    assert region_keys
+    large = shares.add("large", items, provides=region_keys)  # none of its topic keys: found by its region alone
+    small = [shares.add(f"small{i}", near(query, 12, 0.3, 52 + i)) for i in range(4)]
+    routed = routed_by(query, codebook, shares, RoutingCache(), RouteSettings(ask=3), lambda: NOW)
+    assert routed.chosen[0].peer_id == large and not routed.chosen[0].flagged
+    assert all(p.region is not None for p in routed.chosen[0].found_under)
+    assert {c.peer_id for c in routed.chosen[1:]} <= set(small)
+
+
+def test_a_key_above_the_share_s_tier_is_an_overclaim(codebook, tmp_path) -> None:
+    """Tier 2 says "a hundred items or more here": a share of a few items providing it, or a
+    region's top tier, is ranked after the shares whose keys their summaries bear out."""
+    shares = Shares(codebook, tmp_path)
+    rng = np.random.default_rng(60)
+    query = normalize(rng.standard_normal(32).astype(np.float32))
+    nearest = [int(t) for t in codebook.nearest(np.concatenate([query]), 3)[0]]
+    region = int(codebook.regions[nearest[0]])
+    honest = shares.add("honest", near(query, 150, 0.1, 61))
+    boastful = shares.add("boastful", near(query, 6, 0.05, 62), provides=[topic_key(codebook.id, t, 2) for t in nearest])
+    from peerlight.node.routing.topics import region_key
+
+    inflated = shares.add("inflated", near(query, 20, 0.05, 63), provides=[region_key(codebook.id, region, 2)])
+    routed = routed_by(query, codebook, shares, RoutingCache(), RouteSettings(ask=3), lambda: NOW)
+    assert routed.chosen[0].peer_id == honest and not routed.chosen[0].flagged
+    assert {c.peer_id for c in routed.chosen[1:]} == {boastful, inflated} and all(c.flagged for c in routed.chosen[1:])
 
 
 def test_a_share_that_does_not_answer_drops_in_rank_and_is_left_out_without_a_summary(codebook, tmp_path) -> None:
@@ -160,8 +198,8 @@ def test_a_summary_of_another_space_under_the_codebook_s_id_is_left_out(codebook
         identity.peer_id, codebook.id, codebook.model_id, 30, tuple(Topic(t, 1, normalize(rng.standard_normal((1, 32)).astype(np.float32))) for t in found.topics), 1, int(NOW), int(NOW) + 3600
     )
     shares.summaries[identity.peer_id] = encode(odd, Ed25519PrivateKey.from_private_bytes(identity.seed))
-    for topic in found.topics:
-        shares.providers.setdefault(topic_key(codebook.id, topic), {})[identity.peer_id] = []
+    for key in found.keys(codebook.id):
+        shares.providers.setdefault(key, {})[identity.peer_id] = []
     routed = routed_by(query, codebook, shares, RoutingCache(), RouteSettings(ask=5), lambda: NOW)
     assert [c.peer_id for c in routed.chosen] == [honest]
 
@@ -191,7 +229,7 @@ async def test_half_the_dht_vanishing_mid_query_still_finds_the_shares(codebook,
     shares = Shares(codebook, tmp_path)
     rng = np.random.default_rng(13)
     query = normalize(rng.standard_normal(32).astype(np.float32))
-    wanted = [shares.add(f"s{i}", near(query, 40, 0.3, 20 + i)) for i in range(3)]
+    wanted = [shares.add(f"s{i}", near(query, 60, 0.1, 20 + i)) for i in range(3)]  # tier 1 keys near the query
     async with AsyncExitStack() as stack:
         hosts, dhts = [], []
         for _ in range(16):
@@ -252,7 +290,7 @@ async def test_a_dht_server_keeps_more_than_twenty_providers_of_a_topic() -> Non
 
     host = new_host(os.urandom(32))
     async with running(host, ["/ip4/127.0.0.1/tcp/0"]), running_dht(host, server=True) as dht:
-        key = bytes.fromhex(topic_key("0" * 16, 1))
+        key = bytes.fromhex(topic_key("0" * 16, 1, 0))
         for _ in range(300):
             dht.provider_store.add_provider(key, PeerInfo(ID.from_pubkey(new_host(os.urandom(32)).get_public_key()), []))
         assert len(dht.provider_store.get_providers(key)) == 256

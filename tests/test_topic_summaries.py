@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import msgpack
@@ -9,11 +10,23 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from peerlight.embeddings.codebook import Codebook, CodebookError, train_codebook
+from peerlight.embeddings.codebook import REGIONS, Codebook, CodebookError, train_codebook
 from peerlight.embeddings.default_adapters import shipped_codebooks
 from peerlight.embeddings.vectors import normalize
 from peerlight.node.identity import create_identity
-from peerlight.node.routing.topics import MIN_TOPIC_ITEMS, choose_topics, profile, summary_of, topic_key, topic_key_text
+from peerlight.node.routing.topics import (
+    MIN_TOPIC_ITEMS,
+    REGION_TIERS,
+    TOPIC_TIERS,
+    choose_topics,
+    profile,
+    region_key,
+    region_key_text,
+    summary_of,
+    tier,
+    topic_key,
+    topic_key_text,
+)
 from peerlight.p2p import summaries
 from peerlight.p2p.summaries import MAX_SUMMARY_BYTES, SIGNING_TAG, InvalidSummary, Topic, TopicSummary, decode, encode
 
@@ -61,8 +74,8 @@ def test_a_share_s_summary_lists_its_topics_and_verifies(codebook, tmp_path) -> 
 def test_the_fullest_summary_fits_its_byte_limit(codebook, tmp_path) -> None:
     peer_id, key = share_key(tmp_path)
     rng = np.random.default_rng(2)
-    topics = tuple(Topic(c, 100_000 + c, normalize(rng.standard_normal((n, 16)).astype(np.float32))) for c, n in zip(range(64), [2] * 12 + [1] * 52))
-    summary = TopicSummary(peer_id, codebook.id, "ordered:all-MiniLM-L6-v2:8142582d383b4144", 10**7, topics, 2**61, NOW, NOW + 86_400, tuple(range(100, 132)))
+    topics = tuple(Topic(c, 100_000 + c, normalize(rng.standard_normal((n, 16)).astype(np.float32))) for c, n in zip(range(64), [2] * 4 + [1] * 60))
+    summary = TopicSummary(peer_id, codebook.id, "ordered:all-MiniLM-L6-v2:8142582d383b4144", 10**7, topics, 2**61, NOW, NOW + 86_400, tuple(range(100, 132)), (100_000,) * 32)
     assert sum(len(t.subs) for t in topics) == summaries.MAX_SUBS
     value = encode(summary, key)
     assert len(value) <= MAX_SUMMARY_BYTES
@@ -138,9 +151,53 @@ def test_topics_change_little_when_the_library_changes_little(codebook) -> None:
 
 
 def test_topic_keys_are_plain_sha256_multihashes(codebook) -> None:
-    key = topic_key(codebook.id, 7)
-    assert topic_key_text(codebook.id, 7) == f"peerlight:topic:v1:{codebook.id}:7"
+    key = topic_key(codebook.id, 7, 2)
+    assert topic_key_text(codebook.id, 7, 2) == f"peerlight:topic:v2:{codebook.id}:7:2"
+    assert region_key_text(codebook.id, 3, 1) == f"peerlight:region:v1:{codebook.id}:3:1"
     assert key.startswith("1220") and len(bytes.fromhex(key)) == 34
+    assert len({topic_key(codebook.id, 7, level) for level in (0, 1, 2)} | {region_key(codebook.id, 7, 1)}) == 4
+
+
+def test_regions_are_derived_from_the_codebook_alone(codebook) -> None:
+    regions = codebook.regions
+    assert regions.shape == (codebook.size,) and set(regions.tolist()) <= set(range(REGIONS))
+    assert regions[:REGIONS].tolist() == list(range(REGIONS))  # each seed is its own region
+    again = Codebook.from_bytes(codebook.to_bytes())
+    assert again.regions.tolist() == regions.tolist()
+
+
+def test_keys_carry_the_tier_of_what_the_share_holds(codebook, tmp_path) -> None:
+    """A small share: tier 0 topic keys and no region key. A large one: its fullest regions'
+    keys first, at their tiers, and topic keys at theirs, 64 records in all; its summary
+    counts its items per region, every topic counted."""
+    rng = np.random.default_rng(8)
+    small = profile(codebook, clustered(rng, 3, 3))
+    assert small.regions == [] and small.keys(codebook.id) == [topic_key(codebook.id, t, tier(int(small.histogram[t]), TOPIC_TIERS)) for t in small.topics]
+    assert all(small.histogram[t] < 10 for t in small.topics) and small.keys(codebook.id)[0] == topic_key(codebook.id, small.topics[0], 0)
+
+    large = profile(codebook, clustered(rng, 40, 200))  # 8,000 items in hundreds of topics
+    keys = large.keys(codebook.id)
+    assert large.regions and len(keys) == 64 == len(large.regions) + len(large.provided_topics)
+    assert int(large.region_histogram.sum()) == 8000 and all(large.region_histogram[r] >= 300 for r in large.regions)
+    fullest = large.regions[0]
+    assert keys[0] == region_key(codebook.id, fullest, tier(int(large.region_histogram[fullest]), REGION_TIERS))
+    assert topic_key(codebook.id, large.topics[0], 2) in keys  # its fullest topic holds over 100 items
+    peer_id, key = share_key(tmp_path)
+    summary = decode(encode(summary_of(codebook, large, peer_id, seq=1, now=NOW), key), peer_id, now=NOW)
+    assert summary.regions == tuple(int(n) for n in large.region_histogram)
+
+
+def test_region_counts_are_bounded_by_the_items(codebook, tmp_path) -> None:
+    peer_id, key = share_key(tmp_path)
+    found = profile(codebook, clustered(np.random.default_rng(9), 4, 25))
+    body = msgpack.unpackb(msgpack.unpackb(encode(summary_of(codebook, found, peer_id, seq=1, now=NOW), key))["body"])
+    assert len(body["regions"]) == 4 * REGIONS
+    with pytest.raises(InvalidSummary, match="regions hold"):  # a region inflated past the share's items
+        decode(signed(body | {"regions": struct.pack("<I", 101) + body["regions"][4:]}, key), peer_id, now=NOW)
+    with pytest.raises(InvalidSummary, match="regions"):
+        decode(signed(body | {"regions": bytes(4 * 33)}, key), peer_id, now=NOW)
+    with pytest.raises(InvalidSummary, match="regions"):
+        decode(signed(body | {"regions": b"\x00" * 5}, key), peer_id, now=NOW)
 
 
 def test_the_shipped_codebook_divides_the_shipped_space() -> None:

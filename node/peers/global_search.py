@@ -1,7 +1,7 @@
 """Routing a search to the few shares that matter: on the DHT by topic, or among the shares already known.
 
-``search --global`` finds shares it was never told of: the query's nearest topics are looked
-up on the DHT (their keys are plain multihashes on ``/ipfs/kad/1.0.0``), the candidates'
+``search --global`` finds shares it was never told of: the keys of the query's nearest region
+and topics, by tier, are looked up on the DHT (plain multihashes on ``/ipfs/kad/1.0.0``), the candidates'
 signed summaries are fetched with the summary protocol (and cached), and the best
 ``RouteSettings.ask`` are asked. ``search --peers`` asks the shares the user added or
 joined, and of the shares discovery found only the best few by their summaries, never all.
@@ -40,7 +40,7 @@ class Routing:
     def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {"asked": len(self.remotes), "skipped": self.skipped}
         if self.route is not None:
-            described |= {"topics": self.route.topics, "candidates": self.route.candidates, "lookups": self.route.lookups, "summaries_fetched": self.route.fetched}
+            described |= {"topics": self.route.topics, "keys": len(self.route.probes), "candidates": self.route.candidates, "lookups": self.route.lookups, "summaries_fetched": self.route.fetched}
         return described
 
 

@@ -21,7 +21,7 @@ from peerlight.p2p.summaries import MAX_RETIRED, encode
 
 from ..catalog.database import Catalog
 from ..serving.share_queries import scope_prefixes
-from .topics import SUMMARY_LIFETIME, profile, summary_of, topic_key
+from .topics import SUMMARY_LIFETIME, Profile, profile, summary_of
 
 REFRESH_SECONDS = 600.0  # a share's topics are computed again at most this often (a read of every item)
 RETIRED_SECONDS = 48 * 3600  # a provider record's longest life on the DHT (go-libp2p and py-libp2p: 48 h)
@@ -36,14 +36,15 @@ class TopicPublisher:
         self._scope = scope  # what strangers may see of the share now
         self._now = now
         self._generation: int | None = None
-        self.topics: list[int] = []
+        self.topics: list[int] = []  # listed in its summary
+        self._profile: Profile | None = None
         self.retired: dict[int, float] = {}  # topic -> when it was given up
         self.value: bytes | None = None  # the signed summary, when the share holds items of the space
         self._issued = 0.0
 
     def keys(self) -> list[str]:
-        """The DHT keys of the topics it provides now."""
-        return [topic_key(self.codebook.id, t) for t in self.topics]
+        """The DHT keys it provides now: its regions' and topics' at their tiers."""
+        return self._profile.keys(self.codebook.id) if self._profile is not None and self.value is not None else []
 
     def withdraw(self) -> None:
         """The share no longer lets strangers search: no topics, no summary. What it provided is
@@ -52,7 +53,7 @@ class TopicPublisher:
         now = self._now()
         for topic in self.topics:
             self.retired[topic] = now
-        self.topics, self.value, self._generation, self._issued = [], None, None, 0.0
+        self.topics, self.value, self._profile, self._generation, self._issued = [], None, None, None, 0.0
 
     async def refresh(self) -> None:
         """Re-make the summary if the catalog changed or it is half way to expiring."""
@@ -72,7 +73,7 @@ class TopicPublisher:
             self.retired.pop(topic, None)
         recent = sorted((t for t, at in self.retired.items() if now - at < RETIRED_SECONDS), key=lambda t: -self.retired[t])[:MAX_RETIRED]
         self.retired = {t: self.retired[t] for t in recent}
-        self.topics = found.topics
+        self.topics, self._profile = found.topics, found
         if not found.topics:
             self.value = None
         else:

@@ -1,8 +1,11 @@
 """Routing a query to the few shares that matter, from the DHT's topic keys and the shares' signed summaries.
 
-1. The query's K-prefix finds its ``lookups`` nearest topics in the codebook.
-2. The providers of those topics' keys are looked up in parallel (each lookup bounded in time).
-3. Candidates are ordered by the topics they were found under; the summaries of the best
+1. The query's K-prefix finds its nearest topics in the codebook, and :func:`plan` orders the
+   keys to look up: the top two tiers of the nearest topic's region (the large libraries
+   near the query), then the topics' keys by tier and nearness (``TIER_STEP``).
+2. The first ``lookups`` keys' providers are looked up in parallel (each lookup bounded in
+   time); the next ones, tier 0 included, only while fewer than ``ask`` shares are found.
+3. Candidates are ordered by the best key they were found under; the summaries of the best
    ``summaries`` are fetched (or taken from the cache) and verified.
 4. Each is scored from its summary (:func:`share_score`), and the best ``ask`` are returned.
 
@@ -11,9 +14,10 @@ daemon (py-libp2p's DHT, the summary protocol) and in ``bench/global_routing.py`
 of Kademlia over 10,000 shares).
 
 Everything a peer says is doubted: a summary that does not verify counts as no answer; a
-share found under a topic its own summary does not list (it provides keys it cannot fill,
-as one claiming every topic does) is ranked after every share that does not; a share that
-did not answer drops in rank for a while.
+share found under a key its own summary does not bear out (a topic it does not list, or a
+tier more than ten times what it counts there: it provides keys it cannot fill, as one
+claiming every topic does) is ranked after every share that does not; a share that did not
+answer drops in rank for a while.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from peerlight.embeddings.codebook import Codebook
 from peerlight.p2p.errors import NotFound
 from peerlight.p2p.summaries import TopicSummary, decode
 
-from .topics import topic_key
+from .topics import REGION_TIERS, TIER_TOLERANCE, TOPIC_TIERS, region_key, tier_floor, topic_key
 
 log = logging.getLogger("peerlight.routing")
 
@@ -42,15 +46,17 @@ FetchSummary = Callable[[str, list[str]], Awaitable[bytes]]  # peer id, addresse
 
 SIZE_WEIGHT = 0.06  # how much a sub-centroid's items count against its closeness (tuned in bench/global_routing.py)
 MAX_ITEMS_PER_SUB = 10_000  # items one sub-centroid counts for at most, whatever a summary claims
-PRELIMINARY_WIDTH = 0.05  # how fast a farther topic counts less, before summaries are read
+TIER_STEP = 0.03  # a topic key one tier up is worth one this much less near in cosine (tuned in bench/global_routing.py)
+REGION_BONUS = 0.5  # a region key ranks as a topic key of its tier at the query's own point, and half a tier more
 MISS_PENALTY = 0.05  # rank lost per unanswered request, while remembered
 FLAGGED_PENALTY = 10.0  # a share providing topics its summary does not list goes after every other
 
 
 @dataclass(frozen=True)
 class RouteSettings:
-    lookups: int = 8  # topics looked up (DHT lookups) at once, the nearest first
+    lookups: int = 8  # keys looked up (DHT lookups) at once, the most promising first
     max_lookups: int = 24  # ... and in all, while fewer than ``ask`` shares are found
+    region_lookups: int = 2  # of the first ``lookups``: the nearest region's top tiers
     summaries: int = 48  # summaries fetched per query at most (those cached are free)
     ask: int = 10  # shares asked
     providers: int = 256  # providers wanted per topic (all a DHT server keeps: p2p/quirks.py)
@@ -78,15 +84,55 @@ def share_score(summary: TopicSummary, query: np.ndarray, size_weight: float = S
     return 1.0 + size_weight * (top + math.log(float(np.exp(every - top).sum())))
 
 
+@dataclass(frozen=True)
+class Probe:
+    """A DHT key a query may look up, and what a share found under it promises."""
+
+    key: str
+    priority: float  # the preliminary rank of a share found under it, before its summary is read
+    level: int  # the key's tier
+    topic: int | None = None
+    region: int | None = None
+
+    def overclaimed_by(self, summary: TopicSummary) -> bool:
+        """Whether the share's own summary does not bear out its record under this key."""
+        if self.topic is not None:
+            if self.topic in summary.retired:  # given up lately: its records outlive the change
+                return False
+            counts = {t.centroid: t.items for t in summary.topics}
+            return self.topic not in counts or counts[self.topic] * TIER_TOLERANCE < tier_floor(self.level, TOPIC_TIERS)
+        assert self.region is not None
+        held = summary.regions[self.region] if self.region < len(summary.regions) else 0
+        return held * TIER_TOLERANCE < tier_floor(self.level, REGION_TIERS)
+
+
+def plan(codebook: Codebook, prefix: np.ndarray, settings: RouteSettings) -> list[Probe]:
+    """The keys a query looks up, in order: the first ``settings.lookups`` are the nearest
+    region's top two tiers and the topic keys of tier 1 and 2 most worth it (a tier up is worth
+    ``TIER_STEP`` of cosine); tier 0 keys (small shares) come after, for a young or small network."""
+    topics, closeness = codebook.nearest(prefix, settings.max_lookups)
+    region = int(codebook.regions[int(topics[0])])
+    regions = [Probe(region_key(codebook.id, region, level), level + REGION_BONUS, level, region=region) for level in (2, 1)][: settings.region_lookups]
+    ranked = sorted(((level - (1.0 - float(c)) / TIER_STEP, int(t), level) for t, c in zip(topics, closeness) for level in (2, 1, 0)), reverse=True)
+    probes = [Probe(topic_key(codebook.id, t, level), priority, level, topic=t) for priority, t, level in ranked]
+    first = [p for p in probes if p.level > 0][: max(0, settings.lookups - len(regions))]
+    return regions + first + [p for p in probes if p not in first]
+
+
 @dataclass
 class Candidate:
     peer_id: str
     addresses: list[str]
-    topics: set[int] = field(default_factory=set)  # the query's topics it was found under
+    found_under: list[Probe] = field(default_factory=list)  # the keys it was found under
     summary: TopicSummary | None = None
     score: float = -math.inf
-    flagged: bool = False  # found under a topic its summary does not list
+    flagged: bool = False  # found under a key its summary does not bear out
     error: str | None = None
+
+    @property
+    def promise(self) -> float:
+        """Its preliminary rank: the best key it was found under (a share only listed: last)."""
+        return max((p.priority for p in self.found_under), default=-math.inf)
 
 
 class _Expiring:
@@ -139,10 +185,14 @@ class Route:
     """A query's routing: the shares to ask, best first, and what it cost."""
 
     chosen: list[Candidate]
-    candidates: int  # shares found under the query's topics
+    candidates: int  # shares found under the query's keys
     lookups: int  # DHT lookups made (not from the cache)
     fetched: int  # summaries fetched (not from the cache)
-    topics: list[int]
+    probes: list[Probe]  # the keys looked up (or taken from the cache)
+
+    @property
+    def topics(self) -> list[int]:
+        return sorted({p.topic for p in self.probes if p.topic is not None})
 
 
 async def route(
@@ -158,42 +208,40 @@ async def route(
     list_any: Callable[[], Awaitable[dict[str, list[str]]]] | None = None,
 ) -> Route:
     prefix = codebook.prefixes(np.asarray(query).reshape(1, -1))[0]
-    ranked_topics, ranked_closeness = codebook.nearest(prefix, settings.max_lookups)
-    found: dict[int, dict[str, list[str]]] = {}
+    probes = plan(codebook, prefix, settings)
+    found: dict[str, dict[str, list[str]]] = {}
     lookups = 0
 
-    async def look_up(topic: int) -> None:
+    async def look_up(key: str) -> None:
         nonlocal lookups
-        key = topic_key(codebook.id, topic)
         cached = cache.topics.get(key, now())
         if cached is not None:
-            found[topic] = cached
+            found[key] = cached
             return
         lookups += 1
-        found[topic] = {}
+        found[key] = {}
         with trio.move_on_after(settings.lookup_seconds):
             try:
-                found[topic] = await lookup(key)
-            except Exception as exc:  # a lookup that fails is a topic without providers, not a failed search
-                log.info("a topic lookup failed", extra={"topic": topic, "reason": str(exc)})
+                found[key] = await lookup(key)
+            except Exception as exc:  # a lookup that fails is a key without providers, not a failed search
+                log.info("a topic lookup failed", extra={"key": key, "reason": str(exc)})
                 return
-            cache.topics.put(key, found[topic], now())  # a finished lookup, even an empty one
+            cache.topics.put(key, found[key], now())  # a finished lookup, even an empty one
 
     candidates: dict[str, Candidate] = {}
     searched = 0
-    # The nearest topics first; where few shares hold them (a young or small network), the next ones.
-    while searched < len(ranked_topics) and (searched == 0 or len(candidates) < settings.ask):
-        batch = [int(t) for t in ranked_topics[searched : searched + settings.lookups]]
+    # The most promising keys first; where few shares hold them (a young or small network), the next ones.
+    while searched < min(len(probes), settings.max_lookups) and (searched == 0 or len(candidates) < settings.ask):
+        batch = probes[searched : min(searched + settings.lookups, settings.max_lookups)]
         searched += len(batch)
         async with trio.open_nursery() as nursery:
-            for topic in batch:
-                nursery.start_soon(look_up, topic)
-        for topic in batch:
-            for peer_id, addresses in found.get(topic, {}).items():
+            for probe in batch:
+                nursery.start_soon(look_up, probe.key)
+        for probe in batch:
+            for peer_id, addresses in found.get(probe.key, {}).items():
                 if peer_id in exclude:
                     continue
-                candidate = candidates.setdefault(peer_id, Candidate(peer_id, list(addresses)))
-                candidate.topics.add(topic)
+                candidates.setdefault(peer_id, Candidate(peer_id, list(addresses))).found_under.append(probe)
     if len(candidates) < settings.ask and list_any is not None:
         # A network so small that its shares hold few of the topics: any share (the Peerlight
         # key lists them, 256 at most) may be the one, and the summaries still choose.
@@ -205,13 +253,10 @@ async def route(
                         candidates.setdefault(peer_id, Candidate(peer_id, list(addresses)))
             except Exception as exc:
                 log.info("listing shares failed", extra={"reason": str(exc)})
-    topics, closeness = ranked_topics[:searched], ranked_closeness[:searched]
-    rank_of = {int(t): float(c) for t, c in zip(topics, closeness)}
-    # Before summaries: shares found under more of the query's topics, the nearer ones weighing more
-    # (a share that holds items in several of them is likely to hold the nearest ones).
-    ordered = sorted(candidates.values(), key=lambda c: sum(math.exp((rank_of[t] - 1.0) / PRELIMINARY_WIDTH) for t in c.topics), reverse=True)  # listed only: last
+    # Before summaries: shares found under the most promising keys (many items near the query) first.
+    ordered = sorted(candidates.values(), key=lambda c: c.promise, reverse=True)
     scored, fetched = await rank(prefix, codebook, ordered, fetch_summary, cache, settings, now=now)
-    return Route(scored[: settings.ask], len(candidates), lookups, fetched, [int(t) for t in topics])
+    return Route(scored[: settings.ask], len(candidates), lookups, fetched, probes[:searched])
 
 
 async def rank(
@@ -252,6 +297,9 @@ async def rank(
         if summary.codebook != codebook.id or summary.model_id != codebook.model_id or any(t.subs.shape[1] != codebook.prefix for t in summary.topics):
             candidate.error = "its summary is not of this codebook's space"  # its codebook id copied onto other vectors
             return
+        if not _regions_agree(summary, codebook):
+            candidate.error = "its regions do not hold its topics"
+            return
         candidate.summary = summary
         cache.summaries.put(candidate.peer_id, summary, now(), until=summary.expires)
 
@@ -265,12 +313,24 @@ async def rank(
     for candidate in wanted:
         if candidate.summary is None:
             continue
-        unlisted = candidate.topics - candidate.summary.listed()
-        if unlisted:
-            cache.overclaims.put(candidate.peer_id, (cache.overclaims.get(candidate.peer_id, now()) or 0) + len(unlisted), now())
+        overclaimed = sum(probe.overclaimed_by(candidate.summary) for probe in candidate.found_under)
+        if overclaimed:
+            cache.overclaims.put(candidate.peer_id, (cache.overclaims.get(candidate.peer_id, now()) or 0) + overclaimed, now())
         candidate.flagged = bool(cache.overclaims.get(candidate.peer_id, now()))
         misses = cache.misses.get(candidate.peer_id, now()) or 0
         candidate.score = share_score(candidate.summary, prefix, settings.size_weight) - MISS_PENALTY * misses - FLAGGED_PENALTY * candidate.flagged
         scored.append(candidate)
     scored.sort(key=lambda c: c.score, reverse=True)
     return scored, fetched
+
+
+def _regions_agree(summary: TopicSummary, codebook: Codebook) -> bool:
+    """A summary's region counts are one per region of the codebook, each at least its listed topics' items."""
+    if len(summary.regions) != codebook.region_count:
+        return False
+    listed = np.zeros(codebook.region_count, dtype=np.int64)
+    for topic in summary.topics:
+        if topic.centroid >= codebook.size:
+            return False
+        listed[codebook.regions[topic.centroid]] += topic.items
+    return bool((listed <= np.asarray(summary.regions)).all())

@@ -1,11 +1,25 @@
-"""What a share tells the world it holds: its topics (DHT keys) and its summary (histogram and sub-centroids).
+"""What a share tells the world it holds: its DHT keys (topics and regions, by tier) and its summary.
 
-A share provides a DHT key for each codebook topic under which it holds at least
-``MIN_TOPIC_ITEMS`` items, its ``MAX_TOPICS`` fullest at most (one provider record each). Its
-summary lists the same topics with their item counts and a few sub-centroids each, within
-``MAX_SUMMARY_BYTES``. Re-publishing is incremental: a topic provided before keeps its place
-until another holds clearly more (``STICKINESS``), so a library that changed a little
-changes few keys.
+Keys carry a *tier*, how many items the share holds there, so that a query finds the
+shares holding many items near it without reading a summary first, and so that no key
+collects every small share of a popular topic:
+
+- a **topic key** for each of its fullest topics: tier 0 for 1–9 items, 1 for 10–99, 2 for
+  100 or more (``TOPIC_TIERS``);
+- a **region key** for each of its fullest regions (the codebook's 32 groups of topics)
+  holding at least 300 items: tier 1 below 3,000, tier 2 from 3,000 (``REGION_TIERS``). A
+  large library holds items in hundreds of topics, more than its 64 records could name, and
+  in few regions: its region keys find it for every query near what it holds.
+
+At most ``MAX_REGION_KEYS`` region keys, and topic keys for the rest of ``MAX_TOPICS``
+records. The summary lists the fullest ``MAX_TOPICS`` topics with their item counts and a few
+sub-centroids each, and the items per region, within ``MAX_SUMMARY_BYTES``. Re-publishing is
+incremental: a topic provided before keeps its place until another holds clearly more
+(``STICKINESS``), and a key changes only when its tier does, so a library that changed a
+little changes few keys.
+
+The tiers and the number of region keys were chosen on the seven training sources in
+``bench/global_routing.py --corpus tune`` and checked on Debian's descriptions.
 """
 
 from __future__ import annotations
@@ -21,18 +35,46 @@ from peerlight.p2p.dht import provider_key
 from peerlight.p2p.summaries import MAX_LIFETIME, MAX_SUBS, MAX_SUBS_PER_TOPIC, MAX_TOPICS, Topic, TopicSummary
 
 MIN_TOPIC_ITEMS = 1  # a share provides its fullest topics, however small it is (the 64 cap bounds its records)
+TOPIC_TIERS = (10, 100)  # a topic key's tier: how many of these floors the share's items there reach
+REGION_TIERS = (300, 3000)  # a region key's tier 1 and 2; a region under 300 items has no key
+MAX_REGION_KEYS = 16  # region keys of one share at most; its topic keys fill the rest of its records
+TIER_TOLERANCE = 10  # a key whose tier's floor is over this many times the summary's count is an overclaim
 STICKINESS = 1.5  # a provided topic is replaced only by one holding this many times its items
 SUMMARY_LIFETIME = 6 * 3600  # a summary expires this long after it is made (re-made well before)
 SAMPLE_PER_TOPIC = 2000  # items of one topic its sub-centroids are computed from
 
 
-def topic_key_text(codebook_id: str, centroid: int) -> str:
-    return f"peerlight:topic:v1:{codebook_id}:{centroid}"
+def tier(count: int, floors: tuple[int, ...]) -> int:
+    """How many of ``floors`` a count reaches."""
+    return sum(count >= floor for floor in floors)
 
 
-def topic_key(codebook_id: str, centroid: int) -> str:
-    """The DHT key of a topic: the sha2-256 multihash of its text, as the DHT's provider records expect."""
-    return provider_key(topic_key_text(codebook_id, centroid))
+def tier_floor(level: int, floors: tuple[int, ...]) -> int:
+    """The fewest items a key of this tier stands for."""
+    return floors[level - 1] if level > 0 else 1
+
+
+def topic_key_text(codebook_id: str, centroid: int, level: int) -> str:
+    return f"peerlight:topic:v2:{codebook_id}:{centroid}:{level}"
+
+
+def region_key_text(codebook_id: str, region: int, level: int) -> str:
+    return f"peerlight:region:v1:{codebook_id}:{region}:{level}"
+
+
+def topic_key(codebook_id: str, centroid: int, level: int) -> str:
+    """The DHT key of a topic's tier: the sha2-256 multihash of its text, as the DHT's provider records expect."""
+    return provider_key(topic_key_text(codebook_id, centroid, level))
+
+
+def region_key(codebook_id: str, region: int, level: int) -> str:
+    return provider_key(region_key_text(codebook_id, region, level))
+
+
+def choose_regions(histogram: np.ndarray, limit: int = MAX_REGION_KEYS) -> list[int]:
+    """The regions to provide keys for: those with at least ``REGION_TIERS[0]`` items, fullest first."""
+    held = np.flatnonzero(histogram >= REGION_TIERS[0])
+    return [int(r) for r in held[np.argsort(-histogram[held], kind="stable")][:limit]]
 
 
 def choose_topics(histogram: np.ndarray, previous: frozenset[int] = frozenset(), limit: int = MAX_TOPICS, minimum: int = MIN_TOPIC_ITEMS) -> list[int]:
@@ -74,9 +116,21 @@ class Profile:
     """A share's items seen through the codebook: the input of its topic keys and summary."""
 
     histogram: np.ndarray  # (C,) items per topic
-    topics: list[int]  # provided, fullest first
+    topics: list[int]  # listed in the summary, fullest first
     subs: dict[int, np.ndarray]  # topic -> (s, K) sub-centroids
     items: int
+    region_histogram: np.ndarray  # (R,) items per region
+    regions: list[int]  # provided, fullest first
+
+    @property
+    def provided_topics(self) -> list[int]:
+        """The listed topics that have a key: the fullest, within the records the regions leave."""
+        return self.topics[: MAX_TOPICS - len(self.regions)]
+
+    def keys(self, codebook_id: str) -> list[str]:
+        """Every DHT key the share provides: its regions', then its topics', each at its tier."""
+        regions = [region_key(codebook_id, r, tier(int(self.region_histogram[r]), REGION_TIERS)) for r in self.regions]
+        return regions + [topic_key(codebook_id, t, tier(int(self.histogram[t]), TOPIC_TIERS)) for t in self.provided_topics]
 
 
 def profile(codebook: Codebook, vectors: np.ndarray, previous: frozenset[int] = frozenset(), seed: int = 0) -> Profile:
@@ -87,11 +141,13 @@ def profile(codebook: Codebook, vectors: np.ndarray, previous: frozenset[int] = 
     topics = choose_topics(histogram, previous)
     budget = _sub_budget([int(histogram[t]) for t in topics])
     subs = {t: _sub_centroids(prefixes[assigned == t], s, seed + t) for t, s in zip(topics, budget)}
-    return Profile(histogram, topics, subs, len(prefixes))
+    regions = np.bincount(codebook.regions, weights=histogram, minlength=codebook.region_count).astype(np.int64)
+    return Profile(histogram, topics, subs, len(prefixes), regions, choose_regions(regions))
 
 
 def summary_of(codebook: Codebook, found: Profile, peer_id: str, seq: int, now: float | None = None, retired: tuple[int, ...] = ()) -> TopicSummary:
     issued = int(time.time() if now is None else now)
     topics = tuple(Topic(t, int(found.histogram[t]), found.subs[t]) for t in found.topics)
     lifetime = min(SUMMARY_LIFETIME, MAX_LIFETIME)
-    return TopicSummary(peer_id, codebook.id, codebook.model_id, found.items, topics, seq, issued, issued + lifetime, retired)
+    regions = tuple(int(n) for n in found.region_histogram)
+    return TopicSummary(peer_id, codebook.id, codebook.model_id, found.items, topics, seq, issued, issued + lifetime, retired, regions)
