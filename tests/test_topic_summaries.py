@@ -23,6 +23,7 @@ from peerlight.node.routing.topics import (
     region_key,
     region_key_text,
     summary_of,
+    sticky_tier,
     tier,
     topic_key,
     topic_key_text,
@@ -148,6 +149,19 @@ def test_topics_change_little_when_the_library_changes_little(codebook) -> None:
     assert len(set(before) ^ set(after)) <= 2
     assert choose_topics(np.zeros(codebook.size, int)) == []  # an empty share: no keys at all
     assert len(choose_topics(np.ones(codebook.size, int))) == 64  # never more than 64 records
+
+
+def test_a_tier_is_kept_while_its_count_wavers_at_the_floor(codebook) -> None:
+    assert [sticky_tier(n, TOPIC_TIERS) for n in (1, 9, 10, 99, 100)] == [0, 0, 1, 1, 2]
+    assert sticky_tier(95, TOPIC_TIERS, previous=2) == 2  # a few items gone: the same key
+    assert sticky_tier(60, TOPIC_TIERS, previous=2) == 1  # a third gone: the key follows
+    assert sticky_tier(110, TOPIC_TIERS, previous=1) == 1 and sticky_tier(160, TOPIC_TIERS, previous=1) == 2
+    rng = np.random.default_rng(10)
+    items = clustered(rng, 30, 150)
+    before = profile(codebook, items)
+    fewer = items[rng.permutation(len(items))[: len(items) - 150]]  # 3% gone
+    assert len(set(before.keys(codebook.id)) ^ set(profile(codebook, fewer, previous=before).keys(codebook.id))) <= 2
+    assert len(set(before.keys(codebook.id)) ^ set(profile(codebook, fewer).keys(codebook.id))) > 2  # tiers read afresh: more change
 
 
 def test_topic_keys_are_plain_sha256_multihashes(codebook) -> None:

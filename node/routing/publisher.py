@@ -66,7 +66,7 @@ class TopicPublisher:
             return
         self._generation = self._catalog.generation
         prefixes = await self._catalog.read(partial(scope_prefixes, scope=self._scope(), model_id=self.codebook.model_id, k=self.codebook.prefix))
-        found = await trio.to_thread.run_sync(profile, self.codebook, prefixes, frozenset(self.topics))
+        found = await trio.to_thread.run_sync(profile, self.codebook, prefixes, self._profile)
         for topic in set(self.topics) - set(found.topics):
             self.retired[topic] = now
         for topic in found.topics:

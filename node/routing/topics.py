@@ -71,10 +71,22 @@ def region_key(codebook_id: str, region: int, level: int) -> str:
     return provider_key(region_key_text(codebook_id, region, level))
 
 
-def choose_regions(histogram: np.ndarray, limit: int = MAX_REGION_KEYS) -> list[int]:
-    """The regions to provide keys for: those with at least ``REGION_TIERS[0]`` items, fullest first."""
-    held = np.flatnonzero(histogram >= REGION_TIERS[0])
-    return [int(r) for r in held[np.argsort(-histogram[held], kind="stable")][:limit]]
+def sticky_tier(count: int, floors: tuple[int, ...], previous: int | None = None) -> int:
+    """The tier of ``count``, except that a tier held before is kept while the count stays within
+    ``STICKINESS`` of its bounds: a count wavering at a floor does not change the key each time."""
+    now = tier(count, floors)
+    if previous is None or previous == now:
+        return now
+    if previous > now:
+        return previous if count * STICKINESS >= tier_floor(previous, floors) else now
+    return previous if previous < len(floors) and count < floors[previous] * STICKINESS else now
+
+
+def choose_regions(histogram: np.ndarray, previous: frozenset[int] = frozenset(), limit: int = MAX_REGION_KEYS) -> list[int]:
+    """The regions to provide keys for, fullest first: those with at least ``REGION_TIERS[0]``
+    items, and those provided before while they keep two-thirds of it."""
+    held = [r for r in range(len(histogram)) if histogram[r] >= REGION_TIERS[0] or (r in previous and histogram[r] * STICKINESS >= REGION_TIERS[0])]
+    return sorted(held, key=lambda r: -histogram[r])[:limit]
 
 
 def choose_topics(histogram: np.ndarray, previous: frozenset[int] = frozenset(), limit: int = MAX_TOPICS, minimum: int = MIN_TOPIC_ITEMS) -> list[int]:
@@ -121,6 +133,8 @@ class Profile:
     items: int
     region_histogram: np.ndarray  # (R,) items per region
     regions: list[int]  # provided, fullest first
+    topic_tiers: dict[int, int]  # provided topic -> its key's tier
+    region_tiers: dict[int, int]  # provided region -> its key's tier
 
     @property
     def provided_topics(self) -> list[int]:
@@ -129,20 +143,25 @@ class Profile:
 
     def keys(self, codebook_id: str) -> list[str]:
         """Every DHT key the share provides: its regions', then its topics', each at its tier."""
-        regions = [region_key(codebook_id, r, tier(int(self.region_histogram[r]), REGION_TIERS)) for r in self.regions]
-        return regions + [topic_key(codebook_id, t, tier(int(self.histogram[t]), TOPIC_TIERS)) for t in self.provided_topics]
+        regions = [region_key(codebook_id, r, self.region_tiers[r]) for r in self.regions]
+        return regions + [topic_key(codebook_id, t, self.topic_tiers[t]) for t in self.provided_topics]
 
 
-def profile(codebook: Codebook, vectors: np.ndarray, previous: frozenset[int] = frozenset(), seed: int = 0) -> Profile:
-    """The share's topics and sub-centroids from its items' vectors in the codebook's space."""
+def profile(codebook: Codebook, vectors: np.ndarray, previous: Profile | None = None, seed: int = 0) -> Profile:
+    """The share's topics, regions and sub-centroids from its items' vectors in the codebook's
+    space; with the ``previous`` profile, its keys change only where the library clearly did."""
     prefixes = codebook.prefixes(vectors) if len(vectors) else np.zeros((0, codebook.prefix), np.float32)
     assigned = np.argmax(prefixes @ codebook.centroids.T, axis=1) if len(prefixes) else np.zeros(0, np.int64)
     histogram = np.bincount(assigned, minlength=codebook.size)
-    topics = choose_topics(histogram, previous)
+    topics = choose_topics(histogram, frozenset(previous.topics) if previous else frozenset())
     budget = _sub_budget([int(histogram[t]) for t in topics])
     subs = {t: _sub_centroids(prefixes[assigned == t], s, seed + t) for t, s in zip(topics, budget)}
     regions = np.bincount(codebook.regions, weights=histogram, minlength=codebook.region_count).astype(np.int64)
-    return Profile(histogram, topics, subs, len(prefixes), regions, choose_regions(regions))
+    provided_regions = choose_regions(regions, frozenset(previous.regions) if previous else frozenset())
+    before_topics, before_regions = (previous.topic_tiers, previous.region_tiers) if previous else ({}, {})
+    region_tiers = {r: max(1, sticky_tier(int(regions[r]), REGION_TIERS, before_regions.get(r))) for r in provided_regions}
+    topic_tiers = {t: sticky_tier(int(histogram[t]), TOPIC_TIERS, before_topics.get(t)) for t in topics}
+    return Profile(histogram, topics, subs, len(prefixes), regions, provided_regions, topic_tiers, region_tiers)
 
 
 def summary_of(codebook: Codebook, found: Profile, peer_id: str, seq: int, now: float | None = None, retired: tuple[int, ...] = ()) -> TopicSummary:
