@@ -19,7 +19,16 @@ from typing import NoReturn
 from peerlight.node.control.protocol import ControlError
 from peerlight.node.paths import NodePaths
 
-from . import daemon_commands, device_commands, feedback_commands, index_commands, library_commands, search_commands, share_commands
+from . import (
+    daemon_commands,
+    device_commands,
+    feedback_commands,
+    index_commands,
+    library_commands,
+    search_commands,
+    service_commands,
+    share_commands,
+)
 from .client import ConnectionLost, DaemonNotRunning
 from .errors import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_USAGE, CliError, UsageError
 from .output import Output
@@ -70,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to exit")
 
     command("status", daemon_commands.cmd_status, "show whether the daemon runs, its peer ID and catalog state")
+
+    service = commands.add_parser("service", parents=[common], help="run the daemon as a service of your login session (systemd, launchd)")
+    service_actions = service.add_subparsers(dest="service_command", required=True, metavar="ACTION")
+    for name, run, help_text in (
+        ("install", service_commands.cmd_service_install, "write the user unit (or launch agent), enable it and start the daemon"),
+        ("uninstall", service_commands.cmd_service_uninstall, "stop and disable the service, and remove its file"),
+        ("status", service_commands.cmd_service_status, "whether the service is installed, enabled and running"),
+    ):
+        action = command(name, run, help_text, service_actions)
+        action.add_argument("--manager", choices=["systemd", "launchd"], help="default: launchd on macOS, systemd elsewhere")
+        if name != "status":
+            action.add_argument("--write-only", action="store_true", help="only write (or remove) the file: run no systemctl or launchctl")
+        if name == "install":
+            action.add_argument("--no-start", action="store_true", help="enable it for the next login, but do not start it now")
+            action.add_argument("--linger", action="store_true", help="systemd: also `loginctl enable-linger`, so it starts at boot and outlives logout")
 
     library = commands.add_parser("library", parents=[common], help="manage the folders the node indexes")
     library_commands_ = library.add_subparsers(dest="library_command", required=True, metavar="ACTION")

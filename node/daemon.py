@@ -53,7 +53,8 @@ from .models import ModelManager
 from .recommendations import Recommendations, RecommenderSettings
 from .search.engine import SearchEngine
 from .search.vector_indexes import IndexSettings, VectorIndexes
-from .supervisor import Supervisor
+from .service_notify import ServiceNotifier
+from .supervisor import Supervisor, describe_error
 from .paths import NodePaths
 
 log = logging.getLogger("peerlight.daemon")
@@ -218,13 +219,29 @@ class Daemon:
                     extra={"peer_id": self.peer_id, "data_dir": str(self.paths.root), "pid": os.getpid()},
                 )
                 on_ready()
+                manager = ServiceNotifier.from_environment()
+                if manager is not None:  # started by systemd (a Type=notify unit)
+                    manager.notify(READY="1", MAINPID=str(os.getpid()), STATUS=f"serving {self.paths.root}")
+                    services.start_soon(manager.keep_alive, self._healthy)
                 await self._stop.wait()
+                if manager is not None:
+                    manager.notify(STOPPING="1", STATUS="stopping")
                 server.close()
                 # Background work stops now; a write it has started still commits.
                 self.indexer.close()
                 services.cancel_scope.cancel()
             # Running requests may be committing writes: give them the grace period.
             control.cancel_scope.deadline = trio.current_time() + self.config.daemon.shutdown_grace_seconds
+
+    async def _healthy(self) -> bool:
+        """What the service manager's watchdog is told: the event loop runs (this is awaited in
+        it) and the catalog answers a read through its worker threads."""
+        assert self._catalog is not None
+        try:
+            return await self._catalog.read(lambda conn: conn.execute("SELECT 1").fetchone()) == (1,)
+        except Exception as exc:  # a closed or broken catalog: no ping, and the manager restarts us
+            log.warning("health check: the catalog does not answer", extra={"reason": describe_error(exc)})
+            return False
 
     def _methods(self, catalog: Catalog) -> dict[str, Handler | Streaming]:
         return (
