@@ -299,6 +299,15 @@ class RecommenderOptions:
 
 
 @dataclass(frozen=True)
+class UiOptions:
+    """The web UI the daemon serves on loopback (`peerlight ui` opens it, logged in)."""
+
+    enabled: bool = _option(True, "Serve the web UI at http://127.0.0.1:PORT/ (loopback only; only this machine's user can log in).")
+    port: int = _option(7780, "The web UI's port on 127.0.0.1; 0 picks a free one (`peerlight ui` knows which).", min=0, max=65535)
+    session_hours: float = _option(12.0, "How long a browser stays logged in after `peerlight ui` logged it in.", min=0.1, max=24 * 30)
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated node configuration. Every section has working defaults."""
 
@@ -315,6 +324,7 @@ class Config:
     video: VideoOptions = field(default_factory=VideoOptions)
     network: NetworkOptions = field(default_factory=NetworkOptions)
     recommender: RecommenderOptions = field(default_factory=RecommenderOptions)
+    ui: UiOptions = field(default_factory=UiOptions)
 
     def resolve_path(self, data_dir: Path, path: Path) -> Path:
         """A configured path, with relative paths taken inside the data directory."""

@@ -203,8 +203,8 @@ def decode(value: bytes, peer_id: str, now: float | None = None) -> TopicSummary
     if not isinstance(packed_regions, bytes) or len(packed_regions) % 4 or len(packed_regions) // 4 > MAX_REGIONS:
         raise InvalidSummary(f"'regions' is at most {MAX_REGIONS} u32 counts")
     regions = struct.unpack(f"<{len(packed_regions) // 4}I", packed_regions)
-    if sum(regions) > items:
-        raise InvalidSummary(f"its regions hold {sum(regions)} items, more than the {items} it has")
+    if regions and sum(regions) != items:  # every item lies in one region: the counts add up to the items
+        raise InvalidSummary(f"its regions hold {sum(regions)} items, not the {items} it has")
     return TopicSummary(
         peer_id,
         _text(body, "codebook", 64),

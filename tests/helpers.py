@@ -122,6 +122,9 @@ chunk_overlap_words = 10
 
 [index]
 watch = false
+
+[ui]
+port = 0
 """
 
 

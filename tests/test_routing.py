@@ -107,26 +107,70 @@ def test_where_few_shares_hold_the_nearest_topics_the_next_ones_are_looked_up(co
     assert [c.peer_id for c in listed.chosen] == [only, elsewhere] and listed.lookups == RouteSettings.max_lookups + 1
 
 
-def test_a_share_claiming_every_topic_is_ranked_after_honest_ones(codebook, tmp_path) -> None:
-    """It provides every topic's key, but its signed summary can list 64 topics at most: seen
-    under a topic it does not list, it is ranked after every share that does not overclaim,
-    for this query and the next ones (even those on topics it does list)."""
+def test_a_share_claiming_every_topic_is_ranked_by_what_its_summary_holds(codebook, tmp_path) -> None:
+    """It provides every topic's key at the top tier, but its signed summary can list 64 topics
+    at most: the keys it does not bear out count for nothing (flagged), it is ranked by its
+    summary, and once that is cached it no longer takes a fetch ahead of honest shares."""
     shares = Shares(codebook, tmp_path)
     rng = np.random.default_rng(4)
     query = normalize(rng.standard_normal(32).astype(np.float32))
-    honest = shares.add("honest", near(query, 40, 0.15, 5))
+    honest = shares.add("honest", near(query, 60, 0.1, 5))
     every_key = [topic_key(codebook.id, t, 2) for t in range(codebook.size)]  # every topic, at the top tier
-    cheat = shares.add("cheat", near(query, 400, 0.05, 6), provides=every_key)  # its items sit right on the query
+    elsewhere = normalize(rng.standard_normal(32).astype(np.float32))
+    cheat = shares.add("cheat", near(elsewhere, 400, 0.05, 6), provides=every_key)  # its items lie far from the query
     cache = RoutingCache()
     routed = routed_by(query, codebook, shares, cache, RouteSettings(ask=2), lambda: NOW)
     assert [c.peer_id for c in routed.chosen] == [honest, cheat]
-    assert routed.chosen[1].flagged and not routed.chosen[0].flagged
-    # A query whose topics the cheat's summary does list: remembered, it still goes last.
-    listed = {t for t in profile(codebook, near(query, 400, 0.05, 6)).topics}
-    assert listed
-    on_its_topics = normalize(codebook.centroids[sorted(listed)[0]].copy())
-    again = routed_by(np.concatenate([on_its_topics, np.zeros(16, np.float32)]), codebook, shares, cache, RouteSettings(ask=2), lambda: NOW)
-    assert again.chosen[-1].peer_id == cheat and again.chosen[-1].flagged
+    assert routed.chosen[1].flagged and routed.chosen[1].found_under == [] and not routed.chosen[0].flagged
+    # With one fetch to spend, the cheat's claimed tier 2 took it on the first query; on the next
+    # (a fresh honest share nearby), its cached summary has judged its keys: the fetch goes to the honest one.
+    later = shares.add("later", near(query, 60, 0.1, 7))
+    shares.fetches.clear()
+    again = routed_by(query, codebook, shares, cache, RouteSettings(ask=3, summaries=1), lambda: NOW)
+    assert shares.fetches == [later] and again.chosen[-1].peer_id == cheat
+
+
+def test_a_provider_record_is_never_held_against_the_share_it_names(codebook, tmp_path) -> None:
+    """Provider records are not signed: a DHT node may list an honest share under keys it never
+    provided. Those keys count for nothing, and its rank is what its summary earns."""
+    rng = np.random.default_rng(70)
+    query = normalize(rng.standard_normal(32).astype(np.float32))
+    scores = []
+    for framed in (False, True):
+        shares = Shares(codebook, tmp_path / str(framed))
+        (tmp_path / str(framed)).mkdir()
+        honest = shares.add("honest", near(query, 60, 0.1, 71))
+        other = shares.add("other", near(query, 60, 0.2, 72))
+        if framed:
+            for t in range(codebook.size):
+                shares.providers.setdefault(topic_key(codebook.id, t, 2), {})[honest] = []
+        routed = routed_by(query, codebook, shares, RoutingCache(), RouteSettings(ask=2), lambda: NOW)
+        assert [c.peer_id for c in routed.chosen] == [honest, other] and routed.chosen[0].flagged == framed
+        scores.append(routed.chosen[0].score)
+    assert scores[0] == scores[1]
+
+
+def test_no_key_s_providers_take_every_fetch_and_shares_without_a_summary_are_not_asked_again(codebook, tmp_path) -> None:
+    """Twenty peers providing the query region's top key (a few hostile ones could) take at most
+    a quarter of the fetches: the share found under a topic key is still read and asked. A share
+    that answered it has no summary is not fetched again for half an hour."""
+    shares = Shares(codebook, tmp_path)
+    rng = np.random.default_rng(80)
+    query = normalize(rng.standard_normal(32).astype(np.float32))
+    from peerlight.node.routing.router import plan
+
+    region_top = plan(codebook, codebook.prefixes(query.reshape(1, -1))[0], RouteSettings())[0].key
+    crowd = [shares.add(f"crowd{i}", near(normalize(rng.standard_normal(32).astype(np.float32)), 20, 0.1, 81 + i), provides=[region_top]) for i in range(20)]
+    wanted = shares.add("wanted", near(query, 60, 0.1, 110))
+    silent_about_it = shares.add("no-summary", near(query, 60, 0.1, 111))
+    shares.unpublished.add(silent_about_it)
+    cache = RoutingCache()
+    routed = routed_by(query, codebook, shares, cache, RouteSettings(ask=3, summaries=8), lambda: NOW)
+    assert routed.chosen[0].peer_id == wanted
+    assert len(set(shares.fetches) & set(crowd)) <= 2 and silent_about_it in shares.fetches
+    shares.fetches.clear()
+    routed_by(query, codebook, shares, cache, RouteSettings(ask=3, summaries=8), lambda: NOW)
+    assert silent_about_it not in shares.fetches and wanted not in shares.fetches  # one cached, one known to have none
 
 
 def test_a_large_library_is_found_by_its_region_key(codebook, tmp_path) -> None:
@@ -146,22 +190,24 @@ def test_a_large_library_is_found_by_its_region_key(codebook, tmp_path) -> None:
     assert {c.peer_id for c in routed.chosen[1:]} <= set(small)
 
 
-def test_a_key_above_the_share_s_tier_is_an_overclaim(codebook, tmp_path) -> None:
+def test_a_key_above_the_share_s_tier_counts_for_nothing(codebook, tmp_path) -> None:
     """Tier 2 says "a hundred items or more here": a share of a few items providing it, or a
-    region's top tier, is ranked after the shares whose keys their summaries bear out."""
+    region's top tier, is flagged and ranked by its summary alone, behind the share whose keys
+    its summary bears out."""
     shares = Shares(codebook, tmp_path)
     rng = np.random.default_rng(60)
     query = normalize(rng.standard_normal(32).astype(np.float32))
-    nearest = [int(t) for t in codebook.nearest(np.concatenate([query]), 3)[0]]
+    nearest = [int(t) for t in codebook.nearest(query, 3)[0]]
     region = int(codebook.regions[nearest[0]])
     honest = shares.add("honest", near(query, 150, 0.1, 61))
-    boastful = shares.add("boastful", near(query, 6, 0.05, 62), provides=[topic_key(codebook.id, t, 2) for t in nearest])
+    boastful = shares.add("boastful", near(query, 6, 0.3, 62), provides=[topic_key(codebook.id, t, 2) for t in nearest])
     from peerlight.node.routing.topics import region_key
 
-    inflated = shares.add("inflated", near(query, 20, 0.05, 63), provides=[region_key(codebook.id, region, 2)])
+    inflated = shares.add("inflated", near(query, 20, 0.3, 63), provides=[region_key(codebook.id, region, 2)])
     routed = routed_by(query, codebook, shares, RoutingCache(), RouteSettings(ask=3), lambda: NOW)
-    assert routed.chosen[0].peer_id == honest and not routed.chosen[0].flagged
-    assert {c.peer_id for c in routed.chosen[1:]} == {boastful, inflated} and all(c.flagged for c in routed.chosen[1:])
+    assert routed.chosen[0].peer_id == honest and not routed.chosen[0].flagged and routed.chosen[0].found_under
+    assert {c.peer_id for c in routed.chosen[1:]} == {boastful, inflated}
+    assert all(c.flagged and c.found_under == [] for c in routed.chosen[1:])
 
 
 def test_a_share_that_does_not_answer_drops_in_rank_and_is_left_out_without_a_summary(codebook, tmp_path) -> None:

@@ -76,7 +76,7 @@ def test_the_fullest_summary_fits_its_byte_limit(codebook, tmp_path) -> None:
     peer_id, key = share_key(tmp_path)
     rng = np.random.default_rng(2)
     topics = tuple(Topic(c, 100_000 + c, normalize(rng.standard_normal((n, 16)).astype(np.float32))) for c, n in zip(range(64), [2] * 4 + [1] * 60))
-    summary = TopicSummary(peer_id, codebook.id, "ordered:all-MiniLM-L6-v2:8142582d383b4144", 10**7, topics, 2**61, NOW, NOW + 86_400, tuple(range(100, 132)), (100_000,) * 32)
+    summary = TopicSummary(peer_id, codebook.id, "ordered:all-MiniLM-L6-v2:8142582d383b4144", 6_403_200, topics, 2**61, NOW, NOW + 86_400, tuple(range(100, 132)), (200_100,) * 32)
     assert sum(len(t.subs) for t in topics) == summaries.MAX_SUBS
     value = encode(summary, key)
     assert len(value) <= MAX_SUMMARY_BYTES

@@ -9,6 +9,7 @@ provides topics it cannot fill.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from functools import partial
@@ -17,7 +18,7 @@ from typing import Any
 import trio
 
 from peerlight.embeddings.codebook import Codebook
-from peerlight.p2p.summaries import MAX_RETIRED, encode
+from peerlight.p2p.summaries import MAX_RETIRED, InvalidSummary, TopicSummary, encode
 
 from ..catalog.database import Catalog
 from ..serving.share_queries import scope_prefixes
@@ -51,7 +52,7 @@ class TopicPublisher:
         retired (its DHT records live on), and the next refresh, should it publish again, reads
         the library at once."""
         now = self._now()
-        for topic in self.topics:
+        for topic in self._profile.provided_topics if self._profile is not None else []:
             self.retired[topic] = now
         self.topics, self.value, self._profile, self._generation, self._issued = [], None, None, None, 0.0
 
@@ -67,16 +68,29 @@ class TopicPublisher:
         self._generation = self._catalog.generation
         prefixes = await self._catalog.read(partial(scope_prefixes, scope=self._scope(), model_id=self.codebook.model_id, k=self.codebook.prefix))
         found = await trio.to_thread.run_sync(profile, self.codebook, prefixes, self._profile)
-        for topic in set(self.topics) - set(found.topics):
-            self.retired[topic] = now
+        # Retired: topics whose keys it provided and provides no more (their records outlive the change).
+        retired = dict(self.retired)
+        before = set(self._profile.provided_topics) if self._profile is not None else set()
+        for topic in before - set(found.provided_topics):
+            retired[topic] = now
         for topic in found.topics:
-            self.retired.pop(topic, None)
-        recent = sorted((t for t, at in self.retired.items() if now - at < RETIRED_SECONDS), key=lambda t: -self.retired[t])[:MAX_RETIRED]
-        self.retired = {t: self.retired[t] for t in recent}
-        self.topics, self._profile = found.topics, found
-        if not found.topics:
-            self.value = None
-        else:
-            summary = summary_of(self.codebook, found, self._peer_id, seq=int(now * 1000), now=now, retired=tuple(sorted(self.retired)))
-            self.value = encode(summary, self._key)
+            retired.pop(topic, None)
+        recent = sorted((t for t, at in retired.items() if now - at < RETIRED_SECONDS), key=lambda t: -retired[t])[:MAX_RETIRED]
+        retired = {t: retired[t] for t in recent}
+        value = None
+        if found.topics:
+            summary = summary_of(self.codebook, found, self._peer_id, seq=int(now * 1000), now=now, retired=tuple(sorted(retired)))
+            value = _signed_within_limit(summary, self._key)
+        # Only once the summary is signed: keys never run ahead of the summary peers are served.
+        self.topics, self._profile, self.retired, self.value = found.topics, found, retired, value
         self._issued = now
+
+
+def _signed_within_limit(summary: TopicSummary, key: Any) -> bytes:
+    """The signed summary; one sub-centroid per topic if the full one would pass the 2 KB limit
+    (a long model id leaves less room)."""
+    try:
+        return encode(summary, key)
+    except InvalidSummary:
+        slim = tuple(dataclasses.replace(topic, subs=topic.subs[:1]) for topic in summary.topics)
+        return encode(dataclasses.replace(summary, topics=slim), key)

@@ -13,11 +13,14 @@ The DHT and the wire are passed in as two functions, so the same code routes ins
 daemon (py-libp2p's DHT, the summary protocol) and in ``bench/global_routing.py`` (a model
 of Kademlia over 10,000 shares).
 
-Everything a peer says is doubted: a summary that does not verify counts as no answer; a
-share found under a key its own summary does not bear out (a topic it does not list, or a
-tier more than ten times what it counts there: it provides keys it cannot fill, as one
-claiming every topic does) is ranked after every share that does not; a share that did not
-answer drops in rank for a while.
+Everything a peer says is doubted. A summary that does not verify counts as no answer, and a
+share that did not answer drops in rank for a while. A share that answered with no summary
+or one of another space is not fetched again for half an hour. A key its own summary does not
+bear out (a topic it does not list, or a tier over ten times what it counts there: as a share
+claiming every topic provides) counts for nothing: the share is ranked by its summary alone,
+and once that summary is cached it no longer takes a fetch ahead of others. Provider records
+are not signed (any DHT node may answer with any peer), so a record is never held against
+the share it names. No key's providers take more than a quarter of the fetches.
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ MAX_ITEMS_PER_SUB = 10_000  # items one sub-centroid counts for at most, whateve
 TIER_STEP = 0.03  # a topic key one tier up is worth one this much less near in cosine (tuned in bench/global_routing.py)
 REGION_BONUS = 0.5  # a region key ranks as a topic key of its tier at the query's own point, and half a tier more
 MISS_PENALTY = 0.05  # rank lost per unanswered request, while remembered
-FLAGGED_PENALTY = 10.0  # a share providing topics its summary does not list goes after every other
+MISS_PROMISE = 1.0  # ... and a tier of promise per unanswered request, in the order of fetching
+KEY_SHARE = 4  # the providers of one key take at most 1/KEY_SHARE of a query's summary fetches
+LOOKUP_CACHE_BYTES = 32 * 2**20  # what cached lookups may hold (a hostile answer is 256 peers × 8 addresses)
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ class RouteSettings:
     summary_seconds: float = 5.0
     parallel: int = 16  # summary fetches at once
     size_weight: float = SIZE_WEIGHT
+
+    def __post_init__(self) -> None:
+        if min(self.lookups, self.max_lookups, self.summaries, self.ask, self.parallel) < 1 or self.region_lookups < 0:
+            raise ValueError(f"routing settings must be positive: {self}")
 
 
 def share_score(summary: TopicSummary, query: np.ndarray, size_weight: float = SIZE_WEIGHT) -> float:
@@ -94,16 +103,15 @@ class Probe:
     topic: int | None = None
     region: int | None = None
 
-    def overclaimed_by(self, summary: TopicSummary) -> bool:
-        """Whether the share's own summary does not bear out its record under this key."""
+    def borne_out_by(self, summary: TopicSummary) -> bool:
+        """Whether the share's own summary holds what its record under this key promises (within
+        a tier: a key outlives a change of tier by up to 48 hours)."""
         if self.topic is not None:
-            if self.topic in summary.retired:  # given up lately: its records outlive the change
-                return False
             counts = {t.centroid: t.items for t in summary.topics}
-            return self.topic not in counts or counts[self.topic] * TIER_TOLERANCE < tier_floor(self.level, TOPIC_TIERS)
+            return counts.get(self.topic, 0) * TIER_TOLERANCE >= tier_floor(self.level, TOPIC_TIERS)
         assert self.region is not None
         held = summary.regions[self.region] if self.region < len(summary.regions) else 0
-        return held * TIER_TOLERANCE < tier_floor(self.level, REGION_TIERS)
+        return held * TIER_TOLERANCE >= tier_floor(self.level, REGION_TIERS)
 
 
 def plan(codebook: Codebook, prefix: np.ndarray, settings: RouteSettings) -> list[Probe]:
@@ -126,8 +134,14 @@ class Candidate:
     found_under: list[Probe] = field(default_factory=list)  # the keys it was found under
     summary: TopicSummary | None = None
     score: float = -math.inf
-    flagged: bool = False  # found under a key its summary does not bear out
+    flagged: bool = False  # found under a key its summary does not bear out (the key then counts for nothing)
     error: str | None = None
+
+    def judge_keys(self, summary: TopicSummary) -> None:
+        """Keep only the keys the share's summary bears out."""
+        kept = [p for p in self.found_under if p.borne_out_by(summary)]
+        self.flagged = self.flagged or len(kept) < len(self.found_under)
+        self.found_under = kept
 
     @property
     def promise(self) -> float:
@@ -138,33 +152,41 @@ class Candidate:
 class _Expiring:
     """A bounded map whose entries expire: oldest dropped first when full."""
 
-    def __init__(self, seconds: float, limit: int) -> None:
-        self.seconds, self.limit = seconds, limit
+    def __init__(self, seconds: float, limit: int, budget: int | None = None, cost: Callable[[Any], int] = lambda value: 1) -> None:
+        self.seconds, self.limit, self.budget, self.cost = seconds, limit, budget, cost
         self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._spent = 0  # the entries' cost, when there is a budget
 
     def get(self, key: str, now: float) -> Any:
         entry = self._entries.get(key)
         if entry is None or entry[0] <= now:
-            self._entries.pop(key, None)
+            self._drop(key)
             return None
         return entry[1]
 
     def put(self, key: str, value: Any, now: float, until: float | None = None) -> None:
+        self._drop(key)
         self._entries[key] = (min(until, now + self.seconds) if until is not None else now + self.seconds, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.limit:
-            self._entries.popitem(last=False)
+        self._spent += self.cost(value)
+        while len(self._entries) > self.limit or (self.budget is not None and self._spent > self.budget and len(self._entries) > 1):
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._spent -= self.cost(entry[1])
 
 
 class RoutingCache:
-    """What routing remembers between queries: topic lookups (10 min), verified summaries (until
-    they expire, an hour at most), and shares that did not answer or overclaimed (an hour)."""
+    """What routing remembers between queries: key lookups (10 min, 32 MB at most), verified
+    summaries (until they expire, an hour at most), shares that did not answer (an hour), and
+    shares that answered with no usable summary (half an hour)."""
 
     def __init__(self, topic_seconds: float = 600, summary_seconds: float = 3600, penalty_seconds: float = 3600, limit: int = 2_000) -> None:
-        self.topics = _Expiring(topic_seconds, limit)  # each up to 256 providers
+        self.topics = _Expiring(topic_seconds, limit, LOOKUP_CACHE_BYTES, _lookup_bytes)  # each up to 256 providers
         self.summaries = _Expiring(summary_seconds, limit)  # each a few KB decoded
         self.misses = _Expiring(penalty_seconds, limit)  # peer -> unanswered requests
-        self.overclaims = _Expiring(penalty_seconds, limit)  # peer -> topics provided but not listed
+        self.unusable = _Expiring(penalty_seconds / 2, limit)  # peer -> why its summary is of no use
 
     def missed(self, peer_id: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -231,7 +253,10 @@ async def route(
     candidates: dict[str, Candidate] = {}
     searched = 0
     # The most promising keys first; where few shares hold them (a young or small network), the next ones.
-    while searched < min(len(probes), settings.max_lookups) and (searched == 0 or len(candidates) < settings.ask):
+    def usable() -> int:  # shares found that may answer with a summary (not those known to have none)
+        return sum(cache.unusable.get(peer_id, now()) is None for peer_id in candidates)
+
+    while searched < min(len(probes), settings.max_lookups) and (searched == 0 or usable() < settings.ask):
         batch = probes[searched : min(searched + settings.lookups, settings.max_lookups)]
         searched += len(batch)
         async with trio.open_nursery() as nursery:
@@ -242,7 +267,7 @@ async def route(
                 if peer_id in exclude:
                     continue
                 candidates.setdefault(peer_id, Candidate(peer_id, list(addresses))).found_under.append(probe)
-    if len(candidates) < settings.ask and list_any is not None:
+    if usable() < settings.ask and list_any is not None:
         # A network so small that its shares hold few of the topics: any share (the Peerlight
         # key lists them, 256 at most) may be the one, and the summaries still choose.
         lookups += 1
@@ -270,17 +295,14 @@ async def rank(
     now: Callable[[], float] = time.time,
 ) -> tuple[list[Candidate], int]:
     """Score candidate shares (in a first order) from their summaries, best first, and how many
-    summaries were fetched: those cached, and the first ``settings.summaries`` others. Shares
-    without a valid summary are left out."""
+    summaries were fetched: those cached, and ``settings.summaries`` others (``_to_fetch``).
+    Shares without a valid summary are left out."""
     prefix = codebook.prefixes(np.asarray(query).reshape(1, -1))[0]
     fetched = 0
     limiter = trio.CapacityLimiter(settings.parallel)
 
     async def get_summary(candidate: Candidate) -> None:
         nonlocal fetched
-        candidate.summary = cache.summary(candidate.peer_id, now())
-        if candidate.summary is not None:
-            return
         async with limiter:
             fetched += 1
             try:
@@ -289,6 +311,7 @@ async def rank(
                 summary = decode(value, candidate.peer_id, now=now())
             except NotFound:  # it answered: it publishes no summary (a LAN share, an older node)
                 candidate.error = "it publishes no topic summary"
+                cache.unusable.put(candidate.peer_id, candidate.error, now())
                 return
             except Exception as exc:  # no answer, or not a valid one (InvalidSummary, a wire error, a timeout)
                 candidate.error = f"{type(exc).__name__}: {exc}"
@@ -296,32 +319,62 @@ async def rank(
                 return
         if summary.codebook != codebook.id or summary.model_id != codebook.model_id or any(t.subs.shape[1] != codebook.prefix for t in summary.topics):
             candidate.error = "its summary is not of this codebook's space"  # its codebook id copied onto other vectors
-            return
-        if not _regions_agree(summary, codebook):
+        elif not _regions_agree(summary, codebook):
             candidate.error = "its regions do not hold its topics"
+        if candidate.error is not None:
+            cache.unusable.put(candidate.peer_id, candidate.error, now())
             return
         candidate.summary = summary
         cache.summaries.put(candidate.peer_id, summary, now(), until=summary.expires)
 
-    cached = {c.peer_id for c in ordered if cache.summary(c.peer_id, now()) is not None}
-    wanted = [c for c in ordered if c.peer_id in cached] + [c for c in ordered if c.peer_id not in cached][: settings.summaries]
+    cached, uncached = [], []
+    for candidate in ordered:
+        if cache.unusable.get(candidate.peer_id, now()) is not None:
+            continue
+        candidate.summary = cache.summary(candidate.peer_id, now())
+        if candidate.summary is not None:
+            candidate.judge_keys(candidate.summary)
+            cached.append(candidate)
+        else:
+            uncached.append(candidate)
+    wanted = cached + _to_fetch(uncached, cache, settings.summaries, now())
     async with trio.open_nursery() as nursery:
         for candidate in wanted:
-            nursery.start_soon(get_summary, candidate)
+            if candidate.summary is None:
+                nursery.start_soon(get_summary, candidate)
 
     scored = []
     for candidate in wanted:
         if candidate.summary is None:
             continue
-        overclaimed = sum(probe.overclaimed_by(candidate.summary) for probe in candidate.found_under)
-        if overclaimed:
-            cache.overclaims.put(candidate.peer_id, (cache.overclaims.get(candidate.peer_id, now()) or 0) + overclaimed, now())
-        candidate.flagged = bool(cache.overclaims.get(candidate.peer_id, now()))
+        candidate.judge_keys(candidate.summary)
         misses = cache.misses.get(candidate.peer_id, now()) or 0
-        candidate.score = share_score(candidate.summary, prefix, settings.size_weight) - MISS_PENALTY * misses - FLAGGED_PENALTY * candidate.flagged
+        candidate.score = share_score(candidate.summary, prefix, settings.size_weight) - MISS_PENALTY * misses
         scored.append(candidate)
     scored.sort(key=lambda c: c.score, reverse=True)
     return scored, fetched
+
+
+def _to_fetch(uncached: list[Candidate], cache: RoutingCache, budget: int, now: float) -> list[Candidate]:
+    """The candidates whose summaries are fetched: the most promising, a tier lost per unanswered
+    request, and no more than ``budget / KEY_SHARE`` found under one key alone (a few peers
+    providing one popular key cannot take every fetch)."""
+    promise = {c.peer_id: c.promise - MISS_PROMISE * (cache.misses.get(c.peer_id, now) or 0) for c in uncached}
+    per_key: dict[str, int] = {}
+    chosen = []
+    for candidate in sorted(uncached, key=lambda c: promise[c.peer_id], reverse=True):
+        best = max(candidate.found_under, key=lambda p: p.priority).key if candidate.found_under else ""
+        if best and per_key.get(best, 0) >= max(1, budget // KEY_SHARE):
+            continue
+        per_key[best] = per_key.get(best, 0) + 1
+        chosen.append(candidate)
+        if len(chosen) == budget:
+            break
+    return chosen
+
+
+def _lookup_bytes(providers: dict[str, list[str]]) -> int:
+    return sum(len(peer) + sum(len(a) for a in addresses) + 64 for peer, addresses in providers.items())
 
 
 def _regions_agree(summary: TopicSummary, codebook: Codebook) -> bool:

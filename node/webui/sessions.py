@@ -1,0 +1,76 @@
+"""Who may use the web UI: the local user, logged in through a one-time URL, as Jupyter does.
+
+``peerlight ui`` asks the daemon over the control socket (which only the node's user can
+open: the data directory is 0700) for a login token. The browser opens
+``/login?token=…``; the token works once, within a minute, and becomes a session cookie
+(``HttpOnly``, ``SameSite=Strict``) bound to a CSRF token the pages send back with every
+change. Another local user cannot reach the control socket, so cannot get a token, and the
+loopback port alone gives them nothing but a login page.
+
+Tokens and session ids are 256-bit random values, kept only as SHA-256 digests (a memory dump
+of the daemon does not yield a usable cookie) and compared by digest lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+LOGIN_SECONDS = 60.0  # a login URL is good for this long, once
+PENDING_LOGINS = 16  # login URLs outstanding at once (older ones are dropped)
+MAX_SESSIONS = 64  # browsers logged in at once (the oldest is logged out)
+
+
+@dataclass(frozen=True)
+class Session:
+    csrf: str  # sent back in X-CSRF-Token (or the form's csrf field) with every change
+    expires: float
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Sessions:
+    def __init__(self, session_seconds: float, now: Callable[[], float] = time.time) -> None:
+        self._session_seconds = session_seconds
+        self._now = now
+        self._logins: OrderedDict[str, float] = OrderedDict()  # token digest -> expiry
+        self._sessions: OrderedDict[str, Session] = OrderedDict()  # session id digest -> session
+
+    def login_token(self) -> str:
+        """A new one-time login token."""
+        token = secrets.token_urlsafe(32)
+        self._logins[_digest(token)] = self._now() + LOGIN_SECONDS
+        while len(self._logins) > PENDING_LOGINS:
+            self._logins.popitem(last=False)
+        return token
+
+    def redeem(self, token: str) -> tuple[str, Session] | None:
+        """The session a login token opens (its id, for the cookie), or None: unknown, used or expired."""
+        expires = self._logins.pop(_digest(token), None)
+        if expires is None or expires <= self._now():
+            return None
+        session_id = secrets.token_urlsafe(32)
+        session = Session(secrets.token_urlsafe(32), self._now() + self._session_seconds)
+        self._sessions[_digest(session_id)] = session
+        while len(self._sessions) > MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        return session_id, session
+
+    def get(self, session_id: str | None) -> Session | None:
+        if not session_id:
+            return None
+        key = _digest(session_id)
+        session = self._sessions.get(key)
+        if session is None or session.expires <= self._now():
+            self._sessions.pop(key, None)
+            return None
+        return session
+
+    def end(self, session_id: str) -> None:
+        self._sessions.pop(_digest(session_id), None)
