@@ -28,6 +28,7 @@ from . import (
     search_commands,
     service_commands,
     share_commands,
+    ui_commands,
 )
 from .client import ConnectionLost, DaemonNotRunning
 from .errors import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_USAGE, CliError, UsageError
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to exit")
 
     command("status", daemon_commands.cmd_status, "show whether the daemon runs, its peer ID and catalog state")
+
+    ui = command("ui", ui_commands.cmd_ui, "open the web UI in your browser, logged in (or print its one-time login link)")
+    ui.add_argument("--no-browser", action="store_true", help="only print the login link")
 
     service = commands.add_parser("service", parents=[common], help="run the daemon as a service of your login session (systemd, launchd)")
     service_actions = service.add_subparsers(dest="service_command", required=True, metavar="ACTION")

@@ -42,6 +42,8 @@ from .api.library import LibraryMethods
 from .api.search import SearchMethods
 from .api.devices import DeviceMethods
 from .api.feedback import FeedbackMethods
+from .api.items import ItemMethods
+from .api.ui import UiMethods
 from .api.shares import PeerMethods, ShareMethods
 from .pairing import Pairing
 from .peers.client import PeerClient
@@ -55,6 +57,9 @@ from .search.engine import SearchEngine
 from .search.vector_indexes import IndexSettings, VectorIndexes
 from .service_notify import ServiceNotifier
 from .supervisor import Supervisor, describe_error
+from .webui.app import WebUi
+from .webui.server import UiServer
+from .webui.sessions import Sessions
 from .paths import NodePaths
 
 log = logging.getLogger("peerlight.daemon")
@@ -81,6 +86,12 @@ class Daemon:
         self._started_at = time.time()
         self._started_monotonic = time.monotonic()
         self.supervisor = Supervisor()
+        self.ui_sessions = Sessions(config.ui.session_hours * 3600)
+        self.ui_server: UiServer | None = None
+
+    @property
+    def ui_address(self) -> str | None:
+        return self.ui_server.address if self.ui_server is not None else None
 
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
@@ -190,13 +201,17 @@ class Daemon:
 
     async def _serve(self, on_ready: Callable[[], None]) -> None:
         assert self._catalog is not None
+        methods = self._methods(self._catalog)
         server = ControlServer(
             self.paths.control_socket,
-            self._methods(self._catalog),
+            methods,
             max_frame_bytes=self.config.control.max_frame_bytes,
             frame_timeout=self.config.control.frame_timeout_seconds,
         )
         self.control = server
+        if self.config.ui.enabled:  # the web UI calls the same methods, in process, as the local user
+            ui = WebUi(methods, self._catalog, self.ui_sessions, self.paths.root / "thumbnails", self.decoders, self.config.ui.session_hours * 3600)
+            self.ui_server = UiServer(ui, self.config.ui.port)
         async with trio.open_nursery() as control:
             await control.start(server.serve)
             async with trio.open_nursery() as services:
@@ -211,6 +226,7 @@ class Daemon:
                     ("peer client", self.peers.run if self.peers else None),
                     ("pairing", self.pairing.run if self.pairing else None),
                     ("metrics", partial(serve_metrics, self.config.network.metrics_port, self.metrics) if self.config.network.metrics_port else None),
+                    ("web ui", self.ui_server.run if self.ui_server else None),
                 ):
                     if service is not None:
                         await self.supervisor.start(services, name, service)
@@ -254,6 +270,8 @@ class Daemon:
             | PeerMethods(catalog, self.peers).methods()
             | DeviceMethods(catalog, self.pairing, self.data_servers).methods()
             | FeedbackMethods(catalog, self.recommendations).methods()
+            | ItemMethods(catalog).methods()
+            | UiMethods(self.ui_sessions, lambda: self.ui_address).methods()
         )
 
     async def _watch_signals(

@@ -1,0 +1,53 @@
+"""Serving the web UI: hypercorn's trio worker on 127.0.0.1, as one of the daemon's services.
+
+It never binds anything but loopback. A port that is taken does not stop the daemon: the UI
+logs it and tries again every ``RETRY_SECONDS`` (``peerlight ui`` says it is not serving
+meanwhile)."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from .app import WebUi
+
+log = logging.getLogger("peerlight.webui")
+
+RETRY_SECONDS = 30.0
+
+
+class UiServer:
+    def __init__(self, ui: WebUi, port: int) -> None:
+        self._ui = ui
+        self._port = port
+        self.address: str | None = None  # http://127.0.0.1:PORT while serving
+
+    def _config(self) -> Config:
+        config = Config()
+        config.bind = [f"127.0.0.1:{self._port}"]
+        config.accesslog = None
+        config.errorlog = log
+        config.include_server_header = False
+        config.graceful_timeout = 2.0
+        config.keep_alive_timeout = 30.0
+        config.h11_max_incomplete_size = 16 * 1024  # request line and headers
+        config.max_app_queue_size = 10
+        return config
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            try:
+                async with trio.open_nursery() as nursery:
+                    binds = await nursery.start(partial(serve, self._ui.app, self._config(), shutdown_trigger=trio.sleep_forever))
+                    self.address = binds[0]
+                    log.info("web UI serving", extra={"address": self.address})
+            except OSError as exc:  # the port is taken (another node, another program)
+                log.warning("the web UI cannot listen; trying again later", extra={"port": self._port, "reason": str(exc)})
+            finally:
+                self.address = None
+            await trio.sleep(RETRY_SECONDS)

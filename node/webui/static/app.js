@@ -1,0 +1,50 @@
+// Peerlight web UI: the few things HTML and htmx do not do by themselves. No inline script
+// anywhere (the Content-Security-Policy forbids it): everything is wired up from here.
+"use strict";
+
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+
+// Every htmx request carries the page's CSRF token.
+document.body.addEventListener("htmx:configRequest", (event) => {
+  event.detail.headers["X-CSRF-Token"] = csrf;
+});
+
+function report(hash, kind, value) {
+  // keepalive: the event still leaves when the page is being closed.
+  fetch("/events/feedback", {
+    method: "POST",
+    keepalive: true,
+    headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
+    body: JSON.stringify(value === undefined ? {hash, kind} : {hash, kind, value}),
+  }).catch(() => {});
+}
+
+// Players report what was seen: opened, finished, skipped (left early), watched (the fraction).
+for (const player of document.querySelectorAll("audio[data-hash], video[data-hash]")) {
+  const hash = player.dataset.hash;
+  let opened = false, finished = false, furthest = 0;
+  if (player.dataset.start) {
+    player.addEventListener("loadedmetadata", () => { player.currentTime = parseFloat(player.dataset.start); }, {once: true});
+  }
+  player.addEventListener("play", () => { if (!opened) { opened = true; report(hash, "opened"); } });
+  player.addEventListener("timeupdate", () => {
+    if (player.duration > 0) furthest = Math.max(furthest, player.currentTime / player.duration);
+  });
+  player.addEventListener("ended", () => { finished = true; report(hash, "finished"); });
+  window.addEventListener("pagehide", () => {
+    if (!opened || finished) return;
+    const fraction = Math.min(1, Math.max(0, furthest));
+    report(hash, "watched", fraction);
+    if (fraction < 0.2) report(hash, "skipped");
+  });
+}
+
+// The status page's live line: server-sent events while the page is open.
+const live = document.getElementById("live");
+if (live && window.EventSource) {
+  const source = new EventSource(live.dataset.source);
+  source.onmessage = (message) => {
+    const s = JSON.parse(message.data);
+    live.textContent = `${s.items} items, ${s.pending} waiting for embeddings` + (s.busy ? " · indexing…" : "") + (s.problems ? ` · ${s.problems} problem files` : "");
+  };
+}
