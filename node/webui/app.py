@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import time
+from urllib.parse import parse_qs
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -139,8 +140,8 @@ class WebUi:
 
     async def rate(self, request: Request) -> Response:
         content_hash = self._hash(request)
-        form = await request.form()
-        action = str(form.get("action", ""))
+        form = await _small_form(request)
+        action = form.get("action", "")
         if action == "like":
             await self._call("feedback.like", item=content_hash)
         elif action == "dislike":
@@ -148,7 +149,10 @@ class WebUi:
         elif action == "clear":
             await self._call("feedback.unrate", item=content_hash)
         else:
-            await self._call("feedback.rate", item=content_hash, rating=_float(str(form.get("rating", ""))))
+            rating = _float(form.get("rating"))
+            if rating is None:
+                return Response("a rating from 0 to 10 is expected", status_code=400)
+            await self._call("feedback.rate", item=content_hash, rating=rating)
         item = await self._call("items.get", hash=content_hash)
         return self._page(request, "rating.html", item=item)
 
@@ -269,6 +273,20 @@ async def _limited_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise ValueError("too large")
     return body
+
+
+async def _small_form(request: Request) -> dict[str, str]:
+    """A URL-encoded form of a few fields (what htmx posts), its first value each; without
+    Starlette's multipart machinery (a dependency for files this UI never takes)."""
+    try:
+        body = await _limited_body(request, 4096)
+    except ValueError:
+        return {}
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=16)
+    except ValueError:  # more fields than any form of the UI has
+        return {}
+    return {key: values[0] for key, values in fields.items()}
 
 
 def _progress(index: dict[str, Any]) -> dict[str, Any]:

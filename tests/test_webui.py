@@ -1,0 +1,232 @@
+"""The web UI over HTTP, against a real daemon with a real library: login, pages, media, rating, and the attacks.
+
+One daemon for the module (its models load once); each test logs in its own browser (an
+httpx client with a cookie jar) through a fresh one-time URL from ``peerlight ui``."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from . import media
+from .helpers import PEERLIGHT, DaemonProcess, cli, cli_json, new_node
+
+HOSTILE_NAME = "<img src=x onerror=alert(1)>.txt"
+HOSTILE_TITLE = "<script>alert('title')</script>"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory) -> Any:  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("webui")
+    library = root / "library"
+    library.mkdir()
+    media.image(library / "red.png", (220, 30, 30), (320, 200))
+    media.tone(library / "song.flac", seconds=2.0, tags={"title": HOSTILE_TITLE})
+    (library / "fox.txt").write_text("Notes from the forest. The quick brown fox jumps over the lazy dog at dawn. Then it sleeps.\n")
+    (library / HOSTILE_NAME).write_text("A document whose name is markup, about sailing boats on the open sea.\n")
+    (library / "page.html").write_text("<html><script>document.title = 'owned'</script></html>\n")
+    data_dir = new_node(root / "node")
+    daemon = DaemonProcess(data_dir)
+    assert daemon.wait_ready() == "ready", daemon.stderr()
+    try:
+        cli_json(data_dir, "library", "add", str(library))
+        assert cli(data_dir, "index", "--wait", timeout=300).returncode == 0
+        yield {"data_dir": data_dir, "library": library, "daemon": daemon}
+    finally:
+        daemon.stop()
+
+
+@contextmanager
+def logged_in(node: dict[str, Any]) -> Iterator[httpx.Client]:
+    """A browser logged in through a fresh one-time link."""
+    link = cli_json(node["data_dir"], "ui", "--no-browser")
+    with httpx.Client(base_url=link["address"], timeout=30) as client:
+        assert client.get(link["url"].removeprefix(link["address"])).status_code == 303
+        yield client
+
+
+def hashes(page: str) -> list[str]:
+    return list(dict.fromkeys(re.findall(r'href="/item/([0-9a-f]{64})', page)))
+
+
+def item_named(client: httpx.Client, name: str) -> str:
+    page = client.get("/").text
+    for content_hash in hashes(page):
+        if f"<h1>{name}</h1>" in client.get(f"/item/{content_hash}").text:
+            return content_hash
+    raise AssertionError(f"no item {name!r} in the grid")
+
+
+def csrf_of(page: str) -> str:
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)">', page)
+    assert match
+    return match.group(1)
+
+
+def test_only_a_one_time_login_link_opens_the_ui(node) -> None:
+    link = cli_json(node["data_dir"], "ui", "--no-browser")
+    assert link["address"].startswith("http://127.0.0.1:")
+    with httpx.Client(base_url=link["address"]) as stranger:
+        assert stranger.get("/").status_code == 401  # the port alone gives nothing
+        assert stranger.get("/media/" + "0" * 64).status_code == 401
+        assert stranger.get("/login?token=guessed").status_code == 401
+    with httpx.Client(base_url=link["address"]) as browser:
+        login = browser.get(link["url"].removeprefix(link["address"]))
+        assert login.status_code == 303
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert browser.get("/").status_code == 200
+    with httpx.Client(base_url=link["address"]) as second:
+        assert second.get(link["url"].removeprefix(link["address"])).status_code == 401  # used once already
+
+
+def test_another_local_user_cannot_get_a_login_link(node) -> None:
+    """The login link comes over the control socket, in the node's 0700 data directory."""
+    other = subprocess.run(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--bounding-set", "-dac_override,-dac_read_search", str(PEERLIGHT), "ui", "--no-browser", "--data-dir", str(node["data_dir"])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert other.returncode != 0 and "login" not in other.stdout
+    assert (os.stat(node["data_dir"]).st_mode & 0o077) == 0
+
+
+def test_pages_render_with_a_strict_policy_and_no_path_in_any_url(node) -> None:
+    with logged_in(node) as browser:
+        for path in ("/", "/search?q=fox", "/recommend", "/peers", "/status"):
+            page = browser.get(path)
+            assert page.status_code == 200, (path, page.text[-500:])
+            policy = page.headers["content-security-policy"]
+            assert "script-src 'self'" in policy and "unsafe" not in policy and "frame-ancestors 'none'" in policy
+            assert page.headers["x-content-type-options"] == "nosniff"
+            assert not re.search(r"<script(?![^>]*\bsrc=)", page.text)  # no inline script
+            urls = re.findall(r'(?:href|src|hx-get|hx-post|action)="([^"]*)"', page.text)
+            assert urls and not [u for u in urls if str(node["library"]) in u or "%2F" in u.upper()], urls
+        grid = browser.get("/").text
+        assert len(hashes(grid)) == 5 and 'class="grid"' in grid
+
+
+def test_search_shows_the_passage_and_an_item_shows_it_marked(node) -> None:
+    with logged_in(node) as browser:
+        found = browser.get("/search", params={"q": "fox jumping over a dog", "mode": "hybrid"}).text
+        fox = item_named(browser, "fox.txt")
+        assert hashes(found)[0] == fox
+        link = re.search(rf'href="(/item/{fox}\?passage=[^"]+)"', found)
+        assert link and 'class="passage"' in found
+        item = browser.get(link.group(1).replace("&amp;", "&")).text
+        assert "<mark>" in item and "fox" in item.split("<mark>")[1].split("</mark>")[0]
+        similar = browser.get(f"/similar/{fox}")
+        assert similar.status_code == 200 and fox not in hashes(similar.text.split('class="grid results"')[1])
+
+
+def test_names_and_metadata_that_are_markup_are_shown_as_text(node) -> None:
+    with logged_in(node) as browser:
+        pages = browser.get("/").text + browser.get("/search", params={"q": "sailing boats"}).text
+        for content_hash in hashes(browser.get("/").text):
+            pages += browser.get(f"/item/{content_hash}").text
+        assert "<img src=x" not in pages and "&lt;img src=x onerror=alert(1)&gt;" in pages
+        assert "<script>alert" not in pages and "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;" in pages
+
+
+def test_media_are_served_by_range_and_markup_only_as_a_download(node) -> None:
+    with logged_in(node) as browser:
+        song = item_named(browser, "song.flac")
+        size = (node["library"] / "song.flac").stat().st_size
+        whole = browser.get(f"/media/{song}")
+        assert whole.status_code == 200 and len(whole.content) == size and whole.headers["accept-ranges"] == "bytes"
+        part = browser.get(f"/media/{song}", headers={"Range": "bytes=100-199"})
+        assert part.status_code == 206 and part.headers["content-range"] == f"bytes 100-199/{size}"
+        assert part.content == (node["library"] / "song.flac").read_bytes()[100:200]
+        tail = browser.get(f"/media/{song}", headers={"Range": "bytes=-10"})
+        assert tail.status_code == 206 and len(tail.content) == 10
+        assert browser.get(f"/media/{song}", headers={"Range": f"bytes={size}-"}).status_code == 416
+        assert "sandbox" in whole.headers["content-security-policy"]
+        page = item_named(browser, "page.html")
+        served = browser.get(f"/media/{page}")
+        assert served.headers["content-type"] == "application/octet-stream" and served.headers["content-disposition"] == "attachment"
+        assert browser.get("/media/../../etc/passwd").status_code == 404
+        assert browser.get("/media/" + "a" * 64).status_code == 404
+
+
+def test_thumbnails_are_made_once_and_kept(node) -> None:
+    with logged_in(node) as browser:
+        red = item_named(browser, "red.png")
+        first = browser.get(f"/thumb/{red}")
+        assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
+        image = Image.open(io.BytesIO(first.content))
+        assert max(image.size) <= 256 and image.getpixel((image.size[0] // 2, image.size[1] // 2))[0] > 180  # red
+        kept = node["data_dir"] / "thumbnails" / red[:2] / f"{red}.jpg"
+        assert kept.read_bytes() == first.content and browser.get(f"/thumb/{red}").content == first.content
+        assert browser.get(f"/thumb/{item_named(browser, 'song.flac')}").status_code == 404  # audio: a card, no thumbnail
+
+
+def test_a_change_needs_the_page_s_csrf_token_and_origin(node) -> None:
+    with logged_in(node) as browser:
+        fox = item_named(browser, "fox.txt")
+        page = browser.get(f"/item/{fox}").text
+        token = csrf_of(page)
+        rate = f"/item/{fox}/rating"
+        assert browser.post(rate, data={"rating": "8"}).status_code == 403  # a cross-site form post: no token
+        assert browser.post(rate, data={"rating": "8"}, headers={"X-CSRF-Token": "forged"}).status_code == 403
+        cross = {"X-CSRF-Token": token, "Origin": "http://evil.example"}
+        assert browser.post(rate, data={"rating": "8"}, headers=cross).status_code == 403
+        assert browser.post(rate, data={"rating": "8"}, headers={"X-CSRF-Token": token, "Sec-Fetch-Site": "cross-site"}).status_code == 403
+        assert _rating(node, fox) is None  # none of those changed anything
+        done = browser.post(rate, data={"rating": "8"}, headers={"X-CSRF-Token": token, "Origin": str(browser.base_url).rstrip("/")})
+        assert done.status_code == 200 and "Rated 8" in done.text
+        assert _rating(node, fox) == 8.0
+        liked = browser.post(rate, data={"action": "like"}, headers={"X-CSRF-Token": token})
+        assert liked.status_code == 200 and _rating(node, fox) == 8.0 and "Rated 8" in liked.text
+
+
+def test_a_page_of_another_host_name_is_refused(node) -> None:
+    """DNS rebinding: an attacker's name re-pointed at 127.0.0.1 reaches the port, with the
+    browser's cookies for it, but not the UI."""
+    with logged_in(node) as browser:
+        port = browser.base_url.port
+        assert browser.get("/", headers={"Host": f"evil.example:{port}"}).status_code == 421
+        assert browser.get("/", headers={"Host": f"localhost:{port}"}).status_code == 200
+
+
+def test_the_player_s_events_reach_the_feedback_store(node) -> None:
+    with logged_in(node) as browser:
+        song = item_named(browser, "song.flac")
+        token = csrf_of(browser.get(f"/item/{song}").text)
+        headers = {"X-CSRF-Token": token, "Content-Type": "application/json"}
+        for event in ({"hash": song, "kind": "opened"}, {"hash": song, "kind": "watched", "value": 0.4}):
+            assert browser.post("/events/feedback", content=json.dumps(event), headers=headers).status_code == 204
+        assert browser.post("/events/feedback", content=json.dumps({"hash": song, "kind": "watched", "value": 7}), headers=headers).status_code == 400
+        assert browser.post("/events/feedback", content=b"x" * 10_000, headers=headers).status_code == 400
+        with sqlite3.connect(f"file:{node['data_dir'] / 'catalog.sqlite3'}?mode=ro", uri=True) as db:
+            kinds = [row[0] for row in db.execute("SELECT kind FROM feedback_events WHERE content_hash = ? ORDER BY rowid", (song,))]
+        assert kinds[-2:] == ["opened", "watched"]
+
+
+def test_the_grid_scrolls_page_after_page_and_status_streams_progress(node) -> None:
+    with logged_in(node) as browser:
+        first = browser.get("/items", params={"before": "999999999"}).text
+        assert len(hashes(first)) == 5
+        last_id = max(int(n) for n in re.findall(r"/items\?before=(\d+)", first) or ["0"])
+        assert last_id == 0  # five items fit one page: no sentinel
+        with browser.stream("GET", "/events/status") as events:
+            line = next(line for line in events.iter_lines() if line.startswith("data: "))
+        assert json.loads(line.removeprefix("data: "))["items"] == 5
+
+
+def _rating(node: dict[str, Any], content_hash: str) -> float | None:
+    with sqlite3.connect(f"file:{node['data_dir'] / 'catalog.sqlite3'}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT rating FROM ratings WHERE content_hash = ?", (content_hash,)).fetchone()
+    return row[0] if row else None
+
