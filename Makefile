@@ -39,12 +39,15 @@ prereqs:
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || \
 	  { echo "error: Python's venv module is missing (Debian/Ubuntu: apt-get install python3-venv)"; exit 1; }
 
-# The NAT tests build a small internet of network namespaces, routers masquerading with iptables.
+# The NAT tests build a small internet of network namespaces, routers masquerading with iptables;
+# the web UI's tests drive a real chromium.
 test-prereqs:
 	@command -v iptables >/dev/null || \
 	  { echo "error: the NAT tests need iptables (Debian/Ubuntu: apt-get install iptables)"; exit 1; }
 	@command -v ip >/dev/null || \
 	  { echo "error: the network tests need ip (Debian/Ubuntu: apt-get install iproute2)"; exit 1; }
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || test -n "$$PEERLIGHT_BROWSER" || \
+	  { echo "error: the web UI's browser tests need chromium (Debian/Ubuntu: apt-get install chromium; or set PEERLIGHT_BROWSER)"; exit 1; }
 
 bench: install
 	@for b in bench/*.py; do [ -e "$$b" ] || continue; $(BIN)/python $$b; done
