@@ -210,7 +210,15 @@ class Daemon:
         )
         self.control = server
         if self.config.ui.enabled:  # the web UI calls the same methods, in process, as the local user
-            ui = WebUi(methods, self._catalog, self.ui_sessions, self.paths.root / "thumbnails", self.decoders, self.config.ui.session_hours * 3600)
+            ui = WebUi(
+                methods,
+                self._catalog,
+                self.ui_sessions,
+                self.paths.root / "thumbnails",
+                self.decoders,
+                self.config.ui.session_hours * 3600,
+                self.config.ui.downloads.expanduser(),
+            )
             self.ui_server = UiServer(ui, self.config.ui.port)
         async with trio.open_nursery() as control:
             await control.start(server.serve)

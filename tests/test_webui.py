@@ -11,6 +11,8 @@ import os
 import re
 import sqlite3
 import subprocess
+import time
+from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -230,3 +232,62 @@ def _rating(node: dict[str, Any], content_hash: str) -> float | None:
         row = db.execute("SELECT rating FROM ratings WHERE content_hash = ?", (content_hash,)).fetchone()
     return row[0] if row else None
 
+
+
+def test_a_share_made_in_the_ui_invites_another_node_which_joins(node, tmp_path) -> None:
+    """Create a share of the library, make an open invite (text and QR code), have a second
+    node join with it and search the share; revoke the grant from the page."""
+    with logged_in(node) as browser:
+        token = csrf_of(browser.get("/shares").text)
+        headers = {"X-CSRF-Token": token}
+        library_id = str(cli_json(node["data_dir"], "library", "list")[0]["id"])
+        made = browser.post("/shares", data={"name": "family", "scope": "local", "permission": "members", "library": library_id}, headers=headers)
+        assert made.status_code == 204 and made.headers["hx-redirect"] == "/shares/family"
+        page = browser.get("/shares/family").text
+        assert "members" in page and "family" in page
+        invite_page = browser.post("/shares/family/invite", data={"can": ["search", "browse", "fetch"], "days": "7"}, headers=headers).text
+        invite = re.search(r"<textarea[^>]*>(peerlight-invite:[^<]+)</textarea>", invite_page)
+        assert invite and 'src="data:image/svg+xml;base64,' in invite_page
+        downloads = tmp_path / "downloads"
+        other = new_node(tmp_path / "other", f'[ui]\nport = 0\ndownloads = "{downloads}"\n')
+        joiner = DaemonProcess(other)
+        try:
+            assert joiner.wait_ready() == "ready", joiner.stderr()
+            cli_json(other, "join", invite.group(1))
+            (known,) = [p for p in cli_json(other, "peers") if p.get("name") == "family"]
+            assert known["granted"] and not known["refused"]
+            found = cli_json(other, "search", "fox jumps over the dog", "--peers")
+            assert any("fox.txt" in (r.get("name") or "") for r in found["results"])
+            _browse_preview_and_fetch(other, known["peer_id"], node["library"], downloads)
+            grant = cli_json(node["data_dir"], "share", "grants", "family")[0]["id"]
+            revoked = browser.post(f"/shares/family/grants/{grant}/revoke", headers=headers)
+            assert revoked.status_code == 204 and cli_json(node["data_dir"], "share", "grants", "family")[0]["state"] == "revoked"
+        finally:
+            joiner.stop()
+
+
+def _browse_preview_and_fetch(data_dir: Path, peer_id: str, library: Path, downloads: Path) -> None:
+    """On the joining node's UI: the peer's share, its preview of an image, and a fetch followed to the end."""
+    with logged_in({"data_dir": data_dir}) as browser:
+        assert peer_id in browser.get("/peers").text
+        deadline = time.monotonic() + 30
+        page = browser.get(f"/peers/{peer_id}")
+        while "red.png" not in page.text and time.monotonic() < deadline:  # the catalog copy may still be on its way
+            time.sleep(0.2)
+            page = browser.get(f"/peers/{peer_id}")
+        assert "red.png" in page.text and "fox.txt" in page.text
+        red = re.search(r'/peers/[^/"]+/preview/([0-9a-f]{64})"', page.text).group(1)
+        preview = browser.get(f"/peers/{peer_id}/preview/{red}")
+        assert preview.status_code == 200 and preview.headers["content-type"] == "image/jpeg"
+        assert Image.open(io.BytesIO(preview.content)).size[0] <= 256
+        token = csrf_of(page.text)
+        started = browser.post(f"/peers/{peer_id}/fetch/{red}", headers={"X-CSRF-Token": token})
+        assert started.status_code == 200 and "<progress" in started.text
+        events = re.search(r'data-transfer="([^"]+)"', started.text).group(1)
+        last = None
+        with browser.stream("GET", events) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    last = json.loads(line.removeprefix("data: "))
+        assert last is not None and last["done"] and not last["error"], last
+        assert (downloads / "red.png").read_bytes() == (library / "red.png").read_bytes()

@@ -6,7 +6,8 @@ import re
 from functools import partial
 from typing import Any
 
-from ..catalog.browse import MODALITIES, item_by_hash, items_page
+from ..catalog.browse import MODALITIES, item_by_hash, items_page, remote_page
+from ..catalog.shares import ShareNotFound, get_remote
 from ..catalog.database import Catalog
 from ..catalog.items import document_text
 from ..callers import Caller
@@ -23,7 +24,7 @@ class ItemMethods:
         self._catalog = catalog
 
     def methods(self) -> dict[str, Handler | Streaming]:
-        return {"items.page": local_only(self.page), "items.get": local_only(self.get)}
+        return {"items.page": local_only(self.page), "items.get": local_only(self.get), "items.remote": local_only(self.remote)}
 
     async def page(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         params = Params(raw)
@@ -47,3 +48,17 @@ class ItemMethods:
             text = await self._catalog.read(partial(document_text, item_id=item["item_id"])) or ""
             item["excerpt"] = text[:EXCERPT_CHARS]
         return item
+
+    async def remote(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """A page of a peer share's catalog as this node keeps a copy of it (no request to the peer)."""
+        params = Params(raw)
+        key = params.text("share", max_length=200)
+        after = params.text("after", None, max_length=8192)
+        limit = params.number("limit", 60, min=1, max=500, integer=True)
+        params.done()
+        try:
+            remote = await self._catalog.read(partial(get_remote, key=key))
+        except ShareNotFound as exc:
+            raise NotFound(str(exc)) from None
+        page = await self._catalog.read(partial(remote_page, peer_id=remote.peer_id, after=after, limit=limit))
+        return {"share": remote.to_wire(), **page}

@@ -377,12 +377,13 @@ class PeerMethods:
         key = params.text("share", max_length=200)
         item = params.text("item", max_length=4096)
         to = params.path("to", None)
+        with_data = params.flag("data", False)
         params.done()
         folder = Path(to) if to is not None else None
         if folder is not None and not await run_io(folder.is_dir):
             raise InvalidParams(f"{display(str(folder))} is not a folder", data={"param": "to"})
         try:
-            return await self._need_client().transfers.preview(key, item, folder)
+            return await self._need_client().transfers.preview(key, item, folder, with_data)
         except shares.ShareNotFound as exc:
             raise NotFound(str(exc)) from None
         except PeerNotFound as exc:

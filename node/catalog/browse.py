@@ -63,3 +63,18 @@ def item_by_hash(conn: sqlite3.Connection, content_hash: str) -> dict[str, Any] 
         "paths": [path_fields(p) for p in paths],
         "metadata": dict(conn.execute("SELECT key, value FROM item_metadata WHERE item_id = ?", (item_id,)).fetchall()),
     }
+
+
+def remote_page(conn: sqlite3.Connection, peer_id: str, after: str | None, limit: int) -> dict[str, Any]:
+    """A page of a peer share's cached catalog, by name: each item, and whether it is here too
+    (fetched or indexed); ``next`` continues after the last."""
+    last_name, last_hash = (after.split("\0", 1) + [""])[:2] if after else ("", "")
+    rows = conn.execute(
+        """SELECT r.content_hash, r.name, r.size, r.modality, r.mime,
+                  EXISTS (SELECT 1 FROM items AS i WHERE i.content_hash = r.content_hash AND i.missing_since IS NULL)
+           FROM remote_items AS r WHERE r.peer_id = ? AND (r.name, r.content_hash) > (?, ?)
+           ORDER BY r.name, r.content_hash LIMIT ?""",
+        (peer_id, last_name, last_hash, limit + 1),
+    ).fetchall()
+    items = [{"content_hash": h, "name": name, "size": size, "modality": m, "mime": mime, "here": bool(here)} for h, name, size, m, mime, here in rows[:limit]]
+    return {"items": items, "next": f"{items[-1]['name']}\0{items[-1]['content_hash']}" if len(rows) > limit else None}

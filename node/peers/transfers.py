@@ -83,8 +83,9 @@ class Transfers:
         found = next(iter(matches.values()))
         return found["content_hash"], name, found.get("size")
 
-    async def preview(self, key: str, item: str, folder: Path | None) -> dict[str, Any]:
-        """A share's preview of ``item``: its text, or a small file (thumbnail, snippet) saved in ``folder``."""
+    async def preview(self, key: str, item: str, folder: Path | None, with_data: bool = False) -> dict[str, Any]:
+        """A share's preview of ``item``: its text, or a small file (thumbnail, snippet) saved in
+        ``folder`` or, ``with_data``, returned as bytes (the web UI shows it)."""
         remote = await self._catalog.read(partial(get_remote, key=key))
         content_hash, name, _ = await self.resolve(remote, item)
         requester = await self._host.requester()
@@ -97,6 +98,8 @@ class Transfers:
         if data is None or extension is None:
             raise Malformed("a preview without text, or with data of an unknown type")
         result: dict[str, Any] = {"content_hash": content_hash, "name": name, "mime": mime, "size": len(data)}
+        if with_data:
+            result["data"] = bytes(data)
         if folder is not None:
             target = folder / f"{safe_name(name, content_hash)}.preview{extension}"
             result["path"] = str(await run_io(_write_new, target, data))

@@ -6,11 +6,13 @@ passes through Jinja2's autoescaping, peers' names and metadata included.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import re
 import time
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,14 +31,17 @@ from ..catalog.database import Catalog
 from ..control.protocol import ControlError
 from ..control.server import Handler, Streaming
 from .guard import COOKIE, Guard
-from .media import NoMedia, Thumbnails, media_response, open_item
+from .media import MEDIA_CSP, NoMedia, Thumbnails, media_response, open_item
 from .sessions import Sessions
+from .transfers import Transfers
 
 log = logging.getLogger("peerlight.webui")
 
 HASH = re.compile(r"[0-9a-f]{64}")
 PAGE_ITEMS = 60
 MODALITIES = ("image", "video", "audio", "text")
+SCOPES = ("local", "lan", "global")
+PERMISSIONS = ("devices", "members", "public")
 STATUS_EVERY = 1.0  # seconds between live status events
 ERROR_STATUS = {"invalid_params": 400, "not_found": 404, "forbidden": 403, "conflict": 409, "unavailable": 503}
 
@@ -44,12 +49,22 @@ ERROR_STATUS = {"invalid_params": 400, "not_found": 404, "forbidden": 403, "conf
 class WebUi:
     """The ASGI application: ``app`` (guarded) over the daemon's API ``methods``."""
 
-    def __init__(self, methods: Mapping[str, Handler | Streaming], catalog: Catalog, sessions: Sessions, thumbnails_dir: Path, decoders: Any, session_seconds: float) -> None:
+    def __init__(
+        self,
+        methods: Mapping[str, Handler | Streaming],
+        catalog: Catalog,
+        sessions: Sessions,
+        thumbnails_dir: Path,
+        decoders: Any,
+        session_seconds: float,
+        downloads: Path,
+    ) -> None:
         self._methods = methods
         self._catalog = catalog
         self._sessions = sessions
         self._session_seconds = session_seconds
         self._thumbnails = Thumbnails(catalog, thumbnails_dir, decoders)
+        self.transfers = Transfers(methods, downloads)
         self._templates = Environment(loader=PackageLoader("peerlight.node.webui", "templates"), autoescape=select_autoescape(default=True))
         self._templates.filters["size"] = _human_size
         self._templates.filters["stars"] = lambda rating: "" if rating is None else "★" * round(rating / 2) + "☆" * (5 - round(rating / 2))
@@ -67,6 +82,15 @@ class WebUi:
             Route("/thumb/{content_hash}", self.thumbnail),
             Route("/recommend", self.recommend),
             Route("/peers", self.peers),
+            Route("/peers/{share}", self.peer_share),
+            Route("/peers/{share}/preview/{content_hash}", self.peer_preview),
+            Route("/peers/{share}/fetch/{content_hash}", self.fetch, methods=["POST"]),
+            Route("/events/transfers/{job}", self.transfer_events),
+            Route("/shares", self.shares),
+            Route("/shares", self.create_share, methods=["POST"]),
+            Route("/shares/{name}", self.share),
+            Route("/shares/{name}/invite", self.invite, methods=["POST"]),
+            Route("/shares/{name}/grants/{grant}/revoke", self.revoke, methods=["POST"]),
             Route("/status", self.status),
             Route("/events/status", self.status_events),
             Route("/login", self.login),
@@ -190,6 +214,81 @@ class WebUi:
         reply = await self._call("peers.list") if "peers.list" in self._methods else []
         return self._page(request, "peers.html", peers=reply)
 
+    async def peer_share(self, request: Request) -> Response:
+        """A peer's share: its catalog as this node keeps a copy of it, with previews and fetching."""
+        share = request.path_params["share"]
+        page = await self._call("items.remote", share=share, after=request.query_params.get("after"), limit=PAGE_ITEMS)
+        return self._page(request, "peer_share.html", key=share, page=page)
+
+    async def peer_preview(self, request: Request) -> Response:
+        """The share's own preview of an item (a small JPEG, or seconds of audio), asked for now."""
+        preview = await self._call("peers.preview", share=request.path_params["share"], item=self._hash(request), data=True)
+        if "data" not in preview or preview.get("mime") not in ("image/jpeg", "audio/wav"):
+            return Response(status_code=404)
+        return Response(preview["data"], media_type=preview["mime"], headers={"content-security-policy": MEDIA_CSP, "cache-control": "private, max-age=3600"})
+
+    async def fetch(self, request: Request) -> Response:
+        """Start fetching an item from a peer's share into the downloads folder; the fragment
+        returned follows its progress (server-sent events)."""
+        job = self.transfers.start(request.path_params["share"], self._hash(request))
+        return self._page(request, "transfer.html", job=job)
+
+    async def transfer_events(self, request: Request) -> Response:
+        job = self.transfers.get(request.path_params["job"])
+        if job is None:
+            return Response(status_code=404)
+
+        async def events() -> AsyncIterator[bytes]:
+            while True:
+                yield f"data: {json.dumps(job.to_wire())}\n\n".encode()
+                if job.finished:
+                    return
+                await job.changed()
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
+
+    async def shares(self, request: Request) -> Response:
+        listed = await self._call("share.list") if "share.list" in self._methods else []
+        libraries = await self._call("library.list")
+        return self._page(request, "shares.html", shares=listed, libraries=libraries, scopes=SCOPES, permissions=PERMISSIONS)
+
+    async def create_share(self, request: Request) -> Response:
+        """A new share of the libraries ticked (named by id: their paths stay in the daemon)."""
+        form = await _small_form(request, multiple=("library",))
+        libraries = {str(lib["id"]): lib["path"] for lib in await self._call("library.list")}
+        chosen = [libraries[i] for i in form.get("library", []) if i in libraries]
+        created = await self._call(
+            "share.create", name=form.get("name", ""), scope=form.get("scope"), permission=form.get("permission"), collection=chosen
+        )
+        response = Response(status_code=204)
+        response.headers["HX-Redirect"] = f"/shares/{quote(created['name'], safe='')}"
+        return response
+
+    async def share(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        shown = await self._call("share.show", name=name)
+        granted = await self._call("share.grants", name=name)
+        log_rows = await self._call("share.log", name=name, limit=50)
+        return self._page(request, "share.html", share=shown, grants=granted, log=log_rows)
+
+    async def invite(self, request: Request) -> Response:
+        """An open invite (text and QR code) for whoever uses it first, or a grant to a peer id."""
+        name = request.path_params["name"]
+        form = await _small_form(request, multiple=("can",))
+        to = form.get("to", "").strip() or None
+        days = _float(form.get("days"))
+        granted = await self._call(
+            "share.grant", name=name, to=to, invite=to is None, can=form.get("can") or None, expires_in=days * 86400 if days else None
+        )
+        qr = _qr_data_uri(granted["invite"]) if granted.get("invite") else None
+        return self._page(request, "invite.html", granted=granted, qr=qr)
+
+    async def revoke(self, request: Request) -> Response:
+        await self._call("share.revoke", name=request.path_params["name"], grant=request.path_params["grant"])
+        response = Response(status_code=204)
+        response.headers["HX-Refresh"] = "true"
+        return response
+
     async def status(self, request: Request) -> Response:
         status = await self._call("daemon.status")
         index = await self._call("index.status")
@@ -275,18 +374,25 @@ async def _limited_body(request: Request, limit: int) -> bytes:
     return body
 
 
-async def _small_form(request: Request) -> dict[str, str]:
-    """A URL-encoded form of a few fields (what htmx posts), its first value each; without
-    Starlette's multipart machinery (a dependency for files this UI never takes)."""
+async def _small_form(request: Request, multiple: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A URL-encoded form of a few fields (what htmx posts): the first value of each, every value
+    of those in ``multiple``; without Starlette's multipart machinery (a dependency for file
+    uploads, which this UI never takes)."""
     try:
-        body = await _limited_body(request, 4096)
-    except ValueError:
+        body = await _limited_body(request, 16384)
+        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=64)
+    except ValueError:  # too large, or more fields than any form of the UI has
         return {}
-    try:
-        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=16)
-    except ValueError:  # more fields than any form of the UI has
-        return {}
-    return {key: values[0] for key, values in fields.items()}
+    return {key: values if key in multiple else values[0] for key, values in fields.items()}
+
+
+def _qr_data_uri(text: str) -> str:
+    """The invite as a QR code: an SVG data URI (the page's policy allows data: images, no other origin)."""
+    import segno
+
+    out = io.BytesIO()
+    segno.make(text, error="m").save(out, kind="svg", scale=4, border=2, dark="#000", light="#fff")
+    return "data:image/svg+xml;base64," + base64.b64encode(out.getvalue()).decode()
 
 
 def _progress(index: dict[str, Any]) -> dict[str, Any]:

@@ -39,15 +39,23 @@ class UiServer:
         return config
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
+        async with trio.open_nursery() as fetches:  # what pages started runs here, and ends with the UI
+            self._ui.transfers.attach(fetches)
+            task_status.started()
             try:
-                async with trio.open_nursery() as nursery:
-                    binds = await nursery.start(partial(serve, self._ui.app, self._config(), shutdown_trigger=trio.sleep_forever))
-                    self.address = binds[0]
-                    log.info("web UI serving", extra={"address": self.address})
-            except OSError as exc:  # the port is taken (another node, another program)
-                log.warning("the web UI cannot listen; trying again later", extra={"port": self._port, "reason": str(exc)})
+                while True:
+                    await self._serve_once()
+                    await trio.sleep(RETRY_SECONDS)
             finally:
-                self.address = None
-            await trio.sleep(RETRY_SECONDS)
+                self._ui.transfers.attach(None)
+
+    async def _serve_once(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(partial(serve, self._ui.app, self._config(), shutdown_trigger=trio.sleep_forever))
+                self.address = binds[0]
+                log.info("web UI serving", extra={"address": self.address})
+        except OSError as exc:  # the port is taken (another node, another program)
+            log.warning("the web UI cannot listen; trying again later", extra={"port": self._port, "reason": str(exc)})
+        finally:
+            self.address = None

@@ -48,3 +48,19 @@ if (live && window.EventSource) {
     live.textContent = `${s.items} items, ${s.pending} waiting for embeddings` + (s.busy ? " · indexing…" : "") + (s.problems ? ` · ${s.problems} problem files` : "");
   };
 }
+
+// A fetch's progress bar follows the daemon's server-sent events until the file is saved.
+function follow(bar) {
+  if (bar.dataset.following) return;
+  bar.dataset.following = "1";
+  const state = bar.nextElementSibling;
+  const source = new EventSource(bar.dataset.transfer);
+  source.onmessage = (message) => {
+    const t = JSON.parse(message.data);
+    if (t.size) { bar.max = t.size; bar.value = t.received; }
+    if (t.error) { state.textContent = "Failed: " + t.error; source.close(); }
+    else if (t.done) { bar.value = bar.max; state.textContent = "Saved" + (t.name ? ": " + t.name : ""); source.close(); }
+    else if (t.size) { state.textContent = Math.floor(100 * t.received / t.size) + "%"; }
+  };
+}
+document.body.addEventListener("htmx:afterSwap", () => document.querySelectorAll("progress[data-transfer]").forEach(follow));
