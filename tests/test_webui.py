@@ -283,7 +283,7 @@ def _browse_preview_and_fetch(data_dir: Path, peer_id: str, library: Path, downl
         token = csrf_of(page.text)
         started = browser.post(f"/peers/{peer_id}/fetch/{red}", headers={"X-CSRF-Token": token})
         assert started.status_code == 200 and "<progress" in started.text
-        events = re.search(r'data-transfer="([^"]+)"', started.text).group(1)
+        events = re.search(r'data-job="([^"]+)"', started.text).group(1)
         last = None
         with browser.stream("GET", events) as stream:
             for line in stream.iter_lines():
@@ -291,3 +291,25 @@ def _browse_preview_and_fetch(data_dir: Path, peer_id: str, library: Path, downl
                     last = json.loads(line.removeprefix("data: "))
         assert last is not None and last["done"] and not last["error"], last
         assert (downloads / "red.png").read_bytes() == (library / "red.png").read_bytes()
+
+
+def test_pairing_offered_from_the_devices_page_shows_its_code(node) -> None:
+    with logged_in(node) as browser:
+        page = browser.get("/devices")
+        assert page.status_code == 200 and "No device paired yet" in page.text
+        offered = browser.post("/devices/pair", data={"scope": "local"}, headers={"X-CSRF-Token": csrf_of(page.text)})
+        events = re.search(r'data-job="([^"]+)"', offered.text).group(1)
+        with browser.stream("GET", events) as stream:
+            for line in stream.iter_lines():
+                event = json.loads(line.removeprefix("data: "))["event"] if line.startswith("data: ") else {}
+                if event.get("code"):
+                    break
+        assert re.fullmatch(r"[A-Z0-9]{4}-[A-Z0-9]{4}", event["code"]) and event["join"].startswith(event["code"] + "@/ip4/127.0.0.1/")
+
+
+def test_the_status_page_lists_problem_files_and_shares(node) -> None:
+    (node["library"] / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    assert cli(node["data_dir"], "index", "--wait", timeout=120).returncode == 0
+    with logged_in(node) as browser:
+        page = browser.get("/status").text
+        assert "broken.png" in page and 'href="/shares/local"' in page

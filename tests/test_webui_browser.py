@@ -52,13 +52,13 @@ def node(tmp_path_factory) -> Iterator[dict[str, Any]]:
     notes.mkdir()
     for n in range(NOTES):
         (notes / f"note-{n:02}.txt").write_text(f"Note {n}: a line about topic number {n} and nothing else.\n")
-    data_dir = new_node(root / "node")
+    data_dir = new_node(root / "node", f'[ui]\nport = 0\ndownloads = "{root / "downloads"}"\n')
     daemon = DaemonProcess(data_dir)
     assert daemon.wait_ready() == "ready", daemon.stderr()
     try:
         cli_json(data_dir, "library", "add", str(library))
         assert cli(data_dir, "index", "--wait", timeout=600).returncode == 0
-        yield {"data_dir": data_dir, "root": root}
+        yield {"data_dir": data_dir, "root": root, "downloads": root / "downloads"}
     finally:
         daemon.stop()
 
@@ -127,7 +127,7 @@ def test_every_page_renders_within_its_policy(tab, node, tmp_path) -> None:
     page.wait_for_load_state("networkidle")
     thumbs = page.locator(".card img")
     assert thumbs.count() == 2 and all(thumbs.nth(i).evaluate("img => img.naturalWidth") > 0 for i in range(2))
-    for path, marker in (("/search?q=fox", ".results .card"), ("/recommend", "h1"), ("/peers", "table"), ("/status", "#live")):
+    for path, marker in (("/search?q=fox", ".results .card"), ("/recommend", "h1"), ("/peers", "table"), ("/shares", "form"), ("/devices", "form"), ("/status", "#live")):
         tab.open(path)
         assert page.locator(marker).count() >= 1, path
         page.screenshot(path=str(tmp_path / f"{path.strip('/').split('?')[0] or 'home'}.png"))
@@ -201,7 +201,7 @@ def test_no_serious_accessibility_fault(chromium, node) -> None:
     tab = Tab(chromium, node, bypass_csp=True)  # axe is injected as a script: the policy would refuse it
     try:
         faults = {}
-        for path in ("/", "/search?q=fox", "/status", "/recommend", "/peers"):
+        for path in ("/", "/search?q=fox", "/status", "/recommend", "/peers", "/shares", "/shares/local", "/devices"):
             page = tab.open(path)
             page.add_script_tag(path=str(AXE))
             found = page.evaluate("async () => (await axe.run(document)).violations.map(v => [v.id, v.impact, v.nodes.length])")
@@ -217,3 +217,37 @@ def test_no_serious_accessibility_fault(chromium, node) -> None:
         assert not faults, faults
     finally:
         tab.close()
+
+
+def test_a_peer_s_share_is_browsed_and_fetched_with_its_progress_shown(chromium, node, tmp_path) -> None:
+    """A second node shares a picture; this one adds it; in the browser: the peer's share, its
+    preview, Fetch, the progress bar filling, and the file saved whole."""
+    library = tmp_path / "pictures"
+    library.mkdir()
+    import numpy as np
+
+    noise = np.random.default_rng(0).integers(0, 255, (1200, 1600, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(library / "noise.png")  # ~5.8 MB that does not compress
+    sharer_dir = new_node(tmp_path / "sharer")
+    sharer = DaemonProcess(sharer_dir)
+    tab = None
+    try:
+        assert sharer.wait_ready() == "ready", sharer.stderr()
+        cli_json(sharer_dir, "library", "add", str(library))
+        assert cli(sharer_dir, "index", "--wait", timeout=300).returncode == 0
+        made = cli_json(sharer_dir, "share", "create", "pictures", "--permission", "public", "--collection", str(library))
+        cli_json(node["data_dir"], "peers", "add", made["addresses"][0], "--wait")
+        tab = Tab(chromium, node)
+        page = tab.open("/peers")
+        page.locator("a", has_text="pictures").click()
+        page.wait_for_load_state("networkidle")
+        assert page.locator(".peer-items img").evaluate("img => img.naturalWidth") > 0  # the share's own preview
+        page.locator("button", has_text="Fetch").click()
+        page.locator(".job-state", has_text="Saved").wait_for(timeout=60_000)
+        assert page.locator("progress").evaluate("p => p.value === p.max && p.max > 5000000")
+        assert (node["downloads"] / "noise.png").read_bytes() == (library / "noise.png").read_bytes()
+        assert not tab.problems, tab.problems
+    finally:
+        if tab is not None:
+            tab.close()
+        sharer.stop()

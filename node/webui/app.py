@@ -33,7 +33,7 @@ from ..control.server import Handler, Streaming
 from .guard import COOKIE, Guard
 from .media import MEDIA_CSP, NoMedia, Thumbnails, media_response, open_item
 from .sessions import Sessions
-from .transfers import Transfers
+from .jobs import Jobs
 
 log = logging.getLogger("peerlight.webui")
 
@@ -64,7 +64,8 @@ class WebUi:
         self._sessions = sessions
         self._session_seconds = session_seconds
         self._thumbnails = Thumbnails(catalog, thumbnails_dir, decoders)
-        self.transfers = Transfers(methods, downloads)
+        self.jobs = Jobs(methods)
+        self._downloads = downloads
         self._templates = Environment(loader=PackageLoader("peerlight.node.webui", "templates"), autoescape=select_autoescape(default=True))
         self._templates.filters["size"] = _human_size
         self._templates.filters["stars"] = lambda rating: "" if rating is None else "★" * round(rating / 2) + "☆" * (5 - round(rating / 2))
@@ -85,7 +86,10 @@ class WebUi:
             Route("/peers/{share}", self.peer_share),
             Route("/peers/{share}/preview/{content_hash}", self.peer_preview),
             Route("/peers/{share}/fetch/{content_hash}", self.fetch, methods=["POST"]),
-            Route("/events/transfers/{job}", self.transfer_events),
+            Route("/events/jobs/{job}", self.job_events),
+            Route("/devices", self.devices),
+            Route("/devices/pair", self.pair, methods=["POST"]),
+            Route("/devices/{device}/unpair", self.unpair, methods=["POST"]),
             Route("/shares", self.shares),
             Route("/shares", self.create_share, methods=["POST"]),
             Route("/shares/{name}", self.share),
@@ -230,11 +234,26 @@ class WebUi:
     async def fetch(self, request: Request) -> Response:
         """Start fetching an item from a peer's share into the downloads folder; the fragment
         returned follows its progress (server-sent events)."""
-        job = self.transfers.start(request.path_params["share"], self._hash(request))
-        return self._page(request, "transfer.html", job=job)
+        params = {"share": request.path_params["share"], "item": self._hash(request), "to": str(self._downloads)}
+        return self._page(request, "transfer.html", job=self.jobs.start("peers.fetch", params))
 
-    async def transfer_events(self, request: Request) -> Response:
-        job = self.transfers.get(request.path_params["job"])
+    async def pair(self, request: Request) -> Response:
+        """Offer pairing: the page shows the code and the join arguments, then the device paired."""
+        form = await _small_form(request)
+        scope = form.get("scope") if form.get("scope") in SCOPES else "lan"
+        return self._page(request, "pairing.html", job=self.jobs.start("devices.pair", {"scope": scope}))
+
+    async def devices(self, request: Request) -> Response:
+        return self._page(request, "devices.html", devices=await self._call("devices.list"), scopes=SCOPES)
+
+    async def unpair(self, request: Request) -> Response:
+        await self._call("devices.unpair", device=request.path_params["device"])
+        response = Response(status_code=204)
+        response.headers["HX-Refresh"] = "true"
+        return response
+
+    async def job_events(self, request: Request) -> Response:
+        job = self.jobs.get(request.path_params["job"])
         if job is None:
             return Response(status_code=404)
 
@@ -292,8 +311,10 @@ class WebUi:
     async def status(self, request: Request) -> Response:
         status = await self._call("daemon.status")
         index = await self._call("index.status")
+        problems = await self._call("index.problems", limit=50)
+        shares = await self._call("share.list") if "share.list" in self._methods else []
         models = await self._call("models.list", check=False) if "models.list" in self._methods else []
-        return self._page(request, "status.html", status=status, index=index, models=models)
+        return self._page(request, "status.html", status=status, index=index, models=models, problems=problems, shares=shares)
 
     async def status_events(self, request: Request) -> Response:
         """Server-sent events: the indexing progress every second while the page is open."""

@@ -40,14 +40,14 @@ class UiServer:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as fetches:  # what pages started runs here, and ends with the UI
-            self._ui.transfers.attach(fetches)
+            self._ui.jobs.attach(fetches)
             task_status.started()
             try:
                 while True:
                     await self._serve_once()
                     await trio.sleep(RETRY_SECONDS)
             finally:
-                self._ui.transfers.attach(None)
+                self._ui.jobs.attach(None)
 
     async def _serve_once(self) -> None:
         try:

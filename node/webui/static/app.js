@@ -49,18 +49,28 @@ if (live && window.EventSource) {
   };
 }
 
-// A fetch's progress bar follows the daemon's server-sent events until the file is saved.
-function follow(bar) {
-  if (bar.dataset.following) return;
-  bar.dataset.following = "1";
-  const state = bar.nextElementSibling;
-  const source = new EventSource(bar.dataset.transfer);
+// Long tasks (a fetch, a pairing offer) follow the daemon's server-sent events until they end.
+function follow(box) {
+  if (box.dataset.following) return;
+  box.dataset.following = "1";
+  const state = box.classList.contains("job-state") ? box : (box.querySelector(".job-state") || box.nextElementSibling);
+  const source = new EventSource(box.dataset.job);
   source.onmessage = (message) => {
-    const t = JSON.parse(message.data);
-    if (t.size) { bar.max = t.size; bar.value = t.received; }
-    if (t.error) { state.textContent = "Failed: " + t.error; source.close(); }
-    else if (t.done) { bar.value = bar.max; state.textContent = "Saved" + (t.name ? ": " + t.name : ""); source.close(); }
-    else if (t.size) { state.textContent = Math.floor(100 * t.received / t.size) + "%"; }
+    const job = JSON.parse(message.data);
+    const e = job.event || {};
+    if (box.tagName === "PROGRESS" && e.size) { box.max = e.size; box.value = e.received; state.textContent = Math.floor(100 * e.received / e.size) + "%"; }
+    if (e.code) {
+      state.textContent = "Pairing code " + e.code + " (valid 5 minutes): waiting for the other device…";
+      const join = box.querySelector(".pair-join");
+      if (join) join.textContent = "peerlight devices pair --join " + (e.join || e.code);
+    }
+    if (job.error) { state.textContent = "Failed: " + job.error; source.close(); }
+    else if (job.done) {
+      if (box.tagName === "PROGRESS") box.value = box.max;
+      const r = job.result || {};
+      state.textContent = r.path ? "Saved: " + r.path.split("/").pop() : (r.paired ? "Paired with " + (r.paired.name || r.paired.peer_id || "the device") : "Done");
+      source.close();
+    }
   };
 }
-document.body.addEventListener("htmx:afterSwap", () => document.querySelectorAll("progress[data-transfer]").forEach(follow));
+document.body.addEventListener("htmx:afterSwap", () => document.querySelectorAll("[data-job]").forEach(follow));
