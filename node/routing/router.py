@@ -20,7 +20,7 @@ bear out (a topic it does not list, or a tier over ten times what it counts ther
 claiming every topic provides) counts for nothing: the share is ranked by its summary alone,
 and once that summary is cached it no longer takes a fetch ahead of others. Provider records
 are not signed (any DHT node may answer with any peer), so a record is never held against
-the share it names. No key's providers take more than a quarter of the fetches.
+the share it names. No key's providers take more than a quarter of the fetches while other keys' wait.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ TIER_STEP = 0.03  # a topic key one tier up is worth one this much less near in 
 REGION_BONUS = 0.5  # a region key ranks as a topic key of its tier at the query's own point, and half a tier more
 MISS_PENALTY = 0.05  # rank lost per unanswered request, while remembered
 MISS_PROMISE = 1.0  # ... and a tier of promise per unanswered request, in the order of fetching
-KEY_SHARE = 4  # the providers of one key take at most 1/KEY_SHARE of a query's summary fetches
+KEY_SHARE = 4  # the providers of one key take 1/KEY_SHARE of a query's summary fetches before the other keys' have theirs
 LOOKUP_CACHE_BYTES = 32 * 2**20  # what cached lookups may hold (a hostile answer is 256 peers × 8 addresses)
 
 
@@ -357,20 +357,19 @@ async def rank(
 
 def _to_fetch(uncached: list[Candidate], cache: RoutingCache, budget: int, now: float) -> list[Candidate]:
     """The candidates whose summaries are fetched: the most promising, a tier lost per unanswered
-    request, and no more than ``budget / KEY_SHARE`` found under one key alone (a few peers
-    providing one popular key cannot take every fetch)."""
+    request; those found under one key alone beyond ``budget / KEY_SHARE`` only after every other
+    key's (a few peers providing one popular key cannot crowd the others out)."""
     promise = {c.peer_id: c.promise - MISS_PROMISE * (cache.misses.get(c.peer_id, now) or 0) for c in uncached}
     per_key: dict[str, int] = {}
-    chosen = []
+    chosen, held_back = [], []
     for candidate in sorted(uncached, key=lambda c: promise[c.peer_id], reverse=True):
         best = max(candidate.found_under, key=lambda p: p.priority).key if candidate.found_under else ""
         if best and per_key.get(best, 0) >= max(1, budget // KEY_SHARE):
+            held_back.append(candidate)  # its key had its share: after every other key's candidates
             continue
         per_key[best] = per_key.get(best, 0) + 1
         chosen.append(candidate)
-        if len(chosen) == budget:
-            break
-    return chosen
+    return (chosen + held_back)[:budget]
 
 
 def _lookup_bytes(providers: dict[str, list[str]]) -> int:
