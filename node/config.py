@@ -305,6 +305,12 @@ class UiOptions:
     enabled: bool = _option(True, "Serve the web UI at http://127.0.0.1:PORT/ (loopback only; only this machine's user can log in).")
     port: int = _option(7780, "The web UI's port on 127.0.0.1; 0 picks a free one (`peerlight ui` knows which).", min=0, max=65535)
     session_hours: float = _option(12.0, "How long a browser stays logged in after `peerlight ui` logged it in.", min=0.1, max=24 * 30)
+    private_host: bool = _option(
+        True,
+        "Serve the UI at http://p-<secret>.localhost:PORT (Chrome, Firefox and Edge resolve any .localhost name to this "
+        "machine), so no other program listening on 127.0.0.1 is ever sent its cookie; false: at 127.0.0.1 (for a browser "
+        "that does not resolve .localhost names).",
+    )
     downloads: Path = _option(Path("~/Downloads/Peerlight"), "Where the web UI saves what it fetches from peers (made if missing).")
 
 

@@ -59,7 +59,7 @@ from .service_notify import ServiceNotifier
 from .supervisor import Supervisor, describe_error
 from .webui.app import WebUi
 from .webui.server import UiServer
-from .webui.sessions import Sessions
+from .webui.sessions import Sessions, ui_host_label
 from .paths import NodePaths
 
 log = logging.getLogger("peerlight.daemon")
@@ -218,6 +218,7 @@ class Daemon:
                 self.decoders,
                 self.config.ui.session_hours * 3600,
                 self.config.ui.downloads.expanduser(),
+                ui_host_label(self.identity.seed) if self.config.ui.private_host else None,
             )
             self.ui_server = UiServer(ui, self.config.ui.port)
         async with trio.open_nursery() as control:

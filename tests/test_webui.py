@@ -49,13 +49,24 @@ def node(tmp_path_factory) -> Any:  # type: ignore[no-untyped-def]
         daemon.stop()
 
 
+def client(link: dict[str, Any]) -> httpx.Client:
+    """A client of the UI at its private host name (p-<label>.localhost: browsers resolve it to this
+    machine, this resolver may not), connecting to 127.0.0.1."""
+    host = link["address"].removeprefix("http://")
+    return httpx.Client(base_url=f"http://127.0.0.1:{host.rsplit(':', 1)[1]}", headers={"Host": host}, timeout=30)
+
+
+def path_of(link: dict[str, Any]) -> str:
+    return link["url"].removeprefix(link["address"])
+
+
 @contextmanager
 def logged_in(node: dict[str, Any]) -> Iterator[httpx.Client]:
     """A browser logged in through a fresh one-time link."""
     link = cli_json(node["data_dir"], "ui", "--no-browser")
-    with httpx.Client(base_url=link["address"], timeout=30) as client:
-        assert client.get(link["url"].removeprefix(link["address"])).status_code == 303
-        yield client
+    with client(link) as browser:
+        assert browser.get(path_of(link)).status_code == 303
+        yield browser
 
 
 def hashes(page: str) -> list[str]:
@@ -78,19 +89,22 @@ def csrf_of(page: str) -> str:
 
 def test_only_a_one_time_login_link_opens_the_ui(node) -> None:
     link = cli_json(node["data_dir"], "ui", "--no-browser")
-    assert link["address"].startswith("http://127.0.0.1:")
-    with httpx.Client(base_url=link["address"]) as stranger:
+    assert re.fullmatch(r"http://p-[0-9a-f]{12}\.localhost:\d+", link["address"])
+    with client(link) as stranger:
         assert stranger.get("/").status_code == 401  # the port alone gives nothing
         assert stranger.get("/media/" + "0" * 64).status_code == 401
         assert stranger.get("/login?token=guessed").status_code == 401
-    with httpx.Client(base_url=link["address"]) as browser:
-        login = browser.get(link["url"].removeprefix(link["address"]))
+    with client(link) as browser:
+        login = browser.get(path_of(link))
         assert login.status_code == 303
         cookie = login.headers["set-cookie"].lower()
-        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert "httponly" in cookie and "samesite=strict" in cookie and cookie.startswith("peerlight_session_")
         assert browser.get("/").status_code == 200
-    with httpx.Client(base_url=link["address"]) as second:
-        assert second.get(link["url"].removeprefix(link["address"])).status_code == 401  # used once already
+    with client(link) as second:
+        assert second.get(path_of(link)).status_code == 401  # used once already
+    port = link["address"].rsplit(":", 1)[1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as by_address:  # only the private name is served
+        assert by_address.get(path_of(cli_json(node["data_dir"], "ui", "--no-browser"))).status_code == 421
 
 
 def test_another_local_user_cannot_get_a_login_link(node) -> None:
@@ -186,7 +200,7 @@ def test_a_change_needs_the_page_s_csrf_token_and_origin(node) -> None:
         assert browser.post(rate, data={"rating": "8"}, headers=cross).status_code == 403
         assert browser.post(rate, data={"rating": "8"}, headers={"X-CSRF-Token": token, "Sec-Fetch-Site": "cross-site"}).status_code == 403
         assert _rating(node, fox) is None  # none of those changed anything
-        done = browser.post(rate, data={"rating": "8"}, headers={"X-CSRF-Token": token, "Origin": str(browser.base_url).rstrip("/")})
+        done = browser.post(rate, data={"rating": "8"}, headers={"X-CSRF-Token": token, "Origin": "http://" + browser.headers["host"]})
         assert done.status_code == 200 and "Rated 8" in done.text
         assert _rating(node, fox) == 8.0
         liked = browser.post(rate, data={"action": "like"}, headers={"X-CSRF-Token": token})
@@ -199,7 +213,8 @@ def test_a_page_of_another_host_name_is_refused(node) -> None:
     with logged_in(node) as browser:
         port = browser.base_url.port
         assert browser.get("/", headers={"Host": f"evil.example:{port}"}).status_code == 421
-        assert browser.get("/", headers={"Host": f"localhost:{port}"}).status_code == 200
+        assert browser.get("/", headers={"Host": f"localhost:{port}"}).status_code == 421
+        assert browser.get("/").status_code == 200
 
 
 def test_the_player_s_events_reach_the_feedback_store(node) -> None:
@@ -313,3 +328,21 @@ def test_the_status_page_lists_problem_files_and_shares(node) -> None:
     with logged_in(node) as browser:
         page = browser.get("/status").text
         assert "broken.png" in page and 'href="/shares/local"' in page
+
+
+def test_the_browser_is_never_given_the_login_link_on_its_command_line(node, tmp_path) -> None:
+    """Every local user can read a process's arguments: the browser opens a 0600 page in the
+    data directory that sends it on to the link."""
+    record = tmp_path / "argv"
+    fake = tmp_path / "browser"
+    fake.write_text(f'#!/bin/sh\necho "$@" > "{record}"\n')
+    fake.chmod(0o755)
+    done = subprocess.run([str(PEERLIGHT), "ui", "--data-dir", str(node["data_dir"])], capture_output=True, text=True, timeout=60, env={**os.environ, "BROWSER": str(fake)})
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 10
+    while not record.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    argv = record.read_text()
+    page = node["data_dir"] / "ui-login.html"
+    assert "token" not in argv and page.as_uri() in argv
+    assert (page.stat().st_mode & 0o777) == 0o600 and "/login?token=" in page.read_text()

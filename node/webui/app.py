@@ -30,7 +30,7 @@ from ..callers import Caller
 from ..catalog.database import Catalog
 from ..control.protocol import ControlError
 from ..control.server import Handler, Streaming
-from .guard import COOKIE, Guard
+from .guard import Guard
 from .media import MEDIA_CSP, NoMedia, Thumbnails, media_response, open_item
 from .sessions import Sessions
 from .jobs import Jobs
@@ -58,6 +58,7 @@ class WebUi:
         decoders: Any,
         session_seconds: float,
         downloads: Path,
+        host_label: str | None = None,
     ) -> None:
         self._methods = methods
         self._catalog = catalog
@@ -70,6 +71,7 @@ class WebUi:
         self._templates.filters["size"] = _human_size
         self._templates.filters["stars"] = lambda rating: "" if rating is None else "★" * round(rating / 2) + "☆" * (5 - round(rating / 2))
         self._templates.filters["highlight"] = _highlight
+        self._templates.filters["segment"] = lambda text: quote(str(text), safe="")  # a name as one URL path segment
         self._templates.filters["combine_match"] = _as_card
         routes = [
             Route("/", self.library),
@@ -101,7 +103,37 @@ class WebUi:
             Route("/logout", self.logout, methods=["POST"]),
             Mount("/static", StaticFiles(packages=[("peerlight.node.webui", "static")]), name="static"),
         ]
-        self.app = Guard(Starlette(routes=routes, exception_handlers={ControlError: self._api_error, 404: self._not_found}), sessions)
+        self._host_label = host_label  # the secret part of the UI's host name, if it has one
+        self._port: int | None = None
+        self.app = Guard(
+            Starlette(routes=routes, exception_handlers={ControlError: self._api_error, 404: self._not_found}), sessions, self.hosts, self.cookie_name
+        )
+
+    # --- where it answers ---
+
+    def serving_at(self, port: int) -> None:
+        self._port = port
+
+    @property
+    def host(self) -> str:
+        """``p-<label>.localhost:PORT`` (browsers resolve any .localhost name to this machine; only
+        this node's user learns the label, so no other program on 127.0.0.1 is sent the UI's
+        cookie), or ``127.0.0.1:PORT`` without a label."""
+        return f"p-{self._host_label}.localhost:{self._port}" if self._host_label else f"127.0.0.1:{self._port}"
+
+    @property
+    def address(self) -> str:
+        return f"http://{self.host}"
+
+    def hosts(self) -> frozenset[str]:
+        if self._port is None:
+            return frozenset()
+        if self._host_label:
+            return frozenset({self.host})
+        return frozenset(f"{name}:{self._port}" for name in ("127.0.0.1", "localhost", "[::1]"))
+
+    def cookie_name(self) -> str:
+        return f"peerlight_session_{self._port}"  # two nodes' UIs on one machine keep their sessions apart
 
     # --- plumbing ---
 
@@ -200,7 +232,7 @@ class WebUi:
             handle, size, _, mime = await open_item(self._catalog, self._hash(request))
         except NoMedia as exc:
             return self._page(request, "error.html", 404, message=str(exc))
-        return media_response(handle, size, mime, request.headers.get("range"))
+        return media_response(handle, size, mime, request.headers.get("range"), head=request.method == "HEAD")
 
     async def thumbnail(self, request: Request) -> Response:
         data = await self._thumbnails.get(self._hash(request))
@@ -258,11 +290,14 @@ class WebUi:
             return Response(status_code=404)
 
         async def events() -> AsyncIterator[bytes]:
+            sent = -1
             while True:
+                version = job.version
                 yield f"data: {json.dumps(job.to_wire())}\n\n".encode()
                 if job.finished:
                     return
-                await job.changed()
+                sent = version
+                await job.changed_since(sent)  # no change missed while the last one was being sent
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
 
@@ -335,7 +370,7 @@ class WebUi:
             return self._page(request, "error.html", 401, message="This login link was used already or has expired: run `peerlight ui` again.")
         session_id, _ = opened
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, session_id, max_age=int(self._session_seconds), httponly=True, samesite="strict", path="/")
+        response.set_cookie(self.cookie_name(), session_id, max_age=int(self._session_seconds), httponly=True, samesite="strict", path="/")
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -343,7 +378,7 @@ class WebUi:
         if session_id:
             self._sessions.end(session_id)
         response = HTMLResponse("<p>Logged out. <code>peerlight ui</code> logs you in again.</p>")
-        response.delete_cookie(COOKIE, path="/")
+        response.delete_cookie(self.cookie_name(), path="/")
         return response
 
 
@@ -375,7 +410,7 @@ def _modality(request: Request) -> str | None:
 
 
 def _int(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() and len(text) < 19 else None
+    return int(text) if text and text.isascii() and text.isdecimal() and len(text) < 19 else None
 
 
 def _float(text: str | None) -> float | None:

@@ -1,8 +1,8 @@
 """The web UI's front door, before any page: host, session, CSRF, and the security headers.
 
-- **Host.** Only ``127.0.0.1``, ``localhost`` or ``[::1]`` at the UI's own port: a page of
-  another site whose name an attacker re-points at 127.0.0.1 (DNS rebinding) is refused,
-  whatever cookies the browser holds.
+- **Host.** Only the UI's own host name and port (``WebUi.hosts``): a page of another site
+  whose name an attacker re-points at 127.0.0.1 (DNS rebinding) is refused, whatever
+  cookies the browser holds.
 - **Session.** Every path but ``/login`` and ``/static/`` needs the session cookie that a
   one-time login URL set (``sessions.py``).
 - **CSRF.** A request that changes anything (not GET or HEAD) must carry the session's token
@@ -15,19 +15,20 @@
 from __future__ import annotations
 
 import logging
-from http.cookies import SimpleCookie
+import secrets
+import time
+from collections.abc import Callable
 from typing import Any
 
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .sessions import Sessions
 
 log = logging.getLogger("peerlight.webui")
 
-COOKIE = "peerlight_session"
 OPEN_PATHS = ("/login", "/static/")
 SAFE_METHODS = frozenset({"GET", "HEAD"})
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -45,23 +46,30 @@ SECURITY_HEADERS = [
 class Guard:
     """ASGI middleware: refuses what the module doc says, and puts the session in ``scope["state"]``."""
 
-    def __init__(self, app: ASGIApp, sessions: Sessions) -> None:
+    def __init__(self, app: ASGIApp, sessions: Sessions, hosts: Callable[[], frozenset[str]], cookie: Callable[[], str]) -> None:
         self.app = app
         self.sessions = sessions
+        self._hosts = hosts  # the Host values served: the UI's own name and port
+        self._cookie = cookie  # the session cookie's name (one per node and port)
+        self._last_warning = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
+        if scope["type"] != "http":  # no websocket route exists: none is opened past the guard
+            await send({"type": "websocket.close", "code": 1008})
+            return
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-        port = scope["server"][1] if scope.get("server") else None
-        host = headers.get("host", "")
-        if host not in {f"{name}:{port}" for name in LOOPBACK_NAMES}:
-            log.warning("web UI: a request for another host refused", extra={"host": host[:100]})
-            await _refuse(send, 421, "This UI answers only at 127.0.0.1 or localhost.")
+        host = headers.get("host", "").lower()
+        if host not in self._hosts():
+            if time.monotonic() - self._last_warning > 60:  # any page may cause these: one line a minute
+                self._last_warning = time.monotonic()
+                log.warning("web UI: a request for another host refused", extra={"host": host[:100]})
+            await _refuse(send, 421, "This UI answers only at the address `peerlight ui` opens.")
             return
         path = scope["path"]
-        session_id = _cookie(headers.get("cookie", ""), COOKIE)
+        session_id = cookie_parser(headers.get("cookie", "")).get(self._cookie())
         session = self.sessions.get(session_id)
         if session is None and not path.startswith(OPEN_PATHS):
             await _refuse(send, 401, "Not logged in: run `peerlight ui` to open the UI logged in.")
@@ -72,7 +80,7 @@ class Guard:
             if (origin is not None and origin != f"http://{host}") or fetch_site not in (None, "same-origin"):
                 await _refuse(send, 403, "A change must come from the UI's own pages.")
                 return
-            if session is None or headers.get("x-csrf-token") != session.csrf:
+            if session is None or not secrets.compare_digest(headers.get("x-csrf-token", "").encode(), session.csrf.encode()):
                 await _refuse(send, 403, "This change lacks the page's CSRF token: reload the page.")
                 return
         scope.setdefault("state", {})["session"] = session
@@ -92,15 +100,6 @@ def _with_security_headers(headers: list[Any]) -> list[Any]:
     if b"cache-control" not in present:
         extra.append((b"cache-control", b"no-store"))
     return headers + extra
-
-
-def _cookie(header: str, name: str) -> str | None:
-    try:
-        jar = SimpleCookie(header)
-    except Exception:  # a malformed Cookie header is no session
-        return None
-    morsel = jar.get(name)
-    return morsel.value if morsel is not None else None
 
 
 async def _refuse(send: Send, status: int, text: str) -> None:

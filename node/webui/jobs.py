@@ -35,17 +35,21 @@ class Job:
     result: Any = None
     error: str | None = None
     finished: bool = False
+    version: int = 0  # moves with every change
     _changed: trio.Event = field(default_factory=trio.Event)
 
     def to_wire(self) -> dict[str, Any]:
         return {"id": self.id, "event": self.event, "result": self.result, "error": self.error, "done": self.finished and self.error is None}
 
     def changed_now(self) -> None:
+        self.version += 1
         self._changed.set()
         self._changed = trio.Event()
 
-    async def changed(self) -> None:
-        await self._changed.wait()
+    async def changed_since(self, version: int) -> None:
+        """Return once the job has changed after ``version`` (at once if it already has)."""
+        while self.version == version:
+            await self._changed.wait()
 
 
 class Jobs:

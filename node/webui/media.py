@@ -9,13 +9,14 @@ a peer cannot run script as the UI.
 
 Thumbnails (a JPEG of an image or a video's first frame, 256 px) are made by the same
 guarded decoders as a share's previews, in worker processes when the node isolates decoders,
-and kept in ``cache/thumbnails`` by content hash (an item's thumbnail never changes).
+and kept in ``thumbnails/`` of the data directory by content hash (an item's thumbnail never changes).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -40,6 +41,8 @@ CHUNK = 256 * 1024
 INLINE_TYPES = re.compile(r"(image/(jpeg|png|gif|webp|avif|bmp|heic|heif)|audio/[\w.+-]+|video/[\w.+-]+|application/pdf)")
 MEDIA_CSP = "sandbox; default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'"
 THUMBNAIL_SECONDS = 20.0
+FAILED_SECONDS = 3600.0  # a file no thumbnail could be made of is not decoded again for this long
+MAX_FAILED = 10_000
 
 
 class NoMedia(Exception):
@@ -73,18 +76,20 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     first, last = match.groups()
     if first == "":
         length = int(last)
-        if length == 0:
-            raise ValueError("an empty suffix range")
+        if length == 0 or size == 0:
+            raise ValueError("an empty suffix range, or a range of an empty file")
         return max(0, size - length), size
     start = int(first)
+    if last and int(last) < start:
+        return None  # an invalid range is ignored (RFC 9110): the whole file
     end = min(int(last) + 1, size) if last else size
-    if start >= size or end <= start:
+    if start >= size:
         raise ValueError(f"range {header!r} is outside the file's {size} bytes")
     return start, end
 
 
-def media_response(handle: BinaryIO, size: int, mime: str, range_header: str | None) -> Response:
-    """The file (or the asked range of it): 200 or 206, 416 for a range past its end."""
+def media_response(handle: BinaryIO, size: int, mime: str, range_header: str | None, head: bool = False) -> Response:
+    """The file (or the asked range of it): 200 or 206, 416 for a range past its end; for HEAD, the headers alone."""
     inline = bool(INLINE_TYPES.fullmatch(mime))
     headers = {
         "accept-ranges": "bytes",
@@ -101,6 +106,11 @@ def media_response(handle: BinaryIO, size: int, mime: str, range_header: str | N
     headers["content-length"] = str(end - start)
     if span is not None:
         headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
+    if head:  # nothing read from the disk for a HEAD
+        handle.close()
+        response = Response(status_code=206 if span is not None else 200, headers=headers, media_type=mime if inline else "application/octet-stream")
+        response.headers["content-length"] = str(end - start)
+        return response
     return StreamingResponse(
         _read(handle, start, end), status_code=206 if span is not None else 200, headers=headers, media_type=mime if inline else "application/octet-stream"
     )
@@ -125,12 +135,18 @@ def os_pread(handle: BinaryIO, length: int, offset: int) -> bytes:
     return os.pread(handle.fileno(), length, offset)
 
 
+def _present(conn, content_hash: str) -> bool:  # type: ignore[no-untyped-def]
+    return conn.execute("SELECT 1 FROM items WHERE content_hash = ? AND missing_since IS NULL", (content_hash,)).fetchone() is not None
+
+
 class Thumbnails:
     def __init__(self, catalog: Catalog, folder: Path, decoders: DecoderPool | None) -> None:
         self._catalog = catalog
         self._folder = folder
         self._decoders = decoders
         self._making = trio.CapacityLimiter(2)  # thumbnails made at once: a grid asks for dozens
+        self._failed: dict[str, float] = {}  # hash -> when no thumbnail could be made (not tried again for an hour)
+        self._pending: dict[str, trio.Lock] = {}  # one decode per hash, however many pages ask
 
     def _path(self, content_hash: str) -> Path:
         return self._folder / content_hash[:2] / f"{content_hash}.jpg"
@@ -138,11 +154,32 @@ class Thumbnails:
     async def get(self, content_hash: str) -> bytes | None:
         """The item's thumbnail, made once and kept; None for an item that has none (audio,
         documents, a file no decoder can read)."""
+        if not await self._catalog.read(partial(_present, content_hash=content_hash)):
+            return None  # gone from the library: its kept thumbnail is not shown
+        if time.monotonic() - self._failed.get(content_hash, -FAILED_SECONDS) < FAILED_SECONDS:
+            return None
         path = self._path(content_hash)
+        lock = self._pending.setdefault(content_hash, trio.Lock())
         try:
-            return await run_io(path.read_bytes, what="reading a thumbnail")
-        except FileNotFoundError:
-            pass
+            async with lock:
+                try:
+                    return await run_io(path.read_bytes, what="reading a thumbnail")
+                except FileNotFoundError:
+                    pass
+                data = await self._made(content_hash)
+                if data is None:
+                    self._failed[content_hash] = time.monotonic()
+                    if len(self._failed) > MAX_FAILED:
+                        self._failed.pop(next(iter(self._failed)))
+                    return None
+                path.parent.mkdir(parents=True, exist_ok=True)
+                await run_io(partial(write_atomic, path, data), what="saving a thumbnail")
+                return data
+        finally:
+            if not lock.statistics().tasks_waiting:
+                self._pending.pop(content_hash, None)
+
+    async def _made(self, content_hash: str) -> bytes | None:
         async with self._making:
             try:
                 handle, _, modality, _ = await open_item(self._catalog, content_hash)
@@ -159,10 +196,7 @@ class Thumbnails:
             finally:
                 handle.close()
         data = preview["data"]
-        assert isinstance(data, bytes)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        await run_io(partial(write_atomic, path, data), what="saving a thumbnail")
-        return data
+        return data if isinstance(data, bytes) else None
 
     async def _make(self, handle: BinaryIO, modality: str) -> dict[str, Any]:
         if self._decoders is not None:  # a worker process decodes the very file opened above

@@ -7,6 +7,7 @@ meanwhile)."""
 from __future__ import annotations
 
 import logging
+import socket
 from functools import partial
 
 import trio
@@ -28,7 +29,10 @@ class UiServer:
 
     def _config(self) -> Config:
         config = Config()
-        config.bind = [f"127.0.0.1:{self._port}"]
+        port = self._port or _free_port()
+        # Both loopbacks on one port: a browser may try ::1 first for a .localhost name, and
+        # another local user must not be able to answer there with our cookie in hand.
+        config.bind = [f"127.0.0.1:{port}"] + ([f"[::1]:{port}"] if _has_ipv6_loopback() else [])
         config.accesslog = None
         config.errorlog = log
         config.include_server_header = False
@@ -53,9 +57,26 @@ class UiServer:
         try:
             async with trio.open_nursery() as nursery:
                 binds = await nursery.start(partial(serve, self._ui.app, self._config(), shutdown_trigger=trio.sleep_forever))
-                self.address = binds[0]
+                port = int(binds[0].rsplit(":", 1)[1])
+                self._ui.serving_at(port)
+                self.address = self._ui.address
                 log.info("web UI serving", extra={"address": self.address})
-        except OSError as exc:  # the port is taken (another node, another program)
-            log.warning("the web UI cannot listen; trying again later", extra={"port": self._port, "reason": str(exc)})
+        except* OSError as group:  # the port is taken (another node, another program); hypercorn raises it in a group
+            log.warning("the web UI cannot listen; trying again later", extra={"port": self._port, "reason": str(group.exceptions[0])})
         finally:
             self.address = None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False

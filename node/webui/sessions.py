@@ -74,3 +74,11 @@ class Sessions:
 
     def end(self, session_id: str) -> None:
         self._sessions.pop(_digest(session_id), None)
+
+
+def ui_host_label(seed: bytes) -> str:
+    """The secret label of the UI's host name: derived from the node's identity key (0600), so it
+    is stable across restarts (bookmarks keep working) and unknown to anyone without the key."""
+    import hmac
+
+    return hmac.new(seed, b"peerlight-ui-host/1", hashlib.sha256).hexdigest()[:12]
