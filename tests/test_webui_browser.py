@@ -228,6 +228,7 @@ def test_a_peer_s_share_is_browsed_and_fetched_with_its_progress_shown(chromium,
 
     noise = np.random.default_rng(0).integers(0, 255, (1200, 1600, 3), dtype=np.uint8)
     Image.fromarray(noise).save(library / "noise.png")  # ~5.8 MB that does not compress
+    media.image(library / "<img src=x onerror=window.__owned=1>.png", (10, 200, 10))  # a peer's name that is markup
     sharer_dir = new_node(tmp_path / "sharer")
     sharer = DaemonProcess(sharer_dir)
     tab = None
@@ -241,8 +242,10 @@ def test_a_peer_s_share_is_browsed_and_fetched_with_its_progress_shown(chromium,
         page = tab.open("/peers")
         page.locator("a", has_text="pictures").click()
         page.wait_for_load_state("networkidle")
-        assert page.locator(".peer-items img").evaluate("img => img.naturalWidth") > 0  # the share's own preview
-        page.locator("button", has_text="Fetch").click()
+        assert page.locator(".peer-items img").first.evaluate("img => img.naturalWidth") > 0  # the share's own preview
+        assert page.locator(".peer-items .name", has_text="<img src=x onerror=window.__owned=1>.png").count() == 1  # shown as text
+        assert page.evaluate("() => window.__owned") is None
+        page.locator("button[aria-label='Fetch noise.png']").click()
         page.locator(".job-state", has_text="Saved").wait_for(timeout=60_000)
         assert page.locator("progress").evaluate("p => p.value === p.max && p.max > 5000000")
         assert (node["downloads"] / "noise.png").read_bytes() == (library / "noise.png").read_bytes()
