@@ -311,7 +311,8 @@ class UiOptions:
         "machine), so no other program listening on 127.0.0.1 is ever sent its cookie; false: at 127.0.0.1 (for a browser "
         "that does not resolve .localhost names).",
     )
-    downloads: Path = _option(Path("~/Downloads/Peerlight"), "Where the web UI saves what it fetches from peers (made if missing).")
+    # A string, not a Path: the loader expands a Path's ~ at once, and this default must stay the same written and read.
+    downloads: str = _option("~/Downloads/Peerlight", "Where the web UI saves what it fetches from peers (made if missing; ~ is your home).")
 
 
 @dataclass(frozen=True)

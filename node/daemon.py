@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -217,7 +218,7 @@ class Daemon:
                 self.paths.root / "thumbnails",
                 self.decoders,
                 self.config.ui.session_hours * 3600,
-                self.config.ui.downloads.expanduser(),
+                self.config.resolve_path(self.paths.root, Path(self.config.ui.downloads).expanduser()),  # relative: in the data directory
                 ui_host_label(self.identity.seed) if self.config.ui.private_host else None,
             )
             self.ui_server = UiServer(ui, self.config.ui.port)
