@@ -115,7 +115,7 @@ def cmd_stop(args: Namespace, paths: NodePaths, out: Output) -> int:
         return 0
     pid = reply["pid"]
     deadline = time.monotonic() + args.timeout
-    while _alive(pid, paths):
+    while daemon_alive(pid, paths):
         if time.monotonic() > deadline:
             raise CliError(f"the daemon (pid {pid}) did not stop within {args.timeout:g} s")
         time.sleep(0.05)
@@ -126,7 +126,7 @@ def cmd_stop(args: Namespace, paths: NodePaths, out: Output) -> int:
     return 0
 
 
-def _alive(pid: int, paths: NodePaths) -> bool:
+def daemon_alive(pid: int, paths: NodePaths) -> bool:
     """The daemon is gone once its pid file is removed or the process no longer exists."""
     if read_pid(paths.pid_file) != pid:
         return False

@@ -24,6 +24,7 @@ from rich.markup import escape
 from peerlight.node.lock import read_pid
 from peerlight.node.paths import NodePaths, default_data_dir
 
+from .daemon_commands import daemon_alive
 from .errors import CliError
 from .output import Output
 from .service_units import ServiceSpec, UnitError, launchd_label, launchd_plist, launchd_plist_path, systemd_unit, systemd_unit_path
@@ -64,15 +65,7 @@ def _run(tool: list[str], check: bool = True) -> subprocess.CompletedProcess[str
 def _running_pid(paths: NodePaths) -> int | None:
     """The daemon's pid, if one runs on this node (a pid file left by a crash names no process)."""
     pid = read_pid(paths.pid_file)
-    if pid is None:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # it runs, as someone else
-    return pid
+    return pid if pid is not None and daemon_alive(pid, paths) else None
 
 
 def _write(path: Path, data: bytes) -> bool:

@@ -333,7 +333,6 @@ async def rank(
             continue
         candidate.summary = cache.summary(candidate.peer_id, now())
         if candidate.summary is not None:
-            candidate.judge_keys(candidate.summary)
             cached.append(candidate)
         else:
             uncached.append(candidate)

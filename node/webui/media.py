@@ -15,6 +15,7 @@ and kept in ``thumbnails/`` of the data directory by content hash (an item's thu
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -130,8 +131,6 @@ async def _read(handle: BinaryIO, start: int, end: int) -> AsyncIterator[bytes]:
 
 
 def os_pread(handle: BinaryIO, length: int, offset: int) -> bytes:
-    import os
-
     return os.pread(handle.fileno(), length, offset)
 
 
