@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = command("ui", ui_commands.cmd_ui, "open the web UI in your browser, logged in (or print its one-time login link)")
     ui.add_argument("--no-browser", action="store_true", help="only print the login link")
+    ui_actions = ui.add_subparsers(dest="ui_command", metavar="ACTION")
+    password = command("password", ui_commands.cmd_ui_password, "set the password of the UI served to other machines (ui.remote_listen)", ui_actions)
+    password.add_argument("--clear", action="store_true", help="remove it: nobody logs in from another machine")
+    password.add_argument("--stdin", action="store_true", help="read it from standard input (one line) instead of asking twice")
 
     service = commands.add_parser("service", parents=[common], help="run the daemon as a service of your login session (systemd, launchd)")
     service_actions = service.add_subparsers(dest="service_command", required=True, metavar="ACTION")

@@ -10,6 +10,7 @@ a log path it cannot write) fails later and far from the cause.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
 import os
@@ -300,7 +301,7 @@ class RecommenderOptions:
 
 @dataclass(frozen=True)
 class UiOptions:
-    """The web UI the daemon serves on loopback (`peerlight ui` opens it, logged in)."""
+    """The web UI the daemon serves on loopback (`peerlight ui` opens it, logged in), and, if asked, to other machines."""
 
     enabled: bool = _option(True, "Serve the web UI at http://127.0.0.1:PORT/ (loopback only; only this machine's user can log in).")
     port: int = _option(7780, "The web UI's port on 127.0.0.1; 0 picks a free one (`peerlight ui` knows which).", min=0, max=65535)
@@ -313,6 +314,20 @@ class UiOptions:
     )
     # A string, not a Path: the loader expands a Path's ~ at once, and this default must stay the same written and read.
     downloads: str = _option("~/Downloads/Peerlight", "Where the web UI saves what it fetches from peers (made if missing; ~ is your home).")
+    max_connections: int = _option(64, "Connections the UI holds open at once at each address it serves; more are closed at once.", min=4, max=10_000)
+    remote_listen: str = _option(
+        "",
+        "Also serve the UI to other machines at this address of this machine (or 0.0.0.0 or :: for all); empty: loopback only. "
+        "Logging in there takes the password `peerlight ui password` sets.",
+    )
+    remote_port: int = _option(7781, "The port of the UI for other machines (with remote_listen).", min=1, max=65535)
+    remote_hosts: tuple[str, ...] = _option(
+        (), "Host names other machines reach the UI by (e.g. nas.local); its IP addresses always work, any other name is refused."
+    )
+    tls_certificate: str = _option(
+        "", "PEM certificate (chain) for the UI for other machines, served then over HTTPS; without one a remote login crosses the network in clear."
+    )
+    tls_key: str = _option("", "The PEM private key of tls_certificate.")
 
 
 @dataclass(frozen=True)
@@ -422,6 +437,22 @@ def _is_optional_path(hint: Any) -> bool:
     return get_origin(hint) in (Union, types.UnionType) and set(get_args(hint)) == {Path, type(None)}
 
 
+def _check_ui(config: Config, file: Path) -> None:
+    ui = config.ui
+    if ui.remote_listen:
+        try:
+            ipaddress.ip_address(ui.remote_listen)
+        except ValueError:
+            raise ConfigError(file, "ui.remote_listen", f"{ui.remote_listen!r} is not an IP address (e.g. 192.168.1.20, or 0.0.0.0 for all)") from None
+        if ui.remote_port == ui.port:
+            raise ConfigError(file, "ui.remote_port", "must differ from ui.port (loopback holds that one)")
+    if bool(ui.tls_certificate) != bool(ui.tls_key):
+        raise ConfigError(file, "ui.tls_key" if ui.tls_certificate else "ui.tls_certificate", "set both tls_certificate and tls_key, or neither")
+    for name in ui.remote_hosts:
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", name):
+            raise ConfigError(file, "ui.remote_hosts", f"{name!r} is not a host name")
+
+
 def _check_paths(config: Config, file: Path, data_dir: Path) -> None:
     """Reject paths and combinations the daemon could not use, before it starts doing anything."""
     # A model checkpoint may be missing at start: its items wait until the weights appear.
@@ -430,6 +461,7 @@ def _check_paths(config: Config, file: Path, data_dir: Path) -> None:
             # A full multiaddr names the peer: /ip4/…/tcp/…/p2p/<peer id> (or /dns…, /ip6…).
             if not re.fullmatch(r"/(ip4|ip6|dns|dns4|dns6)/[^/]+/tcp/\d+/p2p/[1-9A-HJ-NP-Za-km-z]+", address):
                 raise ConfigError(file, key, f"{address!r} is not a multiaddr like /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…")
+    _check_ui(config, file)
     if config.text_model.chunk_overlap_words >= config.text_model.chunk_words:
         raise ConfigError(file, "text_model.chunk_overlap_words", "must be smaller than text_model.chunk_words")
     log_file = config.resolve_path(data_dir, config.daemon.log_file)

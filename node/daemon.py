@@ -59,7 +59,8 @@ from .search.vector_indexes import IndexSettings, VectorIndexes
 from .service_notify import ServiceNotifier
 from .supervisor import Supervisor, describe_error
 from .webui.app import WebUi
-from .webui.server import UiServer
+from .webui.passwords import UiPassword
+from .webui.server import RemoteDoor, UiServer
 from .webui.sessions import Sessions, ui_host_label
 from .paths import NodePaths
 
@@ -89,6 +90,7 @@ class Daemon:
         self.supervisor = Supervisor()
         self.ui_sessions = Sessions(config.ui.session_hours * 3600)
         self.ui_server: UiServer | None = None
+        self.ui_password = UiPassword(self.paths.root / "ui-password")
 
     @property
     def ui_address(self) -> str | None:
@@ -200,6 +202,17 @@ class Daemon:
         if stored:  # once, on the first start after the recipe changed
             log_renames(stored, await self._catalog.write(partial(rename_in_catalog, renames=stored)))
 
+    def _remote_door(self) -> RemoteDoor | None:
+        """The UI's door for other machines, if ``ui.remote_listen`` opens one."""
+        options = self.config.ui
+        if not options.remote_listen:
+            return None
+
+        def in_data_dir(text: str) -> str | None:  # a relative file lies in the data directory
+            return str(self.config.resolve_path(self.paths.root, Path(text).expanduser())) if text else None
+
+        return RemoteDoor(options.remote_listen, options.remote_port, in_data_dir(options.tls_certificate), in_data_dir(options.tls_key))
+
     async def _serve(self, on_ready: Callable[[], None]) -> None:
         assert self._catalog is not None
         methods = self._methods(self._catalog)
@@ -211,6 +224,7 @@ class Daemon:
         )
         self.control = server
         if self.config.ui.enabled:  # the web UI calls the same methods, in process, as the local user
+            options = self.config.ui
             ui = WebUi(
                 methods,
                 self._catalog,
@@ -220,8 +234,11 @@ class Daemon:
                 self.config.ui.session_hours * 3600,
                 self.config.resolve_path(self.paths.root, Path(self.config.ui.downloads).expanduser()),  # relative: in the data directory
                 ui_host_label(self.identity.seed) if self.config.ui.private_host else None,
+                password=self.ui_password,
+                remote_hosts=options.remote_hosts,
+                remote_tls=bool(options.tls_certificate),
             )
-            self.ui_server = UiServer(ui, self.config.ui.port)
+            self.ui_server = UiServer(ui, options.port, self._remote_door(), options.max_connections)
         async with trio.open_nursery() as control:
             await control.start(server.serve)
             async with trio.open_nursery() as services:
@@ -281,7 +298,7 @@ class Daemon:
             | DeviceMethods(catalog, self.pairing, self.data_servers).methods()
             | FeedbackMethods(catalog, self.recommendations).methods()
             | ItemMethods(catalog).methods()
-            | UiMethods(self.ui_sessions, lambda: self.ui_address).methods()
+            | UiMethods(self.ui_sessions, self.ui_password, lambda: self.ui_server).methods()
         )
 
     async def _watch_signals(

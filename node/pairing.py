@@ -123,8 +123,12 @@ class Pairing:
         offer = self._offer
         if offer is None:
             raise PairingError("no pairing is offered")
-        with trio.move_on_at(trio.current_time() + max(0.0, offer.expires - time.time())):
-            await offer.ended.wait()
+        try:
+            with trio.move_on_at(trio.current_time() + max(0.0, offer.expires - time.time())):
+                await offer.ended.wait()
+        finally:
+            if offer.device is None:  # expired, or whoever waited stopped (the CLI's Ctrl-C, the page's Cancel): the code is void at once
+                offer.fail("the pairing offer was withdrawn", close_now=True)
         if offer.device is None:
             raise PairingError(offer.failed or "the pairing code expired unused; offer a new one")
         return offer.device

@@ -1,13 +1,17 @@
 """The web UI's front door, before any page: host, session, CSRF, and the security headers.
 
-- **Host.** Only the UI's own host name and port (``WebUi.hosts``): a page of another site
-  whose name an attacker re-points at 127.0.0.1 (DNS rebinding) is refused, whatever
-  cookies the browser holds.
-- **Session.** Every path but ``/login`` and ``/static/`` needs the session cookie that a
-  one-time login URL set (``sessions.py``).
+Each way in is a :class:`Door`: the loopback one (logged into through a one-time URL) and,
+when ``ui.remote_listen`` is set, one for other machines (logged into with a password).
+
+- **Host.** Only the door's own host names and port: a page of another site whose name an
+  attacker re-points at the UI's address (DNS rebinding) is refused, whatever cookies the
+  browser holds.
+- **Session.** Every path but ``/login`` and ``/static/`` needs the session cookie that the
+  door's login set (``sessions.py``); a session opened at one door is not valid at another.
 - **CSRF.** A request that changes anything (not GET or HEAD) must carry the session's token
   in ``X-CSRF-Token``, which only the UI's own pages know, and come from the UI's own origin
-  (``Origin`` and ``Sec-Fetch-Site``, when the browser sends them).
+  (``Origin`` and ``Sec-Fetch-Site``, when the browser sends them). The one change made
+  without a session, the password login, still needs the same origin.
 - **Headers.** A strict Content-Security-Policy (scripts, styles, media only from the UI
   itself, no inline script, no framing), ``nosniff``, no referrer, and no caching of pages.
 """
@@ -18,6 +22,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import cookie_parser
@@ -43,14 +48,24 @@ SECURITY_HEADERS = [
 ]
 
 
-class Guard:
-    """ASGI middleware: refuses what the module doc says, and puts the session in ``scope["state"]``."""
+@dataclass(frozen=True)
+class Door:
+    """One way into the UI: where it answers and how one logs in there."""
 
-    def __init__(self, app: ASGIApp, sessions: Sessions, hosts: Callable[[], frozenset[str]], cookie: Callable[[], str]) -> None:
+    name: str  # "loopback" or "remote"
+    accepts: Callable[[str], bool]  # whether it answers a Host value (name:port)
+    cookie: Callable[[], str]  # the session cookie's name (one per node and port)
+    scheme: str = "http"  # "https" where the door has a certificate
+    password_login: bool = False  # a password opens a session here (not a one-time URL)
+
+
+class Guard:
+    """ASGI middleware: refuses what the module doc says, and puts the door and the session in ``scope["state"]``."""
+
+    def __init__(self, app: ASGIApp, sessions: Sessions, door: Door) -> None:
         self.app = app
         self.sessions = sessions
-        self._hosts = hosts  # the Host values served: the UI's own name and port
-        self._cookie = cookie  # the session cookie's name (one per node and port)
+        self.door = door
         self._last_warning = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -62,29 +77,31 @@ class Guard:
             return
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         host = headers.get("host", "").lower()
-        if host not in self._hosts():
+        if not self.door.accepts(host):
             if time.monotonic() - self._last_warning > 60:  # any page may cause these: one line a minute
                 self._last_warning = time.monotonic()
                 log.warning("web UI: a request for another host refused", extra={"host": host[:100]})
             await _refuse(send, 421, "This UI answers only at the address `peerlight ui` opens.")
             return
         path = scope["path"]
-        session_id = cookie_parser(headers.get("cookie", "")).get(self._cookie())
-        session = self.sessions.get(session_id)
+        session_id = cookie_parser(headers.get("cookie", "")).get(self.door.cookie())
+        session = self.sessions.get(session_id, self.door.name)
         if session is None and not path.startswith(OPEN_PATHS):
-            await _refuse(send, 401, "Not logged in: run `peerlight ui` to open the UI logged in.")
+            how = '<a href="/login">Log in</a> with the UI\'s password.' if self.door.password_login else "Run `peerlight ui` to open the UI logged in."
+            await _refuse(send, 401, "Not logged in. " + how)
             return
         if scope["method"] not in SAFE_METHODS:
             origin = headers.get("origin")
             fetch_site = headers.get("sec-fetch-site")
-            if (origin is not None and origin != f"http://{host}") or fetch_site not in (None, "same-origin"):
+            if (origin is not None and origin != f"{self.door.scheme}://{host}") or fetch_site not in (None, "same-origin"):
                 await _refuse(send, 403, "A change must come from the UI's own pages.")
                 return
-            if session is None or not secrets.compare_digest(headers.get("x-csrf-token", "").encode(), session.csrf.encode()):
+            password_login = self.door.password_login and path == "/login" and session is None
+            if not password_login and (session is None or not secrets.compare_digest(headers.get("x-csrf-token", "").encode(), session.csrf.encode())):
                 await _refuse(send, 403, "This change lacks the page's CSRF token: reload the page.")
                 return
-        scope.setdefault("state", {})["session"] = session
-        scope["state"]["session_id"] = session_id
+        state = scope.setdefault("state", {})
+        state.update(session=session, session_id=session_id, door=self.door)
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

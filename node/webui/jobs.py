@@ -36,6 +36,7 @@ class Job:
     error: str | None = None
     finished: bool = False
     version: int = 0  # moves with every change
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _changed: trio.Event = field(default_factory=trio.Event)
 
     def to_wire(self) -> dict[str, Any]:
@@ -65,6 +66,14 @@ class Jobs:
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
+    def cancel(self, job_id: str) -> bool:
+        """Stop a running job (a fetch, a pairing offer withdrawn); False if there is none such."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return False
+        job.cancel_scope.cancel()
+        return True
+
     def start(self, method: str, params: dict[str, Any]) -> Job:
         if self._nursery is None:
             raise Unavailable("the web UI is not serving")
@@ -89,7 +98,10 @@ class Jobs:
             job.changed_now()
 
         try:
-            job.result = await method.fn(params, Caller.local(), progress)
+            with job.cancel_scope:
+                job.result = await method.fn(params, Caller.local(), progress)
+            if job.cancel_scope.cancelled_caught:
+                job.error = "cancelled"
         except ControlError as exc:
             job.error = exc.message
         except Exception as exc:  # a failure no API error names: the page says so, the UI goes on

@@ -1,18 +1,37 @@
-"""Serving the web UI: hypercorn's trio worker on 127.0.0.1, as one of the daemon's services.
+"""Serving the web UI as one of the daemon's services: hypercorn's HTTP/1.1 and HTTP/2 protocol
+code on the daemon's trio loop, at one or two doors.
 
-It never binds anything but loopback. A port that is taken does not stop the daemon: the UI
-logs it and tries again every ``RETRY_SECONDS`` (``peerlight ui`` says it is not serving
-meanwhile)."""
+- **Loopback** (always): 127.0.0.1 and ::1 at one port.
+- **Other machines** (``ui.remote_listen``, off by default): that address at ``ui.remote_port``,
+  over TLS when ``ui.tls_certificate`` is set, logged into with the UI's password.
+
+Each door holds at most ``ui.max_connections`` connections at once (hypercorn has no such
+limit: a client opening connections without end would otherwise cost a task and buffers each);
+one past the limit is closed at once. Slow clients are cut by ``read_timeout``.
+
+A port that is taken does not stop the daemon: the door logs it and tries again every
+``RETRY_SECONDS`` (``peerlight ui`` says it is not serving meanwhile).
+"""
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import trio
+from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn.trio.statsd import StatsdLogger
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import repr_socket_addr
+from starlette.types import ASGIApp
 
 from .app import WebUi
 
@@ -21,50 +40,136 @@ log = logging.getLogger("peerlight.webui")
 RETRY_SECONDS = 30.0
 
 
+@dataclass(frozen=True)
+class RemoteDoor:
+    """Where and how the UI is served to other machines."""
+
+    listen: str  # an IP address of this machine, or 0.0.0.0 / :: for all
+    port: int
+    certificate: str | None = None  # PEM files: HTTPS with them
+    key: str | None = None
+
+
 class UiServer:
-    def __init__(self, ui: WebUi, port: int) -> None:
+    def __init__(self, ui: WebUi, port: int, remote: RemoteDoor | None = None, max_connections: int = 64) -> None:
         self._ui = ui
         self._port = port
-        self.address: str | None = None  # http://127.0.0.1:PORT while serving
-
-    def _config(self) -> Config:
-        config = Config()
-        port = self._port or _free_port()
-        # Both loopbacks on one port: a browser may try ::1 first for a .localhost name, and
-        # another local user must not be able to answer there with our cookie in hand.
-        config.bind = [f"127.0.0.1:{port}"] + ([f"[::1]:{port}"] if _has_ipv6_loopback() else [])
-        config.accesslog = None
-        config.errorlog = log
-        config.include_server_header = False
-        config.graceful_timeout = 2.0
-        config.keep_alive_timeout = 30.0
-        config.h11_max_incomplete_size = 16 * 1024  # request line and headers
-        config.max_app_queue_size = 10
-        return config
+        self._remote = remote
+        self._max_connections = max_connections
+        self.address: str | None = None  # http://…:PORT while serving on loopback
+        self.remote_address: str | None = None  # http(s)://LISTEN:PORT while serving other machines
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as fetches:  # what pages started runs here, and ends with the UI
             self._ui.jobs.attach(fetches)
             task_status.started()
             try:
-                while True:
-                    await self._serve_once()
-                    await trio.sleep(RETRY_SECONDS)
+                async with trio.open_nursery() as doors:
+                    doors.start_soon(self._keep_serving, "loopback", self._loopback_config, self._ui.app, self._on_loopback)
+                    if self._remote is not None:
+                        doors.start_soon(self._keep_serving, "remote", self._remote_config, self._ui.remote_app, self._on_remote)
             finally:
                 self._ui.jobs.attach(None)
 
-    async def _serve_once(self) -> None:
+    def _on_loopback(self, port: int | None) -> None:
+        self._ui.serving_at(port)
+        self.address = self._ui.address if port else None
+
+    def _on_remote(self, port: int | None) -> None:
+        assert self._remote is not None
+        self._ui.remote_serving_at(port)
+        scheme = "https" if self._remote.certificate else "http"
+        host = f"[{self._remote.listen}]" if ":" in self._remote.listen else self._remote.listen
+        self.remote_address = f"{scheme}://{host}:{port}" if port else None
+
+    def _loopback_config(self) -> Config:
+        config = _config()
+        port = self._port or _free_port()
+        # Both loopbacks on one port: a browser may try ::1 first for a .localhost name, and
+        # another local user must not be able to answer there with our cookie in hand.
+        config.bind = [f"127.0.0.1:{port}"] + ([f"[::1]:{port}"] if _has_ipv6_loopback() else [])
+        return config
+
+    def _remote_config(self) -> Config:
+        assert self._remote is not None
+        config = _config()
+        host = f"[{self._remote.listen}]" if ":" in self._remote.listen else self._remote.listen
+        config.bind = [f"{host}:{self._remote.port}"]
+        config.certfile, config.keyfile = self._remote.certificate, self._remote.key
+        return config
+
+    async def _keep_serving(self, door: str, configure: Callable[[], Config], app: ASGIApp, serving: Callable[[int | None], None]) -> None:
+        while True:
+            try:
+                await self._serve(configure(), app, serving)
+            except OSError as exc:  # the port is taken, the address is not this machine's, the certificate unreadable
+                log.warning("the web UI cannot listen; trying again later", extra={"door": door, "reason": str(exc)})
+            finally:
+                serving(None)
+            await trio.sleep(RETRY_SECONDS)
+
+    async def _serve(self, config: Config, app: ASGIApp, serving: Callable[[int | None], None]) -> None:
+        """What hypercorn's ``worker_serve`` does, less the lifespan (the UI has none) and with a
+        cap on connections."""
+        config.set_statsd_logger_class(StatsdLogger)
+        sockets = config.create_sockets()
+        listening = sockets.secure_sockets + sockets.insecure_sockets
         try:
-            async with trio.open_nursery() as nursery:
-                binds = await nursery.start(partial(serve, self._ui.app, self._config(), shutdown_trigger=trio.sleep_forever))
-                port = int(binds[0].rsplit(":", 1)[1])
-                self._ui.serving_at(port)
-                self.address = self._ui.address
-                log.info("web UI serving", extra={"address": self.address})
-        except* OSError as group:  # the port is taken (another node, another program); hypercorn raises it in a group
-            log.warning("the web UI cannot listen; trying again later", extra={"port": self._port, "reason": str(group.exceptions[0])})
+            ssl_context = config.create_ssl_context()
+            listeners: list[trio.abc.Listener[Any]] = []
+            for sock in listening:
+                sock.listen(config.backlog)
+                listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                listeners.append(trio.SSLListener(listener, ssl_context, https_compatible=True) if ssl_context else listener)
+        except BaseException:
+            for sock in listening:
+                sock.close()
+            raise
+        bound = [repr_socket_addr(sock.family, sock.getsockname()) for sock in listening]
+        serving(int(bound[0].rsplit(":", 1)[1]))
+        log.info("web UI serving", extra={"at": bound, "tls": ssl_context is not None})
+        handler = partial(TCPServer, ASGIWrapper(app), config, WorkerContext(None), ConnectionState({}))
+        capped = ConnectionCap(self._max_connections, bound[0])
+        async with trio.open_nursery() as connections:
+            await trio.serve_listeners(partial(capped.handle, handler), listeners, handler_nursery=connections)
+
+
+class ConnectionCap:
+    """At most ``limit`` connections handled at once; one more is closed as soon as it is accepted."""
+
+    def __init__(self, limit: int, where: str) -> None:
+        self._slots = trio.CapacityLimiter(limit)
+        self._where = where
+        self._last_warning = 0.0
+        self.refused = 0
+
+    async def handle(self, handler: Callable[[Any], Any], stream: trio.abc.Stream) -> None:
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            self.refused += 1
+            if time.monotonic() - self._last_warning > 60:
+                self._last_warning = time.monotonic()
+                log.warning("web UI: too many connections; new ones are closed", extra={"at": self._where, "refused": self.refused})
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await handler(stream)
         finally:
-            self.address = None
+            self._slots.release()
+
+
+def _config() -> Config:
+    config = Config()
+    config.accesslog = None
+    config.errorlog = log
+    config.include_server_header = False
+    config.graceful_timeout = 2.0
+    config.keep_alive_timeout = 30.0
+    config.read_timeout = 60  # a client that stops sending mid-request is cut
+    config.h11_max_incomplete_size = 16 * 1024  # request line and headers
+    config.max_app_queue_size = 10
+    return config
 
 
 def _free_port() -> int:

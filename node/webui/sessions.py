@@ -27,8 +27,9 @@ MAX_SESSIONS = 64  # browsers logged in at once (the oldest is logged out)
 
 @dataclass(frozen=True)
 class Session:
-    csrf: str  # sent back in X-CSRF-Token (or the form's csrf field) with every change
+    csrf: str  # sent back in X-CSRF-Token with every change
     expires: float
+    door: str = "loopback"  # where it was opened: valid there only
 
 
 def _digest(secret: str) -> str:
@@ -55,14 +56,18 @@ class Sessions:
         expires = self._logins.pop(_digest(token), None)
         if expires is None or expires <= self._now():
             return None
+        return self.open("loopback")
+
+    def open(self, door: str) -> tuple[str, Session]:
+        """A new session at ``door`` (after its login succeeded): its id, for the cookie."""
         session_id = secrets.token_urlsafe(32)
-        session = Session(secrets.token_urlsafe(32), self._now() + self._session_seconds)
+        session = Session(secrets.token_urlsafe(32), self._now() + self._session_seconds, door)
         self._sessions[_digest(session_id)] = session
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
         return session_id, session
 
-    def get(self, session_id: str | None) -> Session | None:
+    def get(self, session_id: str | None, door: str = "loopback") -> Session | None:
         if not session_id:
             return None
         key = _digest(session_id)
@@ -70,7 +75,12 @@ class Sessions:
         if session is None or session.expires <= self._now():
             self._sessions.pop(key, None)
             return None
-        return session
+        return session if session.door == door else None
+
+    def end_all(self, door: str) -> None:
+        """Log out every browser of ``door`` (its password changed)."""
+        for key in [key for key, session in self._sessions.items() if session.door == door]:
+            del self._sessions[key]
 
     def end(self, session_id: str) -> None:
         self._sessions.pop(_digest(session_id), None)

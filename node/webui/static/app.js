@@ -64,7 +64,9 @@ function follow(box) {
       const join = box.querySelector(".pair-join");
       if (join) join.textContent = "peerlight devices pair --join " + (e.join || e.code);
     }
-    if (job.error) { state.textContent = "Failed: " + job.error; source.close(); }
+    const cancel = (box.closest(".pairing") || box.parentElement).querySelector(".job-cancel");
+    if (job.error || job.done) { if (cancel) cancel.remove(); }
+    if (job.error) { state.textContent = job.error === "cancelled" ? "Cancelled" : "Failed: " + job.error; source.close(); }
     else if (job.done) {
       if (box.tagName === "PROGRESS") box.value = box.max;
       const r = job.result || {};
