@@ -76,7 +76,10 @@ async def running(host: Any, listen: Sequence[str]) -> AsyncIterator[Any]:
     from multiaddr import Multiaddr
 
     async with host.run(listen_addrs=[Multiaddr(address) for address in listen]):
-        yield host
+        try:
+            yield host
+        finally:
+            await quirks.close_listeners(host.get_network())
 
 
 def listen_addresses(host: Any) -> list[str]:

@@ -220,6 +220,27 @@ def release_inbound_slots(swarm: Any) -> None:
     swarm._do_handle_inbound_connection = handle
 
 
+LISTENER_CLOSE_SECONDS = 5.0
+
+
+async def close_listeners(swarm: Any) -> None:
+    """Stop listening, even when the host stops because its task was cancelled.
+
+    Defect: the swarm closes its listeners on the way out of ``host.run()``, but
+    ``TCPListener.close`` first takes a ``trio.Lock``; under cancellation that checkpoint raises
+    ``Cancelled``, the close is skipped, and the socket keeps listening (in a system task) for
+    the life of the process: a withdrawn pairing offer or a removed share still answers on its
+    port. Closed here, shielded and bounded, before the swarm's own (then idempotent) close.
+    """
+    _require(swarm, "listeners", kind=dict)
+    with trio.CancelScope(shield=True), trio.move_on_after(LISTENER_CLOSE_SECONDS):
+        for listener in list(swarm.listeners.values()):
+            try:
+                await listener.close()
+            except Exception as exc:  # a listener that fails to close must not keep the others open
+                log.debug("a listener failed to close: %s", exc)
+
+
 def forget_failed_dial(swarm: Any, peer_id: Any) -> None:
     """A failed dial puts the peer in a 60 s negative cache, so the next (good) address would be
     refused without being tried: forget the failure before trying the next one."""

@@ -217,3 +217,29 @@ async def test_stale_kept_streams_are_swept_safely_by_requests_running_at_once()
                 for host in servers:
                     nursery.start_soon(ask, host)
             await trio.sleep(0.01)
+
+
+async def test_a_host_stopped_by_cancellation_stops_listening() -> None:
+    """py-libp2p 0.8.1 skipped closing its listeners when ``host.run()`` was left by a
+    cancellation (the close takes a lock, which raises Cancelled): the port kept answering
+    for the life of the process. Without ``quirks.close_listeners`` this test fails."""
+    import socket
+
+    async def connectable(port: int) -> bool:
+        def attempt() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            except ConnectionRefusedError:
+                return False
+            return True
+
+        return await trio.to_thread.run_sync(attempt)
+
+    host = new_host(os.urandom(32))
+    with trio.CancelScope() as scope:
+        async with running(host, LOOPBACK):
+            port = int(listen_addresses(host)[0].split("/tcp/")[1].split("/")[0])
+            assert await connectable(port)
+            scope.cancel()
+            await trio.sleep_forever()
+    assert not await connectable(port)

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import time
@@ -320,6 +321,65 @@ def test_pairing_offered_from_the_devices_page_shows_its_code(node) -> None:
                 if event.get("code"):
                     break
         assert re.fullmatch(r"[A-Z0-9]{4}-[A-Z0-9]{4}", event["code"]) and event["join"].startswith(event["code"] + "@/ip4/127.0.0.1/")
+        port = int(re.search(r"/tcp/(\d+)/", event["join"]).group(1))
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # the offer's listener is up
+        job = events.rsplit("/", 1)[1]
+        assert browser.post(f"/jobs/{job}/cancel", headers={"X-CSRF-Token": csrf_of(page.text)}).status_code == 204
+        with browser.stream("GET", events) as stream:
+            last = [json.loads(line.removeprefix("data: ")) for line in stream.iter_lines() if line.startswith("data: ")][-1]
+        assert last["error"] == "cancelled"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # withdrawn: the code's listener is gone at once, not after its 5 minutes
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            except ConnectionRefusedError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the withdrawn offer still listens")
+        assert browser.post(f"/jobs/{job}x/cancel", headers={"X-CSRF-Token": csrf_of(page.text)}).status_code == 404
+
+
+def test_search_filters_narrow_the_results(node) -> None:
+    """Stars, dates, size, library and a folder inside it: each excludes the item when it should
+    and keeps it when it should; a folder climbing out with .. is ignored."""
+    library_id = str(cli_json(node["data_dir"], "library", "list")[0]["id"])
+    with logged_in(node) as browser:
+        fox = item_named(browser, "fox.txt")
+
+        def found(**filters: str) -> bool:
+            page = browser.get("/search", params={"q": "quick brown fox", "mode": "text", **filters})
+            assert page.status_code == 200, page.text[-300:]
+            return fox in hashes(page.text)
+
+        assert found()
+        token = {"X-CSRF-Token": csrf_of(browser.get(f"/item/{fox}").text)}
+        assert not found(stars="4")
+        assert browser.post(f"/item/{fox}/rating", data={"rating": "8"}, headers=token).status_code == 200
+        try:
+            assert found(stars="4") and not found(stars="5")
+        finally:
+            browser.post(f"/item/{fox}/rating", data={"action": "clear"}, headers=token)
+        assert not found(date_to="2000-01-01") and found(date_from="2000-01-01")
+        assert not found(size_max="0.00001") and found(size_max="1") and not found(size_min="1")
+        assert found(library=library_id) and not found(library=library_id, within="no such folder")
+        assert found(library=library_id, within="../..") and found(library="999999")  # ignored, not an error
+        echoed = browser.get("/search", params={"q": "fox", "date_from": "2000-01-01", "stars": "3"}).text
+        assert 'value="2000-01-01"' in echoed and '<option value="3" selected>' in echoed and "<details class=\"more-filters\" open>" in echoed
+
+
+def test_a_share_whose_name_holds_a_slash_is_shown_and_invited_to(node) -> None:
+    with logged_in(node) as browser:
+        headers = {"X-CSRF-Token": csrf_of(browser.get("/shares").text)}
+        library_id = str(cli_json(node["data_dir"], "library", "list")[0]["id"])
+        made = browser.post("/shares", data={"name": "trips/2024", "scope": "local", "permission": "members", "library": library_id}, headers=headers)
+        assert made.headers["hx-redirect"] == "/shares/trips%2F2024"
+        page = browser.get(made.headers["hx-redirect"])
+        assert page.status_code == 200 and "<h1>trips/2024" in page.text
+        invite = browser.post("/shares/trips%2F2024/invite", data={"can": ["search"]}, headers=headers)
+        assert invite.status_code == 200 and "peerlight-invite:" in invite.text
+        assert browser.get("/shares/trips").status_code == 404  # not the share's name
 
 
 def test_the_status_page_lists_problem_files_and_shares(node) -> None:
