@@ -39,6 +39,7 @@ def node(tmp_path_factory) -> Any:  # type: ignore[no-untyped-def]
     (library / "fox.txt").write_text("Notes from the forest. The quick brown fox jumps over the lazy dog at dawn. Then it sleeps.\n")
     (library / HOSTILE_NAME).write_text("A document whose name is markup, about sailing boats on the open sea.\n")
     (library / "page.html").write_text("<html><script>document.title = 'owned'</script></html>\n")
+    media.pdf(library / "report.pdf", ["A report on tide tables and harbour depths."])
     data_dir = new_node(root / "node")
     daemon = DaemonProcess(data_dir)
     assert daemon.wait_ready() == "ready", daemon.stderr()
@@ -132,7 +133,7 @@ def test_pages_render_with_a_strict_policy_and_no_path_in_any_url(node) -> None:
             urls = re.findall(r'(?:href|src|hx-get|hx-post|action)="([^"]*)"', page.text)
             assert urls and not [u for u in urls if str(node["library"]) in u or "%2F" in u.upper()], urls
         grid = browser.get("/").text
-        assert len(hashes(grid)) == 5 and 'class="grid"' in grid
+        assert len(hashes(grid)) == 6 and 'class="grid"' in grid
 
 
 def test_search_shows_the_passage_and_an_item_shows_it_marked(node) -> None:
@@ -173,6 +174,9 @@ def test_media_are_served_by_range_and_markup_only_as_a_download(node) -> None:
         page = item_named(browser, "page.html")
         served = browser.get(f"/media/{page}")
         assert served.headers["content-type"] == "application/octet-stream" and served.headers["content-disposition"] == "attachment"
+        report = item_named(browser, "report.pdf")  # no browser's PDF viewer runs in a sandboxed document: its text is on the item's page
+        assert browser.get(f"/media/{report}").headers["content-disposition"] == "attachment"
+        assert "tide tables and harbour depths" in browser.get(f"/item/{report}").text
         assert browser.get("/media/../../etc/passwd").status_code == 404
         assert browser.get("/media/" + "a" * 64).status_code == 404
 
@@ -235,12 +239,12 @@ def test_the_player_s_events_reach_the_feedback_store(node) -> None:
 def test_the_grid_scrolls_page_after_page_and_status_streams_progress(node) -> None:
     with logged_in(node) as browser:
         first = browser.get("/items", params={"before": "999999999"}).text
-        assert len(hashes(first)) == 5
+        assert len(hashes(first)) == 6
         last_id = max(int(n) for n in re.findall(r"/items\?before=(\d+)", first) or ["0"])
-        assert last_id == 0  # five items fit one page: no sentinel
+        assert last_id == 0  # six items fit one page: no sentinel
         with browser.stream("GET", "/events/status") as events:
             line = next(line for line in events.iter_lines() if line.startswith("data: "))
-        assert json.loads(line.removeprefix("data: "))["items"] == 5
+        assert json.loads(line.removeprefix("data: "))["items"] == 6
 
 
 def _rating(node: dict[str, Any], content_hash: str) -> float | None:
@@ -355,12 +359,15 @@ def test_search_filters_narrow_the_results(node) -> None:
 
         assert found()
         token = {"X-CSRF-Token": csrf_of(browser.get(f"/item/{fox}").text)}
-        assert not found(stars="4")
-        assert browser.post(f"/item/{fox}/rating", data={"rating": "8"}, headers=token).status_code == 200
+        before = _rating(node, fox)
         try:
+            assert browser.post(f"/item/{fox}/rating", data={"rating": "4"}, headers=token).status_code == 200
+            assert not found(stars="4")
+            assert browser.post(f"/item/{fox}/rating", data={"rating": "8"}, headers=token).status_code == 200
             assert found(stars="4") and not found(stars="5")
         finally:
-            browser.post(f"/item/{fox}/rating", data={"action": "clear"}, headers=token)
+            restore = {"action": "clear"} if before is None else {"rating": str(before)}
+            browser.post(f"/item/{fox}/rating", data=restore, headers=token)
         assert not found(date_to="2000-01-01") and found(date_from="2000-01-01")
         assert not found(size_max="0.00001") and found(size_max="1") and not found(size_min="1")
         assert found(library=library_id) and not found(library=library_id, within="no such folder")

@@ -10,6 +10,7 @@ accessibility fault. Screenshots of each page are kept in the test's folder."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -254,3 +255,42 @@ def test_a_peer_s_share_is_browsed_and_fetched_with_its_progress_shown(chromium,
         if tab is not None:
             tab.close()
         sharer.stop()
+
+
+def test_a_device_pairs_from_the_devices_page_and_an_offer_can_be_withdrawn(chromium, node, tmp_path) -> None:
+    """Show a pairing code; another node joins with it; the page says so and lists the device.
+    A second code, withdrawn from the page, no longer pairs anyone. Unpairing from the page."""
+    laptop_dir = new_node(tmp_path / "laptop")
+    laptop = DaemonProcess(laptop_dir)
+    tab = None
+    try:
+        assert laptop.wait_ready() == "ready", laptop.stderr()
+        laptop_id = cli_json(laptop_dir, "status")["peer_id"]
+        tab = Tab(chromium, node)
+        page = tab.open("/devices")
+
+        def offer() -> str:
+            page.select_option("#pair-scope", "local")
+            page.get_by_role("button", name="Show a pairing code").click()
+            page.locator(".pairing .job-state", has_text=re.compile(r"^Pairing code [A-Z0-9]{4}-")).wait_for(timeout=30_000)
+            return page.locator(".pair-join").inner_text().split("--join ", 1)[1]
+
+        paired = cli_json(laptop_dir, "devices", "pair", "--join", offer(), "--scope", "local")
+        page.locator(".pairing .job-state", has_text="Paired with").wait_for(timeout=30_000)
+        assert page.locator(".pairing .job-cancel").count() == 0 and paired["paired"]["peer_id"]
+        page = tab.open("/devices")
+        assert page.locator("td code", has_text=laptop_id).count() == 1
+
+        withdrawn = offer()
+        page.get_by_role("button", name="Withdraw the code").click()
+        page.locator(".pairing .job-state", has_text="Cancelled").wait_for(timeout=10_000)
+        refused = cli(laptop_dir, "devices", "pair", "--join", withdrawn, "--scope", "local", "--json", timeout=120)
+        assert refused.returncode != 0, refused.stdout
+
+        page.locator("button[aria-label^='Unpair']").click()  # the one device
+        page.locator("text=No device paired yet").wait_for(timeout=10_000)
+        assert not tab.problems, tab.problems
+    finally:
+        if tab is not None:
+            tab.close()
+        laptop.stop()

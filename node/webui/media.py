@@ -3,7 +3,7 @@
 The file is opened the way a share serves it (``open_indexed``: beneath its library, no links
 followed, and still the file that was indexed), so a page shows only what the local user
 indexed. Media types a browser could run as a page of the UI's origin (HTML, SVG, anything
-not image, audio, video or PDF) are sent as a download of ``application/octet-stream``, and
+not image, audio or video, PDF included) are sent as a download of ``application/octet-stream``, and
 every media response carries ``Content-Security-Policy: sandbox``: a hostile file fetched from
 a peer cannot run script as the UI.
 
@@ -39,7 +39,9 @@ from ..threads import IOTimeout, run_io
 log = logging.getLogger("peerlight.webui")
 
 CHUNK = 256 * 1024
-INLINE_TYPES = re.compile(r"(image/(jpeg|png|gif|webp|avif|bmp|heic|heif)|audio/[\w.+-]+|video/[\w.+-]+|application/pdf)")
+# Not PDF: the sandbox below forbids plugins, which a browser's PDF viewer is (HTML's "sandboxed
+# plugins" flag), and lifting it would run a hostile PDF's scripts; the item page shows its text.
+INLINE_TYPES = re.compile(r"(image/(jpeg|png|gif|webp|avif|bmp|heic|heif)|audio/[\w.+-]+|video/[\w.+-]+)")
 MEDIA_CSP = "sandbox; default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'"
 THUMBNAIL_SECONDS = 20.0
 FAILED_SECONDS = 3600.0  # a file no thumbnail could be made of is not decoded again for this long

@@ -165,7 +165,7 @@ def _config() -> Config:
     config.errorlog = log
     config.include_server_header = False
     config.graceful_timeout = 2.0
-    config.keep_alive_timeout = 30.0
+    config.keep_alive_timeout = 5.0  # hypercorn's default; a connection the client closed holds its slot this long
     config.read_timeout = 60  # a client that stops sending mid-request is cut
     config.h11_max_incomplete_size = 16 * 1024  # request line and headers
     config.max_app_queue_size = 10
