@@ -133,6 +133,7 @@ def test_pages_render_with_a_strict_policy_and_no_path_in_any_url(node) -> None:
             urls = re.findall(r'(?:href|src|hx-get|hx-post|action)="([^"]*)"', page.text)
             assert urls and not [u for u in urls if str(node["library"]) in u or "%2F" in u.upper()], urls
         grid = browser.get("/").text
+        assert '<p class="passage excerpt">Notes from the forest. The quick brown fox' in grid  # a document's card shows its opening
         assert len(hashes(grid)) == 6 and 'class="grid"' in grid
 
 

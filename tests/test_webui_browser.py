@@ -5,7 +5,10 @@ seventy notes so that the grid needs a second page. Each page renders with no br
 Content-Security-Policy and no script error; the round trip search → item → play (the range
 request served) → rate (the rating lands in the catalog) → recommend works by clicking;
 markup in names never runs; axe-core (vendored in ``tests/vendor``) finds no serious
-accessibility fault. Screenshots of each page are kept in the test's folder."""
+accessibility fault. With a second node: its share is browsed, previewed and fetched with the
+progress shown; a share made by clicking invites it and it joins; it pairs with a code the
+devices page shows (and a withdrawn code pairs no one). Screenshots of each page are kept in
+the test's folder."""
 
 from __future__ import annotations
 
@@ -202,7 +205,7 @@ def test_no_serious_accessibility_fault(chromium, node) -> None:
     tab = Tab(chromium, node, bypass_csp=True)  # axe is injected as a script: the policy would refuse it
     try:
         faults = {}
-        for path in ("/", "/search?q=fox", "/status", "/recommend", "/peers", "/shares", "/shares/local", "/devices"):
+        for path in ("/", "/search?q=fox", "/search?q=fox&date_from=2000-01-01&stars=1", "/status", "/recommend", "/peers", "/shares", "/shares/local", "/devices"):
             page = tab.open(path)
             page.add_script_tag(path=str(AXE))
             found = page.evaluate("async () => (await axe.run(document)).violations.map(v => [v.id, v.impact, v.nodes.length])")
@@ -294,3 +297,41 @@ def test_a_device_pairs_from_the_devices_page_and_an_offer_can_be_withdrawn(chro
         if tab is not None:
             tab.close()
         laptop.stop()
+
+
+def test_a_share_made_in_the_browser_invites_another_node_which_joins(chromium, node, tmp_path) -> None:
+    """Create a share of the library by clicking, make an invite, read its QR code's presence;
+    another node joins with the text and searches the share; the grant is revoked by a click."""
+    friend_dir = new_node(tmp_path / "friend")
+    friend = DaemonProcess(friend_dir)
+    tab = None
+    try:
+        assert friend.wait_ready() == "ready", friend.stderr()
+        tab = Tab(chromium, node)
+        page = tab.open("/shares")
+        page.fill("#share-name", "for friends")
+        page.select_option("#share-scope", "local")
+        page.select_option("#share-permission", "members")
+        page.locator(".create-share input[name=library]").first.check()
+        page.get_by_role("button", name="Create").click()
+        page.wait_for_url("**/shares/for%20friends")
+        assert page.locator("h1").inner_text().startswith("for friends")
+        page.get_by_role("button", name="Make an invite").click()
+        invite = page.locator("textarea[aria-label=Invite]")
+        invite.wait_for(timeout=10_000)
+        assert page.locator("img.qr").evaluate("img => img.naturalWidth") > 100
+        joined = cli_json(friend_dir, "join", invite.input_value())
+        assert joined
+        found = cli_json(friend_dir, "search", "quick brown fox", "--peers")
+        assert any((r.get("name") or "") == "fox.txt" for r in found["results"]), found
+        page = tab.open("/shares/for%20friends")
+        friend_id = cli_json(friend_dir, "status")["peer_id"]
+        assert page.locator("td code", has_text=friend_id).count() == 1  # the invite is bound to who used it
+        page.locator("button[aria-label^='Revoke grant']").click()
+        page.wait_for_load_state("networkidle")
+        page.locator("td", has_text="revoked").wait_for(timeout=10_000)
+        assert not tab.problems, tab.problems
+    finally:
+        if tab is not None:
+            tab.close()
+        friend.stop()

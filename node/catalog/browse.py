@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from typing import Any
 
 from ..pathnames import decode_path, path_fields, readable
 
 MODALITIES = ("image", "audio", "video", "text", "other")
+EXCERPT_CHARS = 240  # a document's opening on its grid card
 
 
 def _name(stored_path: str | bytes) -> str:
@@ -33,7 +35,23 @@ def items_page(conn: sqlite3.Connection, before: int | None, limit: int, modalit
         {"item_id": item_id, "content_hash": h, "modality": m, "mime": mime, "size": size, "embedding": state, "name": _name(path), "rating": rating}
         for item_id, h, m, mime, size, state, path, rating in rows[:limit]
     ]
+    _add_excerpts(conn, items)
     return {"items": items, "next": items[-1]["item_id"] if len(rows) > limit else None}
+
+
+def _add_excerpts(conn: sqlite3.Connection, items: list[dict[str, Any]]) -> None:
+    """Each document's opening, for its card: only the first bytes of its stored text are
+    inflated, so a card of a book costs no more than one of a note."""
+    documents = {item["item_id"]: item for item in items if item["modality"] == "text"}
+    if not documents:
+        return
+    marks = ",".join("?" * len(documents))
+    for item_id, compressed in conn.execute(f"SELECT item_id, text FROM documents WHERE item_id IN ({marks})", tuple(documents)):
+        try:
+            opening = zlib.decompressobj().decompress(compressed, EXCERPT_CHARS * 4).decode("utf-8", "ignore")
+        except zlib.error:
+            continue
+        documents[item_id]["excerpt"] = " ".join(opening.split())[:EXCERPT_CHARS]
 
 
 def item_by_hash(conn: sqlite3.Connection, content_hash: str) -> dict[str, Any] | None:
