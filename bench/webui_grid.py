@@ -41,11 +41,17 @@ FRAME_PROBE = """async (seconds) => {
 
 
 def paint_times(page) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    timing = page.evaluate(
-        "() => ({fcp: (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime,"
-        " load: performance.getEntriesByType('navigation')[0].loadEventEnd})"
-    )
-    return {key: float(value) for key, value in timing.items() if value is not None}
+    """First contentful paint and load end of the page now shown; the paint entry may land just
+    after the load event, so it is waited for (up to 5 s)."""
+    deadline = time.perf_counter() + 5
+    while True:
+        timing = page.evaluate(
+            "() => ({fcp: (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime,"
+            " load: performance.getEntriesByType('navigation')[0].loadEventEnd})"
+        )
+        if timing["fcp"] is not None or time.perf_counter() > deadline:
+            return {key: float(value) for key, value in timing.items() if value is not None}
+        time.sleep(0.05)
 
 
 def main() -> None:
