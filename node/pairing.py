@@ -127,7 +127,10 @@ class Pairing:
             with trio.move_on_at(trio.current_time() + max(0.0, offer.expires - time.time())):
                 await offer.ended.wait()
         finally:
-            if offer.device is None:  # expired, or whoever waited stopped (the CLI's Ctrl-C, the page's Cancel): the code is void at once
+            # Expired, or whoever waited stopped (the CLI's Ctrl-C, the page's Withdraw): the code is
+            # void at once; unless a joiner has already claimed it, whose pairing is then completed
+            # (cutting it would leave the device recorded here and the other node unanswered).
+            if offer.device is None and not offer.claimed:
                 offer.fail("the pairing offer was withdrawn", close_now=True)
         if offer.device is None:
             raise PairingError(offer.failed or "the pairing code expired unused; offer a new one")

@@ -12,6 +12,7 @@ import re
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from collections.abc import Iterator
@@ -119,6 +120,23 @@ def test_another_local_user_cannot_get_a_login_link(node) -> None:
     )
     assert other.returncode != 0 and "login" not in other.stdout
     assert (os.stat(node["data_dir"]).st_mode & 0o077) == 0
+
+
+def test_another_local_user_s_connections_get_no_answer_at_all(node) -> None:
+    """Not even a refusal: another user's connection to the UI's port is closed unanswered, so it
+    can neither probe the UI nor hold its connections (this user's own programs are answered)."""
+    port = int(cli_json(node["data_dir"], "ui", "--no-browser")["address"].rsplit(":", 1)[1])
+    probe = (
+        "import socket\n"
+        f"s = socket.create_connection(('127.0.0.1', {port}), timeout=10)\n"
+        "s.sendall(b'GET /login HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n"
+        "s.settimeout(10)\n"
+        "try:\n    print(repr(s.recv(12)))\nexcept ConnectionResetError:\n    print(repr(b''))\n"
+    )
+    other = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    mine = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert other.stdout.strip() == "b''", (other.stdout, other.stderr[-500:])
+    assert mine.stdout.strip() == "b'HTTP/1.1 421'", (mine.stdout, mine.stderr[-500:])
 
 
 def test_pages_render_with_a_strict_policy_and_no_path_in_any_url(node) -> None:

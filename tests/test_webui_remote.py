@@ -109,7 +109,7 @@ def test_other_machines_log_in_with_the_password_only(namespace, tmp_path) -> No
         """)
         assert before[0] == 401 and "peerlight ui password" in before[1]
         refused = cli(data_dir, "ui", "password", "--stdin", "--json")
-        assert refused.returncode != 0 and "at least 8" in refused.stdout
+        assert refused.returncode != 0 and "at least 12" in refused.stdout
         set_done = subprocess.run([str(PEERLIGHT), "ui", "password", "--stdin", "--data-dir", str(data_dir)], input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
         assert set_done.returncode == 0, set_done.stderr
         stored = (data_dir / "ui-password").read_text()
@@ -126,14 +126,24 @@ def test_other_machines_log_in_with_the_password_only(namespace, tmp_path) -> No
             home = client.get("/")
             status = client.get("/status")
             no_token = client.post("/logout", headers=origin).status_code
+            devices = client.get("/devices").text
+            import re
+            token = {{**origin, "X-CSRF-Token": re.search(r'name="csrf-token" content="([^"]+)"', devices).group(1)}}
+            handing_on = [client.post("/devices/pair", data={{"scope": "global"}}, headers=token).status_code,
+                          client.post("/shares", data={{"name": "x", "scope": "global", "permission": "public"}}, headers=token).status_code,
+                          client.post("/shares/local/invite", data={{"can": "fetch"}}, headers=token).status_code]
+            loopback_host = client.get("/login", headers={{"Host": "127.0.0.1:{PORT}"}}).status_code
             result = {{"other_host": other_host, "named_host": named_host, "cross_site": cross_site, "wrong": [wrong.status_code, "Wrong password" in wrong.text],
                       "right": right.status_code, "cookie": cookie, "home": home.status_code, "status": status.status_code, "no_token": no_token,
-                      "session": dict(client.cookies)}}
+                      "session": dict(client.cookies), "pair_form": "/devices/pair" in devices, "handing_on": handing_on, "loopback_host": loopback_host}}
         """)
         assert session["other_host"] == 421 and session["named_host"] == 200 and session["cross_site"] == 403
         assert session["wrong"] == [401, True] and session["right"] == 303
         cookie = session["cookie"].lower()
-        assert cookie.startswith(f"peerlight_session_{PORT}=") and "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        # What outlives a password (a paired device, a share, an invite) is made on the node only.
+        assert not session["pair_form"] and session["handing_on"] == [403, 403, 403]
+        assert session["loopback_host"] == 421  # a cookie set at 127.0.0.1 would reach every program there
+        assert cookie.startswith(f"__host-peerlight_session_{PORT}=") and "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
         assert session["home"] == 200 and session["status"] == 200 and session["no_token"] == 403
         loopback_only = in_namespace(namespace, certificate, f"""
             client.cookies.update({{"peerlight_session_{link['address'].rsplit(':', 1)[1]}": "x"}})
@@ -206,6 +216,8 @@ def test_guessing_is_bounded_per_address_and_in_all() -> None:
     with pytest.raises(Throttled) as waited:
         throttle.check("never seen")
     assert 0 < waited.value.retry_after <= WINDOW_SECONDS
+    throttle.succeeded("b")  # but an address that logged in before is not locked out by strangers
+    throttle.check("b")
 
 
 async def test_a_tampered_password_file_costs_nothing_and_opens_nothing(tmp_path) -> None:
@@ -220,3 +232,14 @@ async def test_a_tampered_password_file_costs_nothing_and_opens_nothing(tmp_path
     record = json.loads(password.path.read_text())
     password.path.write_text(json.dumps({**record, "n": 2**30}))  # 1 TB of scrypt memory, if obeyed
     assert not await password.check("a long enough secret", "a")
+
+
+def test_logins_at_one_door_never_log_out_the_other() -> None:
+    from peerlight.node.webui.sessions import MAX_SESSIONS, Sessions
+
+    sessions = Sessions(3600)
+    local_id, _ = sessions.redeem(sessions.login_token())
+    remote = [sessions.open("remote")[0] for _ in range(MAX_SESSIONS + 5)]
+    assert sessions.get(local_id) is not None  # 69 remote logins later
+    assert sessions.get(remote[0], "remote") is None and sessions.get(remote[-1], "remote") is not None
+    assert sessions.get(remote[-1]) is None and sessions.get(local_id, "remote") is None  # each valid at its own door only

@@ -79,7 +79,10 @@ class WebUi:
         self._port: int | None = None
         self._remote_port: int | None = None
         self.app: ASGIApp = Guard(pages, sessions, Door("loopback", lambda host: host in self.hosts(), self.cookie_name))
-        remote_door = Door("remote", self.remote_host, lambda: f"peerlight_session_{self._remote_port}", "https" if remote_tls else "http", True)
+        # With TLS a __Host- cookie: Secure, for this host only, no Domain (a browser refuses it otherwise).
+        prefix = "__Host-" if remote_tls else ""
+        self._remote_tls = remote_tls
+        remote_door = Door("remote", self.remote_host, lambda: f"{prefix}peerlight_session_{self._remote_port}", "https" if remote_tls else "http", True)
         self.remote_app: ASGIApp = Guard(pages, sessions, remote_door)
 
     # --- where it answers ---
@@ -109,18 +112,24 @@ class WebUi:
         return frozenset(f"{name}:{self._port}" for name in ("127.0.0.1", "localhost", "[::1]"))
 
     def remote_host(self, host: str) -> bool:
-        """Whether the door for other machines answers ``host``: any IP address (a name no one
-        can re-point, so no DNS rebinding) or a name in ``ui.remote_hosts``, at its port."""
+        """Whether the door for other machines answers ``host``: an IP address (a name no one can
+        re-point, so no DNS rebinding) but a loopback one (a cookie set there would go to every
+        program on 127.0.0.1), or a name in ``ui.remote_hosts``; at its port, which browsers
+        leave out when it is the scheme's own (443, 80)."""
+        if self._remote_port is None:
+            return False
         name, _, port = host.rpartition(":")
-        if self._remote_port is None or port != str(self._remote_port):
+        if not port.isdecimal() or name.endswith(":"):  # no port: "name", or a bare IPv6 address
+            name, port = host, str(443 if self._remote_tls else 80)
+        if port != str(self._remote_port):
             return False
         if name in self._remote_hosts:
             return True
         try:
-            ipaddress.ip_address(name[1:-1] if name.startswith("[") and name.endswith("]") else name)
+            ip = ipaddress.ip_address(name[1:-1] if name.startswith("[") and name.endswith("]") else name)
         except ValueError:
             return False
-        return True
+        return not ip.is_loopback
 
     def cookie_name(self) -> str:
         return f"peerlight_session_{self._port}"  # two nodes' UIs on one machine keep their sessions apart

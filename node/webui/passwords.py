@@ -6,9 +6,11 @@ machine cannot reach that socket, so there it takes a password the user sets wit
 directory, 0600), and checked one attempt at a time in a worker thread: a flood of logins costs
 the node at most one scrypt at a time, never a thread per attempt.
 
-Guessing is bounded before any scrypt runs: a client address gets ``CLIENT_FAILURES`` wrong
-tries per ``WINDOW_SECONDS``, and all clients together ``ALL_FAILURES`` (many addresses, one
-attacker), after which logins wait until the window has passed.
+Guessing is bounded before any scrypt runs: a client address (an IPv6 /64 counts as one) gets
+``CLIENT_FAILURES`` wrong tries per ``WINDOW_SECONDS``, and all clients together
+``ALL_FAILURES`` (many addresses, one attacker), after which logins wait until the window has
+passed; except from an address that logged in before, so that a stranger tripping the global
+limit does not lock the owner out.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ from ..files import write_atomic
 log = logging.getLogger("peerlight.webui")
 
 SCRYPT_N = 2**15  # about 0.1 s and 32 MB a check
-MIN_LENGTH = 8
+MIN_LENGTH = 12  # with the throttle: at most ~4,800 guesses a day
 MAX_LENGTH = 1024
 WINDOW_SECONDS = 900.0
 CLIENT_FAILURES = 5
 ALL_FAILURES = 50
 TRACKED_CLIENTS = 4096
+TRUSTED_CLIENTS = 256
 
 
 class PasswordError(ValueError):
@@ -58,6 +61,7 @@ class LoginThrottle:
         self._now = now
         self._clients: OrderedDict[str, deque[float]] = OrderedDict()
         self._all: deque[float] = deque()
+        self._trusted: OrderedDict[str, None] = OrderedDict()  # addresses that logged in before
 
     def check(self, client: str) -> None:
         """Raise :class:`Throttled` if ``client`` may not try now."""
@@ -69,8 +73,14 @@ class LoginThrottle:
             failures.popleft()
         if len(failures) >= CLIENT_FAILURES:
             raise Throttled(failures[0] - horizon)
-        if len(self._all) >= ALL_FAILURES:
+        if len(self._all) >= ALL_FAILURES and client not in self._trusted:
             raise Throttled(self._all[0] - horizon)
+
+    def succeeded(self, client: str) -> None:
+        self._trusted[client] = None
+        self._trusted.move_to_end(client)
+        while len(self._trusted) > TRUSTED_CLIENTS:
+            self._trusted.popitem(last=False)
 
     def failed(self, client: str) -> None:
         now = self._now()
@@ -109,12 +119,15 @@ class UiPassword:
         return True
 
     async def check(self, password: str, client: str) -> bool:
-        """Whether ``password`` is the one set; :class:`Throttled` before any work when guessing is."""
+        """Whether ``password`` is the one set; :class:`Throttled` before any work when guessing is.
+        ``client``: who tries (``connections.client_key`` of its address)."""
         self.throttle.check(client)
         async with self._checking:
             self.throttle.check(client)  # others may have failed while this one waited
             right = await trio.to_thread.run_sync(self._matches, password[: MAX_LENGTH + 1])
-        if not right:
+        if right:
+            self.throttle.succeeded(client)
+        else:
             self.throttle.failed(client)
             log.warning("web UI: a wrong password", extra={"client": client})
         return right

@@ -5,9 +5,8 @@ code on the daemon's trio loop, at one or two doors.
 - **Other machines** (``ui.remote_listen``, off by default): that address at ``ui.remote_port``,
   over TLS when ``ui.tls_certificate`` is set, logged into with the UI's password.
 
-Each door holds at most ``ui.max_connections`` connections at once (hypercorn has no such
-limit: a client opening connections without end would otherwise cost a task and buffers each);
-one past the limit is closed at once. Slow clients are cut by ``read_timeout``.
+What a connection may cost (who may connect, how many, how long it may stall the UI) is
+bounded in ``connections.py``: hypercorn bounds none of it.
 
 A port that is taken does not stop the daemon: the door logs it and tries again every
 ``RETRY_SECONDS`` (``peerlight ui`` says it is not serving meanwhile).
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -34,6 +32,7 @@ from hypercorn.utils import repr_socket_addr
 from starlette.types import ASGIApp
 
 from .app import WebUi
+from .connections import ConnectionCap, GuardedListener
 
 log = logging.getLogger("peerlight.webui")
 
@@ -83,7 +82,7 @@ class UiServer:
         self.remote_address = f"{scheme}://{host}:{port}" if port else None
 
     def _loopback_config(self) -> Config:
-        config = _config()
+        config = ui_config()
         port = self._port or _free_port()
         # Both loopbacks on one port: a browser may try ::1 first for a .localhost name, and
         # another local user must not be able to answer there with our cookie in hand.
@@ -92,7 +91,7 @@ class UiServer:
 
     def _remote_config(self) -> Config:
         assert self._remote is not None
-        config = _config()
+        config = ui_config()
         host = f"[{self._remote.listen}]" if ":" in self._remote.listen else self._remote.listen
         config.bind = [f"{host}:{self._remote.port}"]
         config.certfile, config.keyfile = self._remote.certificate, self._remote.key
@@ -101,65 +100,42 @@ class UiServer:
     async def _keep_serving(self, door: str, configure: Callable[[], Config], app: ASGIApp, serving: Callable[[int | None], None]) -> None:
         while True:
             try:
-                await self._serve(configure(), app, serving)
-            except OSError as exc:  # the port is taken, the address is not this machine's, the certificate unreadable
-                log.warning("the web UI cannot listen; trying again later", extra={"door": door, "reason": str(exc)})
+                cap = ConnectionCap(self._max_connections, door, own_user_only=door == "loopback", per_client=door == "remote")
+                await serve_door(app, configure(), cap, serving)
+            except* OSError as failed:  # the port is taken, the address is not this machine's, the certificate unreadable
+                log.warning("the web UI cannot listen; trying again later", extra={"door": door, "reason": str(failed.exceptions[0])})
             finally:
                 serving(None)
             await trio.sleep(RETRY_SECONDS)
 
-    async def _serve(self, config: Config, app: ASGIApp, serving: Callable[[int | None], None]) -> None:
-        """What hypercorn's ``worker_serve`` does, less the lifespan (the UI has none) and with a
-        cap on connections."""
-        config.set_statsd_logger_class(StatsdLogger)
-        sockets = config.create_sockets()
-        listening = sockets.secure_sockets + sockets.insecure_sockets
-        try:
-            ssl_context = config.create_ssl_context()
-            listeners: list[trio.abc.Listener[Any]] = []
-            for sock in listening:
-                sock.listen(config.backlog)
-                listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-                listeners.append(trio.SSLListener(listener, ssl_context, https_compatible=True) if ssl_context else listener)
-        except BaseException:
-            for sock in listening:
-                sock.close()
-            raise
-        bound = [repr_socket_addr(sock.family, sock.getsockname()) for sock in listening]
-        serving(int(bound[0].rsplit(":", 1)[1]))
-        log.info("web UI serving", extra={"at": bound, "tls": ssl_context is not None})
-        handler = partial(TCPServer, ASGIWrapper(app), config, WorkerContext(None), ConnectionState({}))
-        capped = ConnectionCap(self._max_connections, bound[0])
-        async with trio.open_nursery() as connections:
-            await trio.serve_listeners(partial(capped.handle, handler), listeners, handler_nursery=connections)
+
+async def serve_door(app: ASGIApp, config: Config, cap: ConnectionCap, serving: Callable[[int | None], None]) -> None:
+    """Serve ``app`` at ``config.bind`` until cancelled: what hypercorn's ``worker_serve`` does,
+    less the lifespan (the UI has none), with every connection guarded and admitted by ``cap``
+    (``connections.py``). ``serving`` hears the port once listening."""
+    config.set_statsd_logger_class(StatsdLogger)
+    sockets = config.create_sockets()
+    listening = sockets.secure_sockets + sockets.insecure_sockets
+    try:
+        ssl_context = config.create_ssl_context()
+        listeners: list[trio.abc.Listener[Any]] = []
+        for sock in listening:
+            sock.listen(config.backlog)
+            listener = GuardedListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+            listeners.append(trio.SSLListener(listener, ssl_context, https_compatible=True) if ssl_context else listener)
+    except BaseException:
+        for sock in listening:
+            sock.close()
+        raise
+    bound = [repr_socket_addr(sock.family, sock.getsockname()) for sock in listening]
+    serving(int(bound[0].rsplit(":", 1)[1]))
+    log.info("web UI serving", extra={"at": bound, "tls": ssl_context is not None})
+    handler = partial(TCPServer, ASGIWrapper(app), config, WorkerContext(None), ConnectionState({}))
+    async with trio.open_nursery() as connections:
+        await trio.serve_listeners(partial(cap.handle, handler), listeners, handler_nursery=connections)
 
 
-class ConnectionCap:
-    """At most ``limit`` connections handled at once; one more is closed as soon as it is accepted."""
-
-    def __init__(self, limit: int, where: str) -> None:
-        self._slots = trio.CapacityLimiter(limit)
-        self._where = where
-        self._last_warning = 0.0
-        self.refused = 0
-
-    async def handle(self, handler: Callable[[Any], Any], stream: trio.abc.Stream) -> None:
-        try:
-            self._slots.acquire_nowait()
-        except trio.WouldBlock:
-            self.refused += 1
-            if time.monotonic() - self._last_warning > 60:
-                self._last_warning = time.monotonic()
-                log.warning("web UI: too many connections; new ones are closed", extra={"at": self._where, "refused": self.refused})
-            await trio.aclose_forcefully(stream)
-            return
-        try:
-            await handler(stream)
-        finally:
-            self._slots.release()
-
-
-def _config() -> Config:
+def ui_config() -> Config:
     config = Config()
     config.accesslog = None
     config.errorlog = log
@@ -167,6 +143,8 @@ def _config() -> Config:
     config.graceful_timeout = 2.0
     config.keep_alive_timeout = 5.0  # hypercorn's default; a connection the client closed holds its slot this long
     config.read_timeout = 60  # a client that stops sending mid-request is cut
+    config.ssl_handshake_timeout = 10  # hypercorn's 60 s would let a client hold a slot a minute for nothing
+    config.h2_max_concurrent_streams = 16  # a browser opens a few; each may queue a request body
     config.h11_max_incomplete_size = 16 * 1024  # request line and headers
     config.max_app_queue_size = 10
     return config

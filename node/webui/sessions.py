@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 LOGIN_SECONDS = 60.0  # a login URL is good for this long, once
 PENDING_LOGINS = 16  # login URLs outstanding at once (older ones are dropped)
-MAX_SESSIONS = 64  # browsers logged in at once (the oldest is logged out)
+MAX_SESSIONS = 64  # browsers logged in at once at each door (the oldest is logged out)
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,9 @@ class Sessions:
         session_id = secrets.token_urlsafe(32)
         session = Session(secrets.token_urlsafe(32), self._now() + self._session_seconds, door)
         self._sessions[_digest(session_id)] = session
-        while len(self._sessions) > MAX_SESSIONS:
-            self._sessions.popitem(last=False)
+        at_door = [key for key, kept in self._sessions.items() if kept.door == door]
+        for key in at_door[: max(0, len(at_door) - MAX_SESSIONS)]:  # the oldest of this door go: one door cannot log the other out
+            del self._sessions[key]
         return session_id, session
 
     def get(self, session_id: str | None, door: str = "loopback") -> Session | None:

@@ -55,6 +55,19 @@ class NotAnItem(ControlError):
         super().__init__("not an item: items are named by their 64-digit content hash")
 
 
+class OnlyOnTheNode(ControlError):
+    code = "forbidden"
+
+
+def only_on_the_node(request: Request, what: str) -> None:
+    """Refuse ``what`` at the door for other machines: a password typed on another machine must
+    not be enough to hand the library on for good (a paired device, a share, an invite outlive
+    a changed password). On the node, ``peerlight ui`` does it."""
+    door = request.scope.get("state", {}).get("door")
+    if door is not None and door.password_login:
+        raise OnlyOnTheNode(f"{what} only on the node itself: open the UI there (`peerlight ui`)")
+
+
 def content_hash(request: Request) -> str:
     """The item a URL names (by content hash: never a path)."""
     value = request.path_params["content_hash"]

@@ -10,7 +10,7 @@ from starlette.routing import BaseRoute, Route
 from .. import forms
 from ..jobs import Jobs
 from ..rendering import Renderer
-from .base import Api, Pages, refresh
+from .base import Api, Pages, only_on_the_node, refresh
 
 SCOPES = ("lan", "local", "global")
 
@@ -32,6 +32,7 @@ class DevicePages(Pages):
 
     async def pair(self, request: Request) -> Response:
         """Offer pairing: the page shows the code and the join arguments, then the device paired."""
+        only_on_the_node(request, "Pairing a device is done")
         form = await forms.small_form(request)
         scope = form.get("scope") if form.get("scope") in SCOPES else "lan"
         return self.render(request, "pairing.html", job=self._jobs.start("devices.pair", {"scope": scope}))

@@ -8,6 +8,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .. import forms
+from ..connections import client_key
 from ..guard import Door
 from ..passwords import Throttled, UiPassword
 from ..rendering import Renderer
@@ -43,7 +44,7 @@ class LoginPages(Pages):
         if not door.password_login or self._password is None:
             return Response(status_code=405)
         form = await forms.small_form(request)
-        client = request.client.host if request.client else "?"
+        client = client_key(request.client.host) if request.client else "?"
         try:
             right = await self._password.check(str(form.get("password", "")), client)
         except Throttled as exc:

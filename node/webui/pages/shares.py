@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from .. import forms
 from ..rendering import qr_data_uri
-from .base import Pages, refresh
+from .base import Pages, only_on_the_node, refresh
 
 SCOPES = ("local", "lan", "global")
 PERMISSIONS = ("devices", "members", "public")
@@ -36,6 +36,7 @@ class SharePages(Pages):
 
     async def create(self, request: Request) -> Response:
         """A new share of the libraries ticked (named by id: their paths stay in the daemon)."""
+        only_on_the_node(request, "Shares are made")
         form = await forms.small_form(request, multiple=("library",))
         libraries = {str(lib["id"]): lib["path"] for lib in await self.api.call("library.list")}
         chosen = [libraries[i] for i in form.get("library", []) if i in libraries]
@@ -53,6 +54,7 @@ class SharePages(Pages):
 
     async def invite(self, request: Request) -> Response:
         """An open invite (text and QR code) for whoever uses it first, or a grant to a peer id."""
+        only_on_the_node(request, "Invites are made")
         form = await forms.small_form(request, multiple=("can",))
         to = form.get("to", "").strip() or None
         days = forms.number(form.get("days"))
