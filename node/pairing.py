@@ -129,8 +129,9 @@ class Pairing:
         finally:
             # Expired, or whoever waited stopped (the CLI's Ctrl-C, the page's Withdraw): the code is
             # void at once; unless a joiner has already claimed it, whose pairing is then completed
-            # (cutting it would leave the device recorded here and the other node unanswered).
-            if offer.device is None and not offer.claimed:
+            # (cutting it would leave the device recorded here and the other node unanswered), or
+            # the offer ended already (its listener stays a moment for the refusal to reach the asker).
+            if offer.device is None and not offer.claimed and not offer.ended.is_set():
                 offer.fail("the pairing offer was withdrawn", close_now=True)
         if offer.device is None:
             raise PairingError(offer.failed or "the pairing code expired unused; offer a new one")
