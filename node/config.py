@@ -315,6 +315,11 @@ class UiOptions:
     # A string, not a Path: the loader expands a Path's ~ at once, and this default must stay the same written and read.
     downloads: str = _option("~/Downloads/Peerlight", "Where the web UI saves what it fetches from peers (made if missing; ~ is your home).")
     max_connections: int = _option(64, "Connections the UI holds open at once at each address it serves; more are closed at once.", min=4, max=10_000)
+    loopback_other_users: bool = _option(
+        False,
+        "Answer loopback connections of other users' programs too (they still need a login link): for a browser that "
+        "reaches the node through a forwarder running as another user (e.g. Windows through WSL2). Off: closed unanswered (Linux).",
+    )
     remote_listen: str = _option(
         "",
         "Also serve the UI to other machines at this address of this machine (or 0.0.0.0 or :: for all); empty: loopback only. "

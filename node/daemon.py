@@ -238,7 +238,7 @@ class Daemon:
                 remote_hosts=options.remote_hosts,
                 remote_tls=bool(options.tls_certificate),
             )
-            self.ui_server = UiServer(ui, options.port, self._remote_door(), options.max_connections)
+            self.ui_server = UiServer(ui, options.port, self._remote_door(), options.max_connections, options.loopback_other_users)
         async with trio.open_nursery() as control:
             await control.start(server.serve)
             async with trio.open_nursery() as services:

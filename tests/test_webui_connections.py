@@ -1,6 +1,7 @@
 """What a connection to the UI may cost: the UI's own serving code (``serve_door`` with its
-guarded streams and connection cap) on loopback, with a plain ASGI app in place of the pages,
-and clients that never read, send a request a byte at a time, or come too many."""
+guarded streams and connection cap, and the guard's deadline on request bodies) on loopback,
+with a plain ASGI app in place of the pages, and clients that never read, send a request a
+byte at a time, or come too many; and the owner of a loopback client's socket."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from typing import Any
 import pytest
 import trio
 
-from peerlight.node.webui import connections
+from peerlight.node.webui import connections, guard
 from peerlight.node.webui.connections import ConnectionCap, client_key
+from peerlight.node.webui.guard import body_in_time
 from peerlight.node.webui.server import serve_door, ui_config
 
 LIMIT = 4
@@ -23,8 +25,11 @@ LIMIT = 4
 async def hello(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    while scope["method"] == "POST" and (await receive()).get("more_body"):
-        pass  # a form is read whole before it is answered, as the UI's are
+    receive = body_in_time(receive)  # what the guard does for every page
+    while scope["method"] == "POST":  # a form is read whole before it is answered, as the UI's are
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body"):
+            break
     body = b"x" * 65536  # big enough that a client not reading fills its window
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -67,12 +72,13 @@ def until_served(port: int, seconds: float) -> float | None:
 @pytest.fixture
 def short_deadlines(monkeypatch) -> None:
     monkeypatch.setattr(connections, "SEND_SECONDS", 1.0)
-    monkeypatch.setattr(connections, "REQUEST_SECONDS", 1.0)
+    monkeypatch.setattr(guard, "BODY_SECONDS", 1.0)
 
 
 async def test_clients_that_never_read_lose_their_slots(short_deadlines) -> None:
     """Each pipelines requests on a tiny receive window and reads nothing: hypercorn's send would
-    wait for ever, under a shield. Without the send deadline no fresh client is ever served."""
+    wait for ever, under a shield. Without the send deadline no fresh client is ever served.
+    (The door is full, so more than half full: stalled writers are cut.)"""
     async with door() as port:
 
         def hold() -> list[socket.socket]:
@@ -94,8 +100,8 @@ async def test_clients_that_never_read_lose_their_slots(short_deadlines) -> None
 
 
 async def test_a_request_sent_a_byte_at_a_time_loses_its_slot(short_deadlines) -> None:
-    """A body sent a byte at a time, each well within hypercorn's read_timeout. (Headers sent so
-    are cut by hypercorn itself: the connection counts as idle until they are whole.)"""
+    """A body sent a byte at a time. (Headers sent so are cut by hypercorn itself: the connection
+    counts as idle until they are whole.) Without the body deadline no fresh client is served."""
     async with door() as port:
         stop = trio.Event()
 
@@ -141,6 +147,58 @@ async def test_one_address_holds_at_most_its_share_of_the_connections() -> None:
 
 
 def test_client_addresses_group_an_ipv6_home_and_unmap_ipv4() -> None:
-    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
-    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:7f:bbbb::9") == "2001:db8:1::/56"
+    assert client_key("2001:db8:1:100::1") != client_key("2001:db8:1:2::1")
     assert client_key("::ffff:203.0.113.7") == client_key("203.0.113.7") == "203.0.113.7"
+
+
+async def test_a_paused_reader_keeps_its_connection_while_the_door_has_room(short_deadlines) -> None:
+    """A player whose buffer is full stops reading: with room at the door, it is not cut, and
+    takes every byte once it reads again."""
+    async with door(limit=64) as port:
+
+        def pause_then_read() -> int:
+            with socket.socket() as client:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                client.connect(("127.0.0.1", port))
+                client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 20 + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                time.sleep(3)  # three times SEND_SECONDS
+                client.settimeout(10)
+                received = 0
+                while chunk := client.recv(65536):
+                    received += len(chunk)
+                return received
+
+        assert await trio.to_thread.run_sync(pause_then_read) > 21 * 65536
+
+
+def test_the_owner_of_a_loopback_client_s_socket_is_asked_of_the_kernel() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from peerlight.node.webui.socket_owner import client_uid
+
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with socket.socket(family) as server:
+            server.bind((address, 0))
+            server.listen()
+            with socket.socket(family) as client:
+                client.connect(server.getsockname()[:2])
+                accepted, _ = server.accept()
+                with accepted:
+                    assert client_uid(accepted.getpeername()[:2], accepted.getsockname()[:2]) == os.getuid()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        other = subprocess.Popen(
+            ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-c",
+             f"import socket, time; s = socket.create_connection(('127.0.0.1', {server.getsockname()[1]})); time.sleep(5)"]
+        )
+        try:
+            accepted, _ = server.accept()
+            with accepted:
+                assert client_uid(accepted.getpeername()[:2], accepted.getsockname()[:2]) == 65534
+        finally:
+            other.kill()
+            other.wait()

@@ -2,18 +2,20 @@
 once, and how long it may make the UI wait.
 
 hypercorn bounds none of it: it keeps a connection as long as the client acknowledges bytes
-without reading them (its writes have no deadline), waits on a request's next byte up to
-``read_timeout`` each time, and takes any number of connections. So:
+without reading them (its writes have no deadline) and takes any number of connections. So:
 
-- **Who.** On loopback, only this user's own programs (Linux: the client socket's owner, read
-  from ``/proc/net/tcp``): another local user has no login link to use, so gets no HTTP at
-  all, and cannot hold the UI's connections either. At the door for other machines, at most
-  ``PER_CLIENT`` connections per address (an IPv6 /64 counts as one).
+- **Who.** On loopback, only this user's own programs (Linux: the owner of the client's socket,
+  asked of the kernel, ``socket_owner.py``): another local user has no login link to use, so gets
+  no HTTP at all, and cannot hold the UI's connections either (``ui.loopback_other_users``
+  lets them through to the login check, for a forwarder running as another user). At the
+  door for other machines, at most ``PER_CLIENT`` connections per address (IPv6: per /56, a
+  home's usual prefix).
 - **How many.** At most ``max_connections`` at each door; one more is closed as soon as it is
-  accepted.
-- **How long.** A write the client does not take within ``SEND_SECONDS``, or a request that has
-  not arrived whole ``REQUEST_SECONDS`` after its first byte (no answer begun), ends the
-  connection (:class:`GuardedStream`).
+  accepted, before anything else is done for it.
+- **How long.** While the door is more than half full, a write the client has not taken for
+  ``SEND_SECONDS`` ends its connection (:class:`GuardedStream`); a paused video keeps its
+  connection otherwise. A request body must arrive whole within ``guard.BODY_SECONDS``, and
+  hypercorn closes a connection with no request under way after 5 s.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import socket
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -30,44 +30,46 @@ from typing import Any
 
 import trio
 
+from .socket_owner import OwnerUnknown, client_uid
+
 log = logging.getLogger("peerlight.webui")
 
 SEND_SECONDS = 30.0
-REQUEST_SECONDS = 60.0
+SEND_POLL_SECONDS = 1.0
 PER_CLIENT = 8
-PROC_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
+IPV6_PREFIX = 56
 
 
 class GuardedStream(trio.abc.HalfCloseableStream):
-    """A TCP stream whose writes and half-received requests have deadlines (module doc)."""
+    """A TCP stream whose writes end the connection when the client stops taking them for
+    ``SEND_SECONDS`` while others wait for its slot (``crowded``)."""
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._stream = stream
         self.socket = stream.socket  # hypercorn reads the peer's address from it
-        self._unanswered_since: float | None = None  # first byte received since the last byte sent
+        self.crowded: Callable[[], bool] = lambda: True  # set on admission: whether the door is under pressure
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        # hypercorn sends under a shield, against the cancellation of its own scopes; this
-        # deadline is ours, inside it, so it still ends a send the client never takes.
-        with trio.move_on_after(SEND_SECONDS) as waited:
-            await self._stream.send_all(data)
-        if waited.cancelled_caught:
-            await trio.aclose_forcefully(self._stream)
-            raise trio.BrokenResourceError("the client took nothing for too long")
-        self._unanswered_since = None
+        # hypercorn sends under a shield (against its own scopes' cancellation); the deadlines
+        # here are inside it. A trio socket's send either sends or, cancelled, sends nothing,
+        # so waiting can be resumed after each poll.
+        view = memoryview(data).cast("B")
+        stalled_since = trio.current_time()
+        while view:
+            with trio.move_on_after(SEND_POLL_SECONDS):
+                try:
+                    sent = await self.socket.send(view)
+                except OSError as exc:
+                    raise trio.BrokenResourceError(str(exc)) from exc
+                view = view[sent:]
+                stalled_since = trio.current_time()
+                continue
+            if trio.current_time() - stalled_since >= SEND_SECONDS and self.crowded():
+                await trio.aclose_forcefully(self._stream)
+                raise trio.BrokenResourceError("the client took nothing for too long while others waited")
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._unanswered_since is None:
-            data = await self._stream.receive_some(max_bytes)
-        else:
-            with trio.move_on_at(self._unanswered_since + REQUEST_SECONDS) as waited:
-                data = await self._stream.receive_some(max_bytes)
-            if waited.cancelled_caught:
-                await trio.aclose_forcefully(self._stream)
-                raise trio.BrokenResourceError("the request did not arrive in time")
-        if data and self._unanswered_since is None:
-            self._unanswered_since = trio.current_time()
-        return data
+        return await self._stream.receive_some(max_bytes)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
@@ -91,8 +93,8 @@ class GuardedListener(trio.abc.Listener[GuardedStream]):
 
 
 class ConnectionCap:
-    """Admits a connection, or closes it at once: a stranger on loopback, one past the door's
-    limit, or one past ``PER_CLIENT`` from one address (where ``per_client``)."""
+    """Admits a connection, or closes it at once: one past the door's limit, one past
+    ``PER_CLIENT`` from one address (where ``per_client``), or a stranger on loopback."""
 
     def __init__(self, limit: int, where: str, *, own_user_only: bool = False, per_client: bool = False) -> None:
         self._limit = limit
@@ -102,32 +104,38 @@ class ConnectionCap:
         self._open = 0
         self._by_client: Counter[str] = Counter()
         self._last_warning = 0.0
+        self._last_failure = 0.0
         self.refused = 0
 
     async def handle(self, handler: Callable[[Any], Awaitable[None]], stream: Any) -> None:
         """Serve ``stream`` with ``handler`` if admitted. Nothing a connection does fails the
-        door: what escapes the handler is logged, and the connection closed."""
+        door: what escapes the handler is logged (once a minute), and the connection closed."""
         try:
             await self._admit_and_serve(handler, stream)
         except Exception:
-            log.exception("web UI: a connection failed", extra={"at": self._where})
+            if time.monotonic() - self._last_failure > 60:
+                self._last_failure = time.monotonic()
+                log.exception("web UI: a connection failed", extra={"at": self._where})
             await trio.aclose_forcefully(stream)
 
     async def _admit_and_serve(self, handler: Callable[[Any], Awaitable[None]], stream: Any) -> None:
-        sock = _socket_of(stream)
+        inner = getattr(stream, "transport_stream", stream)  # an SSLStream over a GuardedStream
         try:
-            client = client_key(sock.getpeername()[0])
+            peer, ours = inner.socket.getpeername()[:2], inner.socket.getsockname()[:2]
         except OSError:  # gone already
             await trio.aclose_forcefully(stream)
             return
-        if self._own_user_only and not await trio.to_thread.run_sync(same_user, sock):
-            await self._refuse(stream, "a connection of another local user")
-            return
+        client = client_key(peer[0])
         if self._open >= self._limit or (self._per_client and self._by_client[client] >= PER_CLIENT):
             await self._refuse(stream, "too many connections")
             return
+        if self._own_user_only and not same_user(peer, ours):
+            await self._refuse(stream, "a connection of another local user")
+            return
         self._open += 1
         self._by_client[client] += 1
+        if isinstance(inner, GuardedStream):
+            inner.crowded = lambda: self._open > self._limit // 2
         try:
             await handler(stream)
         finally:
@@ -145,7 +153,7 @@ class ConnectionCap:
 
 
 def client_key(address: str) -> str:
-    """Who a client address stands for: itself, or its /64 for IPv6 (one home has all of one)."""
+    """Who a client address stands for: itself, or its /56 for IPv6 (one home has all of one)."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
@@ -153,50 +161,15 @@ def client_key(address: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False))
     return str(ip)
 
 
-def same_user(sock: socket.socket) -> bool:
-    """Whether the loopback client at the other end of ``sock`` runs as this process's user.
-    Its socket is the one whose local end is our peer and whose remote end is us; where the
-    table cannot be read (not Linux), every client is let through to the login check."""
-    peer, ours = sock.getpeername()[:2], sock.getsockname()[:2]
-    found_table = False
-    for table in PROC_TCP:
-        try:
-            with open(table, encoding="ascii") as lines:
-                next(lines, None)
-                found_table = True
-                for line in lines:
-                    fields = line.split()
-                    if len(fields) > 7 and _endpoint(fields[1]) == _normal(peer) and _endpoint(fields[2]) == _normal(ours):
-                        return int(fields[7]) == os.getuid()
-        except OSError:
-            continue
-    return not found_table  # not found at all: gone already, or not ours to see
-
-
-def _socket_of(stream: Any) -> socket.socket:
-    inner = getattr(stream, "transport_stream", stream)  # an SSLStream over a GuardedStream
-    return inner.socket
-
-
-def _normal(address: tuple[Any, ...]) -> tuple[str, int]:
-    ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip), int(address[1])
-
-
-def _endpoint(text: str) -> tuple[str, int] | None:
-    """``0100007F:1F90`` (IPv4) or 32 hex digits and a port (IPv6), as /proc/net/tcp writes them:
-    each 32-bit word of the address in the kernel's byte order."""
-    address, _, port = text.partition(":")
+def same_user(peer: tuple[str, int], ours: tuple[str, int]) -> bool:
+    """Whether the loopback client at ``peer`` runs as this process's user; where the kernel
+    cannot be asked (not Linux), every client goes on to the login check."""
     try:
-        raw = bytes.fromhex(address)
-        words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)) if sys.byteorder == "little" else raw
-        return _normal((str(ipaddress.ip_address(words)), int(port, 16)))
-    except ValueError:
-        return None
-
+        uid = client_uid(peer, ours)
+    except OwnerUnknown:
+        return True
+    return uid == os.getuid()

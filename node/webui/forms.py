@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 MAX_FORM_BYTES = 16384
 MAX_FORM_FIELDS = 64
@@ -34,12 +34,16 @@ def number(text: str | None) -> float | None:
 
 
 async def limited_body(request: Request, limit: int) -> bytes:
-    """The request body, or ValueError once it passes ``limit`` bytes (read no further)."""
+    """The request body, or ValueError once it passes ``limit`` bytes (read no further) or does
+    not arrive whole."""
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ValueError("too large")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ValueError("too large")
+    except ClientDisconnect:  # gone, or too slow (guard.BODY_SECONDS)
+        raise ValueError("the body did not arrive") from None
     return body
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import trio
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,6 +34,7 @@ from .sessions import Sessions
 log = logging.getLogger("peerlight.webui")
 
 OPEN_PATHS = ("/login", "/static/")
+BODY_SECONDS = 60.0
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
@@ -108,7 +110,28 @@ class Guard:
                 message["headers"] = _with_security_headers(list(message.get("headers", [])))
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        await self.app(scope, body_in_time(receive), with_headers)
+
+
+def body_in_time(receive: Receive) -> Receive:
+    """``receive``, but a request body not arrived whole ``BODY_SECONDS`` after the request began
+    reads as a disconnect: a client sending it a byte at a time cannot hold the connection (and a
+    stream of HTTP/2) for ever. Once the body is whole, waiting is unbounded (a streamed answer
+    listens for the client's disconnect all along)."""
+    deadline = trio.current_time() + BODY_SECONDS
+    whole = False
+
+    async def receive_in_time() -> Message:
+        nonlocal whole
+        if whole:
+            return await receive()
+        with trio.move_on_at(deadline):
+            message = await receive()
+            whole = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+        return {"type": "http.disconnect"}
+
+    return receive_in_time
 
 
 def _with_security_headers(headers: list[Any]) -> list[Any]:

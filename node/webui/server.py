@@ -50,8 +50,11 @@ class RemoteDoor:
 
 
 class UiServer:
-    def __init__(self, ui: WebUi, port: int, remote: RemoteDoor | None = None, max_connections: int = 64) -> None:
+    def __init__(
+        self, ui: WebUi, port: int, remote: RemoteDoor | None = None, max_connections: int = 64, loopback_other_users: bool = False
+    ) -> None:
         self._ui = ui
+        self._loopback_other_users = loopback_other_users
         self._port = port
         self._remote = remote
         self._max_connections = max_connections
@@ -100,7 +103,8 @@ class UiServer:
     async def _keep_serving(self, door: str, configure: Callable[[], Config], app: ASGIApp, serving: Callable[[int | None], None]) -> None:
         while True:
             try:
-                cap = ConnectionCap(self._max_connections, door, own_user_only=door == "loopback", per_client=door == "remote")
+                own_user_only = door == "loopback" and not self._loopback_other_users
+                cap = ConnectionCap(self._max_connections, door, own_user_only=own_user_only, per_client=door == "remote")
                 await serve_door(app, configure(), cap, serving)
             except* OSError as failed:  # the port is taken, the address is not this machine's, the certificate unreadable
                 log.warning("the web UI cannot listen; trying again later", extra={"door": door, "reason": str(failed.exceptions[0])})
@@ -142,7 +146,9 @@ def ui_config() -> Config:
     config.include_server_header = False
     config.graceful_timeout = 2.0
     config.keep_alive_timeout = 5.0  # hypercorn's default; a connection the client closed holds its slot this long
-    config.read_timeout = 60  # a client that stops sending mid-request is cut
+    # No read_timeout: hypercorn applies it to every read, also while a long answer (a video, the
+    # live status) streams and the client rightly sends nothing. Slow requests: guard.BODY_SECONDS.
+    config.read_timeout = None
     config.ssl_handshake_timeout = 10  # hypercorn's 60 s would let a client hold a slot a minute for nothing
     config.h2_max_concurrent_streams = 16  # a browser opens a few; each may queue a request body
     config.h11_max_incomplete_size = 16 * 1024  # request line and headers
