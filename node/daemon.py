@@ -92,10 +92,6 @@ class Daemon:
         self.ui_server: UiServer | None = None
         self.ui_password = UiPassword(self.paths.root / "ui-password")
 
-    @property
-    def ui_address(self) -> str | None:
-        return self.ui_server.address if self.ui_server is not None else None
-
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
             log.info("shutting down", extra={"reason": reason})
@@ -202,16 +198,18 @@ class Daemon:
         if stored:  # once, on the first start after the recipe changed
             log_renames(stored, await self._catalog.write(partial(rename_in_catalog, renames=stored)))
 
+    def _ui_path(self, text: str) -> Path:
+        """A path of the ``[ui]`` options (a string there: ``~`` is expanded here, when used); a
+        relative one lies in the data directory."""
+        return self.config.resolve_path(self.paths.root, Path(text).expanduser())
+
     def _remote_door(self) -> RemoteDoor | None:
         """The UI's door for other machines, if ``ui.remote_listen`` opens one."""
         options = self.config.ui
         if not options.remote_listen:
             return None
-
-        def in_data_dir(text: str) -> str | None:  # a relative file lies in the data directory
-            return str(self.config.resolve_path(self.paths.root, Path(text).expanduser())) if text else None
-
-        return RemoteDoor(options.remote_listen, options.remote_port, in_data_dir(options.tls_certificate), in_data_dir(options.tls_key))
+        certificate, key = (str(self._ui_path(text)) if text else None for text in (options.tls_certificate, options.tls_key))
+        return RemoteDoor(options.remote_listen, options.remote_port, certificate, key)
 
     async def _serve(self, on_ready: Callable[[], None]) -> None:
         assert self._catalog is not None
@@ -231,9 +229,9 @@ class Daemon:
                 self.ui_sessions,
                 self.paths.root / "thumbnails",
                 self.decoders,
-                self.config.ui.session_hours * 3600,
-                self.config.resolve_path(self.paths.root, Path(self.config.ui.downloads).expanduser()),  # relative: in the data directory
-                ui_host_label(self.identity.seed) if self.config.ui.private_host else None,
+                options.session_hours * 3600,
+                self._ui_path(options.downloads),
+                ui_host_label(self.identity.seed) if options.private_host else None,
                 password=self.ui_password,
                 remote_hosts=options.remote_hosts,
                 remote_tls=bool(options.tls_certificate),

@@ -65,6 +65,12 @@ def test_values_are_read(tmp_path: Path) -> None:
         ('[network]\nbootstrap = ["/ip4/1.2.3.4/tcp/x/p2p/12D3KooW"]\n', "network.bootstrap", "not a multiaddr"),
         ("[index]\nforget_missing_after_seconds = inf\n", "index.forget_missing_after_seconds", "finite number"),
         ("[models]\nidle_unload_seconds = -inf\n", "models.idle_unload_seconds", "finite number"),
+        ('[ui]\nremote_listen = "nas.local"\n', "ui.remote_listen", "not an IP address"),
+        ('[ui]\nremote_listen = "0.0.0.0"\nport = 7781\nremote_port = 7781\n', "ui.remote_port", "must differ from ui.port"),
+        ('[ui]\ntls_certificate = "ui.crt"\n', "ui.tls_key", "set both"),
+        ('[ui]\ntls_key = "ui.key"\n', "ui.tls_certificate", "set both"),
+        ('[ui]\nremote_hosts = ["nas local"]\n', "ui.remote_hosts", "not a host name"),
+        ("[ui]\nmax_connections = 1\n", "ui.max_connections", "at least 4"),
     ],
 )
 def test_invalid_values_name_file_key_and_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:

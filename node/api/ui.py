@@ -30,15 +30,9 @@ class UiMethods:
     async def login(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         Params(raw).done()
         server = self._server()
-        address = server.address if server is not None else None
-        if server is None or address is None:
+        if server is None or server.address is None:
             raise Unavailable("the web UI is not serving (ui.enabled = false, or its port is taken: see `peerlight status`)")
-        return {
-            "url": f"{address}/login?token={self._sessions.login_token()}",
-            "address": address,
-            "remote": server.remote_address,
-            "remote_password": self._password.is_set(),
-        }
+        return {"url": f"{server.address}/login?token={self._sessions.login_token()}", "address": server.address, "remote": server.remote_address}
 
     async def set_password(self, raw: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """Set (``password``) or remove (``clear``) the password; either way every browser logged

@@ -48,6 +48,11 @@ class RemoteDoor:
     certificate: str | None = None  # PEM files: HTTPS with them
     key: str | None = None
 
+    @property
+    def host(self) -> str:
+        """The listen address as a URL writes it (an IPv6 one in brackets)."""
+        return f"[{self.listen}]" if ":" in self.listen else self.listen
+
 
 class UiServer:
     def __init__(
@@ -81,8 +86,7 @@ class UiServer:
         assert self._remote is not None
         self._ui.remote_serving_at(port)
         scheme = "https" if self._remote.certificate else "http"
-        host = f"[{self._remote.listen}]" if ":" in self._remote.listen else self._remote.listen
-        self.remote_address = f"{scheme}://{host}:{port}" if port else None
+        self.remote_address = f"{scheme}://{self._remote.host}:{port}" if port else None
 
     def _loopback_config(self) -> Config:
         config = ui_config()
@@ -95,8 +99,7 @@ class UiServer:
     def _remote_config(self) -> Config:
         assert self._remote is not None
         config = ui_config()
-        host = f"[{self._remote.listen}]" if ":" in self._remote.listen else self._remote.listen
-        config.bind = [f"{host}:{self._remote.port}"]
+        config.bind = [f"{self._remote.host}:{self._remote.port}"]
         config.certfile, config.keyfile = self._remote.certificate, self._remote.key
         return config
 

@@ -7,12 +7,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ...catalog.shares import SCOPES
 from .. import forms
 from ..jobs import Jobs
 from ..rendering import Renderer
 from .base import Api, Pages, only_on_the_node, refresh
-
-SCOPES = ("lan", "local", "global")
 
 
 class DevicePages(Pages):

@@ -11,12 +11,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ...catalog.shares import PERMISSIONS, SCOPES
 from .. import forms
 from ..rendering import qr_data_uri
 from .base import Pages, only_on_the_node, refresh
 
-SCOPES = ("local", "lan", "global")
-PERMISSIONS = ("devices", "members", "public")
+PERMISSIONS_SHOWN = tuple(reversed(PERMISSIONS))  # narrowest first: my devices, people I invite, anyone
 
 
 class SharePages(Pages):
@@ -32,7 +32,7 @@ class SharePages(Pages):
     async def shares(self, request: Request) -> Response:
         listed = await self.api.call("share.list") if self.api.offers("share.list") else []
         libraries = await self.api.call("library.list")
-        return self.render(request, "shares.html", shares=listed, libraries=libraries, scopes=SCOPES, permissions=PERMISSIONS)
+        return self.render(request, "shares.html", shares=listed, libraries=libraries, scopes=SCOPES, permissions=PERMISSIONS_SHOWN)
 
     async def create(self, request: Request) -> Response:
         """A new share of the libraries ticked (named by id: their paths stay in the daemon)."""
